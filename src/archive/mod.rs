@@ -1,0 +1,222 @@
+//! The on-disk format: the index that describes an album, the Matroska container that holds
+//! it, and the reader that finds both again. See docs/FORMAT.md.
+
+pub mod codec;
+pub mod mkv;
+pub mod reader;
+pub mod writer;
+
+use serde::{Deserialize, Serialize};
+
+pub use codec::{decode_index, encode_index, IndexError};
+pub use reader::{Archive, ReadError};
+pub use writer::{ArchiveWriter, WriteError};
+
+/// Name of the Matroska attachment that carries the index.
+pub const INDEX_ATTACHMENT_NAME: &str = "av1pack-index.bin";
+
+/// Everything a reader needs to know about an album, without scanning the video.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Index {
+    /// Version of av1pack that wrote the archive.
+    pub tool_version: String,
+    /// Identifies the renderer that produced `Rendered::size`; see `crate::render::RENDERER_ID`.
+    pub renderer: String,
+    pub settings: Settings,
+    pub tracks: Vec<Track>,
+    /// Entries in the deterministic order of the walk (parents before children).
+    pub entries: Vec<Entry>,
+}
+
+/// Encoder settings the archive was packed with.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub codec: String,
+    pub preset: String,
+    pub crf: Option<f32>,
+    pub qp: Option<u32>,
+    pub gop: u32,
+    /// Nominal frame rate told to the encoder (frames per second).
+    pub frame_rate: u32,
+    /// Pixel format of the coded planes, e.g. "yuvj444p".
+    pub pix_fmt: String,
+}
+
+/// One video track: all its frames share one canvas size.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Track {
+    /// Matroska track number (1-based).
+    pub number: u32,
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    /// Codec private data (for H.264: the avcC record).
+    pub extradata: Vec<u8>,
+    /// Every packet in decode order. `pts` is the frame number inside the track.
+    pub packets: Vec<Packet>,
+}
+
+/// One coded frame: where its bytes are in the archive file.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Absolute offset of the packet payload in the archive file.
+    pub offset: u64,
+    pub size: u32,
+    /// Presentation order: the frame number inside the track.
+    pub pts: u64,
+    /// Decode order timestamp as the encoder gave it (may be negative with B-frames).
+    pub dts: i64,
+    pub keyframe: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+/// One file, directory or symlink of the album.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Relative path as raw bytes, '/'-separated: non-UTF-8 names survive.
+    pub path: Vec<u8>,
+    pub mtime: Timestamp,
+    /// Unix permission bits (st_mode & 0o7777).
+    pub mode: u32,
+    pub kind: EntryKind,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum EntryKind {
+    Dir,
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// Stored byte for byte in an attachment.
+    Verbatim {
+        blob: Blob,
+        /// Why the file was not coded as video (shown by `ls` and `info`).
+        reason: String,
+    },
+    Image(Box<ImageEntry>),
+}
+
+/// Bytes of the original file kept in the archive's attachment area.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blob {
+    /// Offset relative to the start of the blob area (the end of the index attachment).
+    pub offset: u64,
+    pub len: u64,
+    /// xxh3-64 of the bytes.
+    pub hash: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+    Gif,
+    WebP,
+    Bmp,
+    Tiff,
+    Other,
+}
+
+impl ImageFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Gif => "gif",
+            ImageFormat::WebP => "webp",
+            ImageFormat::Bmp => "bmp",
+            ImageFormat::Tiff => "tiff",
+            ImageFormat::Other => "other",
+        }
+    }
+}
+
+/// Colour model of the original pixels, which the renderer reproduces.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorModel {
+    Rgb,
+    Grey,
+}
+
+/// An image coded as video.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ImageEntry {
+    pub format: ImageFormat,
+    pub color: ColorModel,
+    pub width: u32,
+    pub height: u32,
+    /// Size and xxh3-64 of the original file.
+    pub original_size: u64,
+    pub original_hash: u64,
+    /// Where the colour pixels are: one tile for now; huge images will use several.
+    pub tiles: Vec<Tile>,
+    /// Where a losslessly coded alpha plane is (empty: opaque).
+    pub alpha: Vec<Tile>,
+    /// Metadata blocks of the original (EXIF, ICC, XMP, text...), written back by the renderer.
+    pub metadata: Vec<MetaBlock>,
+    /// The file the renderer makes from the decoded frame, in the original format.
+    pub rendered: Rendered,
+    /// Quality of the decoded image against the original, if measured at pack time.
+    pub score: Option<f32>,
+}
+
+/// A rectangle of an image stored in one frame of one track.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// Index into `Index::tracks`.
+    pub track: u32,
+    /// Frame number inside the track (presentation order).
+    pub frame: u64,
+    /// The rectangle of the image this tile covers.
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Stored turned 90° clockwise (portrait images on a landscape canvas).
+    pub rotated: bool,
+}
+
+/// A metadata block copied from the original file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum MetaBlock {
+    /// A JPEG APPn or COM segment: marker byte and payload (without the length field).
+    JpegSegment { marker: u8, data: Vec<u8> },
+    /// A PNG ancillary chunk: type and data.
+    PngChunk { kind: [u8; 4], data: Vec<u8> },
+}
+
+/// Size and hash of the rendered file, so that the mount knows sizes without decoding.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub size: u64,
+    pub hash: u64,
+}
+
+impl Entry {
+    pub fn path_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+
+    /// Size of the file as unpack and the mount give it back.
+    pub fn served_size(&self) -> u64 {
+        match &self.kind {
+            EntryKind::Dir | EntryKind::Symlink { .. } => 0,
+            EntryKind::Verbatim { blob, .. } => blob.len,
+            EntryKind::Image(img) => img.rendered.size,
+        }
+    }
+
+    /// Size of the original file.
+    pub fn original_size(&self) -> u64 {
+        match &self.kind {
+            EntryKind::Dir | EntryKind::Symlink { .. } => 0,
+            EntryKind::Verbatim { blob, .. } => blob.len,
+            EntryKind::Image(img) => img.original_size,
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Writes an archive: Matroska header, clusters of coded frames, cues, and an attachment area
+//! holding the index followed by the verbatim files.
+//!
+//! File layout:
+//! `EBML header` · `Segment { SeekHead (reserved) · Info · Tracks (reserved) · Cluster* · Cues ·
+//! Attachments { index · verbatim files } }`.
+//! Verbatim files are streamed into a side file while packing and copied in at the end; the
+//! index stores their offsets relative to the end of the index attachment, so the index can be
+//! written last without knowing its own size in advance.
+
+use super::mkv::{self, id, CountingWriter};
+use super::{codec, Blob, Index, Packet, INDEX_ATTACHMENT_NAME};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+
+/// Bytes reserved at the start of the segment for the SeekHead.
+const SEEK_HEAD_RESERVE: usize = 128;
+/// Bytes reserved per track for its TrackEntry (codec private data included).
+const TRACK_RESERVE: usize = 640;
+/// Size field width used for elements patched at the end.
+const PATCHED_SIZE_LEN: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Index(#[from] codec::IndexError),
+    #[error("codec private data of track {track} is too large ({len} bytes)")]
+    ExtradataTooLarge { track: usize, len: usize },
+    #[error("no such track {0}")]
+    NoTrack(usize),
+}
+
+/// What the writer needs to know about a track before any frame is written.
+#[derive(Debug, Clone)]
+pub struct TrackSpec {
+    pub width: u32,
+    pub height: u32,
+    /// Matroska codec ID, e.g. "V_MPEG4/ISO/AVC".
+    pub codec_id: String,
+    /// Number of frames the track will hold (places the track on the file's timeline).
+    pub frames: u64,
+}
+
+struct TrackState {
+    spec: TrackSpec,
+    extradata: Vec<u8>,
+    packets: Vec<Packet>,
+    /// First timeline slot (in frames) of this track.
+    first_slot: u64,
+}
+
+struct Cluster {
+    track: usize,
+    /// Absolute offset of the Cluster element.
+    start: u64,
+    /// Cluster timestamp in milliseconds.
+    time_ms: u64,
+    body: Vec<u8>,
+}
+
+pub struct ArchiveWriter {
+    out: CountingWriter<BufWriter<File>>,
+    blobs: CountingWriter<BufWriter<File>>,
+    blob_count: u64,
+    segment_body_start: u64,
+    tracks_pos: u64,
+    info_pos: u64,
+    tracks: Vec<TrackState>,
+    frame_ms: u64,
+    cluster: Option<Cluster>,
+    cues: Vec<(u64, u64, u64)>,
+}
+
+impl ArchiveWriter {
+    /// Starts an archive in `out` (an empty file); `blobs` is a scratch file for verbatim data.
+    pub fn create(
+        out: File,
+        blobs: File,
+        tracks: Vec<TrackSpec>,
+        frame_rate: u32,
+        title: &str,
+    ) -> Result<Self, WriteError> {
+        let mut w = CountingWriter::new(BufWriter::with_capacity(1 << 20, out), 0);
+        let mut head = Vec::new();
+        let mut ebml = Vec::new();
+        mkv::uint(&mut ebml, id::EBML_VERSION, 1);
+        mkv::uint(&mut ebml, id::EBML_READ_VERSION, 1);
+        mkv::uint(&mut ebml, id::EBML_MAX_ID_LENGTH, 4);
+        mkv::uint(&mut ebml, id::EBML_MAX_SIZE_LENGTH, 8);
+        mkv::string(&mut ebml, id::DOC_TYPE, "matroska");
+        mkv::uint(&mut ebml, id::DOC_TYPE_VERSION, 4);
+        mkv::uint(&mut ebml, id::DOC_TYPE_READ_VERSION, 2);
+        mkv::master(&mut head, id::EBML, &ebml);
+        mkv::put_id(&mut head, id::SEGMENT);
+        mkv::put_size_fixed(&mut head, 0, PATCHED_SIZE_LEN);
+        let segment_body_start = head.len() as u64;
+        mkv::void(&mut head, SEEK_HEAD_RESERVE);
+
+        let frame_rate = u64::from(frame_rate.max(1));
+        let frame_ms = (1000 / frame_rate).max(1);
+        let total_frames: u64 = tracks.iter().map(|t| t.frames).sum();
+        let info_pos = head.len() as u64;
+        let mut info = Vec::new();
+        mkv::uint(&mut info, id::TIMESTAMP_SCALE, 1_000_000);
+        mkv::float(&mut info, id::DURATION, (total_frames * frame_ms) as f64);
+        mkv::string(&mut info, id::TITLE, title);
+        let app = concat!("av1pack ", env!("CARGO_PKG_VERSION"));
+        mkv::string(&mut info, id::MUXING_APP, app);
+        mkv::string(&mut info, id::WRITING_APP, app);
+        mkv::master(&mut head, id::INFO, &info);
+
+        let tracks_pos = head.len() as u64;
+        mkv::void(&mut head, TRACK_RESERVE * tracks.len().max(1) + 16);
+        w.write_all(&head)?;
+
+        let mut slot = 0;
+        let tracks = tracks
+            .into_iter()
+            .map(|spec| {
+                let first_slot = slot;
+                slot += spec.frames;
+                TrackState {
+                    spec,
+                    extradata: Vec::new(),
+                    packets: Vec::new(),
+                    first_slot,
+                }
+            })
+            .collect();
+        Ok(ArchiveWriter {
+            out: w,
+            blobs: CountingWriter::new(BufWriter::with_capacity(1 << 20, blobs), 0),
+            blob_count: 0,
+            segment_body_start,
+            tracks_pos,
+            info_pos,
+            tracks,
+            frame_ms,
+            cluster: None,
+            cues: Vec::new(),
+        })
+    }
+
+    pub fn set_extradata(&mut self, track: usize, data: Vec<u8>) -> Result<(), WriteError> {
+        let t = self.tracks.get_mut(track).ok_or(WriteError::NoTrack(track))?;
+        if data.len() > TRACK_RESERVE - 128 {
+            return Err(WriteError::ExtradataTooLarge {
+                track,
+                len: data.len(),
+            });
+        }
+        t.extradata = data;
+        Ok(())
+    }
+
+    /// Appends one coded frame of `track` (packets in decode order).
+    pub fn write_packet(
+        &mut self,
+        track: usize,
+        data: &[u8],
+        pts: u64,
+        dts: i64,
+        keyframe: bool,
+    ) -> Result<Packet, WriteError> {
+        let first_slot = self.tracks.get(track).ok_or(WriteError::NoTrack(track))?.first_slot;
+        let time_ms = (first_slot + pts) * self.frame_ms;
+        let needs_new = match &self.cluster {
+            None => true,
+            Some(c) => {
+                c.track != track
+                    || keyframe
+                    || time_ms < c.time_ms
+                    || time_ms - c.time_ms > i16::MAX as u64
+                    || c.body.len() > (8 << 20)
+            }
+        };
+        if needs_new {
+            self.flush_cluster()?;
+            let mut body = Vec::new();
+            mkv::uint(&mut body, id::TIMESTAMP, time_ms);
+            self.cluster = Some(Cluster {
+                track,
+                start: self.out.pos,
+                time_ms,
+                body,
+            });
+            if keyframe {
+                self.cues
+                    .push((time_ms, track as u64 + 1, self.out.pos - self.segment_body_start));
+            }
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return Err(WriteError::NoTrack(track));
+        };
+        // SimpleBlock: track number (vint), relative timestamp (i16), flags, payload.
+        let mut block_head = Vec::with_capacity(8);
+        mkv::put_size(&mut block_head, track as u64 + 1);
+        let rel = (time_ms - c.time_ms) as i16;
+        block_head.extend_from_slice(&rel.to_be_bytes());
+        block_head.push(if keyframe { 0x80 } else { 0x00 });
+        let block_len = (block_head.len() + data.len()) as u64;
+        mkv::put_id(&mut c.body, id::SIMPLE_BLOCK);
+        mkv::put_size(&mut c.body, block_len);
+        c.body.extend_from_slice(&block_head);
+        let offset_in_body = c.body.len() as u64;
+        c.body.extend_from_slice(data);
+        // The cluster is written as ID + 8-byte size + body.
+        let offset = c.start + 4 + PATCHED_SIZE_LEN as u64 + offset_in_body;
+        let packet = Packet {
+            offset,
+            size: data.len() as u32,
+            pts,
+            dts,
+            keyframe,
+        };
+        self.tracks[track].packets.push(packet);
+        Ok(packet)
+    }
+
+    fn flush_cluster(&mut self) -> Result<(), WriteError> {
+        if let Some(c) = self.cluster.take() {
+            let mut head = Vec::with_capacity(12);
+            mkv::put_id(&mut head, id::CLUSTER);
+            mkv::put_size_fixed(&mut head, c.body.len() as u64, PATCHED_SIZE_LEN);
+            debug_assert_eq!(self.out.pos, c.start);
+            self.out.write_all(&head)?;
+            self.out.write_all(&c.body)?;
+        }
+        Ok(())
+    }
+
+    /// Streams a verbatim file into the attachment area; `len` bytes are read from `src`.
+    pub fn add_blob(&mut self, name: &str, src: &mut impl Read, len: u64) -> Result<Blob, WriteError> {
+        self.blob_count += 1;
+        let mut fields = Vec::new();
+        mkv::string(&mut fields, id::FILE_NAME, name);
+        mkv::string(&mut fields, id::FILE_MEDIA_TYPE, "application/octet-stream");
+        mkv::uint(&mut fields, id::FILE_UID, self.blob_count + 1);
+        let data_head = mkv::header(id::FILE_DATA, len);
+        let body_len = fields.len() as u64 + data_head.len() as u64 + len;
+        let mut head = mkv::header(id::ATTACHED_FILE, body_len);
+        head.extend_from_slice(&fields);
+        head.extend_from_slice(&data_head);
+        self.blobs.write_all(&head)?;
+        let offset = self.blobs.pos;
+        let mut hasher = HashingWriter {
+            inner: &mut self.blobs,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+        };
+        mkv::copy_exact(src, &mut hasher, len)?;
+        let hash = hasher.hasher.digest();
+        Ok(Blob { offset, len, hash })
+    }
+
+    /// Writes cues, tracks, the index and the attachments; fills `index.tracks` packets and
+    /// extradata. Returns the finished file (flushed, not yet synced).
+    pub fn finish(mut self, index: &mut Index) -> Result<File, WriteError> {
+        self.flush_cluster()?;
+        for (t, state) in index.tracks.iter_mut().zip(self.tracks.iter_mut()) {
+            t.packets = std::mem::take(&mut state.packets);
+            t.extradata = state.extradata.clone();
+        }
+
+        // Cues.
+        let cues_pos = self.out.pos;
+        let mut cues = Vec::new();
+        for &(time, track, cluster_pos) in &self.cues {
+            let mut ctp = Vec::new();
+            mkv::uint(&mut ctp, id::CUE_TRACK, track);
+            mkv::uint(&mut ctp, id::CUE_CLUSTER_POSITION, cluster_pos);
+            let mut cp = Vec::new();
+            mkv::uint(&mut cp, id::CUE_TIME, time);
+            mkv::master(&mut cp, id::CUE_TRACK_POSITIONS, &ctp);
+            mkv::master(&mut cues, id::CUE_POINT, &cp);
+        }
+        if !cues.is_empty() {
+            let mut el = Vec::new();
+            mkv::master(&mut el, id::CUES, &cues);
+            self.out.write_all(&el)?;
+        }
+
+        // Attachments: the index first, then the verbatim files.
+        let attachments_pos = self.out.pos;
+        let index_bytes = codec::encode_index(index)?;
+        let mut fields = Vec::new();
+        mkv::string(&mut fields, id::FILE_NAME, INDEX_ATTACHMENT_NAME);
+        mkv::string(&mut fields, id::FILE_MEDIA_TYPE, "application/octet-stream");
+        mkv::uint(&mut fields, id::FILE_UID, 1);
+        mkv::master(&mut fields, id::FILE_DATA, &index_bytes);
+        let mut index_el = Vec::new();
+        mkv::master(&mut index_el, id::ATTACHED_FILE, &fields);
+        self.blobs.flush()?;
+        let blob_bytes = self.blobs.pos;
+        let mut blob_file = self
+            .blobs
+            .into_inner()
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+        let mut head = Vec::new();
+        mkv::put_id(&mut head, id::ATTACHMENTS);
+        mkv::put_size_fixed(&mut head, index_el.len() as u64 + blob_bytes, PATCHED_SIZE_LEN);
+        self.out.write_all(&head)?;
+        self.out.write_all(&index_el)?;
+        blob_file.seek(SeekFrom::Start(0))?;
+        mkv::copy_exact(&mut blob_file, &mut self.out, blob_bytes)?;
+        let end = self.out.pos;
+
+        let mut file = self.out.into_inner().into_inner().map_err(|e| e.into_error())?;
+
+        // Tracks, into the space reserved for them.
+        let mut entries = Vec::new();
+        for (i, t) in self.tracks.iter().enumerate() {
+            let mut video = Vec::new();
+            mkv::uint(&mut video, id::PIXEL_WIDTH, u64::from(t.spec.width));
+            mkv::uint(&mut video, id::PIXEL_HEIGHT, u64::from(t.spec.height));
+            let mut te = Vec::new();
+            mkv::uint(&mut te, id::TRACK_NUMBER, i as u64 + 1);
+            mkv::uint(&mut te, id::TRACK_UID, i as u64 + 1);
+            mkv::uint(&mut te, id::TRACK_TYPE, 1);
+            mkv::uint(&mut te, id::FLAG_LACING, 0);
+            mkv::uint(&mut te, id::FLAG_DEFAULT, u64::from(i == 0));
+            mkv::uint(&mut te, id::DEFAULT_DURATION, self.frame_ms * 1_000_000);
+            mkv::string(&mut te, id::LANGUAGE, "und");
+            mkv::string(&mut te, id::CODEC_ID, &t.spec.codec_id);
+            if !t.extradata.is_empty() {
+                mkv::master(&mut te, id::CODEC_PRIVATE, &t.extradata);
+            }
+            mkv::master(&mut te, id::VIDEO, &video);
+            mkv::master(&mut entries, id::TRACK_ENTRY, &te);
+        }
+        let mut tracks_el = Vec::new();
+        mkv::master(&mut tracks_el, id::TRACKS, &entries);
+        let reserve = TRACK_RESERVE * self.tracks.len().max(1) + 16;
+        if tracks_el.len() + 2 > reserve {
+            return Err(WriteError::ExtradataTooLarge {
+                track: 0,
+                len: tracks_el.len(),
+            });
+        }
+        let pad = reserve - tracks_el.len();
+        mkv::void(&mut tracks_el, pad);
+        write_at(&mut file, self.tracks_pos, &tracks_el)?;
+
+        // SeekHead.
+        let mut seeks = Vec::new();
+        let rel = |p: u64| p - self.segment_body_start;
+        let mut targets = vec![
+            (id::INFO, rel(self.info_pos)),
+            (id::TRACKS, rel(self.tracks_pos)),
+            (id::ATTACHMENTS, rel(attachments_pos)),
+        ];
+        if !self.cues.is_empty() {
+            targets.push((id::CUES, rel(cues_pos)));
+        }
+        for (target, pos) in targets {
+            let mut seek = Vec::new();
+            let mut idb = Vec::new();
+            mkv::put_id(&mut idb, target);
+            mkv::master(&mut seek, id::SEEK_ID, &idb);
+            mkv::uint(&mut seek, id::SEEK_POSITION, pos);
+            mkv::master(&mut seeks, id::SEEK, &seek);
+        }
+        let mut seek_head = Vec::new();
+        mkv::master(&mut seek_head, id::SEEK_HEAD, &seeks);
+        let pad = SEEK_HEAD_RESERVE - seek_head.len();
+        mkv::void(&mut seek_head, pad);
+        write_at(&mut file, self.segment_body_start, &seek_head)?;
+
+        // Segment size.
+        let mut size = Vec::new();
+        mkv::put_size_fixed(&mut size, end - self.segment_body_start, PATCHED_SIZE_LEN);
+        write_at(&mut file, self.segment_body_start - PATCHED_SIZE_LEN as u64, &size)?;
+        file.flush()?;
+        Ok(file)
+    }
+}
+
+fn write_at(file: &mut File, pos: u64, data: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(data, pos)
+}
+
+struct HashingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    hasher: xxhash_rust::xxh3::Xxh3,
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

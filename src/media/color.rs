@@ -1,0 +1,98 @@
+//! RGB ⇄ full-range BT.601 YCbCr (the JPEG matrix), 8 bits, in fixed point.
+//!
+//! Written here rather than through swscale so that the result is identical on every CPU and
+//! FFmpeg version: the renderer's output (and so every file size recorded in the index)
+//! depends on it.
+
+const SHIFT: i32 = 16;
+const HALF: i32 = 1 << (SHIFT - 1);
+
+// Coefficients × 65536. Each row sums so that grey maps to grey exactly.
+const YR: i32 = 19595; // 0.299
+const YG: i32 = 38470; // 0.587
+const YB: i32 = 7471; // 0.114 (19595 + 38470 + 7471 = 65536)
+const CBR: i32 = -11059; // -0.168736
+const CBG: i32 = -21709; // -0.331264
+const CBB: i32 = 32768; // 0.5 (sums to 0)
+const CRR: i32 = 32768; // 0.5
+const CRG: i32 = -27439; // -0.418688
+const CRB: i32 = -5329; // -0.081312 (sums to 0)
+
+const RCR: i32 = 91881; // 1.402
+const GCB: i32 = -22554; // -0.344136
+const GCR: i32 = -46802; // -0.714136
+const BCB: i32 = 116130; // 1.772
+
+#[inline]
+fn clamp8(v: i32) -> u8 {
+    v.clamp(0, 255) as u8
+}
+
+/// Converts one row of packed RGB into three planes.
+pub fn rgb_to_ycbcr_row(rgb: &[u8], y: &mut [u8], cb: &mut [u8], cr: &mut [u8]) {
+    for (((px, y), cb), cr) in rgb
+        .chunks_exact(3)
+        .zip(y.iter_mut())
+        .zip(cb.iter_mut())
+        .zip(cr.iter_mut())
+    {
+        let (r, g, b) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
+        *y = clamp8((YR * r + YG * g + YB * b + HALF) >> SHIFT);
+        *cb = clamp8(((CBR * r + CBG * g + CBB * b + HALF) >> SHIFT) + 128);
+        *cr = clamp8(((CRR * r + CRG * g + CRB * b + HALF) >> SHIFT) + 128);
+    }
+}
+
+/// Converts one row of three planes into packed RGB.
+pub fn ycbcr_to_rgb_row(y: &[u8], cb: &[u8], cr: &[u8], rgb: &mut [u8]) {
+    for (((px, &y), &cb), &cr) in rgb
+        .chunks_exact_mut(3)
+        .zip(y.iter())
+        .zip(cb.iter())
+        .zip(cr.iter())
+    {
+        let yy = (i32::from(y) << SHIFT) + HALF;
+        let cb = i32::from(cb) - 128;
+        let cr = i32::from(cr) - 128;
+        px[0] = clamp8((yy + RCR * cr) >> SHIFT);
+        px[1] = clamp8((yy + GCB * cb + GCR * cr) >> SHIFT);
+        px[2] = clamp8((yy + BCB * cb) >> SHIFT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grey_stays_grey_exactly() {
+        for v in 0..=255u8 {
+            let (mut y, mut cb, mut cr) = ([0u8], [0u8], [0u8]);
+            rgb_to_ycbcr_row(&[v, v, v], &mut y, &mut cb, &mut cr);
+            assert_eq!((y[0], cb[0], cr[0]), (v, 128, 128));
+            let mut rgb = [0u8; 3];
+            ycbcr_to_rgb_row(&y, &cb, &cr, &mut rgb);
+            assert_eq!(rgb, [v, v, v]);
+        }
+    }
+
+    #[test]
+    fn round_trip_error_is_small() {
+        let mut worst = 0i32;
+        for r in (0..256).step_by(5) {
+            for g in (0..256).step_by(7) {
+                for b in (0..256).step_by(3) {
+                    let px = [r as u8, g as u8, b as u8];
+                    let (mut y, mut cb, mut cr) = ([0u8], [0u8], [0u8]);
+                    rgb_to_ycbcr_row(&px, &mut y, &mut cb, &mut cr);
+                    let mut back = [0u8; 3];
+                    ycbcr_to_rgb_row(&y, &cb, &cr, &mut back);
+                    for c in 0..3 {
+                        worst = worst.max((i32::from(back[c]) - i32::from(px[c])).abs());
+                    }
+                }
+            }
+        }
+        assert!(worst <= 3, "worst channel error {worst}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Metadata blocks of JPEG and PNG files: taken from the original byte for byte, and
+//! written back into the files the renderer makes.
+
+use crate::archive::MetaBlock;
+
+/// What the metadata scan learned about a JPEG besides its blocks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JpegFacts {
+    /// Number of colour components in the frame header (4 = CMYK/YCCK).
+    pub components: u8,
+}
+
+/// APPn and COM segments before the first scan, in file order.
+pub fn jpeg_blocks(bytes: &[u8]) -> (Vec<MetaBlock>, JpegFacts) {
+    let mut blocks = Vec::new();
+    let mut facts = JpegFacts::default();
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return (blocks, facts);
+    }
+    let mut pos = 2;
+    while pos + 4 <= bytes.len() {
+        if bytes[pos] != 0xFF {
+            break;
+        }
+        let marker = bytes[pos + 1];
+        if marker == 0xFF {
+            pos += 1; // fill byte
+            continue;
+        }
+        if marker == 0xD9 || marker == 0xDA {
+            break; // EOI or start of scan
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+        if len < 2 || pos + 2 + len > bytes.len() {
+            break;
+        }
+        let data = &bytes[pos + 4..pos + 2 + len];
+        match marker {
+            0xE0..=0xEF | 0xFE => blocks.push(MetaBlock::JpegSegment {
+                marker,
+                data: data.to_vec(),
+            }),
+            0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
+                if data.len() >= 6 {
+                    facts.components = data[5];
+                }
+            }
+            _ => {}
+        }
+        pos += 2 + len;
+    }
+    (blocks, facts)
+}
+
+/// Chunks that describe pixels we re-encode (palette, transparency, bit depth) are not kept.
+fn png_chunk_kept(kind: &[u8; 4]) -> bool {
+    let ancillary = kind[0].is_ascii_lowercase();
+    ancillary && !matches!(kind, b"tRNS" | b"bKGD" | b"hIST" | b"sPLT" | b"sBIT" | b"acTL" | b"fcTL" | b"fdAT")
+}
+
+/// Ancillary PNG chunks worth keeping (colour profile, text, EXIF, physical size, time...).
+pub fn png_blocks(bytes: &[u8]) -> Vec<MetaBlock> {
+    const SIG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let mut blocks = Vec::new();
+    if !bytes.starts_with(SIG) {
+        return blocks;
+    }
+    let mut pos = SIG.len();
+    while pos + 12 <= bytes.len() {
+        let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]) as usize;
+        let kind = [bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]];
+        let Some(end) = pos.checked_add(12).and_then(|p| p.checked_add(len)) else {
+            break;
+        };
+        if end > bytes.len() {
+            break;
+        }
+        if &kind == b"IEND" {
+            break;
+        }
+        if png_chunk_kept(&kind) {
+            blocks.push(MetaBlock::PngChunk {
+                kind,
+                data: bytes[pos + 8..pos + 8 + len].to_vec(),
+            });
+        }
+        pos = end;
+    }
+    blocks
+}
+
+/// Puts the original's APPn/COM segments into a freshly encoded JPEG.
+///
+/// The encoder's own JFIF segment is dropped when the original had an APP0; the original's
+/// Adobe APP14 is not copied (it describes the original's colour transform, not ours).
+pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
+    let segments: Vec<(u8, &[u8])> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            MetaBlock::JpegSegment { marker, data } if *marker != 0xEE => Some((*marker, data.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if segments.is_empty() || encoded.len() < 2 {
+        return encoded.to_vec();
+    }
+    let had_app0 = segments.iter().any(|(m, _)| *m == 0xE0);
+    let mut out = Vec::with_capacity(encoded.len() + segments.iter().map(|(_, d)| d.len() + 4).sum::<usize>());
+    out.extend_from_slice(&encoded[..2]);
+    for (marker, data) in &segments {
+        // Segments longer than a JPEG length field allows cannot come from a valid original.
+        if data.len() + 2 > usize::from(u16::MAX) {
+            continue;
+        }
+        out.push(0xFF);
+        out.push(*marker);
+        out.extend_from_slice(&((data.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    let mut pos = 2;
+    // Skip the encoder's APP0 (JFIF) if the original brought its own.
+    if had_app0 && encoded.len() >= 6 && encoded[2] == 0xFF && encoded[3] == 0xE0 {
+        let len = usize::from(u16::from_be_bytes([encoded[4], encoded[5]]));
+        pos = (2 + 2 + len).min(encoded.len());
+    }
+    out.extend_from_slice(&encoded[pos..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_segments_round_trip() {
+        // SOI, APP1 "Exif", COM, SOF0 with 3 components, EOI.
+        let mut f = vec![0xFF, 0xD8];
+        f.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x08, b'E', b'x', b'i', b'f', 0, 0]);
+        f.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x05, b'h', b'i', b'!']);
+        f.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x0B, 8, 0, 1, 0, 1, 3, 1, 0x11, 0, 2]);
+        f.extend_from_slice(&[0xFF, 0xD9]);
+        let (blocks, facts) = jpeg_blocks(&f);
+        assert_eq!(facts.components, 3);
+        assert_eq!(blocks.len(), 2);
+        let encoded = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 1, 2, 0xFF, 0xD9];
+        let spliced = splice_jpeg(&encoded, &blocks);
+        let (again, _) = jpeg_blocks(&spliced);
+        assert_eq!(again, blocks);
+        assert!(spliced.ends_with(&[0xFF, 0xE0, 0x00, 0x04, 1, 2, 0xFF, 0xD9]));
+    }
+}

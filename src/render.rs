@@ -1,0 +1,151 @@
+//! The deterministic renderer: decoded pixels → a complete image file.
+//!
+//! Unpack and the mount use it, and pack runs it on every image to record the exact size of
+//! the file it makes (`Rendered`), so the mount knows every size without decoding. Any change
+//! to its output must change [`RENDERER_ID`].
+
+use crate::archive::{ColorModel, ImageEntry, ImageFormat, MetaBlock};
+use crate::meta;
+use image::RgbImage;
+use std::io::Cursor;
+
+/// JPEG quality of rendered JPEGs (4:4:4, optimised Huffman tables).
+pub const JPEG_QUALITY: u8 = 95;
+
+/// Identifies the renderer's exact output. Bump when anything below changes the bytes.
+pub const RENDERER_ID: &str =
+    "av1pack-render-1;png-0.18.1-fast;jpeg-encoder-0.7.1-q95-444-opt;image-0.25.10";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// The original file's format (PNG stays PNG, JPEG stays JPEG...).
+    Original,
+    /// Lossless PNG of exactly what was decoded.
+    Png,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("PNG encoding failed: {0}")]
+    Png(#[from] png::EncodingError),
+    #[error("JPEG encoding failed: {0}")]
+    Jpeg(#[from] jpeg_encoder::EncodingError),
+    #[error("image encoding failed: {0}")]
+    Image(#[from] image::ImageError),
+    #[error("image of {0}x{1} is too large for this format")]
+    TooLarge(u32, u32),
+}
+
+/// Renders `rgb` (the decoded image, original size) as the file for `entry`.
+pub fn render(entry: &ImageEntry, rgb: &RgbImage, format: OutputFormat) -> Result<Vec<u8>, RenderError> {
+    let target = match format {
+        OutputFormat::Png => ImageFormat::Png,
+        OutputFormat::Original => entry.format,
+    };
+    let grey = entry.color == ColorModel::Grey;
+    let pixels: std::borrow::Cow<'_, [u8]> = if grey {
+        std::borrow::Cow::Owned(to_luma(rgb))
+    } else {
+        std::borrow::Cow::Borrowed(rgb.as_raw())
+    };
+    let (w, h) = rgb.dimensions();
+    match target {
+        ImageFormat::Png => png_file(&pixels, w, h, grey, &entry.metadata),
+        ImageFormat::Jpeg => {
+            let (w16, h16) = match (u16::try_from(w), u16::try_from(h)) {
+                (Ok(a), Ok(b)) => (a, b),
+                _ => return Err(RenderError::TooLarge(w, h)),
+            };
+            let mut buf = Vec::new();
+            let mut enc = jpeg_encoder::Encoder::new(&mut buf, JPEG_QUALITY);
+            enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
+            enc.set_optimized_huffman_tables(true);
+            let ct = if grey {
+                jpeg_encoder::ColorType::Luma
+            } else {
+                jpeg_encoder::ColorType::Rgb
+            };
+            enc.encode(&pixels, w16, h16, ct)?;
+            Ok(meta::splice_jpeg(&buf, &entry.metadata))
+        }
+        ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Other => {
+            let fmt = match target {
+                ImageFormat::Bmp => image::ImageFormat::Bmp,
+                ImageFormat::Tiff => image::ImageFormat::Tiff,
+                ImageFormat::WebP => image::ImageFormat::WebP,
+                // Formats we do not write come out as PNG.
+                _ => return png_file(&pixels, w, h, grey, &entry.metadata),
+            };
+            let img = if grey {
+                image::DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(w, h, pixels.into_owned()).ok_or(RenderError::TooLarge(w, h))?,
+                )
+            } else {
+                image::DynamicImage::ImageRgb8(rgb.clone())
+            };
+            let mut out = Cursor::new(Vec::new());
+            img.write_to(&mut out, fmt)?;
+            Ok(out.into_inner())
+        }
+    }
+}
+
+fn png_file(pixels: &[u8], w: u32, h: u32, grey: bool, metadata: &[MetaBlock]) -> Result<Vec<u8>, RenderError> {
+    let mut buf = Vec::with_capacity(pixels.len() / 2 + 1024);
+    {
+        let mut enc = png::Encoder::new(&mut buf, w, h);
+        enc.set_color(if grey {
+            png::ColorType::Grayscale
+        } else {
+            png::ColorType::Rgb
+        });
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        let mut writer = enc.write_header()?;
+        for block in metadata {
+            if let MetaBlock::PngChunk { kind, data } = block {
+                writer.write_chunk(png::chunk::ChunkType(*kind), data)?;
+            }
+        }
+        writer.write_image_data(pixels)?;
+        writer.finish()?;
+    }
+    Ok(buf)
+}
+
+/// Luma of decoded pixels, with the same matrix the encoder used (grey in, grey out).
+fn to_luma(rgb: &RgbImage) -> Vec<u8> {
+    rgb.as_raw()
+        .chunks_exact(3)
+        .map(|p| {
+            let v = 19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]) + 32768;
+            (v >> 16).min(255) as u8
+        })
+        .collect()
+}
+
+/// File extension for `--format png` output paths.
+pub fn png_path(path: &[u8]) -> Vec<u8> {
+    let name_start = path.iter().rposition(|&b| b == b'/').map_or(0, |p| p + 1);
+    let stem_end = path[name_start..]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .filter(|&p| p > 0)
+        .map_or(path.len(), |p| name_start + p);
+    let mut out = path[..stem_end].to_vec();
+    out.extend_from_slice(b".png");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_paths() {
+        assert_eq!(png_path(b"a/b.jpg"), b"a/b.png");
+        assert_eq!(png_path(b"a.b/c"), b"a.b/c.png");
+        assert_eq!(png_path(b".hidden"), b".hidden.png");
+        assert_eq!(png_path(b"x.tar.jpeg"), b"x.tar.png");
+    }
+}
