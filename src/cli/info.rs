@@ -1,0 +1,90 @@
+use super::{exit, human_bytes, Global};
+use crate::archive::{Archive, EntryKind};
+use std::path::PathBuf;
+
+/// Show an archive's settings, counts and sizes.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub archive: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Info<'a> {
+    archive: String,
+    archive_bytes: u64,
+    tool_version: &'a str,
+    renderer: &'a str,
+    settings: &'a crate::archive::Settings,
+    tracks: Vec<(u32, u32, usize)>,
+    entries: usize,
+    images: usize,
+    verbatim: usize,
+    dirs: usize,
+    symlinks: usize,
+    original_bytes: u64,
+    restored_bytes: u64,
+    ratio: f64,
+}
+
+pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
+    let archive = Archive::open(&a.archive)?;
+    let idx = &archive.index;
+    let count = |f: fn(&EntryKind) -> bool| idx.entries.iter().filter(|e| f(&e.kind)).count();
+    let original: u64 = idx.entries.iter().map(|e| e.original_size()).sum();
+    let info = Info {
+        archive: a.archive.display().to_string(),
+        archive_bytes: archive.file_len(),
+        tool_version: &idx.tool_version,
+        renderer: &idx.renderer,
+        settings: &idx.settings,
+        tracks: idx
+            .tracks
+            .iter()
+            .map(|t| (t.width, t.height, t.packets.len()))
+            .collect(),
+        entries: idx.entries.len(),
+        images: count(|k| matches!(k, EntryKind::Image(_))),
+        verbatim: count(|k| matches!(k, EntryKind::Verbatim { .. })),
+        dirs: count(|k| matches!(k, EntryKind::Dir)),
+        symlinks: count(|k| matches!(k, EntryKind::Symlink { .. })),
+        original_bytes: original,
+        restored_bytes: idx.entries.iter().map(|e| e.served_size()).sum(),
+        ratio: archive.file_len() as f64 / original.max(1) as f64,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(exit::OK);
+    }
+    let s = info.settings;
+    println!("archive:    {} ({})", info.archive, human_bytes(info.archive_bytes));
+    println!("written by: av1pack {}", info.tool_version);
+    println!(
+        "coding:     {} preset {} {} gop {} at a nominal {} fps, {}",
+        s.codec,
+        s.preset,
+        match (s.qp, s.crf) {
+            (Some(qp), _) => format!("qp {qp}"),
+            (None, Some(crf)) => format!("crf {crf}"),
+            _ => String::from("default rate control"),
+        },
+        s.gop,
+        s.frame_rate,
+        s.pix_fmt
+    );
+    let frames: usize = info.tracks.iter().map(|t| t.2).sum();
+    println!("tracks:     {} ({} frames)", info.tracks.len(), frames);
+    for (i, (w, h, n)) in info.tracks.iter().enumerate() {
+        println!("  track {:<3} {w}x{h}, {n} frames", i + 1);
+    }
+    println!(
+        "entries:    {} ({} images as video, {} files kept as is, {} folders, {} symlinks)",
+        info.entries, info.images, info.verbatim, info.dirs, info.symlinks
+    );
+    println!("originals:  {}", human_bytes(info.original_bytes));
+    println!("restored:   {} (what unpack and the mount give back)", human_bytes(info.restored_bytes));
+    println!("ratio:      {:.3}× the originals", info.ratio);
+    Ok(exit::OK)
+}

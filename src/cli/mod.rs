@@ -1,0 +1,115 @@
+//! The command line: raw clap arguments become validated settings, one file per subcommand.
+//! `anyhow` lives here only; the library returns typed errors.
+
+mod info;
+mod ls;
+mod pack;
+mod progress;
+mod unpack;
+mod verify;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (also in README.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Any error: bad input, unreadable files, a damaged or foreign archive, I/O failures.
+    pub const ERROR: u8 = 1;
+    /// Wrong usage (unknown option, missing argument): printed by clap.
+    pub const USAGE: u8 = 2;
+    /// `verify`: an image scored below `--min-score`, or a file differs from its original.
+    pub const VERIFY_FAILED: u8 = 3;
+    /// `unpack`: some entries could not be restored (they are named on stderr).
+    pub const INCOMPLETE: u8 = 4;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "av1pack",
+    version,
+    about = "Pack a folder of images into one Matroska video, and get it back",
+    long_about = "Packs a folder of images (an album) into one Matroska (MKV) video, one image per \
+frame, so that the codec's prediction between similar images saves space. Everything else in \
+the folder is kept too: names, sub-folders, modification times, metadata, files that are not \
+images.",
+    after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack ls trip.mkv\n  \
+av1pack unpack trip.mkv restored/\n  av1pack verify trip.mkv ~/Pictures/trip --min-score 85"
+)]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug, -vvv: also FFmpeg's own messages).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No progress bar and no notes; errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Pack(pack::Args),
+    Unpack(unpack::Args),
+    Ls(ls::Args),
+    Info(info::Args),
+    Verify(verify::Args),
+}
+
+/// Options every subcommand sees.
+#[derive(Debug, Clone, Copy)]
+pub struct Global {
+    pub verbose: u8,
+    pub quiet: bool,
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    init_logging(cli.verbose, cli.quiet);
+    crate::media::init(cli.verbose >= 3);
+    let g = Global {
+        verbose: cli.verbose,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Pack(a) => pack::run(a, g),
+        Command::Unpack(a) => unpack::run(a, g),
+        Command::Ls(a) => ls::run(a, g),
+        Command::Info(a) => info::run(a, g),
+        Command::Verify(a) => verify::run(a, g),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .parse_env("AV1PACK_LOG")
+        .try_init();
+}
+
+/// Writes a path's raw bytes (names need not be UTF-8).
+pub(crate) fn write_path(out: &mut impl std::io::Write, path: &[u8]) -> std::io::Result<()> {
+    out.write_all(path)
+}
+
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,90 @@
+use super::{exit, human_bytes, progress::Bar, Global};
+use crate::pack::{self, PackOptions};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+
+const PRESETS: [&str; 10] = [
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+];
+
+/// Pack a folder into an archive.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack pack --gop 16 --preset slow scans/ scans.mkv")]
+pub struct Args {
+    /// The album folder to pack (read only; never changed).
+    pub album: PathBuf,
+    /// The archive to write (.mkv).
+    pub archive: PathBuf,
+    /// Replace the archive if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// x264 constant rate factor (lower is better quality). Default: 14 at the nominal 25 fps.
+    #[arg(long, conflicts_with = "qp")]
+    pub crf: Option<f32>,
+    /// Constant quantiser instead of CRF (0 = lossless YCbCr).
+    #[arg(long)]
+    pub qp: Option<u32>,
+    /// Maximum frames between keyframes: smaller reads faster in the mount, larger packs smaller.
+    #[arg(long, default_value_t = pack::DEFAULT_GOP)]
+    pub gop: u32,
+    /// x264 preset (speed against size).
+    #[arg(long, default_value = "medium")]
+    pub preset: String,
+    /// Encoder threads. The archive's bytes depend on it, not on the machine.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
+    if !PRESETS.contains(&a.preset.as_str()) {
+        bail!("--preset {}: not an x264 preset (one of {})", a.preset, PRESETS.join(", "));
+    }
+    if let Some(crf) = a.crf {
+        if !(0.0..=51.0).contains(&crf) {
+            bail!("--crf {crf}: must be between 0 and 51");
+        }
+    }
+    if let Some(qp) = a.qp {
+        if qp > 51 {
+            bail!("--qp {qp}: must be between 0 and 51");
+        }
+    }
+    if a.gop == 0 || a.gop > 1000 {
+        bail!("--gop {}: must be between 1 and 1000", a.gop);
+    }
+    if a.threads == 0 || a.threads > 64 {
+        bail!("--threads {}: must be between 1 and 64", a.threads);
+    }
+    let opts = PackOptions {
+        crf: a.crf.or(Some(pack::DEFAULT_CRF)),
+        qp: a.qp,
+        gop: a.gop,
+        preset: a.preset,
+        threads: a.threads,
+        force: a.force,
+        ..PackOptions::default()
+    };
+    let bar = Bar::new("packing", g.quiet);
+    let result = pack::pack(&a.album, &a.archive, &opts, &bar);
+    bar.finish();
+    let report = result.with_context(|| format!("could not pack {}", a.album.display()))?;
+    if !g.quiet {
+        for (path, reason) in &report.verbatim {
+            eprintln!("av1pack: kept as is: {path} ({reason})");
+        }
+        let ratio = report.archive_bytes as f64 / report.original_bytes.max(1) as f64;
+        eprintln!(
+            "av1pack: packed {} files ({} images as video in {} tracks, {} kept as is), {} folders, {} symlinks: {} → {} ({:.2}× the originals)",
+            report.files,
+            report.images,
+            report.tracks,
+            report.verbatim.len(),
+            report.dirs,
+            report.symlinks,
+            human_bytes(report.original_bytes),
+            human_bytes(report.archive_bytes),
+            ratio
+        );
+    }
+    Ok(exit::OK)
+}

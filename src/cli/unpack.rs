@@ -1,0 +1,63 @@
+use super::{exit, progress::Bar, Global};
+use crate::archive::Archive;
+use crate::render::OutputFormat;
+use crate::unpack::{self, UnpackOptions};
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    /// Each image in its original format (PNG stays PNG, JPEG becomes a quality-95 JPEG).
+    Original,
+    /// Every image as a lossless PNG of exactly what was decoded.
+    Png,
+}
+
+/// Restore the folder from an archive.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  av1pack unpack trip.mkv restored/\n  av1pack unpack --format png trip.mkv pixels/")]
+pub struct Args {
+    pub archive: PathBuf,
+    /// Folder to restore into (created if missing; must be empty unless --force).
+    pub out: PathBuf,
+    /// Write into a folder that is not empty, replacing files of the same names.
+    #[arg(long)]
+    pub force: bool,
+    /// Format of the restored images.
+    #[arg(long, value_enum, default_value = "original")]
+    pub format: Format,
+}
+
+pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
+    let archive = Archive::open(&a.archive)?;
+    let opts = UnpackOptions {
+        format: match a.format {
+            Format::Original => OutputFormat::Original,
+            Format::Png => OutputFormat::Png,
+        },
+        force: a.force,
+        threads: 2,
+    };
+    let bar = Bar::new("unpacking", g.quiet);
+    let result = unpack::unpack(&archive, &a.out, &opts, &bar);
+    bar.finish();
+    let report = result.with_context(|| format!("could not unpack {}", a.archive.display()))?;
+    if report.rendered_differently > 0 {
+        eprintln!(
+            "av1pack: note: {} images came out differently from pack time (another renderer version?)",
+            report.rendered_differently
+        );
+    }
+    if !report.failed.is_empty() {
+        eprintln!(
+            "av1pack: {} entries could not be restored (named above); {} were",
+            report.failed.len(),
+            report.restored
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    if !g.quiet {
+        eprintln!("av1pack: restored {} entries into {}", report.restored, a.out.display());
+    }
+    Ok(exit::OK)
+}

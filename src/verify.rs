@@ -1,0 +1,174 @@
+//! Scoring every image of an archive against the original files.
+
+use crate::archive::{Archive, EntryKind};
+use crate::frames::{self, FrameError};
+use crate::quality;
+use crate::render::{self, OutputFormat};
+use crate::unpack::safe_relative;
+use std::path::Path;
+use std::sync::{mpsc, Mutex};
+use xxhash_rust::xxh3::xxh3_64;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageScore {
+    pub path: String,
+    pub ssimulacra2: f64,
+    pub psnr: f64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    pub images: Vec<ImageScore>,
+    /// Verbatim files identical to the originals.
+    pub verbatim_identical: usize,
+    /// Entries that could not be checked or differ, with the reason.
+    pub problems: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Summary {
+    pub count: usize,
+    pub min: f64,
+    pub p10: f64,
+    pub mean: f64,
+    pub min_psnr: f64,
+}
+
+impl VerifyReport {
+    pub fn summary(&self) -> Option<Summary> {
+        if self.images.is_empty() {
+            return None;
+        }
+        let mut s: Vec<f64> = self.images.iter().map(|i| i.ssimulacra2).collect();
+        s.sort_by(f64::total_cmp);
+        let p10 = s[(s.len() - 1) / 10];
+        Some(Summary {
+            count: s.len(),
+            min: s[0],
+            p10,
+            mean: s.iter().sum::<f64>() / s.len() as f64,
+            min_psnr: self.images.iter().map(|i| i.psnr).fold(f64::INFINITY, f64::min),
+        })
+    }
+
+    /// The `n` lowest-scoring images.
+    pub fn worst(&self, n: usize) -> Vec<ImageScore> {
+        let mut v = self.images.clone();
+        v.sort_by(|a, b| a.ssimulacra2.total_cmp(&b.ssimulacra2));
+        v.truncate(n);
+        v
+    }
+}
+
+fn load_original(path: &Path) -> Result<image::RgbImage, String> {
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| format!("original: {e}"))?
+        .with_guessed_format()
+        .map_err(|e| format!("original: {e}"))?;
+    reader.limits(crate::pack::decode_limits());
+    Ok(reader.decode().map_err(|e| format!("original: {e}"))?.to_rgb8())
+}
+
+/// Decodes every image as unpack would give it back and scores it against `originals`.
+pub fn verify(archive: &Archive, originals: &Path) -> Result<VerifyReport, FrameError> {
+    let index = &archive.index;
+    let report = Mutex::new(VerifyReport::default());
+    let problem = |path: String, why: String| {
+        log::warn!("{path}: {why}");
+        if let Ok(mut r) = report.lock() {
+            r.problems.push((path, why));
+        }
+    };
+    for e in &index.entries {
+        if let EntryKind::Verbatim { blob, .. } = &e.kind {
+            let Some(rel) = safe_relative(&e.path) else {
+                problem(e.path_lossy(), "unsafe path".into());
+                continue;
+            };
+            let stored = archive.read_blob(blob, 0, blob.len as usize).map(|b| xxh3_64(&b));
+            let orig = std::fs::read(originals.join(rel)).map(|b| xxh3_64(&b));
+            match (stored, orig) {
+                (Ok(a), Ok(b)) if a == b && a == blob.hash => {
+                    if let Ok(mut r) = report.lock() {
+                        r.verbatim_identical += 1;
+                    }
+                }
+                (Ok(_), Ok(_)) => problem(e.path_lossy(), "stored bytes differ from the original".into()),
+                (Err(err), _) => problem(e.path_lossy(), format!("archive: {err}")),
+                (_, Err(err)) => problem(e.path_lossy(), format!("original: {err}")),
+            }
+        }
+    }
+    let users = frames::frame_users(index);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    for t in 0..index.tracks.len() {
+        let (tx, rx) = mpsc::sync_channel::<(usize, image::RgbImage)>(workers);
+        let rx = Mutex::new(rx);
+        let mut tx = Some(tx);
+        let lost = std::thread::scope(|s| -> Result<Vec<u64>, FrameError> {
+            let (rx, report, problem) = (&rx, &report, &problem);
+            let Some(tx) = tx.take() else {
+                return Ok(Vec::new());
+            };
+            for _ in 0..workers {
+                s.spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((i, rgb)) = job else { return };
+                    let e = &index.entries[i];
+                    let EntryKind::Image(img) = &e.kind else { continue };
+                    let result = (|| -> Result<ImageScore, String> {
+                        let rel = safe_relative(&e.path).ok_or("unsafe path")?;
+                        let original = load_original(&originals.join(rel))?;
+                        let file = render::render(img, &rgb, OutputFormat::Original).map_err(|e| e.to_string())?;
+                        let served = image::load_from_memory(&file)
+                            .map_err(|e| format!("rendered file does not decode: {e}"))?
+                            .to_rgb8();
+                        let s = quality::score(&original, &served).map_err(|e| e.to_string())?;
+                        Ok(ImageScore {
+                            path: e.path_lossy(),
+                            ssimulacra2: s.ssimulacra2,
+                            psnr: s.psnr,
+                        })
+                    })();
+                    match result {
+                        Ok(score) => {
+                            if let Ok(mut r) = report.lock() {
+                                r.images.push(score);
+                            }
+                        }
+                        Err(why) => problem(e.path_lossy(), why),
+                    }
+                });
+            }
+            let lost = frames::decode_track(archive, t, 2, |frame| {
+                for &i in users.get(&(t, frame.pts as u64)).map(Vec::as_slice).unwrap_or(&[]) {
+                    if let EntryKind::Image(img) = &index.entries[i].kind {
+                        match frames::image_from_frame(img, &frame) {
+                            Ok(rgb) => tx
+                                .send((i, rgb))
+                                .map_err(|_| FrameError::Internal("scoring threads stopped".into()))?,
+                            Err(err) => problem(index.entries[i].path_lossy(), err.to_string()),
+                        }
+                    }
+                }
+                Ok(())
+            });
+            drop(tx);
+            lost
+        })?;
+        for frame in lost {
+            for &i in users.get(&(t, frame)).map(Vec::as_slice).unwrap_or(&[]) {
+                problem(index.entries[i].path_lossy(), "image data is damaged: could not decode it".into());
+            }
+        }
+    }
+    let mut r = report
+        .into_inner()
+        .map_err(|_| FrameError::Internal("report lock poisoned".into()))?;
+    r.images.sort_by(|a, b| a.path.cmp(&b.path));
+    r.problems.sort();
+    Ok(r)
+}
