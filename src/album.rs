@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0}: not a directory")]
     NotDir(PathBuf),
     #[error("{0}: the folder is empty: nothing to pack")]
@@ -18,9 +18,9 @@ pub enum ScanError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ScanError + '_ {
-    move |source| ScanError::Io {
+    move |error| ScanError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -104,7 +104,10 @@ fn walk_dir(dir: &Path, prefix: &[u8], items: &mut Vec<Item>) -> Result<(), Scan
                 found: Found::File { size: meta.len() },
             });
         } else {
-            log::warn!("{}: skipped: not a regular file, folder or symlink", abs.display());
+            log::warn!(
+                "{}: skipped: not a regular file, folder or symlink",
+                abs.display()
+            );
         }
     }
     Ok(())
@@ -128,6 +131,9 @@ pub const MAX_SIDE: u32 = 16_384;
 /// Looks at a file's header (no pixel decoding) and decides whether it is coded as video.
 pub fn probe(path: &Path) -> Result<Probe, ScanError> {
     use image::ImageDecoder;
+    if fs::metadata(path).map_err(io_err(path))?.len() == 0 {
+        return Ok(Probe::Verbatim("empty file".into()));
+    }
     let reader = image::ImageReader::open(path)
         .map_err(io_err(path))?
         .with_guessed_format()
@@ -142,9 +148,15 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         image::ImageFormat::Bmp => ImageFormat::Bmp,
         image::ImageFormat::Tiff => ImageFormat::Tiff,
         image::ImageFormat::Gif => {
-            return Ok(Probe::Verbatim("GIF (palette, transparency, animation): kept as is".into()))
+            return Ok(Probe::Verbatim(
+                "GIF (palette, transparency, animation): kept as is".into(),
+            ))
         }
-        other => return Ok(Probe::Verbatim(format!("{other:?} images are kept as they are"))),
+        other => {
+            return Ok(Probe::Verbatim(format!(
+                "{other:?} images are kept as they are"
+            )))
+        }
     };
     let decoder = match reader.into_decoder() {
         Ok(d) => d,
@@ -155,7 +167,9 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         image::ColorType::Rgb8 => ColorModel::Rgb,
         image::ColorType::L8 => ColorModel::Grey,
         image::ColorType::La8 | image::ColorType::Rgba8 => {
-            return Ok(Probe::Verbatim("has an alpha channel: kept as is for now".into()))
+            return Ok(Probe::Verbatim(
+                "has an alpha channel: kept as is for now".into(),
+            ))
         }
         other => {
             return Ok(Probe::Verbatim(format!(

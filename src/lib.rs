@@ -1,14 +1,14 @@
 //! av1pack: pack a folder of images into one Matroska video, and get it back.
 
+pub mod album;
 pub mod archive;
+pub mod cli;
+pub mod frames;
 pub mod media;
 pub mod meta;
+pub mod pack;
 pub mod pixels;
 pub mod quality;
 pub mod render;
-pub mod album;
-pub mod pack;
-pub mod frames;
 pub mod unpack;
 pub mod verify;
-pub mod cli;

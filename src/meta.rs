@@ -55,7 +55,11 @@ pub fn jpeg_blocks(bytes: &[u8]) -> (Vec<MetaBlock>, JpegFacts) {
 /// Chunks that describe pixels we re-encode (palette, transparency, bit depth) are not kept.
 fn png_chunk_kept(kind: &[u8; 4]) -> bool {
     let ancillary = kind[0].is_ascii_lowercase();
-    ancillary && !matches!(kind, b"tRNS" | b"bKGD" | b"hIST" | b"sPLT" | b"sBIT" | b"acTL" | b"fcTL" | b"fdAT")
+    ancillary
+        && !matches!(
+            kind,
+            b"tRNS" | b"bKGD" | b"hIST" | b"sPLT" | b"sBIT" | b"acTL" | b"fcTL" | b"fdAT"
+        )
 }
 
 /// Ancillary PNG chunks worth keeping (colour profile, text, EXIF, physical size, time...).
@@ -67,8 +71,14 @@ pub fn png_blocks(bytes: &[u8]) -> Vec<MetaBlock> {
     }
     let mut pos = SIG.len();
     while pos + 12 <= bytes.len() {
-        let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]) as usize;
-        let kind = [bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]];
+        let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
+            as usize;
+        let kind = [
+            bytes[pos + 4],
+            bytes[pos + 5],
+            bytes[pos + 6],
+            bytes[pos + 7],
+        ];
         let Some(end) = pos.checked_add(12).and_then(|p| p.checked_add(len)) else {
             break;
         };
@@ -91,21 +101,25 @@ pub fn png_blocks(bytes: &[u8]) -> Vec<MetaBlock> {
 
 /// Puts the original's APPn/COM segments into a freshly encoded JPEG.
 ///
-/// The encoder's own JFIF segment is dropped when the original had an APP0; the original's
-/// Adobe APP14 is not copied (it describes the original's colour transform, not ours).
+/// The encoder's own JFIF (APP0) segment gives way to the original's segments, so the file
+/// starts as the original did; the original's Adobe APP14 is not copied (it describes the
+/// original's colour transform, not ours).
 pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
     let segments: Vec<(u8, &[u8])> = blocks
         .iter()
         .filter_map(|b| match b {
-            MetaBlock::JpegSegment { marker, data } if *marker != 0xEE => Some((*marker, data.as_slice())),
+            MetaBlock::JpegSegment { marker, data } if *marker != 0xEE => {
+                Some((*marker, data.as_slice()))
+            }
             _ => None,
         })
         .collect();
     if segments.is_empty() || encoded.len() < 2 {
         return encoded.to_vec();
     }
-    let had_app0 = segments.iter().any(|(m, _)| *m == 0xE0);
-    let mut out = Vec::with_capacity(encoded.len() + segments.iter().map(|(_, d)| d.len() + 4).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        encoded.len() + segments.iter().map(|(_, d)| d.len() + 4).sum::<usize>(),
+    );
     out.extend_from_slice(&encoded[..2]);
     for (marker, data) in &segments {
         // Segments longer than a JPEG length field allows cannot come from a valid original.
@@ -118,8 +132,8 @@ pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
         out.extend_from_slice(data);
     }
     let mut pos = 2;
-    // Skip the encoder's APP0 (JFIF) if the original brought its own.
-    if had_app0 && encoded.len() >= 6 && encoded[2] == 0xFF && encoded[3] == 0xE0 {
+    // Skip the encoder's APP0 (JFIF).
+    if encoded.len() >= 6 && encoded[2] == 0xFF && encoded[3] == 0xE0 {
         let len = usize::from(u16::from_be_bytes([encoded[4], encoded[5]]));
         pos = (2 + 2 + len).min(encoded.len());
     }
@@ -146,6 +160,6 @@ mod tests {
         let spliced = splice_jpeg(&encoded, &blocks);
         let (again, _) = jpeg_blocks(&spliced);
         assert_eq!(again, blocks);
-        assert!(spliced.ends_with(&[0xFF, 0xE0, 0x00, 0x04, 1, 2, 0xFF, 0xD9]));
+        assert!(spliced.ends_with(&[0xFF, 0xFE, 0x00, 0x05, b'h', b'i', b'!', 0xFF, 0xD9]));
     }
 }

@@ -6,11 +6,11 @@
 //! record its size and hash).
 
 use crate::album::{self, Found, Item, Probe, ScanError};
+use crate::archive::writer::TrackSpec;
 use crate::archive::{
     self, ArchiveWriter, ColorModel, Entry, EntryKind, ImageEntry, ImageFormat, Index, Rendered,
     Settings, Tile, Track,
 };
-use crate::archive::writer::TrackSpec;
 use crate::media::{self, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
 use crate::render::{self, OutputFormat, RenderError};
 use crate::{meta, pixels};
@@ -34,6 +34,8 @@ pub struct PackOptions {
     pub threads: usize,
     /// Replace an existing archive at the destination.
     pub force: bool,
+    /// Extra encoder options (x264's key=value:key=value).
+    pub extra_params: String,
 }
 
 impl Default for PackOptions {
@@ -47,6 +49,7 @@ impl Default for PackOptions {
             frame_rate: DEFAULT_FRAME_RATE,
             threads: 2,
             force: false,
+            extra_params: String::new(),
         }
     }
 }
@@ -65,16 +68,16 @@ const LOOKAHEAD_BUDGET: u64 = 160 << 20;
 pub enum PackError {
     #[error(transparent)]
     Scan(#[from] ScanError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0}: already exists (use --force to replace it)")]
     Exists(PathBuf),
     #[error("{0}: the folder for the archive does not exist")]
     NoOutputDir(PathBuf),
-    #[error("{path}: {source}")]
-    Media { path: String, source: MediaError },
-    #[error("{path}: could not render the decoded image: {source}")]
-    Render { path: String, source: RenderError },
+    #[error("{path}: {error}")]
+    Media { path: String, error: MediaError },
+    #[error("{path}: could not render the decoded image: {error}")]
+    Render { path: String, error: RenderError },
     #[error("writing the archive: {0}")]
     Write(#[from] archive::WriteError),
     #[error("internal pipeline failure: {0}")]
@@ -114,7 +117,12 @@ struct TrackPlan {
 }
 
 /// Packs `src` into a new archive at `dest`.
-pub fn pack(src: &Path, dest: &Path, opts: &PackOptions, progress: &dyn Progress) -> Result<PackReport, PackError> {
+pub fn pack(
+    src: &Path,
+    dest: &Path,
+    opts: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<PackReport, PackError> {
     media::init(false);
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -174,18 +182,20 @@ pub fn pack(src: &Path, dest: &Path, opts: &PackOptions, progress: &dyn Progress
     let tmp = tempfile::Builder::new()
         .prefix(&format!(
             ".{}.",
-            dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            dest.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ))
         .suffix(".av1pack-partial")
         .tempfile_in(&parent)
-        .map_err(|source| PackError::Io {
+        .map_err(|error| PackError::Io {
             path: parent.clone(),
-            source,
+            error,
         })?;
     let (tmp_file, tmp_path) = tmp.into_parts();
-    let blobs = tempfile::tempfile_in(&parent).map_err(|source| PackError::Io {
+    let blobs = tempfile::tempfile_in(&parent).map_err(|error| PackError::Io {
         path: parent.clone(),
-        source,
+        error,
     })?;
     let specs = plans
         .iter()
@@ -219,7 +229,16 @@ pub fn pack(src: &Path, dest: &Path, opts: &PackOptions, progress: &dyn Progress
 
     let mut tracks = Vec::with_capacity(plans.len());
     for (t, plan) in plans.iter().enumerate() {
-        let results = encode_track(t, plan, &items, &probes, &placement, opts, &mut writer, progress)?;
+        let results = encode_track(
+            t,
+            plan,
+            &items,
+            &probes,
+            &placement,
+            opts,
+            &mut writer,
+            progress,
+        )?;
         for (i, outcome) in results {
             kinds[i] = Some(match outcome {
                 Outcome::Image(img) => EntryKind::Image(img),
@@ -249,14 +268,20 @@ pub fn pack(src: &Path, dest: &Path, opts: &PackOptions, progress: &dyn Progress
             Found::Symlink(target) => EntryKind::Symlink { target },
             Found::File { .. } => match kinds[i].take() {
                 Some(k) => k,
-                None => return Err(PackError::Pipeline(format!("{} was not packed", item.abs.display()))),
+                None => {
+                    return Err(PackError::Pipeline(format!(
+                        "{} was not packed",
+                        item.abs.display()
+                    )))
+                }
             },
         };
         match &kind {
             EntryKind::Image(_) => report.images += 1,
-            EntryKind::Verbatim { reason, .. } => report
-                .verbatim
-                .push((String::from_utf8_lossy(&item.rel).into_owned(), reason.clone())),
+            EntryKind::Verbatim { reason, .. } => report.verbatim.push((
+                String::from_utf8_lossy(&item.rel).into_owned(),
+                reason.clone(),
+            )),
             _ => {}
         }
         entries.push(Entry {
@@ -282,9 +307,9 @@ pub fn pack(src: &Path, dest: &Path, opts: &PackOptions, progress: &dyn Progress
         entries,
     };
     let file = writer.finish(&mut index)?;
-    let io_dest = |source| PackError::Io {
+    let io_dest = |error| PackError::Io {
         path: dest.to_owned(),
-        source,
+        error,
     };
     file.sync_all().map_err(io_dest)?;
     report.archive_bytes = file.metadata().map_err(io_dest)?.len();
@@ -304,15 +329,15 @@ pub fn pack(src: &Path, dest: &Path, opts: &PackOptions, progress: &dyn Progress
 }
 
 fn store_verbatim(writer: &mut ArchiveWriter, item: &Item) -> Result<archive::Blob, PackError> {
-    let io_err = |source| PackError::Io {
+    let io_err = |error| PackError::Io {
         path: item.abs.clone(),
-        source,
+        error,
     };
     let mut f = File::open(&item.abs).map_err(io_err)?;
     let len = f.metadata().map_err(io_err)?.len();
     let name = String::from_utf8_lossy(&item.rel).into_owned();
     writer.add_blob(&name, &mut f, len).map_err(|e| match e {
-        archive::WriteError::Io(source) => io_err(source),
+        archive::WriteError::Io(error) => io_err(error),
         other => PackError::Write(other),
     })
 }
@@ -329,8 +354,17 @@ struct Loaded {
 }
 
 enum ToRenderer {
-    Frame { frame: u64, item: usize, entry: Box<ImageEntry> },
-    Packet { data: Vec<u8>, pts: i64, dts: i64, key: bool },
+    Frame {
+        frame: u64,
+        item: usize,
+        entry: Box<ImageEntry>,
+    },
+    Packet {
+        data: Vec<u8>,
+        pts: i64,
+        dts: i64,
+        key: bool,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -357,12 +391,12 @@ fn encode_track(
         frame_rate: opts.frame_rate,
         threads: opts.threads,
         lookahead,
-        extra_params: String::new(),
+        extra_params: opts.extra_params.clone(),
     };
     let track_name = format!("track {} ({}x{})", t + 1, plan.width, plan.height);
-    let media_err = |source| PackError::Media {
+    let media_err = |error| PackError::Media {
         path: track_name.clone(),
-        source,
+        error,
     };
     let mut encoder = VideoEncoder::new(&cfg).map_err(media_err)?;
     let extradata = encoder.extradata();
@@ -421,9 +455,9 @@ fn encode_track(
                             break;
                         }
                     };
-                    if let Err(e) = forward(writer, &render_tx, t, packets).and(sent.map_err(|_| {
-                        PackError::Pipeline("renderer stopped".into())
-                    })) {
+                    if let Err(e) = forward(writer, &render_tx, t, packets)
+                        .and(sent.map_err(|_| PackError::Pipeline("renderer stopped".into())))
+                    {
                         failure = Some(e);
                         break;
                     }
@@ -471,7 +505,8 @@ fn forward(
     packets: Vec<media::EncodedPacket>,
 ) -> Result<(), PackError> {
     for p in packets {
-        let pts = u64::try_from(p.pts).map_err(|_| PackError::Pipeline(format!("negative pts {}", p.pts)))?;
+        let pts = u64::try_from(p.pts)
+            .map_err(|_| PackError::Pipeline(format!("negative pts {}", p.pts)))?;
         writer.write_packet(t, &p.data, pts, p.dts, p.keyframe)?;
         render_tx
             .send(ToRenderer::Packet {
@@ -486,7 +521,14 @@ fn forward(
 }
 
 /// Reads, hashes and decodes one image, and places it on the canvas.
-fn load(item: &Item, probe: &Probe, track: usize, rotated: bool, cw: u32, ch: u32) -> Result<(Box<ImageEntry>, Vec<u8>), String> {
+fn load(
+    item: &Item,
+    probe: &Probe,
+    track: usize,
+    rotated: bool,
+    cw: u32,
+    ch: u32,
+) -> Result<(Box<ImageEntry>, Vec<u8>), String> {
     let Probe::Image {
         format,
         width,
@@ -503,6 +545,11 @@ fn load(item: &Item, probe: &Probe, track: usize, rotated: bool, cw: u32, ch: u3
             if facts.components == 4 {
                 return Err("CMYK JPEG: kept as is".into());
             }
+            // A JPEG must end with its end-of-image marker: a truncated file, or one with
+            // data after the image (e.g. an embedded video), is kept exactly as it is.
+            if !bytes.ends_with(&[0xFF, 0xD9]) {
+                return Err("truncated, or has data after the end of the image".into());
+            }
             blocks
         }
         ImageFormat::Png => meta::png_blocks(&bytes),
@@ -518,7 +565,9 @@ fn load(item: &Item, probe: &Probe, track: usize, rotated: bool, cw: u32, ch: u3
     };
     let mut reader = image::ImageReader::with_format(io::Cursor::new(&bytes), img_format);
     reader.limits(decode_limits());
-    let decoded = reader.decode().map_err(|e| format!("could not decode: {e}"))?;
+    let decoded = reader
+        .decode()
+        .map_err(|e| format!("could not decode: {e}"))?;
     if decoded.width() != width || decoded.height() != height {
         return Err(format!(
             "decoded size {}x{} differs from the header's {width}x{height}",
@@ -573,9 +622,9 @@ fn renderer_loop(
     ch: u32,
     rx: Receiver<ToRenderer>,
 ) -> Result<Vec<(usize, Box<ImageEntry>)>, PackError> {
-    let media_err = |source| PackError::Media {
+    let media_err = |error| PackError::Media {
         path: "decoding back".into(),
-        source,
+        error,
     };
     let mut decoder = VideoDecoder::new(codec_id, extradata, 1).map_err(media_err)?;
     let mut pending: HashMap<u64, (usize, Box<ImageEntry>)> = HashMap::new();
@@ -586,17 +635,24 @@ fn renderer_loop(
         while let Some(f) = decoder.receive().map_err(media_err)? {
             let pts = f.pts as u64;
             let Some((item, mut entry)) = pending.remove(&pts) else {
-                return Err(PackError::Pipeline(format!("decoded frame {pts} belongs to no image")));
+                return Err(PackError::Pipeline(format!(
+                    "decoded frame {pts} belongs to no image"
+                )));
             };
             if (f.width, f.height) != (cw, ch) {
-                return Err(PackError::Pipeline(format!("decoded frame {pts} is {}x{}", f.width, f.height)));
+                return Err(PackError::Pipeline(format!(
+                    "decoded frame {pts} is {}x{}",
+                    f.width, f.height
+                )));
             }
             let tile = entry.tiles[0];
             let rgb = pixels::extract(&f.rgb, cw, ch, tile.width, tile.height, tile.rotated)
                 .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))?;
-            let file = render::render(&entry, &rgb, OutputFormat::Original).map_err(|source| PackError::Render {
-                path: format!("frame {pts}"),
-                source,
+            let file = render::render(&entry, &rgb, OutputFormat::Original).map_err(|error| {
+                PackError::Render {
+                    path: format!("frame {pts}"),
+                    error,
+                }
             })?;
             entry.rendered = Rendered {
                 size: file.len() as u64,
@@ -611,7 +667,12 @@ fn renderer_loop(
             ToRenderer::Frame { frame, item, entry } => {
                 pending.insert(frame, (item, entry));
             }
-            ToRenderer::Packet { data, pts, dts, key } => {
+            ToRenderer::Packet {
+                data,
+                pts,
+                dts,
+                key,
+            } => {
                 decoder.send(&data, pts, dts, key).map_err(media_err)?;
                 drain(&mut decoder, &mut pending)?;
             }
@@ -620,7 +681,10 @@ fn renderer_loop(
     decoder.send_eof().map_err(media_err)?;
     drain(&mut decoder, &mut pending)?;
     if !pending.is_empty() {
-        return Err(PackError::Pipeline(format!("{} frames never came out of the decoder", pending.len())));
+        return Err(PackError::Pipeline(format!(
+            "{} frames never came out of the decoder",
+            pending.len()
+        )));
     }
     Ok(done)
 }

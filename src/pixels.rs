@@ -85,7 +85,10 @@ mod tests {
         for side in 1..5000u32 {
             let l = ladder(side);
             assert!(l >= side && l % 16 == 0, "{side} -> {l}");
-            assert!(l - side < 16 || (l - side) as f64 / side as f64 <= 1.0 / 16.0 + 1e-9, "{side} -> {l}");
+            assert!(
+                l - side < 16 || (l - side) as f64 / side as f64 <= 1.0 / 16.0 + 1e-9,
+                "{side} -> {l}"
+            );
         }
         assert_eq!(ladder(1920), 1920);
         assert_eq!(ladder(1080), 1088);
@@ -94,15 +97,19 @@ mod tests {
     #[test]
     fn place_and_extract_round_trip() {
         for &(w, h) in &[(1u32, 1u32), (3, 5), (5, 3), (17, 16), (40, 7)] {
-            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, (x * 7 + y) as u8]));
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([x as u8, y as u8, (x * 7 + y) as u8])
+            });
             let (rotated, cw, ch) = plan(w, h);
             let canvas = place(&img, rotated, cw, ch);
             // Padding repeats the edge.
-            assert_eq!(&canvas[(cw as usize * ch as usize - 1) * 3..], {
-                let stored = if rotated { image::imageops::rotate90(&img) } else { img.clone() };
-                let p = stored.get_pixel(stored.width() - 1, stored.height() - 1);
-                &p.0[..]
-            });
+            let stored = if rotated {
+                image::imageops::rotate90(&img)
+            } else {
+                img.clone()
+            };
+            let corner = stored.get_pixel(stored.width() - 1, stored.height() - 1).0;
+            assert_eq!(&canvas[(cw as usize * ch as usize - 1) * 3..], &corner[..]);
             let back = extract(&canvas, cw, ch, w, h, rotated).unwrap();
             assert_eq!(back, img, "{w}x{h}");
         }

@@ -19,7 +19,13 @@ pub struct Scores {
 fn to_rgb(img: &RgbImage) -> Result<ssimulacra2::Rgb, QualityError> {
     let data = img
         .pixels()
-        .map(|p| [f32::from(p[0]) / 255.0, f32::from(p[1]) / 255.0, f32::from(p[2]) / 255.0])
+        .map(|p| {
+            [
+                f32::from(p[0]) / 255.0,
+                f32::from(p[1]) / 255.0,
+                f32::from(p[2]) / 255.0,
+            ]
+        })
         .collect();
     ssimulacra2::Rgb::new(
         data,
@@ -52,7 +58,12 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     let (a, b) = if original.width() < 8 || original.height() < 8 {
         let f = 8u32.div_ceil(original.width().min(original.height()));
         let up = |i: &RgbImage| {
-            image::imageops::resize(i, i.width() * f, i.height() * f, image::imageops::FilterType::Nearest)
+            image::imageops::resize(
+                i,
+                i.width() * f,
+                i.height() * f,
+                image::imageops::FilterType::Nearest,
+            )
         };
         (up(original), up(distorted))
     } else {
@@ -60,7 +71,10 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     };
     let s = ssimulacra2::compute_frame_ssimulacra2(to_rgb(&a)?, to_rgb(&b)?)
         .map_err(|e| QualityError::Ssimulacra2(format!("{e:?}")))?;
-    Ok(Scores { ssimulacra2: s, psnr })
+    Ok(Scores {
+        ssimulacra2: s,
+        psnr,
+    })
 }
 
 /// PSNR over all channels (infinity for identical images, reported as 100).

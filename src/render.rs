@@ -37,7 +37,11 @@ pub enum RenderError {
 }
 
 /// Renders `rgb` (the decoded image, original size) as the file for `entry`.
-pub fn render(entry: &ImageEntry, rgb: &RgbImage, format: OutputFormat) -> Result<Vec<u8>, RenderError> {
+pub fn render(
+    entry: &ImageEntry,
+    rgb: &RgbImage,
+    format: OutputFormat,
+) -> Result<Vec<u8>, RenderError> {
     let target = match format {
         OutputFormat::Png => ImageFormat::Png,
         OutputFormat::Original => entry.format,
@@ -68,7 +72,11 @@ pub fn render(entry: &ImageEntry, rgb: &RgbImage, format: OutputFormat) -> Resul
             enc.encode(&pixels, w16, h16, ct)?;
             Ok(meta::splice_jpeg(&buf, &entry.metadata))
         }
-        ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP | ImageFormat::Gif | ImageFormat::Other => {
+        ImageFormat::Bmp
+        | ImageFormat::Tiff
+        | ImageFormat::WebP
+        | ImageFormat::Gif
+        | ImageFormat::Other => {
             let fmt = match target {
                 ImageFormat::Bmp => image::ImageFormat::Bmp,
                 ImageFormat::Tiff => image::ImageFormat::Tiff,
@@ -78,7 +86,8 @@ pub fn render(entry: &ImageEntry, rgb: &RgbImage, format: OutputFormat) -> Resul
             };
             let img = if grey {
                 image::DynamicImage::ImageLuma8(
-                    image::GrayImage::from_raw(w, h, pixels.into_owned()).ok_or(RenderError::TooLarge(w, h))?,
+                    image::GrayImage::from_raw(w, h, pixels.into_owned())
+                        .ok_or(RenderError::TooLarge(w, h))?,
                 )
             } else {
                 image::DynamicImage::ImageRgb8(rgb.clone())
@@ -90,7 +99,13 @@ pub fn render(entry: &ImageEntry, rgb: &RgbImage, format: OutputFormat) -> Resul
     }
 }
 
-fn png_file(pixels: &[u8], w: u32, h: u32, grey: bool, metadata: &[MetaBlock]) -> Result<Vec<u8>, RenderError> {
+fn png_file(
+    pixels: &[u8],
+    w: u32,
+    h: u32,
+    grey: bool,
+    metadata: &[MetaBlock],
+) -> Result<Vec<u8>, RenderError> {
     let mut buf = Vec::with_capacity(pixels.len() / 2 + 1024);
     {
         let mut enc = png::Encoder::new(&mut buf, w, h);
@@ -118,7 +133,8 @@ fn to_luma(rgb: &RgbImage) -> Vec<u8> {
     rgb.as_raw()
         .chunks_exact(3)
         .map(|p| {
-            let v = 19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]) + 32768;
+            let v =
+                19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]) + 32768;
             (v >> 16).min(255) as u8
         })
         .collect()

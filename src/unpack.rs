@@ -25,8 +25,8 @@ pub struct UnpackOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{0}: the folder is not empty (use --force to write into it)")]
     NotEmpty(PathBuf),
     #[error(transparent)]
@@ -65,10 +65,15 @@ pub fn safe_relative(path: &[u8]) -> Option<PathBuf> {
     Some(out)
 }
 
-pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dyn Progress) -> Result<UnpackReport, UnpackError> {
+pub fn unpack(
+    archive: &Archive,
+    out: &Path,
+    opts: &UnpackOptions,
+    progress: &dyn Progress,
+) -> Result<UnpackReport, UnpackError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
-        move |source| UnpackError::Io { path, source }
+        move |error| UnpackError::Io { path, error }
     };
     match fs::read_dir(out) {
         Ok(mut rd) => {
@@ -76,7 +81,9 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
                 return Err(UnpackError::NotEmpty(out.to_owned()));
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(out).map_err(io_err(out))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(out).map_err(io_err(out))?
+        }
         Err(e) => return Err(io_err(out)(e)),
     }
     let index = &archive.index;
@@ -97,7 +104,9 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
         .map(|e| {
             let rel = safe_relative(&e.path)?;
             let rel = match (&e.kind, opts.format) {
-                (EntryKind::Image(_), OutputFormat::Png) => safe_relative(&render::png_path(&e.path))?,
+                (EntryKind::Image(_), OutputFormat::Png) => {
+                    safe_relative(&render::png_path(&e.path))?
+                }
                 _ => rel,
             };
             Some(out.join(rel))
@@ -107,12 +116,18 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
     // Folders first (parents come before children in the index).
     for (e, target) in index.entries.iter().zip(&targets) {
         let Some(target) = target else {
-            fail(e.path_lossy(), "path would leave the output folder: refused".into());
+            fail(
+                e.path_lossy(),
+                "path would leave the output folder: refused".into(),
+            );
             continue;
         };
         if let EntryKind::Dir = e.kind {
             if let Err(err) = make_dir(target) {
-                fail(e.path_lossy(), format!("could not create the folder: {err}"));
+                fail(
+                    e.path_lossy(),
+                    format!("could not create the folder: {err}"),
+                );
             }
         }
     }
@@ -148,7 +163,10 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
                     r.bytes += blob.len;
                 }
             }
-            Ok(false) => fail(e.path_lossy(), "stored bytes are damaged (checksum mismatch); written as found".into()),
+            Ok(false) => fail(
+                e.path_lossy(),
+                "stored bytes are damaged (checksum mismatch); written as found".into(),
+            ),
             Err(err) => fail(e.path_lossy(), format!("could not restore: {err}")),
         }
         progress.file_done(&e.path_lossy(), blob.len);
@@ -156,7 +174,9 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
 
     // Images, track by track, rendered and written by worker threads.
     let users = frames::frame_users(index);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     for t in 0..index.tracks.len() {
         let (tx, rx) = mpsc::sync_channel::<(usize, image::RgbImage)>(workers * 2);
         let rx = Mutex::new(rx);
@@ -180,15 +200,20 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
                     let result = render::render(img, &rgb, opts.format)
                         .map_err(|err| err.to_string())
                         .and_then(|bytes| {
-                            write_whole(target, &bytes, e, opts.force).map_err(|err| err.to_string())?;
+                            write_whole(target, &bytes, e, opts.force)
+                                .map_err(|err| err.to_string())?;
                             Ok(bytes)
                         });
                     match result {
                         Ok(bytes) => {
                             let differs = opts.format == OutputFormat::Original
-                                && (bytes.len() as u64 != img.rendered.size || xxh3_64(&bytes) != img.rendered.hash);
+                                && (bytes.len() as u64 != img.rendered.size
+                                    || xxh3_64(&bytes) != img.rendered.hash);
                             if differs {
-                                log::warn!("{}: rendered bytes differ from those recorded at pack time", e.path_lossy());
+                                log::warn!(
+                                    "{}: rendered bytes differ from those recorded at pack time",
+                                    e.path_lossy()
+                                );
                             }
                             if let Ok(mut r) = report.lock() {
                                 r.restored += 1;
@@ -197,7 +222,9 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
                             }
                             progress.file_done(&e.path_lossy(), bytes.len() as u64);
                         }
-                        Err(why) => fail(e.path_lossy(), format!("could not write the image: {why}")),
+                        Err(why) => {
+                            fail(e.path_lossy(), format!("could not write the image: {why}"))
+                        }
                     }
                 });
             }
@@ -211,9 +238,9 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
                             continue;
                         }
                         match frames::image_from_frame(img, &frame) {
-                            Ok(rgb) => tx
-                                .send((i, rgb))
-                                .map_err(|_| FrameError::Internal("image writers stopped".into()))?,
+                            Ok(rgb) => tx.send((i, rgb)).map_err(|_| {
+                                FrameError::Internal("image writers stopped".into())
+                            })?,
                             Err(err) => fail(index.entries[i].path_lossy(), err.to_string()),
                         }
                     }
@@ -225,7 +252,10 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
         })?;
         for frame in lost {
             for &i in users.get(&(t, frame)).map(Vec::as_slice).unwrap_or(&[]) {
-                fail(index.entries[i].path_lossy(), "image data is damaged: could not decode it".into());
+                fail(
+                    index.entries[i].path_lossy(),
+                    "image data is damaged: could not decode it".into(),
+                );
             }
         }
     }
@@ -244,7 +274,10 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
                     r.restored += 1;
                 }
             }
-            Err(err) => fail(e.path_lossy(), format!("could not create the symlink: {err}")),
+            Err(err) => fail(
+                e.path_lossy(),
+                format!("could not create the symlink: {err}"),
+            ),
         }
     }
 
@@ -259,17 +292,25 @@ pub fn unpack(archive: &Archive, out: &Path, opts: &UnpackOptions, progress: &dy
                         r.restored += 1;
                     }
                 }
-                Err(err) => fail(e.path_lossy(), format!("could not set the folder's time or mode: {err}")),
+                Err(err) => fail(
+                    e.path_lossy(),
+                    format!("could not set the folder's time or mode: {err}"),
+                ),
             }
         }
     }
-    report.into_inner().map_err(|_| UnpackError::Frames(FrameError::Internal("report lock poisoned".into())))
+    report
+        .into_inner()
+        .map_err(|_| UnpackError::Frames(FrameError::Internal("report lock poisoned".into())))
 }
 
 fn make_dir(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a folder")),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a folder",
+        )),
         Err(_) => {
             ensure_parent(path)?;
             fs::create_dir(path)
@@ -282,7 +323,10 @@ fn ensure_parent(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         match fs::symlink_metadata(parent) {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "parent is not a folder")),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "parent is not a folder",
+            )),
             Err(_) => {
                 ensure_parent(parent)?;
                 fs::create_dir(parent)
@@ -322,7 +366,8 @@ pub fn to_system_time(t: Timestamp) -> std::time::SystemTime {
     if t.secs >= 0 {
         UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + Duration::from_nanos(u64::from(t.nanos))
+        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(t.nanos))
     }
 }
 
@@ -356,10 +401,26 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_refused() {
-        for bad in [&b"/etc/passwd"[..], b"../x", b"a/../../x", b"a//b", b"./a", b"a/.", b"", b"a\0b"] {
-            assert!(safe_relative(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"/etc/passwd"[..],
+            b"../x",
+            b"a/../../x",
+            b"a//b",
+            b"./a",
+            b"a/.",
+            b"",
+            b"a\0b",
+        ] {
+            assert!(
+                safe_relative(bad).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        assert_eq!(safe_relative(b"a/b c/d.jpg"), Some(PathBuf::from("a/b c/d.jpg")));
+        assert_eq!(
+            safe_relative(b"a/b c/d.jpg"),
+            Some(PathBuf::from("a/b c/d.jpg"))
+        );
         assert!(safe_relative(b"caf\xe9/x").is_some());
     }
 }

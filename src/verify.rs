@@ -47,7 +47,11 @@ impl VerifyReport {
             min: s[0],
             p10,
             mean: s.iter().sum::<f64>() / s.len() as f64,
-            min_psnr: self.images.iter().map(|i| i.psnr).fold(f64::INFINITY, f64::min),
+            min_psnr: self
+                .images
+                .iter()
+                .map(|i| i.psnr)
+                .fold(f64::INFINITY, f64::min),
         })
     }
 
@@ -66,11 +70,18 @@ fn load_original(path: &Path) -> Result<image::RgbImage, String> {
         .with_guessed_format()
         .map_err(|e| format!("original: {e}"))?;
     reader.limits(crate::pack::decode_limits());
-    Ok(reader.decode().map_err(|e| format!("original: {e}"))?.to_rgb8())
+    Ok(reader
+        .decode()
+        .map_err(|e| format!("original: {e}"))?
+        .to_rgb8())
 }
 
 /// Decodes every image as unpack would give it back and scores it against `originals`.
-pub fn verify(archive: &Archive, originals: &Path) -> Result<VerifyReport, FrameError> {
+pub fn verify(
+    archive: &Archive,
+    originals: &Path,
+    format: OutputFormat,
+) -> Result<VerifyReport, FrameError> {
     let index = &archive.index;
     let report = Mutex::new(VerifyReport::default());
     let problem = |path: String, why: String| {
@@ -85,7 +96,9 @@ pub fn verify(archive: &Archive, originals: &Path) -> Result<VerifyReport, Frame
                 problem(e.path_lossy(), "unsafe path".into());
                 continue;
             };
-            let stored = archive.read_blob(blob, 0, blob.len as usize).map(|b| xxh3_64(&b));
+            let stored = archive
+                .read_blob(blob, 0, blob.len as usize)
+                .map(|b| xxh3_64(&b));
             let orig = std::fs::read(originals.join(rel)).map(|b| xxh3_64(&b));
             match (stored, orig) {
                 (Ok(a), Ok(b)) if a == b && a == blob.hash => {
@@ -93,14 +106,19 @@ pub fn verify(archive: &Archive, originals: &Path) -> Result<VerifyReport, Frame
                         r.verbatim_identical += 1;
                     }
                 }
-                (Ok(_), Ok(_)) => problem(e.path_lossy(), "stored bytes differ from the original".into()),
+                (Ok(_), Ok(_)) => problem(
+                    e.path_lossy(),
+                    "stored bytes differ from the original".into(),
+                ),
                 (Err(err), _) => problem(e.path_lossy(), format!("archive: {err}")),
                 (_, Err(err)) => problem(e.path_lossy(), format!("original: {err}")),
             }
         }
     }
     let users = frames::frame_users(index);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     for t in 0..index.tracks.len() {
         let (tx, rx) = mpsc::sync_channel::<(usize, image::RgbImage)>(workers);
         let rx = Mutex::new(rx);
@@ -118,11 +136,13 @@ pub fn verify(archive: &Archive, originals: &Path) -> Result<VerifyReport, Frame
                     };
                     let Ok((i, rgb)) = job else { return };
                     let e = &index.entries[i];
-                    let EntryKind::Image(img) = &e.kind else { continue };
+                    let EntryKind::Image(img) = &e.kind else {
+                        continue;
+                    };
                     let result = (|| -> Result<ImageScore, String> {
                         let rel = safe_relative(&e.path).ok_or("unsafe path")?;
                         let original = load_original(&originals.join(rel))?;
-                        let file = render::render(img, &rgb, OutputFormat::Original).map_err(|e| e.to_string())?;
+                        let file = render::render(img, &rgb, format).map_err(|e| e.to_string())?;
                         let served = image::load_from_memory(&file)
                             .map_err(|e| format!("rendered file does not decode: {e}"))?
                             .to_rgb8();
@@ -144,12 +164,16 @@ pub fn verify(archive: &Archive, originals: &Path) -> Result<VerifyReport, Frame
                 });
             }
             let lost = frames::decode_track(archive, t, 2, |frame| {
-                for &i in users.get(&(t, frame.pts as u64)).map(Vec::as_slice).unwrap_or(&[]) {
+                for &i in users
+                    .get(&(t, frame.pts as u64))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                {
                     if let EntryKind::Image(img) = &index.entries[i].kind {
                         match frames::image_from_frame(img, &frame) {
-                            Ok(rgb) => tx
-                                .send((i, rgb))
-                                .map_err(|_| FrameError::Internal("scoring threads stopped".into()))?,
+                            Ok(rgb) => tx.send((i, rgb)).map_err(|_| {
+                                FrameError::Internal("scoring threads stopped".into())
+                            })?,
                             Err(err) => problem(index.entries[i].path_lossy(), err.to_string()),
                         }
                     }
@@ -161,7 +185,10 @@ pub fn verify(archive: &Archive, originals: &Path) -> Result<VerifyReport, Frame
         })?;
         for frame in lost {
             for &i in users.get(&(t, frame)).map(Vec::as_slice).unwrap_or(&[]) {
-                problem(index.entries[i].path_lossy(), "image data is damaged: could not decode it".into());
+                problem(
+                    index.entries[i].path_lossy(),
+                    "image data is damaged: could not decode it".into(),
+                );
             }
         }
     }

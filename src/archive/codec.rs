@@ -21,7 +21,9 @@ pub const MAX_TRACKS: usize = 65_535;
 pub enum IndexError {
     #[error("not an av1pack index (bad magic)")]
     BadMagic,
-    #[error("index format version {0} is not supported (this av1pack reads version {FORMAT_VERSION})")]
+    #[error(
+        "index format version {0} is not supported (this av1pack reads version {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u32),
     #[error("index is truncated ({have} of {need} bytes)")]
     Truncated { have: u64, need: u64 },

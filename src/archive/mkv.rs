@@ -155,7 +155,9 @@ pub fn read_header(src: &impl ReadAt, pos: u64) -> Result<ElementHeader, EbmlErr
     let mut buf = [0u8; 12];
     let n = src.read_at_most(&mut buf, pos)?;
     let buf = &buf[..n];
-    let first = *buf.first().ok_or_else(|| malformed(pos, "unexpected end of file"))?;
+    let first = *buf
+        .first()
+        .ok_or_else(|| malformed(pos, "unexpected end of file"))?;
     let id_len = first.leading_zeros() as usize + 1;
     if id_len > 4 || buf.len() < id_len {
         return Err(malformed(pos, "bad element ID"));
@@ -208,9 +210,15 @@ pub fn children(body: &[u8]) -> impl Iterator<Item = Result<(u32, &[u8]), EbmlEr
             }
         };
         let start = h.body_start as usize;
-        let Some(end) = start.checked_add(h.body_len as usize).filter(|&e| e <= body.len()) else {
+        let Some(end) = start
+            .checked_add(h.body_len as usize)
+            .filter(|&e| e <= body.len())
+        else {
             pos = body.len();
-            return Some(Err(malformed(pos as u64, "child element overruns its parent")));
+            return Some(Err(malformed(
+                pos as u64,
+                "child element overruns its parent",
+            )));
         };
         pos = end;
         Some(Ok((h.id, &body[start..end])))
@@ -306,7 +314,18 @@ mod tests {
 
     #[test]
     fn sizes_round_trip() {
-        for size in [0u64, 1, 126, 127, 128, 16382, 16383, 16384, 1 << 30, (1 << 56) - 2] {
+        for size in [
+            0u64,
+            1,
+            126,
+            127,
+            128,
+            16382,
+            16383,
+            16384,
+            1 << 30,
+            (1 << 56) - 2,
+        ] {
             let mut out = Vec::new();
             put_id(&mut out, id::SEGMENT);
             put_size(&mut out, size);

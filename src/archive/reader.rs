@@ -9,16 +9,16 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("{path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Open { path: PathBuf, error: io::Error },
     #[error("{path}: not an av1pack archive ({why})")]
     NotArchive { path: PathBuf, why: String },
     #[error("{path}: damaged archive: {why}")]
     Damaged { path: PathBuf, why: String },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Index {
         path: PathBuf,
-        source: codec::IndexError,
+        error: codec::IndexError,
     },
     #[error("i/o reading the archive: {0}")]
     Io(#[from] io::Error),
@@ -37,15 +37,15 @@ pub struct Archive {
 
 impl Archive {
     pub fn open(path: &Path) -> Result<Archive, ReadError> {
-        let file = File::open(path).map_err(|source| ReadError::Open {
+        let file = File::open(path).map_err(|error| ReadError::Open {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let len = file
             .metadata()
-            .map_err(|source| ReadError::Open {
+            .map_err(|error| ReadError::Open {
                 path: path.to_owned(),
-                source,
+                error,
             })?
             .len();
         let not = |why: String| ReadError::NotArchive {
@@ -106,10 +106,12 @@ impl Archive {
         let attachments =
             mkv::read_header(&file, attachments_pos).map_err(|e| damaged(e.to_string()))?;
         if attachments.id != id::ATTACHMENTS {
-            return Err(damaged("seek head does not point at the attachments".into()));
+            return Err(damaged(
+                "seek head does not point at the attachments".into(),
+            ));
         }
-        let first = mkv::read_header(&file, attachments.body_start)
-            .map_err(|e| damaged(e.to_string()))?;
+        let first =
+            mkv::read_header(&file, attachments.body_start).map_err(|e| damaged(e.to_string()))?;
         if first.id != id::ATTACHED_FILE {
             return Err(damaged("attachments do not start with a file".into()));
         }
@@ -135,9 +137,9 @@ impl Archive {
             return Err(not("the first attachment is not an av1pack index".into()));
         }
         let data = data.ok_or_else(|| damaged("index attachment has no data".into()))?;
-        let index = codec::decode_index(data).map_err(|source| ReadError::Index {
+        let index = codec::decode_index(data).map_err(|error| ReadError::Index {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let archive = Archive {
             path: path.to_owned(),

@@ -144,7 +144,10 @@ impl ArchiveWriter {
     }
 
     pub fn set_extradata(&mut self, track: usize, data: Vec<u8>) -> Result<(), WriteError> {
-        let t = self.tracks.get_mut(track).ok_or(WriteError::NoTrack(track))?;
+        let t = self
+            .tracks
+            .get_mut(track)
+            .ok_or(WriteError::NoTrack(track))?;
         if data.len() > TRACK_RESERVE - 128 {
             return Err(WriteError::ExtradataTooLarge {
                 track,
@@ -164,7 +167,11 @@ impl ArchiveWriter {
         dts: i64,
         keyframe: bool,
     ) -> Result<Packet, WriteError> {
-        let first_slot = self.tracks.get(track).ok_or(WriteError::NoTrack(track))?.first_slot;
+        let first_slot = self
+            .tracks
+            .get(track)
+            .ok_or(WriteError::NoTrack(track))?
+            .first_slot;
         let time_ms = (first_slot + pts) * self.frame_ms;
         let needs_new = match &self.cluster {
             None => true,
@@ -187,8 +194,11 @@ impl ArchiveWriter {
                 body,
             });
             if keyframe {
-                self.cues
-                    .push((time_ms, track as u64 + 1, self.out.pos - self.segment_body_start));
+                self.cues.push((
+                    time_ms,
+                    track as u64 + 1,
+                    self.out.pos - self.segment_body_start,
+                ));
             }
         }
         let Some(c) = self.cluster.as_mut() else {
@@ -232,7 +242,12 @@ impl ArchiveWriter {
     }
 
     /// Streams a verbatim file into the attachment area; `len` bytes are read from `src`.
-    pub fn add_blob(&mut self, name: &str, src: &mut impl Read, len: u64) -> Result<Blob, WriteError> {
+    pub fn add_blob(
+        &mut self,
+        name: &str,
+        src: &mut impl Read,
+        len: u64,
+    ) -> Result<Blob, WriteError> {
         self.blob_count += 1;
         let mut fields = Vec::new();
         mkv::string(&mut fields, id::FILE_NAME, name);
@@ -300,14 +315,22 @@ impl ArchiveWriter {
             .map_err(|e| e.into_error())?;
         let mut head = Vec::new();
         mkv::put_id(&mut head, id::ATTACHMENTS);
-        mkv::put_size_fixed(&mut head, index_el.len() as u64 + blob_bytes, PATCHED_SIZE_LEN);
+        mkv::put_size_fixed(
+            &mut head,
+            index_el.len() as u64 + blob_bytes,
+            PATCHED_SIZE_LEN,
+        );
         self.out.write_all(&head)?;
         self.out.write_all(&index_el)?;
         blob_file.seek(SeekFrom::Start(0))?;
         mkv::copy_exact(&mut blob_file, &mut self.out, blob_bytes)?;
         let end = self.out.pos;
 
-        let mut file = self.out.into_inner().into_inner().map_err(|e| e.into_error())?;
+        let mut file = self
+            .out
+            .into_inner()
+            .into_inner()
+            .map_err(|e| e.into_error())?;
 
         // Tracks, into the space reserved for them.
         let mut entries = Vec::new();
@@ -371,7 +394,11 @@ impl ArchiveWriter {
         // Segment size.
         let mut size = Vec::new();
         mkv::put_size_fixed(&mut size, end - self.segment_body_start, PATCHED_SIZE_LEN);
-        write_at(&mut file, self.segment_body_start - PATCHED_SIZE_LEN as u64, &size)?;
+        write_at(
+            &mut file,
+            self.segment_body_start - PATCHED_SIZE_LEN as u64,
+            &size,
+        )?;
         file.flush()?;
         Ok(file)
     }

@@ -59,7 +59,11 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let s = info.settings;
-    println!("archive:    {} ({})", info.archive, human_bytes(info.archive_bytes));
+    println!(
+        "archive:    {} ({})",
+        info.archive,
+        human_bytes(info.archive_bytes)
+    );
     println!("written by: av1pack {}", info.tool_version);
     println!(
         "coding:     {} preset {} {} gop {} at a nominal {} fps, {}",
@@ -84,7 +88,10 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         info.entries, info.images, info.verbatim, info.dirs, info.symlinks
     );
     println!("originals:  {}", human_bytes(info.original_bytes));
-    println!("restored:   {} (what unpack and the mount give back)", human_bytes(info.restored_bytes));
+    println!(
+        "restored:   {} (what unpack and the mount give back)",
+        human_bytes(info.restored_bytes)
+    );
     println!("ratio:      {:.3}× the originals", info.ratio);
     Ok(exit::OK)
 }

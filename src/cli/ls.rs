@@ -20,7 +20,12 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             EntryKind::Verbatim { .. } => ("file", String::from("-")),
             EntryKind::Image(img) => ("image", format!("{}x{}", img.width, img.height)),
         };
-        write!(out, "{kind:<5} {dims:>11} {:>12} {:>12} ", e.original_size(), e.served_size())?;
+        write!(
+            out,
+            "{kind:<5} {dims:>11} {:>12} {:>12} ",
+            e.original_size(),
+            e.served_size()
+        )?;
         write_path(&mut out, &e.path)?;
         if let EntryKind::Symlink { target } = &e.kind {
             out.write_all(b" -> ")?;

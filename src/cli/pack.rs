@@ -4,12 +4,23 @@ use anyhow::{bail, Context};
 use std::path::PathBuf;
 
 const PRESETS: [&str; 10] = [
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
 ];
 
 /// Pack a folder into an archive.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack pack --gop 16 --preset slow scans/ scans.mkv")]
+#[command(
+    after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack pack --gop 16 --preset slow scans/ scans.mkv"
+)]
 pub struct Args {
     /// The album folder to pack (read only; never changed).
     pub album: PathBuf,
@@ -30,6 +41,9 @@ pub struct Args {
     /// x264 preset (speed against size).
     #[arg(long, default_value = "medium")]
     pub preset: String,
+    /// Extra x264 options for experts, as key=value:key=value (e.g. "aq-mode=3:deblock=-1,-1").
+    #[arg(long, default_value = "")]
+    pub x264_params: String,
     /// Encoder threads. The archive's bytes depend on it, not on the machine.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -37,7 +51,11 @@ pub struct Args {
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     if !PRESETS.contains(&a.preset.as_str()) {
-        bail!("--preset {}: not an x264 preset (one of {})", a.preset, PRESETS.join(", "));
+        bail!(
+            "--preset {}: not an x264 preset (one of {})",
+            a.preset,
+            PRESETS.join(", ")
+        );
     }
     if let Some(crf) = a.crf {
         if !(0.0..=51.0).contains(&crf) {
@@ -62,6 +80,7 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         preset: a.preset,
         threads: a.threads,
         force: a.force,
+        extra_params: a.x264_params,
         ..PackOptions::default()
     };
     let bar = Bar::new("packing", g.quiet);

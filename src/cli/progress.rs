@@ -46,8 +46,10 @@ impl Progress for Bar {
     fn file_done(&self, _path: &str, bytes: u64) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         self.bar.inc(bytes);
-        self.bar
-            .set_message(format!("{n}/{} files", self.total_files.load(Ordering::Relaxed)));
+        self.bar.set_message(format!(
+            "{n}/{} files",
+            self.total_files.load(Ordering::Relaxed)
+        ));
     }
 
     fn note(&self, message: &str) {

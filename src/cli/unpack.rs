@@ -13,9 +13,20 @@ pub enum Format {
     Png,
 }
 
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Original => OutputFormat::Original,
+            Format::Png => OutputFormat::Png,
+        }
+    }
+}
+
 /// Restore the folder from an archive.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  av1pack unpack trip.mkv restored/\n  av1pack unpack --format png trip.mkv pixels/")]
+#[command(
+    after_help = "Examples:\n  av1pack unpack trip.mkv restored/\n  av1pack unpack --format png trip.mkv pixels/"
+)]
 pub struct Args {
     pub archive: PathBuf,
     /// Folder to restore into (created if missing; must be empty unless --force).
@@ -31,10 +42,7 @@ pub struct Args {
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     let archive = Archive::open(&a.archive)?;
     let opts = UnpackOptions {
-        format: match a.format {
-            Format::Original => OutputFormat::Original,
-            Format::Png => OutputFormat::Png,
-        },
+        format: a.format.into(),
         force: a.force,
         threads: 2,
     };
@@ -57,7 +65,11 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         return Ok(exit::INCOMPLETE);
     }
     if !g.quiet {
-        eprintln!("av1pack: restored {} entries into {}", report.restored, a.out.display());
+        eprintln!(
+            "av1pack: restored {} entries into {}",
+            report.restored,
+            a.out.display()
+        );
     }
     Ok(exit::OK)
 }

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 /// Score every image against the original folder (SSIMULACRA2 and PSNR).
 #[derive(clap::Args, Debug)]
-#[command(after_help = "SSIMULACRA2: 90 = visually lossless, 80 = very high, 70 = high, 50 = medium.\n\
-Examples:\n  av1pack verify trip.mkv ~/Pictures/trip\n  av1pack verify --min-score 85 --json trip.mkv ~/Pictures/trip")]
+#[command(
+    after_help = "SSIMULACRA2: 90 = visually lossless, 80 = very high, 70 = high, 50 = medium.\n\
+Examples:\n  av1pack verify trip.mkv ~/Pictures/trip\n  av1pack verify --min-score 85 --json trip.mkv ~/Pictures/trip"
+)]
 pub struct Args {
     pub archive: PathBuf,
     /// The folder that was packed.
@@ -15,6 +17,9 @@ pub struct Args {
     /// Exit with code 3 if any image scores below this SSIMULACRA2 value.
     #[arg(long)]
     pub min_score: Option<f64>,
+    /// Score the images as `unpack --format` of this value would give them.
+    #[arg(long, value_enum, default_value = "original")]
+    pub format: super::unpack::Format,
     /// Print JSON (summary, worst files, every score) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -25,7 +30,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     if !a.originals.is_dir() {
         anyhow::bail!("{}: not a folder", a.originals.display());
     }
-    let report = verify::verify(&archive, &a.originals)
+    let report = verify::verify(&archive, &a.originals, a.format.into())
         .with_context(|| format!("could not verify {}", a.archive.display()))?;
     let summary = report.summary();
     let worst = report.worst(5);
@@ -60,7 +65,10 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             }
             None => println!("no images coded as video"),
         }
-        println!("{} files kept as is, identical to the originals", report.verbatim_identical);
+        println!(
+            "{} files kept as is, identical to the originals",
+            report.verbatim_identical
+        );
         for (p, why) in &report.problems {
             println!("problem: {p}: {why}");
         }
@@ -70,7 +78,10 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             eprintln!("av1pack: {below} images scored below {m}");
         }
         if !report.problems.is_empty() {
-            eprintln!("av1pack: {} files differ or could not be checked", report.problems.len());
+            eprintln!(
+                "av1pack: {} files differ or could not be checked",
+                report.problems.len()
+            );
         }
         return Ok(exit::VERIFY_FAILED);
     }

@@ -1,8 +1,6 @@
 //! Getting decoded images out of an archive: sequential decoding of whole tracks (unpack,
 //! verify) and random access through a cache (the mount; see `source`).
 
-
-
 use crate::archive::{Archive, EntryKind, ImageEntry, Index, ReadError};
 use crate::media::{DecodedFrame, MediaError, VideoDecoder};
 use crate::pixels;
@@ -31,7 +29,9 @@ pub fn frame_users(index: &Index) -> HashMap<(usize, u64), Vec<usize>> {
     for (i, e) in index.entries.iter().enumerate() {
         if let EntryKind::Image(img) = &e.kind {
             for tile in &img.tiles {
-                map.entry((tile.track as usize, tile.frame)).or_default().push(i);
+                map.entry((tile.track as usize, tile.frame))
+                    .or_default()
+                    .push(i);
             }
         }
     }
@@ -41,8 +41,15 @@ pub fn frame_users(index: &Index) -> HashMap<(usize, u64), Vec<usize>> {
 /// The image of `entry` from the decoded frame that holds it (single-tile images).
 pub fn image_from_frame(entry: &ImageEntry, frame: &DecodedFrame) -> Result<RgbImage, FrameError> {
     let tile = entry.tiles.first().ok_or(FrameError::BadTile)?;
-    pixels::extract(&frame.rgb, frame.width, frame.height, entry.width, entry.height, tile.rotated)
-        .ok_or(FrameError::BadTile)
+    pixels::extract(
+        &frame.rgb,
+        frame.width,
+        frame.height,
+        entry.width,
+        entry.height,
+        tile.rotated,
+    )
+    .ok_or(FrameError::BadTile)
 }
 
 /// Decodes every frame of track `t` in order and hands each to `on_frame`.
@@ -57,7 +64,8 @@ pub fn decode_track(
 ) -> Result<Vec<u64>, FrameError> {
     let track = archive.index.tracks.get(t).ok_or(FrameError::NoTrack(t))?;
     let mut decoder = VideoDecoder::new(&track.codec, &track.extradata, threads)?;
-    let mut expected: std::collections::BTreeSet<u64> = track.packets.iter().map(|p| p.pts).collect();
+    let mut expected: std::collections::BTreeSet<u64> =
+        track.packets.iter().map(|p| p.pts).collect();
     let mut skipping = false;
     let mut i = 0;
     while i < track.packets.len() {
@@ -75,7 +83,11 @@ pub fn decode_track(
         if let Err(e) = received {
             match e {
                 FrameError::Read(_) | FrameError::Media(_) => {
-                    log::warn!("track {}: frame {} unreadable ({e}); resuming at the next keyframe", t + 1, p.pts);
+                    log::warn!(
+                        "track {}: frame {} unreadable ({e}); resuming at the next keyframe",
+                        t + 1,
+                        p.pts
+                    );
                     decoder.reset();
                     skipping = true;
                 }

@@ -53,10 +53,7 @@ impl VideoDecoder {
                 ..Default::default()
             });
         }
-        let dec = ctx
-            .decoder()
-            .video()
-            .map_err(MediaError::OpenDecoder)?;
+        let dec = ctx.decoder().video().map_err(MediaError::OpenDecoder)?;
         Ok(VideoDecoder {
             dec,
             frame: frame::Video::empty(),
@@ -64,7 +61,13 @@ impl VideoDecoder {
     }
 
     /// Sends one packet; call `receive` until it returns None afterwards.
-    pub fn send(&mut self, data: &[u8], pts: i64, dts: i64, keyframe: bool) -> Result<(), MediaError> {
+    pub fn send(
+        &mut self,
+        data: &[u8],
+        pts: i64,
+        dts: i64,
+        keyframe: bool,
+    ) -> Result<(), MediaError> {
         let mut packet = Packet::copy(data);
         packet.set_pts(Some(pts));
         packet.set_dts(Some(dts));

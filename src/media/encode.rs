@@ -47,11 +47,11 @@ impl VideoEncoder {
         init(false);
         let codec = encoder::find_by_name(&cfg.codec)
             .ok_or_else(|| MediaError::NoEncoder(cfg.codec.clone()))?;
-        let open_err = |source| MediaError::OpenEncoder {
+        let open_err = |error| MediaError::OpenEncoder {
             codec: cfg.codec.clone(),
             width: cfg.width,
             height: cfg.height,
-            source,
+            error,
         };
         let mut ctx = codec::context::Context::new_with_codec(codec);
         ctx.set_threading(codec::threading::Config {
@@ -69,7 +69,9 @@ impl VideoEncoder {
         enc.set_frame_rate(Some(Rational::new(cfg.frame_rate as i32, 1)));
         enc.set_gop(cfg.gop.max(1));
         // set_flags replaces every flag: keep closed GOPs explicitly (FIELD-NOTES).
-        enc.set_flags(codec::Flags::GLOBAL_HEADER | codec::Flags::CLOSED_GOP | codec::Flags::BITEXACT);
+        enc.set_flags(
+            codec::Flags::GLOBAL_HEADER | codec::Flags::CLOSED_GOP | codec::Flags::BITEXACT,
+        );
         let mut opts = Dictionary::new();
         opts.set("preset", &cfg.preset);
         if let Some(qp) = cfg.qp {

@@ -17,12 +17,12 @@ pub enum MediaError {
     NoEncoder(String),
     #[error("FFmpeg has no decoder for {0}")]
     NoDecoder(String),
-    #[error("could not open the {codec} encoder for {width}x{height}: {source}")]
+    #[error("could not open the {codec} encoder for {width}x{height}: {error}")]
     OpenEncoder {
         codec: String,
         width: u32,
         height: u32,
-        source: ffmpeg_next::Error,
+        error: ffmpeg_next::Error,
     },
     #[error("could not open the decoder: {0}")]
     OpenDecoder(ffmpeg_next::Error),
@@ -42,7 +42,11 @@ pub fn init(verbose: bool) {
         let _ = ffmpeg_next::init();
     });
     use ffmpeg_next::util::log::{set_level, Level};
-    set_level(if verbose { Level::Warning } else { Level::Quiet });
+    set_level(if verbose {
+        Level::Warning
+    } else {
+        Level::Quiet
+    });
 }
 
 /// Matroska codec ID for an FFmpeg encoder name.

@@ -1,0 +1,497 @@
+//! End-to-end tests through the real binary: pack, unpack, ls, info, verify, bad input.
+
+mod common;
+
+use av1pack::quality;
+use common::*;
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn pack(src: &Path, dest: &Path) {
+    let o = run(&[os("pack"), src.as_os_str(), dest.as_os_str()]);
+    assert!(o.status.success(), "pack failed: {}", stderr(&o));
+}
+
+fn unpack(archive: &Path, out: &Path) {
+    let o = run(&[os("unpack"), archive.as_os_str(), out.as_os_str()]);
+    assert!(o.status.success(), "unpack failed: {}", stderr(&o));
+}
+
+/// Asserts that `restored` holds the same tree as `original`: names, kinds, mtimes, modes,
+/// verbatim bytes, image sizes, and images at least `floor` in SSIMULACRA2.
+fn assert_same_tree(original: &Path, restored: &Path, floor: f64) {
+    let a = files(original);
+    let b = files(restored);
+    assert_eq!(a, b, "restored names differ");
+    for rel in &a {
+        let (pa, pb) = (original.join(rel), restored.join(rel));
+        let (ma, mb) = (
+            pa.symlink_metadata().unwrap(),
+            pb.symlink_metadata().unwrap(),
+        );
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", rel.display());
+        assert_eq!(ma.mtime(), mb.mtime(), "mtime of {}", rel.display());
+        assert_eq!(
+            ma.mtime_nsec(),
+            mb.mtime_nsec(),
+            "mtime ns of {}",
+            rel.display()
+        );
+        assert_eq!(
+            ma.mode() & 0o7777,
+            mb.mode() & 0o7777,
+            "mode of {}",
+            rel.display()
+        );
+        if !ma.is_file() {
+            continue;
+        }
+        let bytes_a = std::fs::read(&pa).unwrap();
+        let bytes_b = std::fs::read(&pb).unwrap();
+        if bytes_a == bytes_b {
+            continue; // kept verbatim
+        }
+        let ia = rgb_of(&pa);
+        let ib = rgb_of(&pb);
+        assert_eq!(
+            ia.dimensions(),
+            ib.dimensions(),
+            "size of {}",
+            rel.display()
+        );
+        let s = quality::score(&ia, &ib).unwrap();
+        assert!(
+            s.ssimulacra2 >= floor,
+            "{}: SSIMULACRA2 {:.2} below {floor} (PSNR {:.2})",
+            rel.display(),
+            s.ssimulacra2,
+            s.psnr
+        );
+    }
+}
+
+#[test]
+fn sample_album_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("album.mkv");
+    let out = tmp.path().join("restored");
+    pack(&sample_album(), &archive);
+    unpack(&archive, &out);
+    assert_same_tree(&sample_album(), &out, 85.0);
+    // Images really went through the codec: a JPEG comes back as a different JPEG.
+    let orig = std::fs::read(sample_album().join("2006/bar55.jpg")).unwrap();
+    let back = std::fs::read(out.join("2006/bar55.jpg")).unwrap();
+    assert_ne!(orig, back);
+    assert_eq!(
+        image::guess_format(&back).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    let png = std::fs::read(out.join("screenshots/basics_NewBookOpts.png")).unwrap();
+    assert_eq!(image::guess_format(&png).unwrap(), image::ImageFormat::Png);
+}
+
+#[test]
+fn ls_and_info_describe_the_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("album.mkv");
+    pack(&sample_album(), &archive);
+    let o = run(&[os("ls"), archive.as_os_str()]);
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), files(&sample_album()).len());
+    let bar = lines
+        .iter()
+        .find(|l| l.ends_with(" 2006/bar55.jpg"))
+        .unwrap();
+    assert!(bar.starts_with("image"), "{bar}");
+    assert!(bar.contains("800x600"), "{bar}");
+    assert!(bar.contains(" 102097 "), "original size in {bar}");
+    let readme = lines
+        .iter()
+        .find(|l| l.ends_with(" notes/README.md"))
+        .unwrap();
+    assert!(readme.starts_with("file"), "{readme}");
+
+    let o = run(&[os("info"), os("--json"), archive.as_os_str()]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"], 5);
+    assert_eq!(v["verbatim"], 2);
+    let original: u64 = files(&sample_album())
+        .iter()
+        .map(|r| sample_album().join(r))
+        .filter(|p| p.is_file())
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert_eq!(v["original_bytes"], original);
+    assert_eq!(v["archive_bytes"], archive.metadata().unwrap().len());
+    assert_eq!(v["settings"]["codec"], "libx264");
+}
+
+#[test]
+fn edge_cases_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = edge_album(tmp.path());
+    let archive = tmp.path().join("edge.mkv");
+    let o = run(&[os("pack"), album.as_os_str(), archive.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    // Each file kept as is is reported once, with the reason.
+    for (name, why) in [
+        ("truncated.jpg", "truncated"),
+        ("empty.jpg", "empty file"),
+        ("sixteen-bit.png", "more than 8 bits"),
+        ("alpha.png", "alpha"),
+        ("notes.txt", "not an image"),
+    ] {
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
+        assert_eq!(lines.len(), 1, "{name} in {err}");
+        assert!(lines[0].contains(why), "{name}: {}", lines[0]);
+    }
+    let out = tmp.path().join("restored");
+    unpack(&archive, &out);
+    // Tiny images are scored on an enlarged copy; the floor holds for them too.
+    assert_same_tree(&album, &out, 85.0);
+    let grey = image::open(out.join("grey.png")).unwrap();
+    assert_eq!(grey.color(), image::ColorType::L8, "grey stays grey");
+    assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
+}
+
+#[test]
+fn format_png_gives_pixel_exact_decoded_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack(&sample_album(), &archive);
+    let out = tmp.path().join("png");
+    let o = run(&[
+        os("unpack"),
+        os("--format"),
+        os("png"),
+        archive.as_os_str(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let photo = out.join("2006/bar55.png");
+    assert_eq!(
+        image::guess_format(&std::fs::read(&photo).unwrap()).unwrap(),
+        image::ImageFormat::Png
+    );
+    let s = quality::score(
+        &rgb_of(&sample_album().join("2006/bar55.jpg")),
+        &rgb_of(&photo),
+    )
+    .unwrap();
+    assert!(s.ssimulacra2 >= 85.0, "{s:?}");
+    assert!(
+        out.join("notes/README.md").is_file(),
+        "non-images keep their names"
+    );
+}
+
+#[test]
+fn packing_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.mkv"), tmp.path().join("b.mkv"));
+    pack(&sample_album(), &a);
+    pack(&sample_album(), &b);
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "same input, same bytes"
+    );
+}
+
+#[test]
+fn archive_is_a_valid_matroska_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack(&sample_album(), &archive);
+    // FFmpeg's own demuxer and decoder read every track.
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&archive)
+        .args(["-map", "0", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg is installed by scripts/install-deps.sh");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "ffmpeg complained: {}", stderr(&o));
+}
+
+#[test]
+fn verify_reports_scores_and_thresholds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack(&sample_album(), &archive);
+    let o = run(&[
+        os("verify"),
+        os("--json"),
+        archive.as_os_str(),
+        sample_album().as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["summary"]["count"], 5);
+    assert_eq!(v["verbatim_identical"], 2);
+    let min = v["min"].as_f64().unwrap();
+    let mean = v["mean"].as_f64().unwrap();
+    assert!(min >= 85.0 && mean >= 90.0, "min {min} mean {mean}");
+    // An impossible threshold fails with exit code 3 and says so.
+    let o = run(&[
+        os("verify"),
+        os("--min-score"),
+        os("100.5"),
+        archive.as_os_str(),
+        sample_album().as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains("5 images scored below 100.5"),
+        "{}",
+        stderr(&o)
+    );
+    // A changed original is noticed.
+    let changed = tmp.path().join("changed");
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(sample_album())
+        .arg(&changed)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::write(changed.join("notes/README.md"), b"edited").unwrap();
+    let o = run(&[os("verify"), archive.as_os_str(), changed.as_os_str()]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("notes/README.md: stored bytes differ"));
+}
+
+// ---- bad input: one clear message naming the path, a documented exit code, nothing left ----
+
+fn assert_fails(args: &[&OsStr], code: i32, needles: &[&str]) -> String {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: expected {n:?} in {err:?}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("av1pack-partial") || n.ends_with(".mkv"))
+        .collect()
+}
+
+#[test]
+fn bad_input_to_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dest = t.join("out.mkv");
+    let missing = t.join("no-such-album");
+    assert_fails(
+        &[os("pack"), missing.as_os_str(), dest.as_os_str()],
+        1,
+        &["no-such-album", "No such file"],
+    );
+    let empty = t.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_fails(
+        &[os("pack"), empty.as_os_str(), dest.as_os_str()],
+        1,
+        &["empty", "nothing to pack"],
+    );
+    let a_file = t.join("file.txt");
+    std::fs::write(&a_file, b"x").unwrap();
+    assert_fails(
+        &[os("pack"), a_file.as_os_str(), dest.as_os_str()],
+        1,
+        &["file.txt", "not a directory"],
+    );
+    let nodir = t.join("missing-dir/out.mkv");
+    assert_fails(
+        &[os("pack"), sample_album().as_os_str(), nodir.as_os_str()],
+        1,
+        &["missing-dir", "does not exist"],
+    );
+    assert!(leftovers(t).is_empty(), "{:?}", leftovers(t));
+    // An existing archive is not replaced without --force.
+    std::fs::write(&dest, b"precious").unwrap();
+    assert_fails(
+        &[os("pack"), sample_album().as_os_str(), dest.as_os_str()],
+        1,
+        &["out.mkv", "already exists", "--force"],
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
+    let o = run(&[
+        os("pack"),
+        os("--force"),
+        sample_album().as_os_str(),
+        dest.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(leftovers(t), vec!["out.mkv".to_string()]);
+    // Bad settings are refused before any work.
+    assert_fails(
+        &[
+            os("pack"),
+            os("--gop"),
+            os("0"),
+            sample_album().as_os_str(),
+            t.join("g.mkv").as_os_str(),
+        ],
+        1,
+        &["--gop"],
+    );
+    assert_fails(
+        &[
+            os("pack"),
+            os("--preset"),
+            os("warp"),
+            sample_album().as_os_str(),
+            t.join("g.mkv").as_os_str(),
+        ],
+        1,
+        &["warp", "preset"],
+    );
+    assert_fails(&[os("pack"), os("--bogus")], 2, &["--bogus"]);
+}
+
+#[test]
+fn unreadable_file_stops_pack_with_its_name() {
+    // Permissions do not stop root, so the unreadable case runs as an unprivileged user.
+    let tmp = tempfile::Builder::new()
+        .prefix("av1pack-unreadable")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let t = tmp.path();
+    let album = t.join("album");
+    std::fs::create_dir(&album).unwrap();
+    pattern(64, 48, 1).save(album.join("ok.png")).unwrap();
+    std::fs::write(album.join("secret.jpg"), b"not for you").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        album.join("secret.jpg"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let dest = t.join("out.mkv");
+    let o = if is_root {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_av1pack"))
+            .arg("pack")
+            .arg(&album)
+            .arg(&dest)
+            .output()
+            .expect("setpriv (util-linux)")
+    } else {
+        run(&[os("pack"), album.as_os_str(), dest.as_os_str()])
+    };
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("secret.jpg") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(leftovers(t).is_empty(), "{:?}", leftovers(t));
+}
+
+#[test]
+fn bad_input_to_unpack_and_friends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let not_archive = t.join("photo.mkv");
+    std::fs::write(&not_archive, b"this is not a video").unwrap();
+    let out = t.join("out");
+    for cmd in ["unpack", "ls", "info"] {
+        let mut args = vec![os(cmd), not_archive.as_os_str()];
+        if cmd == "unpack" {
+            args.push(out.as_os_str());
+        }
+        assert_fails(&args, 1, &["photo.mkv", "not an av1pack archive"]);
+    }
+    assert!(!out.exists(), "nothing created for a bad archive");
+    let missing = t.join("missing.mkv");
+    assert_fails(
+        &[os("ls"), missing.as_os_str()],
+        1,
+        &["missing.mkv", "No such file"],
+    );
+    // A real Matroska file that av1pack did not make.
+    let foreign = t.join("foreign.mkv");
+    let o = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:duration=0.2",
+            "-c:v",
+            "libx264",
+        ])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_fails(
+        &[os("info"), foreign.as_os_str()],
+        1,
+        &["foreign.mkv", "not an av1pack archive"],
+    );
+    // A zero-byte file.
+    let zero = t.join("zero.mkv");
+    std::fs::write(&zero, b"").unwrap();
+    assert_fails(
+        &[os("ls"), zero.as_os_str()],
+        1,
+        &["zero.mkv", "not an av1pack archive"],
+    );
+    // Unpacking into a folder that is not empty needs --force.
+    let archive = t.join("a.mkv");
+    pack(&sample_album(), &archive);
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), b"mine").unwrap();
+    assert_fails(
+        &[os("unpack"), archive.as_os_str(), out.as_os_str()],
+        1,
+        &["out", "not empty", "--force"],
+    );
+    assert_eq!(files(&out).len(), 1);
+}
+
+#[test]
+fn truncated_archive_is_refused_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack(&sample_album(), &archive);
+    let bytes = std::fs::read(&archive).unwrap();
+    for cut in [
+        10,
+        100,
+        bytes.len() / 2,
+        bytes.len() - 1000,
+        bytes.len() - 1,
+    ] {
+        let t = tmp.path().join(format!("cut{cut}.mkv"));
+        std::fs::write(&t, &bytes[..cut]).unwrap();
+        let o = run(&[os("ls"), t.as_os_str()]);
+        assert_eq!(o.status.code(), Some(1), "cut at {cut}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("cut{cut}.mkv")),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("panicked"));
+    }
+}

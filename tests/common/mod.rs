@@ -1,0 +1,115 @@
+//! Helpers shared by the integration tests: the binary, generated albums, comparisons.
+#![allow(dead_code)]
+
+use image::{ImageBuffer, Luma, Rgb, Rgba};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_av1pack"));
+    c.env_remove("AV1PACK_LOG");
+    c
+}
+
+pub fn run(args: &[&OsStr]) -> Output {
+    bin().args(args).output().expect("run av1pack")
+}
+
+pub fn sample_album() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/album")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A photo-like test pattern: gradients, edges and fine texture (not flat, not noise).
+pub fn pattern(w: u32, h: u32, seed: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
+    ImageBuffer::from_fn(w, h, |x, y| {
+        let fx = x as f32 / w.max(1) as f32;
+        let fy = y as f32 / h.max(1) as f32;
+        let ring = (((x as f32 - w as f32 / 2.0).hypot(y as f32 - h as f32 / 2.0) / 6.0).sin()
+            * 40.0) as i32;
+        let r = (fx * 200.0) as i32 + ring + (seed as i32 * 13 % 40);
+        let g = (fy * 180.0) as i32 + ((x / 8 + y / 8) % 2) as i32 * 30;
+        let b = ((fx + fy) * 100.0) as i32 + ((x * 7 + y * 3 + seed) % 17) as i32;
+        Rgb([
+            r.clamp(0, 255) as u8,
+            g.clamp(0, 255) as u8,
+            b.clamp(0, 255) as u8,
+        ])
+    })
+}
+
+/// An album of awkward cases. Returns its root.
+pub fn edge_album(root: &Path) -> PathBuf {
+    let a = root.join("edge");
+    std::fs::create_dir_all(a.join("deep/er/still deeper")).unwrap();
+    pattern(1, 1, 1).save(a.join("one.png")).unwrap();
+    pattern(3, 5, 2).save(a.join("three by five.png")).unwrap();
+    pattern(641, 479, 3)
+        .save(a.join("deep/odd 641x479.png"))
+        .unwrap();
+    pattern(2000, 9, 4)
+        .save(a.join("deep/er/strip.png"))
+        .unwrap();
+    pattern(9, 700, 5)
+        .save(a.join("deep/er/still deeper/tall.png"))
+        .unwrap();
+    let jpg = pattern(320, 240, 6);
+    jpg.save_with_format(a.join("photo.jpg"), image::ImageFormat::Jpeg)
+        .unwrap();
+    let grey: ImageBuffer<Luma<u8>, Vec<u8>> =
+        ImageBuffer::from_fn(200, 150, |x, y| Luma([((x * 255 / 200) ^ (y % 32)) as u8]));
+    grey.save(a.join("grey.png")).unwrap();
+    let deep16: ImageBuffer<Luma<u16>, Vec<u16>> =
+        ImageBuffer::from_fn(64, 48, |x, y| Luma([(x * 1000 + y * 7) as u16]));
+    deep16.save(a.join("sixteen-bit.png")).unwrap();
+    let rgba: ImageBuffer<Rgba<u8>, Vec<u8>> = ImageBuffer::from_fn(50, 40, |x, y| {
+        Rgba([x as u8 * 5, y as u8 * 6, 100, (x * 5) as u8])
+    });
+    rgba.save(a.join("alpha.png")).unwrap();
+    // Not images, or broken ones.
+    std::fs::write(a.join("notes.txt"), b"hello album\n").unwrap();
+    std::fs::write(a.join("empty.jpg"), b"").unwrap();
+    let full = std::fs::read(a.join("photo.jpg")).unwrap();
+    std::fs::write(a.join("truncated.jpg"), &full[..full.len() / 3]).unwrap();
+    // A non-UTF-8 name.
+    let name = OsStr::from_bytes(b"caf\xe9 latin1.png");
+    pattern(30, 20, 7).save(a.join(name)).unwrap();
+    std::fs::create_dir_all(a.join("empty folder")).unwrap();
+    std::os::unix::fs::symlink("one.png", a.join("link to one")).unwrap();
+    a
+}
+
+/// Every file below `root`, as relative paths.
+pub fn files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            out.push(p.strip_prefix(root).unwrap().to_owned());
+            if p.symlink_metadata().unwrap().is_dir() {
+                walk(&p, root, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+pub fn rgb_of(path: &Path) -> image::RgbImage {
+    image::ImageReader::open(path)
+        .unwrap()
+        .with_guessed_format()
+        .unwrap()
+        .decode()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
+}

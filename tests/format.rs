@@ -1,0 +1,204 @@
+//! The index format: golden bytes, round trip, and refusal of damaged or hostile input.
+
+use av1pack::archive::codec::{self, IndexError, MAX_INDEX_BYTES};
+use av1pack::archive::*;
+
+fn sample_index() -> Index {
+    Index {
+        tool_version: "0.1.0".into(),
+        renderer: "renderer-x".into(),
+        settings: Settings {
+            codec: "libx264".into(),
+            preset: "medium".into(),
+            crf: Some(8.0),
+            qp: None,
+            gop: 8,
+            frame_rate: 25,
+            pix_fmt: "yuvj444p".into(),
+        },
+        tracks: vec![Track {
+            number: 1,
+            codec: "V_MPEG4/ISO/AVC".into(),
+            width: 1920,
+            height: 1088,
+            extradata: vec![1, 100, 0, 31],
+            packets: vec![
+                Packet {
+                    offset: 4096,
+                    size: 1000,
+                    pts: 0,
+                    dts: -2,
+                    keyframe: true,
+                },
+                Packet {
+                    offset: 5100,
+                    size: 200,
+                    pts: 2,
+                    dts: -1,
+                    keyframe: false,
+                },
+                Packet {
+                    offset: 5310,
+                    size: 150,
+                    pts: 1,
+                    dts: 0,
+                    keyframe: false,
+                },
+            ],
+        }],
+        entries: vec![
+            Entry {
+                path: b"2019".to_vec(),
+                mtime: Timestamp {
+                    secs: 1_560_000_000,
+                    nanos: 5,
+                },
+                mode: 0o755,
+                kind: EntryKind::Dir,
+            },
+            Entry {
+                path: b"2019/caf\xe9.jpg".to_vec(),
+                mtime: Timestamp {
+                    secs: -5,
+                    nanos: 999_999_999,
+                },
+                mode: 0o644,
+                kind: EntryKind::Image(Box::new(ImageEntry {
+                    format: ImageFormat::Jpeg,
+                    color: ColorModel::Rgb,
+                    width: 1080,
+                    height: 1920,
+                    original_size: 123_456,
+                    original_hash: 0xDEAD_BEEF_0123_4567,
+                    tiles: vec![Tile {
+                        track: 0,
+                        frame: 1,
+                        x: 0,
+                        y: 0,
+                        width: 1080,
+                        height: 1920,
+                        rotated: true,
+                    }],
+                    alpha: vec![],
+                    metadata: vec![
+                        MetaBlock::JpegSegment {
+                            marker: 0xE1,
+                            data: b"Exif\0\0".to_vec(),
+                        },
+                        MetaBlock::PngChunk {
+                            kind: *b"iCCP",
+                            data: vec![9, 8, 7],
+                        },
+                    ],
+                    rendered: Rendered {
+                        size: 200_000,
+                        hash: 42,
+                    },
+                    score: Some(91.5),
+                })),
+            },
+            Entry {
+                path: b"notes.txt".to_vec(),
+                mtime: Timestamp::default(),
+                mode: 0o600,
+                kind: EntryKind::Verbatim {
+                    blob: Blob {
+                        offset: 77,
+                        len: 12,
+                        hash: 7,
+                    },
+                    reason: "not an image".into(),
+                },
+            },
+            Entry {
+                path: b"link".to_vec(),
+                mtime: Timestamp::default(),
+                mode: 0o777,
+                kind: EntryKind::Symlink {
+                    target: b"notes.txt".to_vec(),
+                },
+            },
+        ],
+    }
+}
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v1.bin");
+
+#[test]
+fn index_bytes_match_the_golden_file() {
+    let bytes = codec::encode_index(&sample_index()).unwrap();
+    if std::env::var_os("AV1PACK_BLESS").is_some() {
+        std::fs::write(GOLDEN, &bytes).unwrap();
+    }
+    let golden = std::fs::read(GOLDEN)
+        .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
+    assert_eq!(&bytes[..8], b"AV1PKIDX");
+    assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+    assert!(
+        bytes == golden,
+        "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
+    );
+    assert_eq!(codec::decode_index(&golden).unwrap(), sample_index());
+}
+
+#[test]
+fn every_truncation_is_refused() {
+    let bytes = codec::encode_index(&sample_index()).unwrap();
+    for cut in 0..bytes.len() {
+        let r = codec::decode_index(&bytes[..cut]);
+        assert!(r.is_err(), "truncated at {cut} accepted");
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_refused() {
+    let bytes = codec::encode_index(&sample_index()).unwrap();
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x5A;
+        assert!(codec::decode_index(&b).is_err(), "flip at {i} accepted");
+    }
+}
+
+#[test]
+fn hostile_headers_are_refused_before_allocating() {
+    let mut b = codec::encode_index(&sample_index()).unwrap();
+    b[12..20].copy_from_slice(&(MAX_INDEX_BYTES + 1).to_le_bytes());
+    assert!(matches!(
+        codec::decode_index(&b),
+        Err(IndexError::TooLarge(_))
+    ));
+    let mut b = codec::encode_index(&sample_index()).unwrap();
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert!(matches!(
+        codec::decode_index(&b),
+        Err(IndexError::UnsupportedVersion(2))
+    ));
+    assert!(matches!(
+        codec::decode_index(b"NOTANIDX and more bytes here...."),
+        Err(IndexError::BadMagic)
+    ));
+}
+
+#[test]
+fn structurally_impossible_indexes_are_refused() {
+    // A tile that points past the track's frames: encodes fine, refused on decode.
+    let mut idx = sample_index();
+    if let EntryKind::Image(img) = &mut idx.entries[1].kind {
+        img.tiles[0].frame = 99;
+    }
+    let b = codec::encode_index(&idx).unwrap();
+    assert!(matches!(
+        codec::decode_index(&b),
+        Err(IndexError::Malformed(_))
+    ));
+    let mut idx = sample_index();
+    if let EntryKind::Image(img) = &mut idx.entries[1].kind {
+        img.tiles[0].track = 5;
+    }
+    let b = codec::encode_index(&idx).unwrap();
+    assert!(matches!(
+        codec::decode_index(&b),
+        Err(IndexError::Malformed(_))
+    ));
+}
