@@ -52,6 +52,56 @@ pub fn jpeg_blocks(bytes: &[u8]) -> (Vec<MetaBlock>, JpegFacts) {
     (blocks, facts)
 }
 
+/// Offset just past a JPEG's end-of-image marker, following the marker structure through
+/// every scan; `None` for a truncated file.
+pub fn jpeg_end(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return None;
+    }
+    let mut pos = 2;
+    loop {
+        // At a marker.
+        while bytes.get(pos)? == &0xFF && bytes.get(pos + 1)? == &0xFF {
+            pos += 1;
+        }
+        if *bytes.get(pos)? != 0xFF {
+            return None;
+        }
+        let marker = *bytes.get(pos + 1)?;
+        match marker {
+            0xD9 => return Some(pos + 2),
+            0x01 | 0xD0..=0xD7 => {
+                pos += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let len = usize::from(u16::from_be_bytes([
+            *bytes.get(pos + 2)?,
+            *bytes.get(pos + 3)?,
+        ]));
+        pos = pos.checked_add(2 + len)?;
+        if pos > bytes.len() {
+            return None;
+        }
+        if marker == 0xDA {
+            // Entropy-coded data: runs until a marker other than a stuffed byte or a restart.
+            loop {
+                let b = *bytes.get(pos)?;
+                if b == 0xFF {
+                    let next = *bytes.get(pos + 1)?;
+                    if next == 0x00 || (0xD0..=0xD7).contains(&next) || next == 0xFF {
+                        pos += if next == 0xFF { 1 } else { 2 };
+                        continue;
+                    }
+                    break;
+                }
+                pos += 1;
+            }
+        }
+    }
+}
+
 /// Chunks that describe pixels we re-encode (palette, transparency, bit depth) are not kept.
 fn png_chunk_kept(kind: &[u8; 4]) -> bool {
     let ancillary = kind[0].is_ascii_lowercase();
@@ -114,8 +164,17 @@ pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
             _ => None,
         })
         .collect();
+    let trailer: &[u8] = blocks
+        .iter()
+        .find_map(|b| match b {
+            MetaBlock::Trailer(t) => Some(t.as_slice()),
+            _ => None,
+        })
+        .unwrap_or(&[]);
     if segments.is_empty() || encoded.len() < 2 {
-        return encoded.to_vec();
+        let mut out = encoded.to_vec();
+        out.extend_from_slice(trailer);
+        return out;
     }
     let mut out = Vec::with_capacity(
         encoded.len() + segments.iter().map(|(_, d)| d.len() + 4).sum::<usize>(),
@@ -138,6 +197,7 @@ pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
         pos = (2 + 2 + len).min(encoded.len());
     }
     out.extend_from_slice(&encoded[pos..]);
+    out.extend_from_slice(trailer);
     out
 }
 
@@ -151,15 +211,43 @@ mod tests {
         let mut f = vec![0xFF, 0xD8];
         f.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x08, b'E', b'x', b'i', b'f', 0, 0]);
         f.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x05, b'h', b'i', b'!']);
-        f.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x0B, 8, 0, 1, 0, 1, 3, 1, 0x11, 0, 2]);
+        f.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x0C, 8, 0, 1, 0, 1, 3, 1, 0x11, 0, 2]);
         f.extend_from_slice(&[0xFF, 0xD9]);
         let (blocks, facts) = jpeg_blocks(&f);
         assert_eq!(facts.components, 3);
         assert_eq!(blocks.len(), 2);
         let encoded = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 1, 2, 0xFF, 0xD9];
         let spliced = splice_jpeg(&encoded, &blocks);
+        assert_eq!(jpeg_end(&f), Some(f.len()));
         let (again, _) = jpeg_blocks(&spliced);
         assert_eq!(again, blocks);
         assert!(spliced.ends_with(&[0xFF, 0xFE, 0x00, 0x05, b'h', b'i', b'!', 0xFF, 0xD9]));
+    }
+}
+
+#[cfg(test)]
+mod end_tests {
+    use super::*;
+
+    fn tiny_jpeg() -> Vec<u8> {
+        let img =
+            image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 255]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut out, image::ImageFormat::Jpeg)
+            .unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn finds_the_end_and_refuses_truncations() {
+        let j = tiny_jpeg();
+        assert_eq!(jpeg_end(&j), Some(j.len()));
+        let mut with_tail = j.clone();
+        with_tail.extend_from_slice(b"\ntrailing");
+        assert_eq!(jpeg_end(&with_tail), Some(j.len()));
+        for cut in 0..j.len() - 1 {
+            assert_eq!(jpeg_end(&j[..cut]), None, "cut at {cut}");
+        }
     }
 }

@@ -144,7 +144,7 @@ fn edge_cases_round_trip() {
     let err = stderr(&o);
     // Each file kept as is is reported once, with the reason.
     for (name, why) in [
-        ("truncated.jpg", "truncated"),
+        ("truncated.jpg", "truncated JPEG"),
         ("empty.jpg", "empty file"),
         ("sixteen-bit.png", "more than 8 bits"),
         ("alpha.png", "alpha"),

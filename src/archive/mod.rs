@@ -188,6 +188,8 @@ pub enum MetaBlock {
     JpegSegment { marker: u8, data: Vec<u8> },
     /// A PNG ancillary chunk: type and data.
     PngChunk { kind: [u8; 4], data: Vec<u8> },
+    /// Bytes after the end of the image data (after a JPEG's EOI marker), appended back.
+    Trailer(Vec<u8>),
 }
 
 /// Size and hash of the rendered file, so that the mount knows sizes without decoding.

@@ -29,7 +29,7 @@ pub struct Args {
     /// Replace the archive if it exists.
     #[arg(long)]
     pub force: bool,
-    /// x264 constant rate factor (lower is better quality). Default: 14 at the nominal 25 fps.
+    /// x264 constant rate factor (lower is better quality). Default: 8 at the nominal 25 fps.
     #[arg(long, conflicts_with = "qp")]
     pub crf: Option<f32>,
     /// Constant quantiser instead of CRF (0 = lossless YCbCr).

@@ -1,6 +1,8 @@
 //! Getting decoded images out of an archive: sequential decoding of whole tracks (unpack,
 //! verify) and random access through a cache (the mount; see `source`).
 
+pub mod source;
+
 use crate::archive::{Archive, EntryKind, ImageEntry, Index, ReadError};
 use crate::media::{DecodedFrame, MediaError, VideoDecoder};
 use crate::pixels;

@@ -1,0 +1,558 @@
+//! Random access to rendered images for the mount: a byte-bounded LRU cache of decoded pixels
+//! and rendered files, a bounded pool of decoders that remember where they are (so reading
+//! files in order keeps decoding forward instead of seeking), one decode per GOP however many
+//! readers want it, and a small prefetch of the next images while a reader is busy.
+//!
+//! No FUSE here: `crate::serve` adapts this to the filesystem core.
+
+use super::{image_from_frame, FrameError};
+use crate::archive::{Archive, EntryKind, Index};
+use crate::media::VideoDecoder;
+use crate::render::{self, OutputFormat};
+use image::RgbImage;
+use lru::LruCache;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use xxhash_rust::xxh3::xxh3_64;
+
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Bytes of decoded pixels and rendered files kept in memory.
+    pub cache_bytes: u64,
+    /// Decoders alive at once, at most (each holds a few frames of its track).
+    pub max_decoders: usize,
+    /// Images rendered ahead of a reader, in index order (0: no prefetch).
+    pub prefetch: usize,
+    pub format: OutputFormat,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            cache_bytes: 512 << 20,
+            max_decoders: 4,
+            prefetch: 2,
+            format: OutputFormat::Original,
+        }
+    }
+}
+
+/// Counters, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_decoded: AtomicU64,
+    pub files_rendered: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub seeks: AtomicU64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Key {
+    Pixels(usize),
+    File(usize),
+}
+
+enum Value {
+    Pixels(Arc<RgbImage>),
+    File(Arc<Vec<u8>>),
+}
+
+impl Value {
+    fn bytes(&self) -> u64 {
+        match self {
+            Value::Pixels(p) => p.as_raw().len() as u64,
+            Value::File(f) => f.len() as u64,
+        }
+    }
+}
+
+struct Cache {
+    lru: LruCache<Key, Value>,
+    bytes: u64,
+    budget: u64,
+}
+
+impl Cache {
+    fn insert(&mut self, key: Key, value: Value) {
+        let size = value.bytes();
+        if let Some(old) = self.lru.put(key, value) {
+            self.bytes -= old.bytes();
+        }
+        self.bytes += size;
+        while self.bytes > self.budget {
+            match self.lru.pop_lru() {
+                Some((_, v)) => self.bytes -= v.bytes(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// A decoder and where it stands in its track.
+struct Positioned {
+    track: usize,
+    decoder: VideoDecoder,
+    /// Packet index of the keyframe of the GOP being decoded.
+    gop_start: usize,
+    /// Next packet to feed.
+    next_packet: usize,
+    /// Last frame number that came out (frames come out in order within a GOP).
+    last_out: Option<u64>,
+}
+
+struct Pool {
+    idle: Vec<Positioned>,
+    live: usize,
+}
+
+/// Per track: for each frame number, the packet index of its GOP's keyframe, and GOP ends.
+struct TrackMap {
+    gop_of_frame: HashMap<u64, usize>,
+    /// For each keyframe packet index, the packet index where its GOP ends (exclusive).
+    gop_end: HashMap<usize, usize>,
+}
+
+struct Inner {
+    archive: Arc<Archive>,
+    opts: SourceOptions,
+    maps: Vec<TrackMap>,
+    users: HashMap<(usize, u64), Vec<usize>>,
+    cache: Mutex<Cache>,
+    pool: Mutex<Pool>,
+    pool_cv: Condvar,
+    /// GOPs being decoded right now: (track, keyframe packet) → waiters' signal.
+    in_flight: Mutex<HashSet<(usize, usize)>>,
+    in_flight_cv: Condvar,
+    stats: Stats,
+    /// Entries whose rendered size was found wrong (reported once).
+    bad: Mutex<HashSet<usize>>,
+}
+
+/// Rendered image files of an archive, decoded on demand.
+pub struct FrameSource {
+    inner: Arc<Inner>,
+    prefetch_tx: Option<mpsc::SyncSender<usize>>,
+    prefetcher: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, FrameError> {
+    m.lock()
+        .map_err(|_| FrameError::Internal("a lock was poisoned by an earlier failure".into()))
+}
+
+impl FrameSource {
+    pub fn new(archive: Arc<Archive>, opts: SourceOptions) -> Self {
+        let index: &Index = &archive.index;
+        let maps = index
+            .tracks
+            .iter()
+            .map(|t| {
+                let mut gop_of_frame = HashMap::new();
+                let mut gop_end = HashMap::new();
+                let mut start = 0;
+                for (i, p) in t.packets.iter().enumerate() {
+                    if p.keyframe || i == 0 {
+                        if i > 0 {
+                            gop_end.insert(start, i);
+                        }
+                        start = i;
+                    }
+                    gop_of_frame.insert(p.pts, start);
+                }
+                gop_end.insert(start, t.packets.len());
+                TrackMap {
+                    gop_of_frame,
+                    gop_end,
+                }
+            })
+            .collect();
+        let users = super::frame_users(index);
+        let prefetch = opts.prefetch;
+        let inner = Arc::new(Inner {
+            cache: Mutex::new(Cache {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                budget: opts.cache_bytes,
+            }),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                live: 0,
+            }),
+            pool_cv: Condvar::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            in_flight_cv: Condvar::new(),
+            stats: Stats::default(),
+            bad: Mutex::new(HashSet::new()),
+            archive,
+            opts,
+            maps,
+            users,
+        });
+        let (prefetch_tx, prefetcher) = if prefetch > 0 {
+            // A short queue: when it is full, prefetch requests are dropped, so a reader that
+            // stops reading stops the prefetching too.
+            let (tx, rx) = mpsc::sync_channel::<usize>(prefetch);
+            let worker = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name("av1pack-prefetch".into())
+                .spawn(move || {
+                    for entry in rx {
+                        if let Err(e) = worker.file(entry) {
+                            log::debug!("prefetch of entry {entry} failed: {e}");
+                        }
+                    }
+                })
+                .ok();
+            (Some(tx), handle)
+        } else {
+            (None, None)
+        };
+        FrameSource {
+            inner,
+            prefetch_tx,
+            prefetcher,
+        }
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.inner.archive
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Bytes held by the cache now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.inner.cache.lock().map(|c| c.bytes).unwrap_or(0)
+    }
+
+    /// The served bytes of entry `entry` (rendered image or stored file), `offset..offset+size`.
+    pub fn read(&self, entry: usize, offset: u64, size: usize) -> Result<Vec<u8>, FrameError> {
+        let e = self
+            .inner
+            .archive
+            .index
+            .entries
+            .get(entry)
+            .ok_or_else(|| FrameError::Internal(format!("no entry {entry}")))?;
+        match &e.kind {
+            EntryKind::Verbatim { blob, .. } => {
+                Ok(self.inner.archive.read_blob(blob, offset, size)?)
+            }
+            EntryKind::Image(_) => {
+                let file = self.inner.file(entry)?;
+                if offset == 0 {
+                    self.prefetch_after(entry);
+                }
+                let start = (offset.min(file.len() as u64)) as usize;
+                let end = start.saturating_add(size).min(file.len());
+                Ok(file[start..end].to_vec())
+            }
+            _ => Err(FrameError::Internal("not a file".into())),
+        }
+    }
+
+    /// The whole rendered file of an image entry.
+    pub fn file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
+        self.inner.file(entry)
+    }
+
+    /// Asks the prefetcher for the next images in index order (dropped if it is busy).
+    fn prefetch_after(&self, entry: usize) {
+        let Some(tx) = &self.prefetch_tx else { return };
+        let entries = &self.inner.archive.index.entries;
+        let next = entries
+            .iter()
+            .enumerate()
+            .skip(entry + 1)
+            .filter(|(_, e)| matches!(e.kind, EntryKind::Image(_)))
+            .take(self.inner.opts.prefetch);
+        for (i, _) in next {
+            let cached = self
+                .inner
+                .cache
+                .lock()
+                .map(|c| c.lru.contains(&Key::File(i)))
+                .unwrap_or(true);
+            if !cached && tx.try_send(i).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for FrameSource {
+    fn drop(&mut self) {
+        self.prefetch_tx = None;
+        if let Some(h) = self.prefetcher.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Inner {
+    fn cached(&self, key: Key) -> Result<Option<Value>, FrameError> {
+        let mut c = lock(&self.cache)?;
+        Ok(c.lru.get(&key).map(|v| match v {
+            Value::Pixels(p) => Value::Pixels(Arc::clone(p)),
+            Value::File(f) => Value::File(Arc::clone(f)),
+        }))
+    }
+
+    fn file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
+        if let Some(Value::File(f)) = self.cached(Key::File(entry))? {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(f);
+        }
+        let e = &self.archive.index.entries[entry];
+        let EntryKind::Image(img) = &e.kind else {
+            return Err(FrameError::Internal("not an image".into()));
+        };
+        let pixels = self.pixels(entry)?;
+        let bytes = render::render(img, &pixels, self.opts.format)
+            .map_err(|err| FrameError::Internal(format!("render: {err}")))?;
+        self.stats.files_rendered.fetch_add(1, Ordering::Relaxed);
+        if self.opts.format == OutputFormat::Original {
+            if bytes.len() as u64 != img.rendered.size {
+                if lock(&self.bad)?.insert(entry) {
+                    log::error!(
+                        "{}: rendered {} bytes but the index promises {}: refusing to serve a wrong size",
+                        e.path_lossy(),
+                        bytes.len(),
+                        img.rendered.size
+                    );
+                }
+                return Err(FrameError::Internal(
+                    "rendered size differs from the index".into(),
+                ));
+            }
+            if xxh3_64(&bytes) != img.rendered.hash && lock(&self.bad)?.insert(entry) {
+                log::warn!(
+                    "{}: rendered bytes differ from pack time (same size)",
+                    e.path_lossy()
+                );
+            }
+        }
+        let bytes = Arc::new(bytes);
+        lock(&self.cache)?.insert(Key::File(entry), Value::File(Arc::clone(&bytes)));
+        Ok(bytes)
+    }
+
+    /// Decoded pixels of an image entry.
+    fn pixels(&self, entry: usize) -> Result<Arc<RgbImage>, FrameError> {
+        let e = &self.archive.index.entries[entry];
+        let EntryKind::Image(img) = &e.kind else {
+            return Err(FrameError::Internal("not an image".into()));
+        };
+        let tile = *img.tiles.first().ok_or(FrameError::BadTile)?;
+        let (t, f) = (tile.track as usize, tile.frame);
+        let gop = *self
+            .maps
+            .get(t)
+            .and_then(|m| m.gop_of_frame.get(&f))
+            .ok_or(FrameError::Missing { track: t, frame: f })?;
+        loop {
+            if let Some(Value::Pixels(p)) = self.cached(Key::Pixels(entry))? {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(p);
+            }
+            // One decode per GOP: wait while another thread decodes this one, then look again.
+            {
+                let mut busy = lock(&self.in_flight)?;
+                if busy.contains(&(t, gop)) {
+                    while busy.contains(&(t, gop)) {
+                        busy = self
+                            .in_flight_cv
+                            .wait(busy)
+                            .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
+                    }
+                    continue;
+                }
+                busy.insert((t, gop));
+            }
+            let result = self.decode_until(t, gop, f, entry);
+            if let Ok(mut busy) = self.in_flight.lock() {
+                busy.remove(&(t, gop));
+            }
+            self.in_flight_cv.notify_all();
+            return result;
+        }
+    }
+
+    fn take_decoder(&self, t: usize, gop: usize, f: u64) -> Result<Option<Positioned>, FrameError> {
+        let mut pool = lock(&self.pool)?;
+        loop {
+            // A decoder already in this GOP, short of frame f, continues forward.
+            if let Some(i) = pool.idle.iter().position(|d| {
+                d.track == t && d.gop_start == gop && d.last_out.is_none_or(|o| o < f)
+            }) {
+                return Ok(Some(pool.idle.swap_remove(i)));
+            }
+            if pool.live < self.opts.max_decoders.max(1) {
+                pool.live += 1;
+                return Ok(None);
+            }
+            if !pool.idle.is_empty() {
+                // Reuse the least recently returned idle decoder (it will be reset or replaced).
+                let d = pool.idle.remove(0);
+                if d.track == t {
+                    return Ok(Some(d));
+                }
+                drop(d);
+                return Ok(None);
+            }
+            pool = self
+                .pool_cv
+                .wait(pool)
+                .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
+        }
+    }
+
+    fn give_back(&self, d: Option<Positioned>) {
+        if let Ok(mut pool) = self.pool.lock() {
+            match d {
+                Some(d) => pool.idle.push(d),
+                None => pool.live = pool.live.saturating_sub(1),
+            }
+        }
+        self.pool_cv.notify_one();
+    }
+
+    /// Decodes track `t` from the keyframe `gop` (or onwards from where a decoder stands)
+    /// until frame `f` has come out, caching the pixels of every image decoded on the way.
+    /// Returns the pixels of `want` (an entry on frame `f`), whatever the cache keeps.
+    fn decode_until(
+        &self,
+        t: usize,
+        gop: usize,
+        f: u64,
+        want: usize,
+    ) -> Result<Arc<RgbImage>, FrameError> {
+        let track = self
+            .archive
+            .index
+            .tracks
+            .get(t)
+            .ok_or(FrameError::NoTrack(t))?;
+        let taken = self.take_decoder(t, gop, f)?;
+        let mut d = match taken {
+            Some(mut d) if d.gop_start == gop && d.last_out.is_none_or(|o| o < f) => {
+                d.track = t;
+                d
+            }
+            Some(mut d) => {
+                d.decoder.reset();
+                d.gop_start = gop;
+                d.next_packet = gop;
+                d.last_out = None;
+                self.stats.seeks.fetch_add(1, Ordering::Relaxed);
+                d
+            }
+            None => {
+                let decoder = match VideoDecoder::new(&track.codec, &track.extradata, 1) {
+                    Ok(dec) => dec,
+                    Err(e) => {
+                        self.give_back(None);
+                        return Err(e.into());
+                    }
+                };
+                self.stats.seeks.fetch_add(1, Ordering::Relaxed);
+                Positioned {
+                    track: t,
+                    decoder,
+                    gop_start: gop,
+                    next_packet: gop,
+                    last_out: None,
+                }
+            }
+        };
+        let end = self.maps[t]
+            .gop_end
+            .get(&gop)
+            .copied()
+            .unwrap_or(track.packets.len());
+        let mut wanted = None;
+        let result = (|| -> Result<bool, FrameError> {
+            loop {
+                while let Some(frame) = d.decoder.receive()? {
+                    self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                    let pts = frame.pts as u64;
+                    d.last_out = Some(pts);
+                    for &i in self.users.get(&(t, pts)).map(Vec::as_slice).unwrap_or(&[]) {
+                        if let EntryKind::Image(img) = &self.archive.index.entries[i].kind {
+                            let rgb = Arc::new(image_from_frame(img, &frame)?);
+                            if i == want {
+                                wanted = Some(Arc::clone(&rgb));
+                            }
+                            lock(&self.cache)?.insert(Key::Pixels(i), Value::Pixels(rgb));
+                        }
+                    }
+                    // After the end of the GOP was signalled, drain it whole: the decoder is
+                    // reset afterwards and the frames still inside would be lost.
+                    if pts >= f && d.next_packet <= end {
+                        return Ok(true);
+                    }
+                }
+                if d.next_packet < end {
+                    let p = &track.packets[d.next_packet];
+                    let data = self.archive.read_packet(p)?;
+                    d.next_packet += 1;
+                    d.decoder.send(&data, p.pts as i64, p.dts, p.keyframe)?;
+                } else if d.next_packet == end {
+                    // The GOP's last frames are held back by the decoder: drain it.
+                    d.decoder.send_eof()?;
+                    d.next_packet = end + 1;
+                } else {
+                    return Ok(d.last_out.is_some_and(|o| o >= f));
+                }
+            }
+        })();
+        let found = |w: Option<Arc<RgbImage>>| w.ok_or(FrameError::Missing { track: t, frame: f });
+        match result {
+            Ok(true) if d.next_packet <= end => {
+                self.give_back(Some(d));
+                found(wanted)
+            }
+            Ok(true) => {
+                // Drained with EOF: the decoder must be reset before it is used again.
+                d.decoder.reset();
+                d.next_packet = d.gop_start;
+                d.last_out = None;
+                self.give_back(Some(d));
+                found(wanted)
+            }
+            Ok(false) => {
+                self.give_back(None);
+                Err(FrameError::Missing { track: t, frame: f })
+            }
+            Err(e) => {
+                // A decoder that failed is dropped, not reused.
+                self.give_back(None);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_stays_within_budget() {
+        let mut c = Cache {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            budget: 1000,
+        };
+        for i in 0..50 {
+            c.insert(Key::File(i), Value::File(Arc::new(vec![0u8; 300])));
+            assert!(c.bytes <= 1000);
+        }
+        assert_eq!(c.lru.len(), 3);
+        assert!(c.lru.contains(&Key::File(49)) && !c.lru.contains(&Key::File(46)));
+    }
+}

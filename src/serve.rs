@@ -1,0 +1,38 @@
+//! Glue between an archive and the filesystem core: the tree the mount shows, and file
+//! contents from the frame source.
+
+use crate::archive::{Archive, EntryKind};
+use crate::frames::source::FrameSource;
+use crate::frames::FrameError;
+use crate::fs::{ContentError, ContentSource, NodeKind, NodeSpec};
+use crate::unpack::to_system_time;
+
+/// The mount's tree: exactly the archive's entries, with the sizes the index records.
+pub fn nodes(archive: &Archive) -> Vec<NodeSpec> {
+    archive
+        .index
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(id, e)| NodeSpec {
+            path: e.path.clone(),
+            kind: match &e.kind {
+                EntryKind::Dir => NodeKind::Dir,
+                EntryKind::Symlink { target } => NodeKind::Symlink(target.clone()),
+                EntryKind::Verbatim { .. } | EntryKind::Image(_) => NodeKind::File,
+            },
+            mtime: to_system_time(e.mtime),
+            size: e.served_size(),
+            id,
+        })
+        .collect()
+}
+
+impl ContentSource for FrameSource {
+    fn read(&self, id: usize, offset: u64, size: u32) -> Result<Vec<u8>, ContentError> {
+        FrameSource::read(self, id, offset, size as usize).map_err(|e| match e {
+            FrameError::Read(crate::archive::ReadError::Io(io)) => ContentError::Io(io),
+            other => ContentError::Damaged(other.to_string()),
+        })
+    }
+}
