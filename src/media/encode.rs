@@ -102,7 +102,7 @@ impl VideoEncoder {
         })
     }
 
-    /// Codec private data (avcC for H.264), available once the encoder is open.
+    /// Codec private data as Matroska wants it (avcC for H.264), once the encoder is open.
     pub fn extradata(&self) -> Vec<u8> {
         // SAFETY: the context is open; extradata is either null or extradata_size bytes.
         unsafe {
@@ -112,7 +112,7 @@ impl VideoEncoder {
             if ptr.is_null() || len <= 0 {
                 Vec::new()
             } else {
-                std::slice::from_raw_parts(ptr, len as usize).to_vec()
+                super::avc::avcc_from_annexb(std::slice::from_raw_parts(ptr, len as usize))
             }
         }
     }
@@ -170,7 +170,7 @@ impl VideoEncoder {
         loop {
             match self.enc.receive_packet(&mut packet) {
                 Ok(()) => {
-                    let data = packet.data().unwrap_or(&[]).to_vec();
+                    let data = super::avc::to_length_prefixed(packet.data().unwrap_or(&[]));
                     let pts = packet.pts().unwrap_or(0);
                     out.push(EncodedPacket {
                         data,

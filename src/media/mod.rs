@@ -2,6 +2,7 @@
 //! and decoding packets back into pixels. Colour conversion is ours (see `color`), so that the
 //! pixels a decoder gives back are the same on every machine and FFmpeg build.
 
+pub mod avc;
 pub mod color;
 mod decode;
 mod encode;
