@@ -13,12 +13,12 @@ use crate::archive::{
 };
 use crate::media::{self, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
 use crate::render::{self, OutputFormat, RenderError};
-use crate::{meta, pixels};
+use crate::{meta, pixels, quality};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc;
 use std::thread;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -36,6 +36,8 @@ pub struct PackOptions {
     pub force: bool,
     /// Extra encoder options (x264's key=value:key=value).
     pub extra_params: String,
+    /// Quality every image must reach (checked at pack time); `None` codes once at `crf`/`qp`.
+    pub target: Option<QualityTarget>,
 }
 
 impl Default for PackOptions {
@@ -50,6 +52,7 @@ impl Default for PackOptions {
             threads: 2,
             force: false,
             extra_params: String::new(),
+            target: Some(VISUALLY_LOSSLESS),
         }
     }
 }
@@ -359,18 +362,35 @@ struct Loaded {
     result: Result<(Box<ImageEntry>, Vec<u8>), String>,
 }
 
-enum ToRenderer {
-    Frame {
-        frame: u64,
-        item: usize,
-        entry: Box<ImageEntry>,
-    },
-    Packet {
-        data: Vec<u8>,
-        pts: i64,
-        dts: i64,
-        key: bool,
-    },
+/// Quality the pack loop must reach for every image (SSIMULACRA2 of the served file against
+/// the original), or none to code once at the given CRF.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QualityTarget {
+    pub min_score: f64,
+    /// CRF values tried in turn for a GOP until every image in it reaches `min_score`; the
+    /// last resort after them is QP 0.
+    pub ladder: &'static [f32],
+}
+
+/// SSIMULACRA2 90: visually lossless (indistinguishable in a flicker test at 1:1).
+pub const VISUALLY_LOSSLESS: QualityTarget = QualityTarget {
+    min_score: 90.0,
+    ladder: &[12.0, 9.0, 6.0, 3.0],
+};
+/// SSIMULACRA2 80: very high quality.
+pub const HIGH: QualityTarget = QualityTarget {
+    min_score: 80.0,
+    ladder: &[20.0, 16.0, 12.0, 8.0],
+};
+
+/// Frames held per GOP while its quality is checked: bounded in memory for large canvases.
+const GOP_MEMORY: u64 = 192 << 20;
+
+/// One image ready to code: its entry so far and its canvas.
+struct Ready {
+    item: usize,
+    entry: Box<ImageEntry>,
+    canvas: Vec<u8>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -385,34 +405,8 @@ fn encode_track(
     progress: &dyn Progress,
 ) -> Result<Vec<(usize, Outcome)>, PackError> {
     let frame_bytes = u64::from(plan.width) * u64::from(plan.height) * 3;
-    let lookahead = (LOOKAHEAD_BUDGET / frame_bytes.max(1)).clamp(1, 40) as u32;
-    let cfg = EncoderConfig {
-        codec: opts.codec.clone(),
-        width: plan.width,
-        height: plan.height,
-        preset: opts.preset.clone(),
-        crf: opts.crf,
-        qp: opts.qp,
-        gop: opts.gop,
-        frame_rate: opts.frame_rate,
-        threads: opts.threads,
-        lookahead,
-        extra_params: if opts.extra_params.is_empty() {
-            BASE_X264_PARAMS.to_string()
-        } else {
-            format!("{BASE_X264_PARAMS}:{}", opts.extra_params)
-        },
-    };
+    let gop = (GOP_MEMORY / frame_bytes.max(1)).clamp(1, u64::from(opts.gop.max(1))) as u32;
     let track_name = format!("track {} ({}x{})", t + 1, plan.width, plan.height);
-    let media_err = |error| PackError::Media {
-        path: track_name.clone(),
-        error,
-    };
-    let mut encoder = VideoEncoder::new(&cfg).map_err(media_err)?;
-    let extradata = encoder.extradata();
-    writer.set_extradata(t, extradata.clone())?;
-    let codec_id = media::matroska_codec_id(&opts.codec).to_string();
-
     let jobs: Vec<(usize, Item, Probe, bool)> = plan
         .items
         .iter()
@@ -423,6 +417,16 @@ fn encode_track(
         })
         .collect();
     let (cw, ch) = (plan.width, plan.height);
+    let mut coder = GopCoder {
+        t,
+        cw,
+        ch,
+        gop,
+        opts,
+        track_name: &track_name,
+        extradata: None,
+        next_frame: 0,
+    };
 
     thread::scope(|s| -> Result<Vec<(usize, Outcome)>, PackError> {
         let (load_tx, load_rx) = mpsc::sync_channel::<Loaded>(2);
@@ -434,11 +438,8 @@ fn encode_track(
                 }
             }
         });
-        let (render_tx, render_rx) = mpsc::sync_channel::<ToRenderer>(64);
-        let renderer = s.spawn(move || renderer_loop(&codec_id, &extradata, cw, ch, render_rx));
-
         let mut outcomes = Vec::new();
-        let mut frame: u64 = 0;
+        let mut batch: Vec<Ready> = Vec::new();
         let mut failure = None;
         for loaded in load_rx {
             let item = &items[loaded.item];
@@ -448,26 +449,16 @@ fn encode_track(
             };
             match loaded.result {
                 Err(reason) => outcomes.push((loaded.item, Outcome::Failed(reason))),
-                Ok((mut entry, canvas)) => {
-                    if let Some(tile) = entry.tiles.first_mut() {
-                        tile.frame = frame;
-                    }
-                    let sent = render_tx.send(ToRenderer::Frame {
-                        frame,
-                        item: loaded.item,
-                        entry,
-                    });
-                    frame += 1;
-                    let packets = match encoder.encode(&canvas) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            failure = Some(media_err(e));
-                            break;
-                        }
-                    };
-                    if let Err(e) = forward(writer, &render_tx, t, packets)
-                        .and(sent.map_err(|_| PackError::Pipeline("renderer stopped".into())))
-                    {
+                Ok((entry, canvas)) => batch.push(Ready {
+                    item: loaded.item,
+                    entry,
+                    canvas,
+                }),
+            }
+            if batch.len() as u32 >= gop {
+                match coder.code(std::mem::take(&mut batch), writer) {
+                    Ok(done) => outcomes.extend(done),
+                    Err(e) => {
                         failure = Some(e);
                         break;
                     }
@@ -475,59 +466,279 @@ fn encode_track(
             }
             progress.file_done(&String::from_utf8_lossy(&item.rel), bytes);
         }
-        if failure.is_none() {
-            match encoder.finish() {
-                Ok(packets) => {
-                    if let Err(e) = forward(writer, &render_tx, t, packets) {
-                        failure = Some(e);
-                    }
-                }
-                Err(e) => failure = Some(media_err(e)),
+        if failure.is_none() && !batch.is_empty() {
+            match coder.code(batch, writer) {
+                Ok(done) => outcomes.extend(done),
+                Err(e) => failure = Some(e),
             }
         }
-        drop(render_tx);
-        let rendered = renderer
-            .join()
-            .map_err(|_| PackError::Pipeline("renderer thread panicked".into()))?;
         loader
             .join()
             .map_err(|_| PackError::Pipeline("loader thread panicked".into()))?;
-        if let Some(e) = failure {
-            return Err(e);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
         }
-        let rendered = rendered?;
-        if rendered.len() as u64 != frame {
-            return Err(PackError::Pipeline(format!(
-                "{track_name}: {} frames encoded but {} decoded back",
-                frame,
-                rendered.len()
-            )));
-        }
-        outcomes.extend(rendered.into_iter().map(|(i, e)| (i, Outcome::Image(e))));
-        Ok(outcomes)
     })
 }
 
-fn forward(
-    writer: &mut ArchiveWriter,
-    render_tx: &SyncSender<ToRenderer>,
+/// Codes a track GOP by GOP. Each GOP is its own x264 session (closed, starting with an IDR,
+/// with `stitchable` headers so every session's SPS/PPS are identical), decoded back at once,
+/// rendered as unpack and the mount will serve it, and scored against the original; a GOP
+/// with an image below the target is coded again at the next CRF of the ladder.
+struct GopCoder<'a> {
     t: usize,
-    packets: Vec<media::EncodedPacket>,
-) -> Result<(), PackError> {
-    for p in packets {
-        let pts = u64::try_from(p.pts)
-            .map_err(|_| PackError::Pipeline(format!("negative pts {}", p.pts)))?;
-        writer.write_packet(t, &p.data, pts, p.dts, p.keyframe)?;
-        render_tx
-            .send(ToRenderer::Packet {
-                data: p.data,
-                pts: p.pts,
-                dts: p.dts,
-                key: p.keyframe,
-            })
-            .map_err(|_| PackError::Pipeline("renderer stopped".into()))?;
+    cw: u32,
+    ch: u32,
+    gop: u32,
+    opts: &'a PackOptions,
+    track_name: &'a str,
+    extradata: Option<Vec<u8>>,
+    next_frame: u64,
+}
+
+/// One image of a GOP after decoding: its served file and score.
+struct Judged {
+    rendered: Rendered,
+    score: Option<f64>,
+}
+
+impl GopCoder<'_> {
+    fn media_err(&self, error: MediaError) -> PackError {
+        PackError::Media {
+            path: self.track_name.to_string(),
+            error,
+        }
     }
-    Ok(())
+
+    fn config(&self, crf: Option<f32>, qp: Option<u32>) -> EncoderConfig {
+        let frame_bytes = u64::from(self.cw) * u64::from(self.ch) * 3;
+        let lookahead = (LOOKAHEAD_BUDGET / frame_bytes.max(1)).clamp(1, 40) as u32;
+        let mut params = format!("{BASE_X264_PARAMS}:stitchable=1");
+        if !self.opts.extra_params.is_empty() {
+            params.push(':');
+            params.push_str(&self.opts.extra_params);
+        }
+        EncoderConfig {
+            codec: self.opts.codec.clone(),
+            width: self.cw,
+            height: self.ch,
+            preset: self.opts.preset.clone(),
+            crf,
+            qp,
+            gop: self.gop,
+            frame_rate: self.opts.frame_rate,
+            threads: self.opts.threads,
+            lookahead,
+            extra_params: params,
+        }
+    }
+
+    fn code(
+        &mut self,
+        batch: Vec<Ready>,
+        writer: &mut ArchiveWriter,
+    ) -> Result<Vec<(usize, Outcome)>, PackError> {
+        // The rate settings to try, best compression first.
+        let mut attempts: Vec<(Option<f32>, Option<u32>)> = Vec::new();
+        match (self.opts.qp, self.opts.target) {
+            (Some(qp), _) => attempts.push((None, Some(qp))),
+            (None, None) => attempts.push((self.opts.crf, None)),
+            (None, Some(target)) => {
+                attempts.extend(target.ladder.iter().map(|&c| (Some(c), None)));
+                attempts.push((None, Some(0)));
+            }
+        }
+        let mut last = None;
+        for (n, &(crf, qp)) in attempts.iter().enumerate() {
+            let (packets, judged) = self.attempt(&batch, crf, qp)?;
+            let worst = judged
+                .iter()
+                .filter_map(|j| j.score)
+                .fold(f64::INFINITY, f64::min);
+            let good = match self.opts.target {
+                Some(target) => worst >= target.min_score,
+                None => true,
+            };
+            let final_try = n + 1 == attempts.len();
+            if good || final_try {
+                if !good {
+                    log::warn!(
+                        "{}: frames {}..{}: best score {:.1} is below the target even at the highest quality",
+                        self.track_name,
+                        self.next_frame,
+                        self.next_frame + batch.len() as u64,
+                        worst
+                    );
+                }
+                last = Some((packets, judged));
+                break;
+            }
+            log::debug!(
+                "{}: frames {}..: worst score {worst:.1} at crf {crf:?}; trying higher quality",
+                self.track_name,
+                self.next_frame
+            );
+        }
+        let Some((packets, judged)) = last else {
+            return Err(PackError::Pipeline("no rate setting to try".into()));
+        };
+        let base = self.next_frame;
+        if base == 0 {
+            let extradata = self.extradata.clone().unwrap_or_default();
+            writer.set_extradata(self.t, extradata)?;
+        }
+        for p in &packets {
+            let pts = u64::try_from(p.pts)
+                .map_err(|_| PackError::Pipeline(format!("negative pts {}", p.pts)))?;
+            writer.write_packet(self.t, &p.data, base + pts, base as i64 + p.dts, p.keyframe)?;
+        }
+        self.next_frame += batch.len() as u64;
+        Ok(batch
+            .into_iter()
+            .zip(judged)
+            .enumerate()
+            .map(|(k, (mut ready, j))| {
+                if let Some(tile) = ready.entry.tiles.first_mut() {
+                    tile.frame = base + k as u64;
+                }
+                ready.entry.rendered = j.rendered;
+                ready.entry.score = j.score.map(|s| s as f32);
+                (ready.item, Outcome::Image(ready.entry))
+            })
+            .collect())
+    }
+
+    /// Codes the batch once; returns its packets and each image's served file and score.
+    fn attempt(
+        &mut self,
+        batch: &[Ready],
+        crf: Option<f32>,
+        qp: Option<u32>,
+    ) -> Result<(Vec<media::EncodedPacket>, Vec<Judged>), PackError> {
+        let mut encoder =
+            VideoEncoder::new(&self.config(crf, qp)).map_err(|e| self.media_err(e))?;
+        let extradata = encoder.extradata();
+        match &self.extradata {
+            None => self.extradata = Some(extradata.clone()),
+            Some(first) if *first != extradata => {
+                return Err(PackError::Pipeline(format!(
+                    "{}: encoder headers differ between GOPs",
+                    self.track_name
+                )))
+            }
+            Some(_) => {}
+        }
+        let mut packets = Vec::new();
+        for r in batch {
+            packets.extend(encoder.encode(&r.canvas).map_err(|e| self.media_err(e))?);
+        }
+        packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
+        drop(encoder);
+
+        let codec_id = media::matroska_codec_id(&self.opts.codec);
+        let mut decoder =
+            VideoDecoder::new(codec_id, &extradata, 1).map_err(|e| self.media_err(e))?;
+        let mut frames: Vec<Option<media::DecodedFrame>> = (0..batch.len()).map(|_| None).collect();
+        let mut take = |decoder: &mut VideoDecoder| -> Result<(), MediaError> {
+            while let Some(f) = decoder.receive()? {
+                if let Some(slot) = usize::try_from(f.pts).ok().and_then(|i| frames.get_mut(i)) {
+                    *slot = Some(f);
+                }
+            }
+            Ok(())
+        };
+        for p in &packets {
+            decoder
+                .send(&p.data, p.pts, p.dts, p.keyframe)
+                .map_err(|e| self.media_err(e))?;
+            take(&mut decoder).map_err(|e| self.media_err(e))?;
+        }
+        decoder.send_eof().map_err(|e| self.media_err(e))?;
+        take(&mut decoder).map_err(|e| self.media_err(e))?;
+        drop(decoder);
+
+        // Render and score each image, in parallel.
+        let scoring = self.opts.target.is_some();
+        let (cw, ch) = (self.cw, self.ch);
+        let judge = |r: &Ready, f: &Option<media::DecodedFrame>| -> Result<Judged, PackError> {
+            let f = f.as_ref().ok_or_else(|| {
+                PackError::Pipeline("a frame did not come back from the decoder".into())
+            })?;
+            let tile = r.entry.tiles[0];
+            let decoded = pixels::extract(&f.rgb, cw, ch, tile.width, tile.height, tile.rotated)
+                .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))?;
+            let file =
+                render::render(&r.entry, &decoded, OutputFormat::Original).map_err(|error| {
+                    PackError::Render {
+                        path: format!("frame {}", f.pts),
+                        error,
+                    }
+                })?;
+            let score = if scoring {
+                let original =
+                    pixels::extract(&r.canvas, cw, ch, tile.width, tile.height, tile.rotated)
+                        .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))?;
+                let served = served_pixels(&r.entry, &file, decoded)?;
+                Some(
+                    quality::score(&original, &served)
+                        .map_err(|e| PackError::Pipeline(format!("scoring: {e}")))?
+                        .ssimulacra2,
+                )
+            } else {
+                None
+            };
+            Ok(Judged {
+                rendered: Rendered {
+                    size: file.len() as u64,
+                    hash: xxh3_64(&file),
+                },
+                score,
+            })
+        };
+        let workers = thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, batch.len().max(1));
+        let per = batch.len().div_ceil(workers).max(1);
+        let judged: Vec<Judged> = thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .chunks(per)
+                .zip(frames.chunks(per))
+                .map(|(rs, fs)| {
+                    let judge = &judge;
+                    s.spawn(move || {
+                        rs.iter()
+                            .zip(fs)
+                            .map(|(r, f)| judge(r, f))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(batch.len());
+            for h in handles {
+                all.extend(
+                    h.join()
+                        .map_err(|_| PackError::Pipeline("scoring thread panicked".into()))??,
+                );
+            }
+            Ok::<_, PackError>(all)
+        })?;
+        Ok((packets, judged))
+    }
+}
+
+/// The pixels a user gets from a served file: for lossy formats, the file decoded again.
+fn served_pixels(
+    entry: &ImageEntry,
+    file: &[u8],
+    decoded: image::RgbImage,
+) -> Result<image::RgbImage, PackError> {
+    match (entry.format, entry.color) {
+        (ImageFormat::Jpeg, _) | (_, ColorModel::Grey) => Ok(image::load_from_memory(file)
+            .map_err(|e| PackError::Pipeline(format!("rendered file does not decode: {e}")))?
+            .to_rgb8()),
+        _ => Ok(decoded),
+    }
 }
 
 /// Reads, hashes and decodes one image, and places it on the canvas.
@@ -630,79 +841,4 @@ pub fn decode_limits() -> image::Limits {
     limits.max_image_height = Some(album::MAX_SIDE);
     limits.max_alloc = Some(2 << 30);
     limits
-}
-
-/// Decodes the packets just written and renders each image, recording its size and hash.
-fn renderer_loop(
-    codec_id: &str,
-    extradata: &[u8],
-    cw: u32,
-    ch: u32,
-    rx: Receiver<ToRenderer>,
-) -> Result<Vec<(usize, Box<ImageEntry>)>, PackError> {
-    let media_err = |error| PackError::Media {
-        path: "decoding back".into(),
-        error,
-    };
-    let mut decoder = VideoDecoder::new(codec_id, extradata, 1).map_err(media_err)?;
-    let mut pending: HashMap<u64, (usize, Box<ImageEntry>)> = HashMap::new();
-    let mut done = Vec::new();
-    let mut drain = |decoder: &mut VideoDecoder,
-                     pending: &mut HashMap<u64, (usize, Box<ImageEntry>)>|
-     -> Result<(), PackError> {
-        while let Some(f) = decoder.receive().map_err(media_err)? {
-            let pts = f.pts as u64;
-            let Some((item, mut entry)) = pending.remove(&pts) else {
-                return Err(PackError::Pipeline(format!(
-                    "decoded frame {pts} belongs to no image"
-                )));
-            };
-            if (f.width, f.height) != (cw, ch) {
-                return Err(PackError::Pipeline(format!(
-                    "decoded frame {pts} is {}x{}",
-                    f.width, f.height
-                )));
-            }
-            let tile = entry.tiles[0];
-            let rgb = pixels::extract(&f.rgb, cw, ch, tile.width, tile.height, tile.rotated)
-                .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))?;
-            let file = render::render(&entry, &rgb, OutputFormat::Original).map_err(|error| {
-                PackError::Render {
-                    path: format!("frame {pts}"),
-                    error,
-                }
-            })?;
-            entry.rendered = Rendered {
-                size: file.len() as u64,
-                hash: xxh3_64(&file),
-            };
-            done.push((item, entry));
-        }
-        Ok(())
-    };
-    for msg in rx {
-        match msg {
-            ToRenderer::Frame { frame, item, entry } => {
-                pending.insert(frame, (item, entry));
-            }
-            ToRenderer::Packet {
-                data,
-                pts,
-                dts,
-                key,
-            } => {
-                decoder.send(&data, pts, dts, key).map_err(media_err)?;
-                drain(&mut decoder, &mut pending)?;
-            }
-        }
-    }
-    decoder.send_eof().map_err(media_err)?;
-    drain(&mut decoder, &mut pending)?;
-    if !pending.is_empty() {
-        return Err(PackError::Pipeline(format!(
-            "{} frames never came out of the decoder",
-            pending.len()
-        )));
-    }
-    Ok(done)
 }

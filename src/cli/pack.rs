@@ -16,6 +16,14 @@ const PRESETS: [&str; 10] = [
     "placebo",
 ];
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Quality {
+    /// Every image scores at least 90 (indistinguishable from the original at 1:1).
+    VisuallyLossless,
+    /// Every image scores at least 80 (very high quality, smaller archives).
+    High,
+}
+
 /// Pack a folder into an archive.
 #[derive(clap::Args, Debug)]
 #[command(
@@ -29,10 +37,14 @@ pub struct Args {
     /// Replace the archive if it exists.
     #[arg(long)]
     pub force: bool,
-    /// x264 constant rate factor (lower is better quality). Default: 8 at the nominal 25 fps.
+    /// Quality every image must reach, measured at pack time (SSIMULACRA2 against the
+    /// original): each group of frames is coded again at higher quality until it does.
+    #[arg(long, value_enum, default_value = "visually-lossless")]
+    pub quality: Quality,
+    /// Expert: code once at this x264 constant rate factor, without the quality check.
     #[arg(long, conflicts_with = "qp")]
     pub crf: Option<f32>,
-    /// Constant quantiser instead of CRF (0 = lossless YCbCr).
+    /// Expert: code once at this constant quantiser (0 = lossless YCbCr), without the check.
     #[arg(long)]
     pub qp: Option<u32>,
     /// Maximum frames between keyframes: smaller reads faster in the mount, larger packs smaller.
@@ -73,7 +85,13 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     if a.threads == 0 || a.threads > 64 {
         bail!("--threads {}: must be between 1 and 64", a.threads);
     }
+    let target = match (a.crf, a.qp, a.quality) {
+        (Some(_), _, _) | (_, Some(_), _) => None,
+        (None, None, Quality::VisuallyLossless) => Some(pack::VISUALLY_LOSSLESS),
+        (None, None, Quality::High) => Some(pack::HIGH),
+    };
     let opts = PackOptions {
+        target,
         crf: a.crf.or(Some(pack::DEFAULT_CRF)),
         qp: a.qp,
         gop: a.gop,
