@@ -40,10 +40,10 @@ pub fn jpeg_blocks(bytes: &[u8]) -> (Vec<MetaBlock>, JpegFacts) {
                 marker,
                 data: data.to_vec(),
             }),
-            0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
-                if data.len() >= 6 {
-                    facts.components = data[5];
-                }
+            0xC0..=0xCF
+                if marker != 0xC4 && marker != 0xC8 && marker != 0xCC && data.len() >= 6 =>
+            {
+                facts.components = data[5];
             }
             _ => {}
         }

@@ -251,10 +251,9 @@ pub fn pack(
         for (i, outcome) in results {
             kinds[i] = Some(match outcome {
                 Outcome::Image(img) => EntryKind::Image(img),
-                Outcome::Failed(reason) => {
+                Outcome::Failed(reason) | Outcome::Smaller(reason) => {
                     let item = &items[i];
-                    log::warn!("{}: stored as is: {reason}", item.abs.display());
-                    progress.note(&format!("{}: stored as is: {reason}", item.abs.display()));
+                    log::info!("{}: stored as is: {reason}", item.abs.display());
                     let blob = store_verbatim(&mut writer, item)?;
                     EntryKind::Verbatim { blob, reason }
                 }
@@ -353,7 +352,10 @@ fn store_verbatim(writer: &mut ArchiveWriter, item: &Item) -> Result<archive::Bl
 
 enum Outcome {
     Image(Box<ImageEntry>),
+    /// Could not be coded (the reason is reported).
     Failed(String),
+    /// Coded fine, but the original file is smaller: kept as it is.
+    Smaller(String),
 }
 
 /// An image read and placed on its canvas, ready to encode.
@@ -367,21 +369,23 @@ struct Loaded {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QualityTarget {
     pub min_score: f64,
-    /// CRF values tried in turn for a GOP until every image in it reaches `min_score`; the
-    /// last resort after them is QP 0.
+    /// CRF values tried in turn for a GOP until every image in it reaches `min_score`.
     pub ladder: &'static [f32],
 }
 
 /// SSIMULACRA2 90: visually lossless (indistinguishable in a flicker test at 1:1).
 pub const VISUALLY_LOSSLESS: QualityTarget = QualityTarget {
     min_score: 90.0,
-    ladder: &[12.0, 9.0, 6.0, 3.0],
+    ladder: &[8.0, 6.0, 4.0, 2.0, 1.0],
 };
 /// SSIMULACRA2 80: very high quality.
 pub const HIGH: QualityTarget = QualityTarget {
     min_score: 80.0,
-    ladder: &[20.0, 16.0, 12.0, 8.0],
+    ladder: &[16.0, 13.0, 10.0, 7.0, 4.0],
 };
+
+/// Reason given for images kept as they are because coding them costs more.
+pub const SMALLER_AS_IS: &str = "the original is smaller than its coded frames";
 
 /// Frames held per GOP while its quality is checked: bounded in memory for large canvases.
 const GOP_MEMORY: u64 = 192 << 20;
@@ -497,6 +501,13 @@ struct GopCoder<'a> {
     next_frame: u64,
 }
 
+enum Attempt {
+    Coded(Vec<media::EncodedPacket>, Vec<Judged>),
+    /// The coded GOP is at least as large as the original files.
+    TooBig(u64),
+    HeadersDiffer,
+}
+
 /// One image of a GOP after decoding: its served file and score.
 struct Judged {
     rendered: Rendered,
@@ -544,25 +555,48 @@ impl GopCoder<'_> {
         match (self.opts.qp, self.opts.target) {
             (Some(qp), _) => attempts.push((None, Some(qp))),
             (None, None) => attempts.push((self.opts.crf, None)),
-            (None, Some(target)) => {
-                attempts.extend(target.ladder.iter().map(|&c| (Some(c), None)));
-                attempts.push((None, Some(0)));
-            }
+            (None, Some(target)) => attempts.extend(target.ladder.iter().map(|&c| (Some(c), None))),
         }
+        let original: u64 = batch.iter().map(|r| r.entry.original_size).sum();
         let mut last = None;
-        for (n, &(crf, qp)) in attempts.iter().enumerate() {
-            let (packets, judged) = self.attempt(&batch, crf, qp)?;
+        let mut n = 0;
+        while n < attempts.len() {
+            let (crf, qp) = attempts[n];
+            let final_try = n + 1 == attempts.len();
+            let (packets, judged) = match self.attempt(&batch, crf, qp, original)? {
+                Attempt::Coded(p, j) => (p, j),
+                Attempt::TooBig(coded) => {
+                    // Higher quality only costs more: the original files are the better deal.
+                    let reason = format!(
+                        "{SMALLER_AS_IS} ({coded} coded bytes vs {original} for the group of {})",
+                        batch.len()
+                    );
+                    log::debug!(
+                        "{}: frames {}..: {reason}",
+                        self.track_name,
+                        self.next_frame
+                    );
+                    return Ok(batch
+                        .into_iter()
+                        .map(|r| (r.item, Outcome::Smaller(reason.clone())))
+                        .collect());
+                }
+                Attempt::HeadersDiffer => {
+                    log::debug!(
+                        "{}: crf {crf:?} qp {qp:?} changes the stream headers; skipped",
+                        self.track_name
+                    );
+                    n += 1;
+                    continue;
+                }
+            };
             let worst = judged
                 .iter()
                 .filter_map(|j| j.score)
                 .fold(f64::INFINITY, f64::min);
-            let good = match self.opts.target {
-                Some(target) => worst >= target.min_score,
-                None => true,
-            };
-            let final_try = n + 1 == attempts.len();
-            if good || final_try {
-                if !good {
+            let target = self.opts.target.map_or(f64::NEG_INFINITY, |t| t.min_score);
+            if worst >= target || final_try {
+                if worst < target {
                     log::warn!(
                         "{}: frames {}..{}: best score {:.1} is below the target even at the highest quality",
                         self.track_name,
@@ -579,9 +613,19 @@ impl GopCoder<'_> {
                 self.track_name,
                 self.next_frame
             );
+            // Far below the target: skip a step of the ladder.
+            n += if target - worst > 3.0 && n + 2 < attempts.len() {
+                2
+            } else {
+                1
+            };
         }
         let Some((packets, judged)) = last else {
-            return Err(PackError::Pipeline("no rate setting to try".into()));
+            let reason = "could not be coded with this track's stream headers".to_string();
+            return Ok(batch
+                .into_iter()
+                .map(|r| (r.item, Outcome::Failed(reason.clone())))
+                .collect());
         };
         let base = self.next_frame;
         if base == 0 {
@@ -615,18 +659,15 @@ impl GopCoder<'_> {
         batch: &[Ready],
         crf: Option<f32>,
         qp: Option<u32>,
-    ) -> Result<(Vec<media::EncodedPacket>, Vec<Judged>), PackError> {
+        budget: u64,
+    ) -> Result<Attempt, PackError> {
         let mut encoder =
             VideoEncoder::new(&self.config(crf, qp)).map_err(|e| self.media_err(e))?;
         let extradata = encoder.extradata();
         match &self.extradata {
             None => self.extradata = Some(extradata.clone()),
-            Some(first) if *first != extradata => {
-                return Err(PackError::Pipeline(format!(
-                    "{}: encoder headers differ between GOPs",
-                    self.track_name
-                )))
-            }
+            // All GOPs of a track must share one set of headers.
+            Some(first) if *first != extradata => return Ok(Attempt::HeadersDiffer),
             Some(_) => {}
         }
         let mut packets = Vec::new();
@@ -635,6 +676,10 @@ impl GopCoder<'_> {
         }
         packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
         drop(encoder);
+        let coded: u64 = packets.iter().map(|p| p.data.len() as u64).sum();
+        if coded >= budget {
+            return Ok(Attempt::TooBig(coded));
+        }
 
         let codec_id = media::matroska_codec_id(&self.opts.codec);
         let mut decoder =
@@ -723,7 +768,7 @@ impl GopCoder<'_> {
             }
             Ok::<_, PackError>(all)
         })?;
-        Ok((packets, judged))
+        Ok(Attempt::Coded(packets, judged))
     }
 }
 

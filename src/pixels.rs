@@ -84,7 +84,7 @@ mod tests {
     fn ladder_bounds_waste() {
         for side in 1..5000u32 {
             let l = ladder(side);
-            assert!(l >= side && l % 16 == 0, "{side} -> {l}");
+            assert!(l >= side && l.is_multiple_of(16), "{side} -> {l}");
             assert!(
                 l - side < 16 || (l - side) as f64 / side as f64 <= 1.0 / 16.0 + 1e-9,
                 "{side} -> {l}"

@@ -82,11 +82,10 @@ fn sample_album_round_trip() {
     let out = tmp.path().join("restored");
     pack(&sample_album(), &archive);
     unpack(&archive, &out);
-    assert_same_tree(&sample_album(), &out, 85.0);
-    // Images really went through the codec: a JPEG comes back as a different JPEG.
-    let orig = std::fs::read(sample_album().join("2006/bar55.jpg")).unwrap();
+    // Every image comes back identical (kept as is) or visually lossless (the pack target).
+    assert_same_tree(&sample_album(), &out, 90.0);
+    // Formats are kept: JPEG stays JPEG, PNG stays PNG.
     let back = std::fs::read(out.join("2006/bar55.jpg")).unwrap();
-    assert_ne!(orig, back);
     assert_eq!(
         image::guess_format(&back).unwrap(),
         image::ImageFormat::Jpeg
@@ -96,10 +95,52 @@ fn sample_album_round_trip() {
 }
 
 #[test]
+fn coded_images_keep_format_and_metadata() {
+    // --crf codes once without the quality check; at a deliberately lower quality (18) every
+    // photo's frames are smaller than its file, so each goes through the codec. (The quality
+    // floor is not the point here: format and metadata are.)
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("album.mkv");
+    let o = run(&[
+        os("pack"),
+        os("--crf"),
+        os("18"),
+        sample_album().as_os_str(),
+        archive.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.path().join("restored");
+    unpack(&archive, &out);
+    assert_same_tree(&sample_album(), &out, 75.0);
+    let orig = std::fs::read(sample_album().join("2006/bar55.jpg")).unwrap();
+    let back = std::fs::read(out.join("2006/bar55.jpg")).unwrap();
+    assert_ne!(orig, back, "coded, not copied");
+    assert_eq!(
+        image::guess_format(&back).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    // EXIF and ICC segments travel byte for byte.
+    let (a, _) = av1pack::meta::jpeg_blocks(&orig);
+    let (b, _) = av1pack::meta::jpeg_blocks(&back);
+    let has_exif = a.iter().any(|m| {
+        matches!(m, av1pack::archive::MetaBlock::JpegSegment { marker: 0xE1, data } if data.starts_with(b"Exif"))
+    });
+    assert!(has_exif);
+    assert_eq!(a, b);
+}
+
+#[test]
 fn ls_and_info_describe_the_archive() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("album.mkv");
-    pack(&sample_album(), &archive);
+    let o = run(&[
+        os("pack"),
+        os("--crf"),
+        os("18"),
+        sample_album().as_os_str(),
+        archive.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&[os("ls"), archive.as_os_str()]);
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
@@ -156,8 +197,8 @@ fn edge_cases_round_trip() {
     }
     let out = tmp.path().join("restored");
     unpack(&archive, &out);
-    // Tiny images are scored on an enlarged copy; the floor holds for them too.
-    assert_same_tree(&album, &out, 85.0);
+    // Tiny images are scored on an enlarged copy; the target holds for them too.
+    assert_same_tree(&album, &out, 90.0);
     let grey = image::open(out.join("grey.png")).unwrap();
     assert_eq!(grey.color(), image::ColorType::L8, "grey stays grey");
     assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
@@ -167,7 +208,15 @@ fn edge_cases_round_trip() {
 fn format_png_gives_pixel_exact_decoded_images() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("a.mkv");
-    pack(&sample_album(), &archive);
+    // Low quality on purpose, so that every photo is coded rather than kept as is.
+    let o = run(&[
+        os("pack"),
+        os("--crf"),
+        os("18"),
+        sample_album().as_os_str(),
+        archive.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let out = tmp.path().join("png");
     let o = run(&[
         os("unpack"),
@@ -182,12 +231,29 @@ fn format_png_gives_pixel_exact_decoded_images() {
         image::guess_format(&std::fs::read(&photo).unwrap()).unwrap(),
         image::ImageFormat::Png
     );
+    // The PNG holds exactly what was decoded: the same pixels the renderer starts from.
+    let archive = av1pack::archive::Archive::open(&archive).unwrap();
+    let i = archive
+        .index
+        .entries
+        .iter()
+        .position(|e| e.path == b"2006/bar55.jpg")
+        .unwrap();
+    let src = av1pack::frames::source::FrameSource::new(
+        std::sync::Arc::new(archive),
+        av1pack::frames::source::SourceOptions {
+            format: av1pack::render::OutputFormat::Png,
+            ..Default::default()
+        },
+    );
+    let served = src.file(i).unwrap();
+    assert!(served.as_slice() == std::fs::read(&photo).unwrap().as_slice());
     let s = quality::score(
         &rgb_of(&sample_album().join("2006/bar55.jpg")),
         &rgb_of(&photo),
     )
     .unwrap();
-    assert!(s.ssimulacra2 >= 85.0, "{s:?}");
+    assert!(s.ssimulacra2 > 75.0, "{s:?}");
     assert!(
         out.join("notes/README.md").is_file(),
         "non-images keep their names"
@@ -235,11 +301,18 @@ fn verify_reports_scores_and_thresholds() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["summary"]["count"], 5);
-    assert_eq!(v["verbatim_identical"], 2);
+    let info = run(&[os("info"), os("--json"), archive.as_os_str()]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let coded = info["images"].as_u64().unwrap();
+    assert!(coded >= 1, "{info}");
+    assert_eq!(v["summary"]["count"].as_u64().unwrap(), coded);
+    assert_eq!(
+        v["verbatim_identical"].as_u64().unwrap(),
+        info["verbatim"].as_u64().unwrap()
+    );
+    // Pack's promise, checked independently: every coded image is visually lossless.
     let min = v["min"].as_f64().unwrap();
-    let mean = v["mean"].as_f64().unwrap();
-    assert!(min >= 85.0 && mean >= 90.0, "min {min} mean {mean}");
+    assert!(min >= 90.0, "min {min}");
     // An impossible threshold fails with exit code 3 and says so.
     let o = run(&[
         os("verify"),
@@ -250,7 +323,7 @@ fn verify_reports_scores_and_thresholds() {
     ]);
     assert_eq!(o.status.code(), Some(3));
     assert!(
-        stderr(&o).contains("5 images scored below 100.5"),
+        stderr(&o).contains(&format!("{coded} images scored below 100.5")),
         "{}",
         stderr(&o)
     );

@@ -45,6 +45,8 @@ pub struct TrackSpec {
 
 struct TrackState {
     spec: TrackSpec,
+    /// Matroska track number, given when the first frame is written (empty tracks get none).
+    number: Option<u64>,
     extradata: Vec<u8>,
     packets: Vec<Packet>,
     /// First timeline slot (in frames) of this track.
@@ -71,6 +73,7 @@ pub struct ArchiveWriter {
     frame_ms: u64,
     cluster: Option<Cluster>,
     cues: Vec<(u64, u64, u64)>,
+    numbered: u64,
 }
 
 impl ArchiveWriter {
@@ -123,6 +126,7 @@ impl ArchiveWriter {
                 slot += spec.frames;
                 TrackState {
                     spec,
+                    number: None,
                     extradata: Vec::new(),
                     packets: Vec::new(),
                     first_slot,
@@ -140,6 +144,7 @@ impl ArchiveWriter {
             frame_ms,
             cluster: None,
             cues: Vec::new(),
+            numbered: 0,
         })
     }
 
@@ -167,11 +172,19 @@ impl ArchiveWriter {
         dts: i64,
         keyframe: bool,
     ) -> Result<Packet, WriteError> {
-        let first_slot = self
+        let state = self
             .tracks
-            .get(track)
-            .ok_or(WriteError::NoTrack(track))?
-            .first_slot;
+            .get_mut(track)
+            .ok_or(WriteError::NoTrack(track))?;
+        let first_slot = state.first_slot;
+        let number = match state.number {
+            Some(n) => n,
+            None => {
+                self.numbered += 1;
+                state.number = Some(self.numbered);
+                self.numbered
+            }
+        };
         let time_ms = (first_slot + pts) * self.frame_ms;
         let needs_new = match &self.cluster {
             None => true,
@@ -194,11 +207,8 @@ impl ArchiveWriter {
                 body,
             });
             if keyframe {
-                self.cues.push((
-                    time_ms,
-                    track as u64 + 1,
-                    self.out.pos - self.segment_body_start,
-                ));
+                self.cues
+                    .push((time_ms, number, self.out.pos - self.segment_body_start));
             }
         }
         let Some(c) = self.cluster.as_mut() else {
@@ -206,7 +216,7 @@ impl ArchiveWriter {
         };
         // SimpleBlock: track number (vint), relative timestamp (i16), flags, payload.
         let mut block_head = Vec::with_capacity(8);
-        mkv::put_size(&mut block_head, track as u64 + 1);
+        mkv::put_size(&mut block_head, number);
         let rel = (time_ms - c.time_ms) as i16;
         block_head.extend_from_slice(&rel.to_be_bytes());
         block_head.push(if keyframe { 0x80 } else { 0x00 });
@@ -276,7 +286,9 @@ impl ArchiveWriter {
         for (t, state) in index.tracks.iter_mut().zip(self.tracks.iter_mut()) {
             t.packets = std::mem::take(&mut state.packets);
             t.extradata = state.extradata.clone();
+            t.number = state.number.unwrap_or(0) as u32;
         }
+        drop_empty_tracks(index);
 
         // Cues.
         let cues_pos = self.out.pos;
@@ -334,16 +346,22 @@ impl ArchiveWriter {
 
         // Tracks, into the space reserved for them.
         let mut entries = Vec::new();
-        for (i, t) in self.tracks.iter().enumerate() {
+        let mut numbered: Vec<(u64, &TrackState)> = self
+            .tracks
+            .iter()
+            .filter_map(|t| Some((t.number?, t)))
+            .collect();
+        numbered.sort_by_key(|(n, _)| *n);
+        for (n, t) in numbered {
             let mut video = Vec::new();
             mkv::uint(&mut video, id::PIXEL_WIDTH, u64::from(t.spec.width));
             mkv::uint(&mut video, id::PIXEL_HEIGHT, u64::from(t.spec.height));
             let mut te = Vec::new();
-            mkv::uint(&mut te, id::TRACK_NUMBER, i as u64 + 1);
-            mkv::uint(&mut te, id::TRACK_UID, i as u64 + 1);
+            mkv::uint(&mut te, id::TRACK_NUMBER, n);
+            mkv::uint(&mut te, id::TRACK_UID, n);
             mkv::uint(&mut te, id::TRACK_TYPE, 1);
             mkv::uint(&mut te, id::FLAG_LACING, 0);
-            mkv::uint(&mut te, id::FLAG_DEFAULT, u64::from(i == 0));
+            mkv::uint(&mut te, id::FLAG_DEFAULT, u64::from(n == 1));
             mkv::uint(&mut te, id::DEFAULT_DURATION, self.frame_ms * 1_000_000);
             mkv::string(&mut te, id::LANGUAGE, "und");
             mkv::string(&mut te, id::CODEC_ID, &t.spec.codec_id);
@@ -401,6 +419,29 @@ impl ArchiveWriter {
         )?;
         file.flush()?;
         Ok(file)
+    }
+}
+
+/// Removes tracks that received no frame (all their images were kept as files) and renumbers
+/// the tiles that point at the others.
+fn drop_empty_tracks(index: &mut Index) {
+    let mut new_pos = Vec::with_capacity(index.tracks.len());
+    let mut kept = 0u32;
+    for t in &index.tracks {
+        new_pos.push(kept);
+        if !t.packets.is_empty() {
+            kept += 1;
+        }
+    }
+    index.tracks.retain(|t| !t.packets.is_empty());
+    for e in &mut index.entries {
+        if let super::EntryKind::Image(img) = &mut e.kind {
+            for tile in img.tiles.iter_mut().chain(img.alpha.iter_mut()) {
+                if let Some(&p) = new_pos.get(tile.track as usize) {
+                    tile.track = p;
+                }
+            }
+        }
     }
 }
 

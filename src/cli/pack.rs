@@ -106,8 +106,16 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     bar.finish();
     let report = result.with_context(|| format!("could not pack {}", a.album.display()))?;
     if !g.quiet {
+        let mut smaller = 0;
         for (path, reason) in &report.verbatim {
-            eprintln!("av1pack: kept as is: {path} ({reason})");
+            if reason.starts_with(pack::SMALLER_AS_IS) {
+                smaller += 1;
+            } else {
+                eprintln!("av1pack: kept as is: {path} ({reason})");
+            }
+        }
+        if smaller > 0 {
+            eprintln!("av1pack: {smaller} images kept as their original files: smaller than coded at this quality");
         }
         let ratio = report.archive_bytes as f64 / report.original_bytes.max(1) as f64;
         eprintln!(
