@@ -3,12 +3,16 @@
 pub mod album;
 pub mod archive;
 pub mod cli;
+pub mod daemon;
 pub mod frames;
+pub mod fs;
+pub mod fuse;
 pub mod media;
 pub mod meta;
 pub mod pack;
 pub mod pixels;
 pub mod quality;
 pub mod render;
+pub mod serve;
 pub mod unpack;
 pub mod verify;

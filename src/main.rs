@@ -6,7 +6,16 @@ fn main() -> ExitCode {
     match av1pack::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("av1pack: error: {e:#}");
+            // The chain of causes, without repeating what a message already says.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("av1pack: error: {msg}");
             ExitCode::from(av1pack::cli::exit::ERROR)
         }
     }

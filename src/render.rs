@@ -10,11 +10,11 @@ use image::RgbImage;
 use std::io::Cursor;
 
 /// JPEG quality of rendered JPEGs (4:4:4, optimised Huffman tables).
-pub const JPEG_QUALITY: u8 = 95;
+pub const JPEG_QUALITY: u8 = 97;
 
 /// Identifies the renderer's exact output. Bump when anything below changes the bytes.
 pub const RENDERER_ID: &str =
-    "av1pack-render-1;png-0.18.1-fast;jpeg-encoder-0.7.1-q95-444-opt;image-0.25.10";
+    "av1pack-render-1;png-0.18.1-fast;jpeg-encoder-0.7.1-q97-444-opt;image-0.25.10";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {

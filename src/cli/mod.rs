@@ -3,8 +3,10 @@
 
 mod info;
 mod ls;
+mod mount;
 mod pack;
 mod progress;
+mod umount;
 mod unpack;
 mod verify;
 
@@ -53,6 +55,8 @@ pub enum Command {
     Ls(ls::Args),
     Info(info::Args),
     Verify(verify::Args),
+    Mount(mount::Args),
+    Umount(umount::Args),
 }
 
 /// Options every subcommand sees.
@@ -76,6 +80,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ls(a) => ls::run(a, g),
         Command::Info(a) => info::run(a, g),
         Command::Verify(a) => verify::run(a, g),
+        Command::Mount(a) => mount::run(a, g),
+        Command::Umount(a) => umount::run(a, g),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Format {
-    /// Each image in its original format (PNG stays PNG, JPEG becomes a quality-95 JPEG).
+    /// Each image in its original format (PNG stays PNG, JPEG becomes a quality-97 JPEG).
     Original,
     /// Every image as a lossless PNG of exactly what was decoded.
     Png,

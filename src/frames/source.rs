@@ -329,11 +329,27 @@ impl Inner {
                     "rendered size differs from the index".into(),
                 ));
             }
-            if xxh3_64(&bytes) != img.rendered.hash && lock(&self.bad)?.insert(entry) {
-                log::warn!(
-                    "{}: rendered bytes differ from pack time (same size)",
-                    e.path_lossy()
-                );
+            if xxh3_64(&bytes) != img.rendered.hash {
+                // With the same renderer, different bytes can only come from damaged data.
+                let same_renderer = self.archive.index.renderer == render::RENDERER_ID;
+                if lock(&self.bad)?.insert(entry) {
+                    if same_renderer {
+                        log::error!(
+                            "{}: decoded image differs from pack time: damaged data",
+                            e.path_lossy()
+                        );
+                    } else {
+                        log::warn!(
+                            "{}: rendered bytes differ from pack time (same size)",
+                            e.path_lossy()
+                        );
+                    }
+                }
+                if same_renderer {
+                    return Err(FrameError::Internal(
+                        "damaged image data (checksum mismatch)".into(),
+                    ));
+                }
             }
         }
         let bytes = Arc::new(bytes);

@@ -1,0 +1,331 @@
+//! The real binary, mounted with FUSE: what a file manager, a viewer, cp and sha256sum see.
+
+mod common;
+
+use av1pack::archive::{Archive, EntryKind};
+use common::*;
+use std::ffi::OsStr;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// FUSE must be there in CI (root, /dev/fuse); elsewhere a missing FUSE skips with a reason.
+fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have /dev/fuse for the mount tests"
+    );
+    eprintln!("SKIPPED: /dev/fuse is absent on this machine, so no real mount can be tested");
+    false
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let want = p.canonicalize().unwrap_or_else(|_| p.to_owned());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
+}
+
+/// A mounted archive, unmounted on drop.
+struct Mounted {
+    dir: PathBuf,
+    pid: i32,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let _ = bin().arg("umount").arg(&self.dir).output();
+        }
+    }
+}
+
+fn mount(archive: &Path, dir: &Path, extra: &[&str]) -> Mounted {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = dir.with_extension("log");
+    let o = bin()
+        .arg("mount")
+        .args(extra)
+        .arg("--log-file")
+        .arg(&log)
+        .arg(archive)
+        .arg(dir)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "mount failed: {err}");
+    // Usable as soon as the command returns.
+    assert!(is_mounted(dir), "not mounted when mount returned");
+    let pid = err
+        .split("daemon ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in {err:?}"));
+    Mounted {
+        dir: dir.to_owned(),
+        pid,
+    }
+}
+
+/// Packs a burst of similar PNGs (coded as video) plus the sample album, and unpacks it.
+fn fixture(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let album = root.join("album");
+    std::fs::create_dir_all(album.join("burst")).unwrap();
+    for i in 0..12u32 {
+        let mut img = pattern(400, 260, 1);
+        for y in 60..120 {
+            for x in (10 + i * 20)..(70 + i * 20) {
+                img.put_pixel(x, y, image::Rgb([240, 40, (i * 20) as u8]));
+            }
+        }
+        img.save(album.join(format!("burst/shot {i:02}.png")))
+            .unwrap();
+    }
+    let name = OsStr::new(std::str::from_utf8(b"odd").unwrap());
+    std::fs::create_dir_all(album.join(name)).unwrap();
+    pattern(33, 17, 9).save(album.join("odd/tiny.png")).unwrap();
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(sample_album())
+        .arg(album.join("sample"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let archive = root.join("album.mkv");
+    let o = bin()
+        .arg("pack")
+        .arg(&album)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let restored = root.join("restored");
+    let o = bin()
+        .arg("unpack")
+        .arg(&archive)
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    (album, archive, restored)
+}
+
+#[test]
+fn mounted_files_are_exact_and_match_unpack() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (album, archive, restored) = fixture(tmp.path());
+    let a = Archive::open(&archive).unwrap();
+    let coded = a
+        .index
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Image(_)))
+        .count();
+    assert!(coded >= 12, "the burst is coded as video ({coded} images)");
+    let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+
+    // The same names as the album, read-only modes, original mtimes.
+    assert_eq!(files(&m.dir), files(&album));
+    for rel in files(&album) {
+        let (orig, mounted) = (album.join(&rel), m.dir.join(&rel));
+        let mo = orig.symlink_metadata().unwrap();
+        let mm = mounted.symlink_metadata().unwrap();
+        assert_eq!(mo.mtime(), mm.mtime(), "{}", rel.display());
+        if mo.is_dir() {
+            assert_eq!(mm.permissions().mode() & 0o777, 0o555);
+            continue;
+        }
+        assert_eq!(mm.permissions().mode() & 0o777, 0o444, "{}", rel.display());
+        // stat's size is exactly what reading gives, and the bytes are unpack's.
+        let bytes = std::fs::read(&mounted).unwrap();
+        assert_eq!(mm.len(), bytes.len() as u64, "{}", rel.display());
+        let unpacked = std::fs::read(restored.join(&rel)).unwrap();
+        assert!(
+            bytes == unpacked,
+            "{}: mount and unpack differ",
+            rel.display()
+        );
+        // Images decode at their original size and meet the target against the original.
+        let original = std::fs::read(&orig).unwrap();
+        if bytes != original {
+            let (ia, ib) = (rgb_of(&orig), rgb_of(&mounted));
+            assert_eq!(ia.dimensions(), ib.dimensions());
+            let s = av1pack::quality::score(&ia, &ib).unwrap();
+            assert!(s.ssimulacra2 >= 90.0, "{}: {s:?}", rel.display());
+        }
+    }
+}
+
+#[test]
+fn reads_at_any_offset_and_from_many_threads_agree() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (album, archive, restored) = fixture(tmp.path());
+    // A small cache: readers compete for it and for the decoders.
+    let m = mount(&archive, &tmp.path().join("mnt"), &["--cache-size", "2M"]);
+    let all: Vec<PathBuf> = files(&album)
+        .into_iter()
+        .filter(|r| album.join(r).is_file())
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..8usize {
+            let (all, m, restored) = (&all, &m, &restored);
+            s.spawn(move || {
+                for k in 0..all.len() {
+                    let rel = &all[(k * (2 * t + 5) + t) % all.len()];
+                    let expected = std::fs::read(restored.join(rel)).unwrap();
+                    let f = std::fs::File::open(m.dir.join(rel)).unwrap();
+                    let off = ((t * 7919 + k * 104_729) % expected.len().max(1)) as u64;
+                    let mut buf = vec![0u8; 70_000];
+                    let n = f.read_at(&mut buf, off).unwrap();
+                    let end = (off as usize + 70_000).min(expected.len());
+                    assert_eq!(
+                        &buf[..n],
+                        &expected[off as usize..end],
+                        "{} at {off}",
+                        rel.display()
+                    );
+                }
+            });
+        }
+    });
+    // cp -r out of the mount gives the same bytes as unpack.
+    let copy = tmp.path().join("copy");
+    let o = Command::new("cp")
+        .arg("-r")
+        .arg(&m.dir)
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for rel in &all {
+        assert!(
+            std::fs::read(copy.join(rel)).unwrap() == std::fs::read(restored.join(rel)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn writes_are_refused_and_sigterm_unmounts() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .arg("pack")
+        .arg(sample_album())
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+    let err = std::fs::write(m.dir.join("new.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.dir.join("notes/README.md"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    // Mounting again on a mounted folder is refused with a clear message.
+    let o = bin()
+        .arg("mount")
+        .arg(&archive)
+        .arg(&m.dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already"), "{}", stderr(&o));
+    // SIGTERM: the daemon unmounts and leaves no dead mount.
+    unsafe { libc::kill(m.pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while is_mounted(&m.dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!is_mounted(&m.dir), "still mounted after SIGTERM");
+    assert!(
+        std::fs::read_dir(&m.dir).is_ok(),
+        "the folder is usable again"
+    );
+}
+
+#[test]
+fn sigkill_leaves_no_dead_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .arg("pack")
+        .arg(sample_album())
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+    unsafe { libc::kill(m.pid, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while is_mounted(&m.dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!is_mounted(&m.dir), "a dead mount was left after SIGKILL");
+    let err = std::fs::metadata(m.dir.join("notes")).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::NotFound,
+        "no 'Transport endpoint is not connected'"
+    );
+}
+
+#[test]
+fn a_damaged_frame_gives_eio_for_that_file_only() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_album, archive, restored) = fixture(tmp.path());
+    let a = Archive::open(&archive).unwrap();
+    // Damage the last frame of the burst's track: only its image depends on it.
+    let (victim, tile) = a
+        .index
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Image(img) if e.path.starts_with(b"burst/") => {
+                Some((e.path_lossy(), img.tiles[0]))
+            }
+            _ => None,
+        })
+        .max_by_key(|(_, t)| t.frame)
+        .unwrap();
+    let track = &a.index.tracks[tile.track as usize];
+    let packet = track.packets.iter().find(|p| p.pts == tile.frame).unwrap();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    for b in
+        &mut bytes[packet.offset as usize + 8..(packet.offset + u64::from(packet.size)) as usize]
+    {
+        *b ^= 0xA5;
+    }
+    let damaged = tmp.path().join("damaged.mkv");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let m = mount(&damaged, &tmp.path().join("mnt"), &[]);
+    let err = std::fs::read(m.dir.join(&victim)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{victim}");
+    // The others still read, byte for byte.
+    let other = "burst/shot 00.png";
+    assert!(
+        std::fs::read(m.dir.join(other)).unwrap() == std::fs::read(restored.join(other)).unwrap()
+    );
+    assert!(std::fs::read(m.dir.join("sample/notes/README.md")).is_ok());
+}
