@@ -388,7 +388,7 @@ pub const HIGH: QualityTarget = QualityTarget {
 pub const SMALLER_AS_IS: &str = "the original is smaller than its coded frames";
 
 /// Frames held per GOP while its quality is checked: bounded in memory for large canvases.
-const GOP_MEMORY: u64 = 192 << 20;
+const GOP_MEMORY: u64 = 64 << 20;
 
 /// One image ready to code: its entry so far and its canvas.
 struct Ready {
@@ -433,7 +433,9 @@ fn encode_track(
     };
 
     thread::scope(|s| -> Result<Vec<(usize, Outcome)>, PackError> {
-        let (load_tx, load_rx) = mpsc::sync_channel::<Loaded>(2);
+        // Images loaded ahead of the encoder: two small ones, one large one.
+        let ahead = if frame_bytes > (16 << 20) { 0 } else { 2 };
+        let (load_tx, load_rx) = mpsc::sync_channel::<Loaded>(ahead);
         let loader = s.spawn(move || {
             for (i, item, probe, rotated) in jobs {
                 let result = load(&item, &probe, t, rotated, cw, ch);

@@ -37,8 +37,16 @@ fn to_rgb(img: &RgbImage) -> Result<ssimulacra2::Rgb, QualityError> {
     .map_err(|e| QualityError::Ssimulacra2(format!("{e:?}")))
 }
 
+/// Images larger than this many pixels are scored tile by tile (SSIMULACRA2 needs about
+/// 200 bytes of working memory per pixel: a 12 MP photo would need over 2 GB at once).
+pub const MAX_WHOLE_PIXELS: u64 = 1_500_000;
+/// Side of the square tiles large images are scored in.
+pub const TILE: u32 = 1024;
+
 /// Scores `distorted` against `original`. Images under 8×8 pixels (too small for
-/// SSIMULACRA2) are scored by enlarging both by pixel replication.
+/// SSIMULACRA2) are scored by enlarging both by pixel replication; images over
+/// [`MAX_WHOLE_PIXELS`] get the worst score of their [`TILE`]-sized tiles (a conservative
+/// score: every region must be good).
 pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, QualityError> {
     if original.dimensions() != distorted.dimensions() {
         return Err(QualityError::Dimensions(
@@ -55,6 +63,45 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
             psnr,
         });
     }
+    let (w, h) = original.dimensions();
+    let ssimulacra2 = if u64::from(w) * u64::from(h) > MAX_WHOLE_PIXELS {
+        let mut worst = f64::INFINITY;
+        for (x, tw) in spans(w) {
+            for (y, th) in spans(h) {
+                let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
+                let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
+                if a.as_raw() != b.as_raw() {
+                    worst = worst.min(ssimulacra2_of(&a, &b)?);
+                }
+            }
+        }
+        if worst.is_finite() {
+            worst
+        } else {
+            100.0
+        }
+    } else {
+        ssimulacra2_of(original, distorted)?
+    };
+    Ok(Scores { ssimulacra2, psnr })
+}
+
+/// Splits a side into tiles of about [`TILE`] pixels (the last one at least half a tile).
+fn spans(side: u32) -> Vec<(u32, u32)> {
+    let n = side.div_ceil(TILE).max(1);
+    let base = side / n;
+    let extra = side % n;
+    let mut out = Vec::with_capacity(n as usize);
+    let mut at = 0;
+    for i in 0..n {
+        let len = base + u32::from(i < extra);
+        out.push((at, len));
+        at += len;
+    }
+    out
+}
+
+fn ssimulacra2_of(original: &RgbImage, distorted: &RgbImage) -> Result<f64, QualityError> {
     let (a, b) = if original.width() < 8 || original.height() < 8 {
         let f = 8u32.div_ceil(original.width().min(original.height()));
         let up = |i: &RgbImage| {
@@ -69,12 +116,8 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     } else {
         (original.clone(), distorted.clone())
     };
-    let s = ssimulacra2::compute_frame_ssimulacra2(to_rgb(&a)?, to_rgb(&b)?)
-        .map_err(|e| QualityError::Ssimulacra2(format!("{e:?}")))?;
-    Ok(Scores {
-        ssimulacra2: s,
-        psnr,
-    })
+    ssimulacra2::compute_frame_ssimulacra2(to_rgb(&a)?, to_rgb(&b)?)
+        .map_err(|e| QualityError::Ssimulacra2(format!("{e:?}")))
 }
 
 /// PSNR over all channels (infinity for identical images, reported as 100).
@@ -93,5 +136,40 @@ pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
         100.0
     } else {
         10.0 * (255.0f64 * 255.0 / (se / n)).log10()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_cover_the_side_exactly() {
+        for side in [1u32, 7, 1024, 1025, 3000, 4000, 20000] {
+            let sp = spans(side);
+            assert_eq!(sp[0].0, 0);
+            assert_eq!(sp.iter().map(|s| s.1).sum::<u32>(), side);
+            for w in sp.windows(2) {
+                assert_eq!(w[0].0 + w[0].1, w[1].0);
+            }
+            assert!(
+                sp.iter().all(|s| s.1 <= TILE && (s.1 >= 8 || side < 8)),
+                "{side}: {sp:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn identical_images_score_100_and_damage_scores_lower() {
+        let a = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+        });
+        assert_eq!(score(&a, &a).unwrap().ssimulacra2, 100.0);
+        let mut b = a.clone();
+        for x in 10..30 {
+            b.put_pixel(x, 20, image::Rgb([255, 0, 0]));
+        }
+        let s = score(&a, &b).unwrap();
+        assert!(s.ssimulacra2 < 90.0 && s.psnr < 40.0, "{s:?}");
     }
 }

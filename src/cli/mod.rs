@@ -94,6 +94,8 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let _ = env_logger::Builder::new()
         .filter_level(level)
+        // fuser reports an unmount done by someone else as a failure: noise for users.
+        .filter_module("fuser", log::LevelFilter::Error)
         .format_timestamp(None)
         .format_target(false)
         .parse_env("AV1PACK_LOG")

@@ -290,6 +290,14 @@ impl Drop for FrameSource {
         if let Some(h) = self.prefetcher.take() {
             let _ = h.join();
         }
+        let s = &self.inner.stats;
+        log::info!(
+            "frame source: {} frames decoded, {} files rendered, {} cache hits, {} seeks",
+            s.frames_decoded.load(Ordering::Relaxed),
+            s.files_rendered.load(Ordering::Relaxed),
+            s.cache_hits.load(Ordering::Relaxed),
+            s.seeks.load(Ordering::Relaxed)
+        );
     }
 }
 
