@@ -315,10 +315,15 @@ pub fn pack(
         entries,
     };
     let file = writer.finish(&mut index)?;
+    report.tracks = index.tracks.len();
     let io_dest = |error| PackError::Io {
         path: dest.to_owned(),
         error,
     };
+    // Like any new file: readable as the umask allows (the temporary file was 0600).
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))
+        .map_err(io_dest)?;
     file.sync_all().map_err(io_dest)?;
     report.archive_bytes = file.metadata().map_err(io_dest)?.len();
     drop(file);
@@ -334,6 +339,18 @@ pub fn pack(
         })?;
     }
     Ok(report)
+}
+
+/// The process umask, read without changing it (Linux: /proc/self/status), else 022.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 fn store_verbatim(writer: &mut ArchiveWriter, item: &Item) -> Result<archive::Blob, PackError> {
@@ -560,17 +577,28 @@ impl GopCoder<'_> {
             (None, Some(target)) => attempts.extend(target.ladder.iter().map(|&c| (Some(c), None))),
         }
         let original: u64 = batch.iter().map(|r| r.entry.original_size).sum();
+        // Metadata blocks are stored beside the frames: they count against the budget too.
+        let metadata: u64 = batch
+            .iter()
+            .flat_map(|r| r.entry.metadata.iter())
+            .map(|m| match m {
+                archive::MetaBlock::JpegSegment { data, .. }
+                | archive::MetaBlock::PngChunk { data, .. }
+                | archive::MetaBlock::Trailer(data) => data.len() as u64 + 8,
+            })
+            .sum();
+        let budget = original.saturating_sub(metadata);
         let mut last = None;
         let mut n = 0;
         while n < attempts.len() {
             let (crf, qp) = attempts[n];
             let final_try = n + 1 == attempts.len();
-            let (packets, judged) = match self.attempt(&batch, crf, qp, original)? {
+            let (packets, judged) = match self.attempt(&batch, crf, qp, budget)? {
                 Attempt::Coded(p, j) => (p, j),
                 Attempt::TooBig(coded) => {
                     // Higher quality only costs more: the original files are the better deal.
                     let reason = format!(
-                        "{SMALLER_AS_IS} ({coded} coded bytes vs {original} for the group of {})",
+                        "{SMALLER_AS_IS} ({coded} coded bytes and {metadata} of metadata vs {original} for the group of {})",
                         batch.len()
                     );
                     log::debug!(
