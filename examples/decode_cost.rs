@@ -14,7 +14,8 @@
 //!
 //! Output (tab-separated, for scripts): a header line starting with `#`, one line per image
 //! `ms frames_decoded decode_ms render_ms path`, then `median_ms`, `p90_ms`, `mean_ms`,
-//! `median_decode_ms`, `median_render_ms` lines.
+//! `median_decode_ms`, `median_render_ms` lines (median: mean of the two middle values for an
+//! even count; p90: nearest rank).
 
 use av1pack::archive::{Archive, EntryKind, ImageEntry};
 use av1pack::frames::image_from_frame;
@@ -40,8 +41,15 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Median of a non-empty slice (the mean of the two middle values for an even count).
 fn median(v: &mut [f64]) -> f64 {
-    quantile(v, 0.5)
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Nearest-rank quantile (q in 0..=1) of a non-empty slice.

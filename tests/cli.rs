@@ -162,7 +162,7 @@ fn ls_and_info_describe_the_archive() {
     let o = run(&[os("info"), os("--json"), archive.as_os_str()]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["images"], 5);
+    assert_eq!(v["images"], 8);
     assert_eq!(v["verbatim"], 2);
     let original: u64 = files(&sample_album())
         .iter()

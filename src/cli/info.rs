@@ -27,6 +27,11 @@ struct Info<'a> {
     original_bytes: u64,
     restored_bytes: u64,
     ratio: f64,
+    /// SSIMULACRA2 measured at pack time over the images coded as video.
+    pack_score_min: Option<f32>,
+    pack_score_mean: Option<f32>,
+    /// Share of coded pixels that are canvas padding.
+    padding: f64,
 }
 
 pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
@@ -34,6 +39,27 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     let idx = &archive.index;
     let count = |f: fn(&EntryKind) -> bool| idx.entries.iter().filter(|e| f(&e.kind)).count();
     let original: u64 = idx.entries.iter().map(|e| e.original_size()).sum();
+    let scores: Vec<f32> = idx
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Image(img) => img.score,
+            _ => None,
+        })
+        .collect();
+    let image_pixels: u64 = idx
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Image(img) => Some(u64::from(img.width) * u64::from(img.height)),
+            _ => None,
+        })
+        .sum();
+    let canvas_pixels: u64 = idx
+        .tracks
+        .iter()
+        .map(|t| u64::from(t.width) * u64::from(t.height) * t.packets.len() as u64)
+        .sum();
     let info = Info {
         archive: a.archive.display().to_string(),
         archive_bytes: archive.file_len(),
@@ -53,6 +79,10 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         original_bytes: original,
         restored_bytes: idx.entries.iter().map(|e| e.served_size()).sum(),
         ratio: archive.file_len() as f64 / original.max(1) as f64,
+        pack_score_min: scores.iter().copied().reduce(f32::min),
+        pack_score_mean: (!scores.is_empty())
+            .then(|| scores.iter().sum::<f32>() / scores.len() as f32),
+        padding: 1.0 - image_pixels as f64 / canvas_pixels.max(1) as f64,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -93,5 +123,18 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         human_bytes(info.restored_bytes)
     );
     println!("ratio:      {:.3}× the originals", info.ratio);
+    if let (Some(min), Some(mean)) = (info.pack_score_min, info.pack_score_mean) {
+        println!("quality:    SSIMULACRA2 at pack time: min {min:.2}, mean {mean:.2} (verify re-measures)");
+    }
+    if canvas_pixels_nonzero(&info) {
+        println!(
+            "padding:    {:.1}% of the coded pixels",
+            info.padding * 100.0
+        );
+    }
     Ok(exit::OK)
+}
+
+fn canvas_pixels_nonzero(info: &Info<'_>) -> bool {
+    info.tracks.iter().any(|t| t.2 > 0)
 }
