@@ -14,9 +14,11 @@
 #      the in-process cost of the same work (examples/decode_cost.rs: decode the GOP up to the
 #      frame and render the file, no FUSE), warm read, sequential read of every image against
 #      `ffmpeg -f null` decoding speed, and the daemon's peak RSS under 8 random readers;
-#   3. ffmpegfs (Debian package ffmpegfs), frame-set mode (--desttype=jpg) on the same video.
+#   3. ffmpegfs (Debian package ffmpegfs), frame-set mode (--desttype=jpg) on the same video:
+#      the MKV as is, and, when ffmpegfs lists no frame in it, the same stream copied into MP4.
 #
-# Run it on an otherwise idle machine: the report prints the load average at the start.
+# Run it on an otherwise idle machine (WAIT_IDLE helps): the report gives the load average at
+# the start and the CPU time that other processes used during the run.
 #
 # Environment:
 #   AV1PACK       the binary (default: target/release/av1pack of this repo; built if missing)
@@ -158,7 +160,7 @@ if [ "${WAIT_IDLE:-0}" -gt 0 ]; then
     sleep 3
     b1=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat)
     busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { split(a, x, " "); split(b, y, " ")
-      d = y[2] - x[2]; printf "%d", d > 0 ? 100 * (y[1] - x[1]) / d : 0 }')
+      d = y[2] - x[2]; printf "%d", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }')
     if [ "$busy" -lt 10 ]; then break; fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       log "warning: still ${busy}% busy after waiting ${WAIT_IDLE}s; measuring anyway"
@@ -209,15 +211,20 @@ DAEMON_TICKS=0
 
 # av_umount MNT: unmounts and waits for the daemon (MOUNT_PID) to exit, so its log is complete.
 av_umount() {
-  local mnt=$1 i t
-  t=$(proc_ticks "$MOUNT_PID")
-  DAEMON_TICKS=$((DAEMON_TICKS + ${t:-0}))
+  local mnt=$1 i t last
+  last=$(proc_ticks "$MOUNT_PID")
   "$AV1PACK" umount "$mnt" || die "av1pack umount $mnt failed"
-  for ((i = 0; i < 200; i++)); do
-    kill -0 "$MOUNT_PID" 2>/dev/null || return 0
-    sleep 0.05
+  # The daemon finishes its prefetches before exiting: count its CPU time until the end.
+  for ((i = 0; i < 400; i++)); do
+    t=$(proc_ticks "$MOUNT_PID")
+    if [ -z "$t" ] || ! kill -0 "$MOUNT_PID" 2>/dev/null; then break; fi
+    last=$t
+    sleep 0.025
   done
-  log "warning: daemon $MOUNT_PID still running 10 s after unmounting $mnt"
+  DAEMON_TICKS=$((DAEMON_TICKS + ${last:-0}))
+  if kill -0 "$MOUNT_PID" 2>/dev/null; then
+    log "warning: daemon $MOUNT_PID still running 10 s after unmounting $mnt"
+  fi
 }
 
 # frame_stats LOGFILE → "N frames decoded, M files rendered, ..." (the daemon's exit line)

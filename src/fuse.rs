@@ -417,34 +417,22 @@ impl Filesystem for FuseFs {
         reply.error(self.refuse("setxattr", ino, Some(name)));
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.core.getxattr(ino.0, name) {
-            Ok(value) => {
-                if size == 0 {
-                    reply.size(u32::try_from(value.len()).unwrap_or(u32::MAX));
-                } else if value.len() <= size as usize {
-                    reply.data(&value);
-                } else {
-                    reply.error(Errno::ERANGE);
-                }
-            }
-            Err(e) => reply.error(self.fail("getxattr", ino, None, &e)),
-        }
+    // Archives carry no extended attributes. ENOSYS (rather than ENODATA per call) tells the
+    // kernel that this filesystem has none at all: it stops asking, so `ls -l` of 10,000 files
+    // does not make 20,000 round trips (callers get EOPNOTSUPP from the kernel).
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.core.listxattr(ino.0) {
-            Ok(names) => {
-                if size == 0 {
-                    reply.size(u32::try_from(names.len()).unwrap_or(u32::MAX));
-                } else if names.len() <= size as usize {
-                    reply.data(&names);
-                } else {
-                    reply.error(Errno::ERANGE);
-                }
-            }
-            Err(e) => reply.error(self.fail("listxattr", ino, None, &e)),
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {

@@ -17,6 +17,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use xxhash_rust::xxh3::xxh3_64;
 
+/// Memory the decoders of one track may hold.
+const DECODER_MEMORY: u64 = 96 << 20;
+
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
     /// Bytes of decoded pixels and rendered files kept in memory.
@@ -125,6 +128,13 @@ struct Inner {
     /// GOPs being decoded right now: (track, keyframe packet) → waiters' signal.
     in_flight: Mutex<HashSet<(usize, usize)>>,
     in_flight_cv: Condvar,
+    /// Files being rendered right now (entries).
+    rendering: Mutex<HashSet<usize>>,
+    rendering_cv: Condvar,
+    /// Decodes and renders running at once: no more than the cores (more only holds more
+    /// frames in memory), however many FUSE threads ask.
+    busy_workers: Mutex<usize>,
+    busy_cv: Condvar,
     stats: Stats,
     /// Entries whose rendered size was found wrong (reported once).
     bad: Mutex<HashSet<usize>>,
@@ -134,7 +144,13 @@ struct Inner {
 pub struct FrameSource {
     inner: Arc<Inner>,
     prefetch_tx: Option<mpsc::SyncSender<usize>>,
-    prefetcher: Option<std::thread::JoinHandle<()>>,
+    prefetchers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 16)
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, FrameError> {
@@ -183,6 +199,10 @@ impl FrameSource {
             pool_cv: Condvar::new(),
             in_flight: Mutex::new(HashSet::new()),
             in_flight_cv: Condvar::new(),
+            rendering: Mutex::new(HashSet::new()),
+            rendering_cv: Condvar::new(),
+            busy_workers: Mutex::new(0),
+            busy_cv: Condvar::new(),
             stats: Stats::default(),
             bad: Mutex::new(HashSet::new()),
             archive,
@@ -190,29 +210,40 @@ impl FrameSource {
             maps,
             users,
         });
-        let (prefetch_tx, prefetcher) = if prefetch > 0 {
+        let (prefetch_tx, prefetchers) = if prefetch > 0 {
             // A short queue: when it is full, prefetch requests are dropped, so a reader that
-            // stops reading stops the prefetching too.
+            // stops reading stops the prefetching too. One worker per core: decoding is
+            // sequential (one decoder continues forward) but renders overlap.
             let (tx, rx) = mpsc::sync_channel::<usize>(prefetch);
-            let worker = Arc::clone(&inner);
-            let handle = std::thread::Builder::new()
-                .name("av1pack-prefetch".into())
-                .spawn(move || {
-                    for entry in rx {
-                        if let Err(e) = worker.file(entry) {
-                            log::debug!("prefetch of entry {entry} failed: {e}");
-                        }
-                    }
+            let rx = Arc::new(Mutex::new(rx));
+            let workers = cores();
+            let handles = (0..workers)
+                .filter_map(|_| {
+                    let worker = Arc::clone(&inner);
+                    let rx = Arc::clone(&rx);
+                    std::thread::Builder::new()
+                        .name("av1pack-prefetch".into())
+                        .spawn(move || loop {
+                            let next = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(entry) = next else { return };
+                            if let Err(e) = worker.file(entry) {
+                                log::debug!("prefetch of entry {entry} failed: {e}");
+                            }
+                        })
+                        .ok()
                 })
-                .ok();
-            (Some(tx), handle)
+                .collect();
+            (Some(tx), handles)
         } else {
-            (None, None)
+            (None, Vec::new())
         };
         FrameSource {
             inner,
             prefetch_tx,
-            prefetcher,
+            prefetchers,
         }
     }
 
@@ -287,7 +318,7 @@ impl FrameSource {
 impl Drop for FrameSource {
     fn drop(&mut self) {
         self.prefetch_tx = None;
-        if let Some(h) = self.prefetcher.take() {
+        for h in self.prefetchers.drain(..) {
             let _ = h.join();
         }
         let s = &self.inner.stats;
@@ -311,10 +342,59 @@ impl Inner {
     }
 
     fn file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
-        if let Some(Value::File(f)) = self.cached(Key::File(entry))? {
-            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(f);
+        loop {
+            if let Some(Value::File(f)) = self.cached(Key::File(entry))? {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(f);
+            }
+            // One render per file: a reader arriving while the prefetcher (or another reader)
+            // renders it waits for that render instead of doing it again.
+            {
+                let mut busy = lock(&self.rendering)?;
+                if busy.contains(&entry) {
+                    while busy.contains(&entry) {
+                        busy = self
+                            .rendering_cv
+                            .wait(busy)
+                            .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
+                    }
+                    continue;
+                }
+                busy.insert(entry);
+            }
+            let result = self.with_worker_slot(|| self.render_file(entry));
+            if let Ok(mut busy) = self.rendering.lock() {
+                busy.remove(&entry);
+            }
+            self.rendering_cv.notify_all();
+            return result;
         }
+    }
+
+    /// Runs `f` once fewer than `cores()` decodes or renders are running.
+    fn with_worker_slot<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, FrameError>,
+    ) -> Result<T, FrameError> {
+        {
+            let mut n = lock(&self.busy_workers)?;
+            while *n >= cores() {
+                n = self
+                    .busy_cv
+                    .wait(n)
+                    .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
+            }
+            *n += 1;
+        }
+        let result = f();
+        if let Ok(mut n) = self.busy_workers.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.busy_cv.notify_one();
+        result
+    }
+
+    fn render_file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
         let e = &self.archive.index.entries[entry];
         let EntryKind::Image(img) = &e.kind else {
             return Err(FrameError::Internal("not an image".into()));
@@ -415,7 +495,7 @@ impl Inner {
             }) {
                 return Ok(Some(pool.idle.swap_remove(i)));
             }
-            if pool.live < self.opts.max_decoders.max(1) {
+            if pool.live < self.max_decoders(t) {
                 pool.live += 1;
                 return Ok(None);
             }
@@ -433,6 +513,19 @@ impl Inner {
                 .wait(pool)
                 .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
         }
+    }
+
+    /// Decoders allowed for track `t`: `max_decoders`, fewer for large canvases (a 4:4:4
+    /// decoder holds about eight frames), so that they fit in 96 MiB.
+    fn max_decoders(&self, t: usize) -> usize {
+        let frame = self
+            .archive
+            .index
+            .tracks
+            .get(t)
+            .map_or(1, |tr| u64::from(tr.width) * u64::from(tr.height) * 3);
+        let fit = (DECODER_MEMORY / (frame * 8).max(1)) as usize;
+        fit.clamp(1, self.opts.max_decoders.max(1))
     }
 
     fn give_back(&self, d: Option<Positioned>) {
