@@ -101,6 +101,14 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     let cache = a.cache_size;
     // Runs in the daemon, after the fork: it starts the prefetch thread.
     let build = move || -> Result<FsCore, String> {
+        // Decoded frames are megabytes each and come and go on many threads: keep them out of
+        // per-thread malloc arenas (which would hold on to freed frames) so that the memory
+        // follows --cache-size. Fixed mmap threshold: large buffers go back to the system.
+        // SAFETY: mallopt only tunes glibc's allocator; called before the serving threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        }
         let archive = Arc::new(archive);
         let nodes = crate::serve::nodes(&archive);
         let source = FrameSource::new(
