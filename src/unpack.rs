@@ -10,7 +10,6 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Mutex;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -173,91 +172,44 @@ pub fn unpack(
     }
 
     // Images, track by track, rendered and written by worker threads.
-    let users = frames::frame_users(index);
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    for t in 0..index.tracks.len() {
-        let (tx, rx) = mpsc::sync_channel::<(usize, image::RgbImage)>(workers * 2);
-        let rx = Mutex::new(rx);
-        let mut tx = Some(tx);
-        let lost = std::thread::scope(|s| -> Result<Vec<u64>, UnpackError> {
-            let (rx, report, targets, fail) = (&rx, &report, &targets, &fail);
-            let Some(tx) = tx.take() else {
-                return Ok(Vec::new());
-            };
-            for _ in 0..workers {
-                s.spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((i, rgb)) = job else { return };
-                    let e = &index.entries[i];
-                    let (EntryKind::Image(img), Some(target)) = (&e.kind, &targets[i]) else {
-                        continue;
-                    };
-                    let result = render::render(img, &rgb, opts.format)
-                        .map_err(|err| err.to_string())
-                        .and_then(|bytes| {
-                            write_whole(target, &bytes, e, opts.force)
-                                .map_err(|err| err.to_string())?;
-                            Ok(bytes)
-                        });
-                    match result {
-                        Ok(bytes) => {
-                            let differs = opts.format == OutputFormat::Original
-                                && (bytes.len() as u64 != img.rendered.size
-                                    || xxh3_64(&bytes) != img.rendered.hash);
-                            if differs {
-                                log::warn!(
-                                    "{}: rendered bytes differ from those recorded at pack time",
-                                    e.path_lossy()
-                                );
-                            }
-                            if let Ok(mut r) = report.lock() {
-                                r.restored += 1;
-                                r.bytes += bytes.len() as u64;
-                                r.rendered_differently += usize::from(differs);
-                            }
-                            progress.file_done(&e.path_lossy(), bytes.len() as u64);
-                        }
-                        Err(why) => {
-                            fail(e.path_lossy(), format!("could not write the image: {why}"))
-                        }
-                    }
-                });
-            }
-            let lost = frames::decode_track(archive, t, 2, |frame| {
-                let Some(list) = users.get(&(t, frame.pts as u64)) else {
-                    return Ok(());
-                };
-                for &i in list {
-                    if let EntryKind::Image(img) = &index.entries[i].kind {
-                        if targets[i].is_none() {
-                            continue;
-                        }
-                        match frames::image_from_frame(img, &frame) {
-                            Ok(rgb) => tx.send((i, rgb)).map_err(|_| {
-                                FrameError::Internal("image writers stopped".into())
-                            })?,
-                            Err(err) => fail(index.entries[i].path_lossy(), err.to_string()),
-                        }
-                    }
-                }
-                Ok(())
+    let write_image = |i: usize, rgb: image::RgbImage| {
+        let e = &index.entries[i];
+        let (EntryKind::Image(img), Some(target)) = (&e.kind, &targets[i]) else {
+            return;
+        };
+        let result = render::render(img, &rgb, opts.format)
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| {
+                write_whole(target, &bytes, e, opts.force).map_err(|err| err.to_string())?;
+                Ok(bytes)
             });
-            drop(tx);
-            Ok(lost?)
-        })?;
-        for frame in lost {
-            for &i in users.get(&(t, frame)).map(Vec::as_slice).unwrap_or(&[]) {
-                fail(
-                    index.entries[i].path_lossy(),
-                    "image data is damaged: could not decode it".into(),
-                );
+        match result {
+            Ok(bytes) => {
+                let differs = opts.format == OutputFormat::Original
+                    && (bytes.len() as u64 != img.rendered.size
+                        || xxh3_64(&bytes) != img.rendered.hash);
+                if differs {
+                    log::warn!(
+                        "{}: rendered bytes differ from those recorded at pack time",
+                        e.path_lossy()
+                    );
+                }
+                if let Ok(mut r) = report.lock() {
+                    r.restored += 1;
+                    r.bytes += bytes.len() as u64;
+                    r.rendered_differently += usize::from(differs);
+                }
+                progress.file_done(&e.path_lossy(), bytes.len() as u64);
             }
+            Err(why) => fail(e.path_lossy(), format!("could not write the image: {why}")),
         }
+    };
+    let lost = frames::each_image(archive, workers, |i| targets[i].is_some(), write_image)?;
+    for (i, why) in lost {
+        fail(index.entries[i].path_lossy(), why);
     }
 
     // Symlinks last, so that nothing is ever written through one.

@@ -6,7 +6,7 @@ use crate::quality;
 use crate::render::{self, OutputFormat};
 use crate::unpack::safe_relative;
 use std::path::Path;
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use xxhash_rust::xxh3::xxh3_64;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -115,82 +115,39 @@ pub fn verify(
             }
         }
     }
-    let users = frames::frame_users(index);
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    for t in 0..index.tracks.len() {
-        let (tx, rx) = mpsc::sync_channel::<(usize, image::RgbImage)>(workers);
-        let rx = Mutex::new(rx);
-        let mut tx = Some(tx);
-        let lost = std::thread::scope(|s| -> Result<Vec<u64>, FrameError> {
-            let (rx, report, problem) = (&rx, &report, &problem);
-            let Some(tx) = tx.take() else {
-                return Ok(Vec::new());
-            };
-            for _ in 0..workers {
-                s.spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((i, rgb)) = job else { return };
-                    let e = &index.entries[i];
-                    let EntryKind::Image(img) = &e.kind else {
-                        continue;
-                    };
-                    let result = (|| -> Result<ImageScore, String> {
-                        let rel = safe_relative(&e.path).ok_or("unsafe path")?;
-                        let original = load_original(&originals.join(rel))?;
-                        let file = render::render(img, &rgb, format).map_err(|e| e.to_string())?;
-                        let served = image::load_from_memory(&file)
-                            .map_err(|e| format!("rendered file does not decode: {e}"))?
-                            .to_rgb8();
-                        let s = quality::score(&original, &served).map_err(|e| e.to_string())?;
-                        Ok(ImageScore {
-                            path: e.path_lossy(),
-                            ssimulacra2: s.ssimulacra2,
-                            psnr: s.psnr,
-                        })
-                    })();
-                    match result {
-                        Ok(score) => {
-                            if let Ok(mut r) = report.lock() {
-                                r.images.push(score);
-                            }
-                        }
-                        Err(why) => problem(e.path_lossy(), why),
-                    }
-                });
-            }
-            let lost = frames::decode_track(archive, t, 2, |frame| {
-                for &i in users
-                    .get(&(t, frame.pts as u64))
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-                {
-                    if let EntryKind::Image(img) = &index.entries[i].kind {
-                        match frames::image_from_frame(img, &frame) {
-                            Ok(rgb) => tx.send((i, rgb)).map_err(|_| {
-                                FrameError::Internal("scoring threads stopped".into())
-                            })?,
-                            Err(err) => problem(index.entries[i].path_lossy(), err.to_string()),
-                        }
-                    }
+    let score_image = |i: usize, rgb: image::RgbImage| {
+        let e = &index.entries[i];
+        let EntryKind::Image(img) = &e.kind else {
+            return;
+        };
+        let result = (|| -> Result<ImageScore, String> {
+            let rel = safe_relative(&e.path).ok_or("unsafe path")?;
+            let original = load_original(&originals.join(rel))?;
+            let file = render::render(img, &rgb, format).map_err(|e| e.to_string())?;
+            let served = image::load_from_memory(&file)
+                .map_err(|e| format!("rendered file does not decode: {e}"))?
+                .to_rgb8();
+            let s = quality::score(&original, &served).map_err(|e| e.to_string())?;
+            Ok(ImageScore {
+                path: e.path_lossy(),
+                ssimulacra2: s.ssimulacra2,
+                psnr: s.psnr,
+            })
+        })();
+        match result {
+            Ok(score) => {
+                if let Ok(mut r) = report.lock() {
+                    r.images.push(score);
                 }
-                Ok(())
-            });
-            drop(tx);
-            lost
-        })?;
-        for frame in lost {
-            for &i in users.get(&(t, frame)).map(Vec::as_slice).unwrap_or(&[]) {
-                problem(
-                    index.entries[i].path_lossy(),
-                    "image data is damaged: could not decode it".into(),
-                );
             }
+            Err(why) => problem(e.path_lossy(), why),
         }
+    };
+    for (i, why) in frames::each_image(archive, workers, |_| true, score_image)? {
+        problem(index.entries[i].path_lossy(), why);
     }
     let mut r = report
         .into_inner()

@@ -8,6 +8,7 @@ use crate::media::{DecodedFrame, MediaError, VideoDecoder};
 use crate::pixels;
 use image::RgbImage;
 use std::collections::HashMap;
+use std::sync::{mpsc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -122,4 +123,70 @@ fn drain(
         }
     }
     Ok(())
+}
+
+/// Decodes every track in order and hands the pixels of each coded image (for which `want`
+/// says yes) to `work`, run on `workers` threads while decoding goes on. Returns the images
+/// that could not be had, with the reason (damaged data, a tile outside its frame).
+pub fn each_image(
+    archive: &Archive,
+    workers: usize,
+    want: impl Fn(usize) -> bool + Sync,
+    work: impl Fn(usize, RgbImage) + Sync,
+) -> Result<Vec<(usize, String)>, FrameError> {
+    let index = &archive.index;
+    let users = frame_users(index);
+    let workers = workers.max(1);
+    let failed = Mutex::new(Vec::new());
+    let note = |i: usize, why: String| {
+        if let Ok(mut f) = failed.lock() {
+            f.push((i, why));
+        }
+    };
+    for t in 0..index.tracks.len() {
+        let (tx, rx) = mpsc::sync_channel::<(usize, RgbImage)>(workers * 2);
+        let rx = Mutex::new(rx);
+        let lost = std::thread::scope(|s| -> Result<Vec<u64>, FrameError> {
+            for _ in 0..workers {
+                let (rx, work) = (&rx, &work);
+                s.spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((i, rgb)) = job else { return };
+                    work(i, rgb);
+                });
+            }
+            let tx = tx;
+            decode_track(archive, t, 2, |frame| {
+                for &i in users
+                    .get(&(t, frame.pts as u64))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                {
+                    if let EntryKind::Image(img) = &index.entries[i].kind {
+                        if !want(i) {
+                            continue;
+                        }
+                        match image_from_frame(img, &frame) {
+                            Ok(rgb) => tx.send((i, rgb)).map_err(|_| {
+                                FrameError::Internal("image workers stopped".into())
+                            })?,
+                            Err(err) => note(i, err.to_string()),
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        for frame in lost {
+            for &i in users.get(&(t, frame)).map(Vec::as_slice).unwrap_or(&[]) {
+                note(i, "image data is damaged: could not decode it".into());
+            }
+        }
+    }
+    failed
+        .into_inner()
+        .map_err(|_| FrameError::Internal("lock poisoned".into()))
 }
