@@ -215,13 +215,9 @@ fn reads_at_any_offset_and_from_many_threads_agree() {
     }
 }
 
-#[test]
-fn writes_are_refused_and_sigterm_unmounts() {
-    if !fuse_available() {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let archive = tmp.path().join("a.mkv");
+/// The sample album, packed at the default settings.
+fn packed_sample(root: &Path) -> PathBuf {
+    let archive = root.join("a.mkv");
     let o = bin()
         .arg("pack")
         .arg(sample_album())
@@ -229,6 +225,26 @@ fn writes_are_refused_and_sigterm_unmounts() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    archive
+}
+
+/// Sends `signal` to the daemon; true once the mount is gone (within 10 s).
+fn kill_and_wait(m: &Mounted, signal: i32) -> bool {
+    unsafe { libc::kill(m.pid, signal) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while is_mounted(&m.dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    !is_mounted(&m.dir)
+}
+
+#[test]
+fn writes_are_refused_and_sigterm_unmounts() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = packed_sample(tmp.path());
     let m = mount(&archive, &tmp.path().join("mnt"), &[]);
     let err = std::fs::write(m.dir.join("new.txt"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
@@ -247,12 +263,10 @@ fn writes_are_refused_and_sigterm_unmounts() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("already"), "{}", stderr(&o));
     // SIGTERM: the daemon unmounts and leaves no dead mount.
-    unsafe { libc::kill(m.pid, libc::SIGTERM) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while is_mounted(&m.dir) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(!is_mounted(&m.dir), "still mounted after SIGTERM");
+    assert!(
+        kill_and_wait(&m, libc::SIGTERM),
+        "still mounted after SIGTERM"
+    );
     assert!(
         std::fs::read_dir(&m.dir).is_ok(),
         "the folder is usable again"
@@ -265,21 +279,12 @@ fn sigkill_leaves_no_dead_mount() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .arg("pack")
-        .arg(sample_album())
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let archive = packed_sample(tmp.path());
     let m = mount(&archive, &tmp.path().join("mnt"), &[]);
-    unsafe { libc::kill(m.pid, libc::SIGKILL) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while is_mounted(&m.dir) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(!is_mounted(&m.dir), "a dead mount was left after SIGKILL");
+    assert!(
+        kill_and_wait(&m, libc::SIGKILL),
+        "a dead mount was left after SIGKILL"
+    );
     let err = std::fs::metadata(m.dir.join("notes")).unwrap_err();
     assert_eq!(
         err.kind(),
