@@ -14,7 +14,7 @@ use crate::archive::{
 use crate::media::{self, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
 use crate::render::{self, OutputFormat, RenderError};
 use crate::{meta, pixels, quality};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,6 @@ pub struct PackReport {
 pub trait Progress: Sync {
     fn start(&self, _files: u64, _bytes: u64) {}
     fn file_done(&self, _path: &str, _bytes: u64) {}
-    fn note(&self, _message: &str) {}
 }
 
 /// No progress reporting.
@@ -121,8 +120,8 @@ impl Progress for Quiet {}
 struct TrackPlan {
     width: u32,
     height: u32,
-    /// Indices into the walked items.
-    items: Vec<usize>,
+    /// Indices into the walked items, and whether each is stored turned (portrait).
+    items: Vec<(usize, bool)>,
 }
 
 /// Packs `src` into a new archive at `dest`.
@@ -170,7 +169,6 @@ pub fn pack(
     // Tracks by canvas size, in order of first appearance.
     let mut by_canvas: BTreeMap<(u32, u32), usize> = BTreeMap::new();
     let mut plans: Vec<TrackPlan> = Vec::new();
-    let mut placement: HashMap<usize, (usize, bool)> = HashMap::new();
     for (i, p) in probes.iter().enumerate() {
         if let Some(Probe::Image { width, height, .. }) = p {
             let (rotated, cw, ch) = pixels::plan(*width, *height);
@@ -182,8 +180,7 @@ pub fn pack(
                 });
                 plans.len() - 1
             });
-            plans[t].items.push(i);
-            placement.insert(i, (t, rotated));
+            plans[t].items.push((i, rotated));
         }
     }
     report.tracks = plans.len();
@@ -238,16 +235,7 @@ pub fn pack(
 
     let mut tracks = Vec::with_capacity(plans.len());
     for (t, plan) in plans.iter().enumerate() {
-        let results = encode_track(
-            t,
-            plan,
-            &items,
-            &probes,
-            &placement,
-            opts,
-            &mut writer,
-            progress,
-        )?;
+        let results = encode_track(t, plan, &items, &probes, opts, &mut writer, progress)?;
         for (i, outcome) in results {
             kinds[i] = Some(match outcome {
                 Outcome::Image(img) => EntryKind::Image(img),
@@ -420,7 +408,6 @@ fn encode_track(
     plan: &TrackPlan,
     items: &[Item],
     probes: &[Option<Probe>],
-    placement: &HashMap<usize, (usize, bool)>,
     opts: &PackOptions,
     writer: &mut ArchiveWriter,
     progress: &dyn Progress,
@@ -431,11 +418,7 @@ fn encode_track(
     let jobs: Vec<(usize, Item, Probe, bool)> = plan
         .items
         .iter()
-        .filter_map(|&i| {
-            let probe = probes[i].clone()?;
-            let rotated = placement.get(&i).map(|p| p.1)?;
-            Some((i, items[i].clone(), probe, rotated))
-        })
+        .filter_map(|&(i, rotated)| Some((i, items[i].clone(), probes[i].clone()?, rotated)))
         .collect();
     let (cw, ch) = (plan.width, plan.height);
     let mut coder = GopCoder {

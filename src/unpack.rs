@@ -207,10 +207,26 @@ pub fn unpack(
             Err(why) => fail(e.path_lossy(), format!("could not write the image: {why}")),
         }
     };
-    let lost = frames::each_image(archive, workers, |i| targets[i].is_some(), write_image)?;
+    let lost = frames::each_image(
+        archive,
+        opts.threads,
+        workers,
+        |i| targets[i].is_some(),
+        write_image,
+    )?;
     for (i, why) in lost {
         fail(index.entries[i].path_lossy(), why);
     }
+
+    // Counts an entry restored, or reports why it was not.
+    let settle = |e: &Entry, r: io::Result<()>, what: &str| match r {
+        Ok(()) => {
+            if let Ok(mut r) = report.lock() {
+                r.restored += 1;
+            }
+        }
+        Err(err) => fail(e.path_lossy(), format!("{what}: {err}")),
+    };
 
     // Symlinks last, so that nothing is ever written through one.
     for (e, target) in index.entries.iter().zip(&targets) {
@@ -220,17 +236,7 @@ pub fn unpack(
         let r = ensure_parent(target)
             .and_then(|()| std::os::unix::fs::symlink(OsStr::from_bytes(link), target))
             .and_then(|()| set_mtime(target, e.mtime, false));
-        match r {
-            Ok(()) => {
-                if let Ok(mut r) = report.lock() {
-                    r.restored += 1;
-                }
-            }
-            Err(err) => fail(
-                e.path_lossy(),
-                format!("could not create the symlink: {err}"),
-            ),
-        }
+        settle(e, r, "could not create the symlink");
     }
 
     // Folder times and modes last, deepest first (writing into a folder changes its mtime).
@@ -238,17 +244,7 @@ pub fn unpack(
         if let (EntryKind::Dir, Some(target)) = (&e.kind, target) {
             let r = fs::set_permissions(target, fs::Permissions::from_mode(e.mode))
                 .and_then(|()| set_mtime(target, e.mtime, true));
-            match r {
-                Ok(()) => {
-                    if let Ok(mut r) = report.lock() {
-                        r.restored += 1;
-                    }
-                }
-                Err(err) => fail(
-                    e.path_lossy(),
-                    format!("could not set the folder's time or mode: {err}"),
-                ),
-            }
+            settle(e, r, "could not set the folder's time or mode");
         }
     }
     report

@@ -146,7 +146,7 @@ pub fn verify(
             Err(why) => problem(e.path_lossy(), why),
         }
     };
-    for (i, why) in frames::each_image(archive, workers, |_| true, score_image)? {
+    for (i, why) in frames::each_image(archive, 2, workers, |_| true, score_image)? {
         problem(index.entries[i].path_lossy(), why);
     }
     let mut r = report

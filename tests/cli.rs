@@ -22,6 +22,20 @@ fn unpack(archive: &Path, out: &Path) {
     assert!(o.status.success(), "unpack failed: {}", stderr(&o));
 }
 
+/// Packs the sample album with `--crf 18`: coded once, without the quality check, at a
+/// quality low enough that every photo's frames are smaller than its file (so each image goes
+/// through the codec rather than being kept as is).
+fn pack_coded(dest: &Path) {
+    let o = run(&[
+        os("pack"),
+        os("--crf"),
+        os("18"),
+        sample_album().as_os_str(),
+        dest.as_os_str(),
+    ]);
+    assert!(o.status.success(), "pack failed: {}", stderr(&o));
+}
+
 /// Asserts that `restored` holds the same tree as `original`: names, kinds, mtimes, modes,
 /// verbatim bytes, image sizes, and images at least `floor` in SSIMULACRA2.
 fn assert_same_tree(original: &Path, restored: &Path, floor: f64) {
@@ -101,14 +115,7 @@ fn coded_images_keep_format_and_metadata() {
     // floor is not the point here: format and metadata are.)
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("album.mkv");
-    let o = run(&[
-        os("pack"),
-        os("--crf"),
-        os("18"),
-        sample_album().as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_coded(&archive);
     let out = tmp.path().join("restored");
     unpack(&archive, &out);
     assert_same_tree(&sample_album(), &out, 75.0);
@@ -133,14 +140,7 @@ fn coded_images_keep_format_and_metadata() {
 fn ls_and_info_describe_the_archive() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("album.mkv");
-    let o = run(&[
-        os("pack"),
-        os("--crf"),
-        os("18"),
-        sample_album().as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_coded(&archive);
     let o = run(&[os("ls"), archive.as_os_str()]);
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
@@ -209,14 +209,7 @@ fn format_png_gives_pixel_exact_decoded_images() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("a.mkv");
     // Low quality on purpose, so that every photo is coded rather than kept as is.
-    let o = run(&[
-        os("pack"),
-        os("--crf"),
-        os("18"),
-        sample_album().as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_coded(&archive);
     let out = tmp.path().join("png");
     let o = run(&[
         os("unpack"),

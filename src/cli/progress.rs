@@ -8,7 +8,6 @@ pub struct Bar {
     bar: ProgressBar,
     files: AtomicU64,
     total_files: AtomicU64,
-    notes: bool,
 }
 
 impl Bar {
@@ -28,7 +27,6 @@ impl Bar {
             bar,
             files: AtomicU64::new(0),
             total_files: AtomicU64::new(0),
-            notes: !quiet,
         }
     }
 
@@ -50,11 +48,5 @@ impl Progress for Bar {
             "{n}/{} files",
             self.total_files.load(Ordering::Relaxed)
         ));
-    }
-
-    fn note(&self, message: &str) {
-        if self.notes {
-            self.bar.suspend(|| eprintln!("av1pack: {message}"));
-        }
     }
 }

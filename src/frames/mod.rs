@@ -125,11 +125,12 @@ fn drain(
     Ok(())
 }
 
-/// Decodes every track in order and hands the pixels of each coded image (for which `want`
-/// says yes) to `work`, run on `workers` threads while decoding goes on. Returns the images
+/// Decodes every track in order (with `decoder_threads`) and hands the pixels of each coded
+/// image (for which `want` says yes) to `work`, run on `workers` threads while decoding goes on. Returns the images
 /// that could not be had, with the reason (damaged data, a tile outside its frame).
 pub fn each_image(
     archive: &Archive,
+    decoder_threads: usize,
     workers: usize,
     want: impl Fn(usize) -> bool + Sync,
     work: impl Fn(usize, RgbImage) + Sync,
@@ -159,7 +160,7 @@ pub fn each_image(
                 });
             }
             let tx = tx;
-            decode_track(archive, t, 2, |frame| {
+            decode_track(archive, t, decoder_threads, |frame| {
                 for &i in users
                     .get(&(t, frame.pts as u64))
                     .map(Vec::as_slice)

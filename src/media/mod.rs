@@ -58,9 +58,3 @@ pub fn matroska_codec_id(encoder: &str) -> &'static str {
         _ => "V_MPEG4/ISO/AVC",
     }
 }
-
-/// Whether this FFmpeg build has an encoder of that name.
-pub fn has_encoder(name: &str) -> bool {
-    init(false);
-    ffmpeg_next::encoder::find_by_name(name).is_some()
-}
