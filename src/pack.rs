@@ -862,11 +862,12 @@ fn load(
             decoded.height()
         ));
     }
+    // `into_*` reuses the decoded buffer when it already has the right layout (no copy of a
+    // 12 MP photo on the hot path).
     let rgb = match color {
-        ColorModel::Grey => image::DynamicImage::ImageLuma8(decoded.to_luma8()).to_rgb8(),
-        ColorModel::Rgb => decoded.to_rgb8(),
+        ColorModel::Grey => image::DynamicImage::ImageLuma8(decoded.into_luma8()).into_rgb8(),
+        ColorModel::Rgb => decoded.into_rgb8(),
     };
-    drop(decoded);
     let canvas = pixels::place(&rgb, rotated, cw, ch);
     let entry = ImageEntry {
         format,
