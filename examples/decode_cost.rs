@@ -119,7 +119,8 @@ fn time_parts(archive: &Archive, img: &ImageEntry) -> Result<(f64, f64), String>
             return Err("frame never came out of the decoder".into());
         }
     };
-    let pixels = image_from_frame(img, &frame).map_err(|e| e.to_string())?;
+    let pixels =
+        av1pack::pixels::Picture::opaque(image_from_frame(img, &frame).map_err(|e| e.to_string())?);
     let decode_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let bytes = render::render(img, &pixels, OutputFormat::Original).map_err(|e| e.to_string())?;

@@ -121,12 +121,18 @@ pub enum Probe {
         width: u32,
         height: u32,
         color: ColorModel,
+        /// The original has an alpha channel (coded losslessly in an alpha track).
+        alpha: bool,
     },
     Verbatim(String),
 }
 
-/// Largest side the video path takes for now (bigger images are kept verbatim until tiling).
-pub const MAX_SIDE: u32 = 16_384;
+/// Largest side the video path takes (larger images are split into tiles; beyond this they
+/// are kept verbatim).
+pub const MAX_SIDE: u32 = 65_535;
+/// Largest image (in pixels) the video path takes: decoding one holds it whole in memory
+/// (3 bytes a pixel, 4 with alpha), so larger ones are kept verbatim. 134 MP.
+pub const MAX_PIXELS: u64 = 1 << 27;
 
 /// Looks at a file's header (no pixel decoding) and decides whether it is coded as video.
 pub fn probe(path: &Path) -> Result<Probe, ScanError> {
@@ -163,14 +169,11 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         Err(e) => return Ok(Probe::Verbatim(format!("unreadable image header: {e}"))),
     };
     let (width, height) = decoder.dimensions();
-    let color = match decoder.color_type() {
-        image::ColorType::Rgb8 => ColorModel::Rgb,
-        image::ColorType::L8 => ColorModel::Grey,
-        image::ColorType::La8 | image::ColorType::Rgba8 => {
-            return Ok(Probe::Verbatim(
-                "has an alpha channel: kept as is for now".into(),
-            ))
-        }
+    let (color, alpha) = match decoder.color_type() {
+        image::ColorType::Rgb8 => (ColorModel::Rgb, false),
+        image::ColorType::L8 => (ColorModel::Grey, false),
+        image::ColorType::Rgba8 => (ColorModel::Rgb, true),
+        image::ColorType::La8 => (ColorModel::Grey, true),
         other => {
             return Ok(Probe::Verbatim(format!(
                 "{other:?} pixels (more than 8 bits per channel): kept as is for now"
@@ -180,9 +183,10 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
     if width == 0 || height == 0 {
         return Ok(Probe::Verbatim("image has no pixels".into()));
     }
-    if width > MAX_SIDE || height > MAX_SIDE {
+    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Ok(Probe::Verbatim(format!(
-            "{width}x{height} is larger than {MAX_SIDE} px on a side: kept as is for now"
+            "{width}x{height} is larger than the video path takes ({MAX_SIDE} px on a side, {} MP): kept as is",
+            MAX_PIXELS / 1_000_000
         )));
     }
     Ok(Probe::Image {
@@ -190,5 +194,6 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         width,
         height,
         color,
+        alpha,
     })
 }

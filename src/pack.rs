@@ -12,8 +12,9 @@ use crate::archive::{
     Settings, Tile, Track,
 };
 use crate::media::{self, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
+use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
-use crate::{meta, pixels, quality};
+use crate::{meta, quality};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -120,8 +121,22 @@ impl Progress for Quiet {}
 struct TrackPlan {
     width: u32,
     height: u32,
-    /// Indices into the walked items, and whether each is stored turned (portrait).
-    items: Vec<(usize, bool)>,
+    /// The tiles coded in this track, in order (most images are one tile).
+    items: Vec<Job>,
+    /// Alpha planes of this track's images go to a track of their own, coded losslessly.
+    alpha_frames: u64,
+    alpha_track: Option<usize>,
+}
+
+/// One tile of one image to code.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    /// Index into the walked items.
+    item: usize,
+    tile: usize,
+    tiles: usize,
+    /// Stored turned 90° (portrait).
+    rotated: bool,
 }
 
 /// Packs `src` into a new archive at `dest`.
@@ -170,20 +185,56 @@ pub fn pack(
     let mut by_canvas: BTreeMap<(u32, u32), usize> = BTreeMap::new();
     let mut plans: Vec<TrackPlan> = Vec::new();
     for (i, p) in probes.iter().enumerate() {
-        if let Some(Probe::Image { width, height, .. }) = p {
-            let (rotated, cw, ch) = pixels::plan(*width, *height);
+        if let Some(Probe::Image {
+            width,
+            height,
+            alpha,
+            ..
+        }) = p
+        {
+            // Huge images are split into tiles; all tiles of an image share one canvas.
+            let grid = pixels::tile_grid(*width, *height);
+            let mw = grid.iter().map(|r| r.2).max().unwrap_or(1);
+            let mh = grid.iter().map(|r| r.3).max().unwrap_or(1);
+            let (rotated, cw, ch) = pixels::plan(mw, mh);
             let t = *by_canvas.entry((cw, ch)).or_insert_with(|| {
                 plans.push(TrackPlan {
                     width: cw,
                     height: ch,
                     items: Vec::new(),
+                    alpha_frames: 0,
+                    alpha_track: None,
                 });
                 plans.len() - 1
             });
-            plans[t].items.push((i, rotated));
+            for tile in 0..grid.len() {
+                plans[t].items.push(Job {
+                    item: i,
+                    tile,
+                    tiles: grid.len(),
+                    rotated,
+                });
+            }
+            if *alpha {
+                plans[t].alpha_frames += grid.len() as u64;
+            }
         }
     }
-    report.tracks = plans.len();
+    // Alpha tracks come after the colour tracks, one per colour track that needs one.
+    let mut alpha_specs = Vec::new();
+    let colour_tracks = plans.len();
+    for plan in &mut plans {
+        if plan.alpha_frames > 0 {
+            plan.alpha_track = Some(colour_tracks + alpha_specs.len());
+            alpha_specs.push((plan.width, plan.height, plan.alpha_frames));
+        }
+    }
+    let canvases: Vec<(u32, u32, u64)> = plans
+        .iter()
+        .map(|p| (p.width, p.height, p.items.len() as u64))
+        .chain(alpha_specs.iter().copied())
+        .collect();
+    report.tracks = canvases.len();
 
     let tmp = tempfile::Builder::new()
         .prefix(&format!(
@@ -203,13 +254,13 @@ pub fn pack(
         path: parent.clone(),
         error,
     })?;
-    let specs = plans
+    let specs = canvases
         .iter()
-        .map(|p| TrackSpec {
-            width: p.width,
-            height: p.height,
+        .map(|&(width, height, frames)| TrackSpec {
+            width,
+            height,
             codec_id: media::matroska_codec_id(&opts.codec).to_string(),
-            frames: p.items.len() as u64,
+            frames,
         })
         .collect();
     let title = src
@@ -233,7 +284,6 @@ pub fn pack(
         }
     }
 
-    let mut tracks = Vec::with_capacity(plans.len());
     for (t, plan) in plans.iter().enumerate() {
         let results = encode_track(t, plan, &items, &probes, opts, &mut writer, progress)?;
         for (i, outcome) in results {
@@ -247,15 +297,19 @@ pub fn pack(
                 }
             });
         }
-        tracks.push(Track {
+    }
+    let tracks = canvases
+        .iter()
+        .enumerate()
+        .map(|(t, &(width, height, _))| Track {
             number: t as u32 + 1,
             codec: media::matroska_codec_id(&opts.codec).to_string(),
-            width: plan.width,
-            height: plan.height,
+            width,
+            height,
             extradata: Vec::new(),
             packets: Vec::new(),
-        });
-    }
+        })
+        .collect();
 
     let mut entries = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -363,10 +417,17 @@ enum Outcome {
     Smaller(String),
 }
 
-/// An image read and placed on its canvas, ready to encode.
+/// An image read and decoded, ready to be cut into tiles and placed on canvases.
+struct Decoded {
+    entry: ImageEntry,
+    rgb: image::RgbImage,
+    alpha: Option<image::GrayImage>,
+}
+
+/// A tile read and placed on its canvas (or why it could not be).
 struct Loaded {
-    item: usize,
-    result: Result<(Box<ImageEntry>, Vec<u8>), String>,
+    job: Job,
+    result: Result<Ready, String>,
 }
 
 /// Quality the pack loop must reach for every image (SSIMULACRA2 of the served file against
@@ -395,11 +456,119 @@ pub const SMALLER_AS_IS: &str = "the original is smaller than its coded frames";
 /// Frames held per GOP while its quality is checked: bounded in memory for large canvases.
 const GOP_MEMORY: u64 = 64 << 20;
 
-/// One image ready to code: its entry so far and its canvas.
+/// One tile ready to code: its image's entry so far, its canvas and its alpha canvas (the
+/// alpha plane as grey RGB) when the image has one.
 struct Ready {
-    item: usize,
+    job: Job,
     entry: Box<ImageEntry>,
     canvas: Vec<u8>,
+    alpha: Option<Vec<u8>>,
+}
+
+/// What coding did with one tile; `pixels` (decoded) are kept for images in several tiles,
+/// which are rendered whole once all their tiles are in.
+struct TileDone {
+    job: Job,
+    outcome: Outcome,
+    pixels: Option<Picture>,
+}
+
+/// Tiles of an image coded so far.
+struct Pending {
+    entry: Option<Box<ImageEntry>>,
+    pic: Option<Picture>,
+    left: usize,
+    failure: Option<Outcome>,
+}
+
+/// Collects the tiles of images coded in several, and renders each image whole once its last
+/// tile is in (to record the served file's size); single-tile images pass straight through.
+#[derive(Default)]
+struct Assembler {
+    pending: BTreeMap<usize, Pending>,
+    out: Vec<(usize, Outcome)>,
+}
+
+impl Assembler {
+    fn take(&mut self, done: TileDone) -> Result<(), PackError> {
+        let job = done.job;
+        if job.tiles <= 1 {
+            self.out.push((job.item, done.outcome));
+            return Ok(());
+        }
+        let p = self.pending.entry(job.item).or_insert_with(|| Pending {
+            entry: None,
+            pic: None,
+            left: job.tiles,
+            failure: None,
+        });
+        p.left = p.left.saturating_sub(1);
+        match done.outcome {
+            Outcome::Image(e) if p.failure.is_none() => {
+                let k = job.tile;
+                let (Some(tile), Some(px)) = (e.tiles.get(k).copied(), done.pixels) else {
+                    return Err(PackError::Pipeline(
+                        "a tile came back without pixels".into(),
+                    ));
+                };
+                let pic = p.pic.get_or_insert_with(|| Picture {
+                    rgb: image::RgbImage::new(e.width, e.height),
+                    alpha: (!e.alpha.is_empty()).then(|| image::GrayImage::new(e.width, e.height)),
+                });
+                pixels::paste(&mut pic.rgb, &px.rgb, tile.x, tile.y);
+                if let (Some(dst), Some(src)) = (pic.alpha.as_mut(), px.alpha.as_ref()) {
+                    pixels::paste(dst, src, tile.x, tile.y);
+                }
+                match &mut p.entry {
+                    None => p.entry = Some(e),
+                    Some(pe) => {
+                        pe.tiles[k] = e.tiles[k];
+                        if let (Some(a), Some(b)) = (pe.alpha.get_mut(k), e.alpha.get(k)) {
+                            *a = *b;
+                        }
+                        pe.score = match (pe.score, e.score) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                }
+            }
+            Outcome::Image(_) => {}
+            failure => {
+                if p.failure.is_none() {
+                    p.failure = Some(failure);
+                    p.pic = None;
+                    p.entry = None;
+                }
+            }
+        }
+        if p.left > 0 {
+            return Ok(());
+        }
+        let Some(p) = self.pending.remove(&job.item) else {
+            return Ok(());
+        };
+        let outcome = match (p.failure, p.entry, p.pic) {
+            (Some(f), _, _) => f,
+            (None, Some(mut entry), Some(pic)) => {
+                let file =
+                    render::render(&entry, &pic, OutputFormat::Original).map_err(|error| {
+                        PackError::Render {
+                            path: format!("image {} (tiled)", job.item),
+                            error,
+                        }
+                    })?;
+                entry.rendered = Rendered {
+                    size: file.len() as u64,
+                    hash: xxh3_64(&file),
+                };
+                Outcome::Image(entry)
+            }
+            _ => Outcome::Failed("a tile of the image was lost".into()),
+        };
+        self.out.push((job.item, outcome));
+        Ok(())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -415,12 +584,13 @@ fn encode_track(
     let frame_bytes = u64::from(plan.width) * u64::from(plan.height) * 3;
     let gop = (GOP_MEMORY / frame_bytes.max(1)).clamp(1, u64::from(opts.gop.max(1))) as u32;
     let track_name = format!("track {} ({}x{})", t + 1, plan.width, plan.height);
-    let jobs: Vec<(usize, Item, Probe, bool)> = plan
+    let jobs: Vec<(Job, Item, Probe)> = plan
         .items
         .iter()
-        .filter_map(|&(i, rotated)| Some((i, items[i].clone(), probes[i].clone()?, rotated)))
+        .filter_map(|&job| Some((job, items[job.item].clone(), probes[job.item].clone()?)))
         .collect();
     let (cw, ch) = (plan.width, plan.height);
+    let alpha_t = plan.alpha_track;
     let mut coder = GopCoder {
         t,
         cw,
@@ -430,62 +600,94 @@ fn encode_track(
         track_name: &track_name,
         extradata: None,
         next_frame: 0,
+        alpha: alpha_t.map(|t| AlphaTrack {
+            t,
+            extradata: None,
+            next_frame: 0,
+        }),
     };
 
     thread::scope(|s| -> Result<Vec<(usize, Outcome)>, PackError> {
-        // Images loaded ahead of the encoder: two small ones, one large one.
+        // Tiles loaded ahead of the encoder: two small ones, none for large canvases.
         let ahead = if frame_bytes > (16 << 20) { 0 } else { 2 };
         let (load_tx, load_rx) = mpsc::sync_channel::<Loaded>(ahead);
         let loader = s.spawn(move || {
-            for (i, item, probe, rotated) in jobs {
-                let result = load(&item, &probe, t, rotated, cw, ch);
-                if load_tx.send(Loaded { item: i, result }).is_err() {
+            // The image being cut into tiles (its tiles come one after another).
+            let mut current: Option<(usize, Result<Decoded, String>)> = None;
+            for (job, item, probe) in jobs {
+                if current.as_ref().map(|c| c.0) != Some(job.item) {
+                    drop(current.take()); // free the last image before decoding the next
+                    current = Some((job.item, load(&item, &probe)));
+                }
+                let result = match current.as_ref().map(|c| &c.1) {
+                    Some(Ok(d)) => Ok(prepare(d, job, t, alpha_t, cw, ch)),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("not loaded".into()),
+                };
+                if load_tx.send(Loaded { job, result }).is_err() {
                     break;
                 }
             }
         });
-        let mut outcomes = Vec::new();
+        let mut assembler = Assembler::default();
         let mut batch: Vec<Ready> = Vec::new();
         let mut failure = None;
         for loaded in load_rx {
-            let item = &items[loaded.item];
-            let bytes = match item.found {
-                Found::File { size } => size,
-                _ => 0,
-            };
+            let job = loaded.job;
+            let item = &items[job.item];
             match loaded.result {
-                Err(reason) => outcomes.push((loaded.item, Outcome::Failed(reason))),
-                Ok((entry, canvas)) => batch.push(Ready {
-                    item: loaded.item,
-                    entry,
-                    canvas,
-                }),
-            }
-            if batch.len() as u32 >= gop {
-                match coder.code(std::mem::take(&mut batch), writer) {
-                    Ok(done) => outcomes.extend(done),
-                    Err(e) => {
+                Err(reason) => {
+                    if let Err(e) = assembler.take(TileDone {
+                        job,
+                        outcome: Outcome::Failed(reason),
+                        pixels: None,
+                    }) {
                         failure = Some(e);
                         break;
                     }
                 }
+                Ok(ready) => batch.push(ready),
             }
-            progress.file_done(&String::from_utf8_lossy(&item.rel), bytes);
+            if batch.len() as u32 >= gop {
+                let done = coder.code(std::mem::take(&mut batch), writer);
+                if let Err(e) = done.and_then(|d| d.into_iter().try_for_each(|d| assembler.take(d)))
+                {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if job.tile + 1 == job.tiles {
+                let bytes = match item.found {
+                    Found::File { size } => size,
+                    _ => 0,
+                };
+                progress.file_done(&String::from_utf8_lossy(&item.rel), bytes);
+            }
         }
         if failure.is_none() && !batch.is_empty() {
-            match coder.code(batch, writer) {
-                Ok(done) => outcomes.extend(done),
-                Err(e) => failure = Some(e),
+            let done = coder.code(batch, writer);
+            if let Err(e) = done.and_then(|d| d.into_iter().try_for_each(|d| assembler.take(d))) {
+                failure = Some(e);
             }
         }
         loader
             .join()
             .map_err(|_| PackError::Pipeline("loader thread panicked".into()))?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(outcomes),
+        if let Some(e) = failure {
+            return Err(e);
         }
+        if !assembler.pending.is_empty() {
+            return Err(PackError::Pipeline("tiles of an image went missing".into()));
+        }
+        Ok(assembler.out)
     })
+}
+
+/// The alpha track that goes with a colour track: coded losslessly, GOP by GOP beside it.
+struct AlphaTrack {
+    t: usize,
+    extradata: Option<Vec<u8>>,
+    next_frame: u64,
 }
 
 /// Codes a track GOP by GOP. Each GOP is its own x264 session (closed, starting with an IDR,
@@ -501,6 +703,7 @@ struct GopCoder<'a> {
     track_name: &'a str,
     extradata: Option<Vec<u8>>,
     next_frame: u64,
+    alpha: Option<AlphaTrack>,
 }
 
 enum Attempt {
@@ -510,10 +713,18 @@ enum Attempt {
     HeadersDiffer,
 }
 
-/// One image of a GOP after decoding: its served file and score.
+/// One tile of a GOP after decoding: its served file and score (and its pixels, for images
+/// in several tiles).
 struct Judged {
     rendered: Rendered,
     score: Option<f64>,
+    pixels: Option<Picture>,
+}
+
+/// The alpha planes of a GOP, coded losslessly and checked.
+struct AlphaGop {
+    packets: Vec<media::EncodedPacket>,
+    bytes: u64,
 }
 
 impl GopCoder<'_> {
@@ -547,11 +758,115 @@ impl GopCoder<'_> {
         }
     }
 
+    /// Codes the alpha planes of the batch losslessly (x264 at QP 0; grey survives the colour
+    /// conversion exactly) and checks, by decoding them, that they come back identical.
+    fn code_alpha(&mut self, batch: &[Ready]) -> Result<Result<AlphaGop, String>, PackError> {
+        let Some(alpha) = &self.alpha else {
+            return Ok(Err("no alpha track was planned".into()));
+        };
+        if self.opts.codec != "libx264" {
+            return Ok(Err(format!(
+                "alpha planes are coded with libx264 only (not {})",
+                self.opts.codec
+            )));
+        }
+        let mut cfg = self.config(None, Some(0));
+        // The user's x264 options are for the colour planes; nothing may make alpha lossy.
+        cfg.extra_params = "stitchable=1".into();
+        let mut encoder = VideoEncoder::new(&cfg).map_err(|e| self.media_err(e))?;
+        let extradata = encoder.extradata();
+        if alpha
+            .extradata
+            .as_ref()
+            .is_some_and(|first| *first != extradata)
+        {
+            return Ok(Err("alpha stream headers changed".into()));
+        }
+        let canvases: Vec<&Vec<u8>> = batch.iter().filter_map(|r| r.alpha.as_ref()).collect();
+        let mut packets = Vec::new();
+        for c in &canvases {
+            packets.extend(encoder.encode(c).map_err(|e| self.media_err(e))?);
+        }
+        packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
+        drop(encoder);
+        let frames = self.decode_back(&extradata, &packets, canvases.len())?;
+        for (k, (f, c)) in frames.iter().zip(&canvases).enumerate() {
+            let same = f.as_ref().is_some_and(|f| f.rgb == **c);
+            if !same {
+                return Ok(Err(format!(
+                    "alpha plane {k} of the group did not come back exactly from lossless coding"
+                )));
+            }
+        }
+        if let Some(a) = self.alpha.as_mut() {
+            a.extradata.get_or_insert(extradata);
+        }
+        let bytes = packets.iter().map(|p| p.data.len() as u64).sum();
+        Ok(Ok(AlphaGop { packets, bytes }))
+    }
+
+    /// Decodes a coded GOP back: frame k of the GOP at index k.
+    fn decode_back(
+        &self,
+        extradata: &[u8],
+        packets: &[media::EncodedPacket],
+        n: usize,
+    ) -> Result<Vec<Option<media::DecodedFrame>>, PackError> {
+        let codec_id = media::matroska_codec_id(&self.opts.codec);
+        let mut decoder =
+            VideoDecoder::new(codec_id, extradata, 1).map_err(|e| self.media_err(e))?;
+        let mut frames: Vec<Option<media::DecodedFrame>> = (0..n).map(|_| None).collect();
+        let mut take = |decoder: &mut VideoDecoder| -> Result<(), MediaError> {
+            while let Some(f) = decoder.receive()? {
+                if let Some(slot) = usize::try_from(f.pts).ok().and_then(|i| frames.get_mut(i)) {
+                    *slot = Some(f);
+                }
+            }
+            Ok(())
+        };
+        for p in packets {
+            decoder
+                .send(&p.data, p.pts, p.dts, p.keyframe)
+                .map_err(|e| self.media_err(e))?;
+            take(&mut decoder).map_err(|e| self.media_err(e))?;
+        }
+        decoder.send_eof().map_err(|e| self.media_err(e))?;
+        take(&mut decoder).map_err(|e| self.media_err(e))?;
+        Ok(frames)
+    }
+
     fn code(
         &mut self,
         batch: Vec<Ready>,
         writer: &mut ArchiveWriter,
-    ) -> Result<Vec<(usize, Outcome)>, PackError> {
+    ) -> Result<Vec<TileDone>, PackError> {
+        let fail_all = |batch: Vec<Ready>, outcome: &dyn Fn() -> Outcome| {
+            batch
+                .into_iter()
+                .map(|r| TileDone {
+                    job: r.job,
+                    outcome: outcome(),
+                    pixels: None,
+                })
+                .collect()
+        };
+        // Alpha planes first: lossless, one try; their bytes count against the budget.
+        let alpha_gop = if batch.iter().any(|r| r.alpha.is_some()) {
+            match self.code_alpha(&batch)? {
+                Ok(a) => Some(a),
+                Err(reason) => {
+                    log::warn!(
+                        "{}: frames {}..: {reason}",
+                        self.track_name,
+                        self.next_frame
+                    );
+                    return Ok(fail_all(batch, &|| Outcome::Failed(reason.clone())));
+                }
+            }
+        } else {
+            None
+        };
+        let alpha_bytes = alpha_gop.as_ref().map_or(0, |a| a.bytes);
         // The rate settings to try, best compression first.
         let mut attempts: Vec<(Option<f32>, Option<u32>)> = Vec::new();
         match (self.opts.qp, self.opts.target) {
@@ -559,18 +874,32 @@ impl GopCoder<'_> {
             (None, None) => attempts.push((self.opts.crf, None)),
             (None, Some(target)) => attempts.extend(target.ladder.iter().map(|&c| (Some(c), None))),
         }
-        let original: u64 = batch.iter().map(|r| r.entry.original_size).sum();
+        // A tile of a huge image weighs its share (by area) of the original file.
+        let share = |r: &Ready, bytes: u64| -> u64 {
+            let t = r.entry.tiles[r.job.tile];
+            let area = u128::from(t.width) * u128::from(t.height);
+            let whole = (u128::from(r.entry.width) * u128::from(r.entry.height)).max(1);
+            (u128::from(bytes) * area / whole) as u64
+        };
+        let original: u64 = batch.iter().map(|r| share(r, r.entry.original_size)).sum();
         // Metadata blocks are stored beside the frames: they count against the budget too.
         let metadata: u64 = batch
             .iter()
-            .flat_map(|r| r.entry.metadata.iter())
-            .map(|m| match m {
-                archive::MetaBlock::JpegSegment { data, .. }
-                | archive::MetaBlock::PngChunk { data, .. }
-                | archive::MetaBlock::Trailer(data) => data.len() as u64 + 8,
+            .map(|r| {
+                let bytes = r
+                    .entry
+                    .metadata
+                    .iter()
+                    .map(|m| match m {
+                        archive::MetaBlock::JpegSegment { data, .. }
+                        | archive::MetaBlock::PngChunk { data, .. }
+                        | archive::MetaBlock::Trailer(data) => data.len() as u64 + 8,
+                    })
+                    .sum();
+                share(r, bytes)
             })
             .sum();
-        let budget = original.saturating_sub(metadata);
+        let budget = original.saturating_sub(metadata + alpha_bytes);
         let mut last = None;
         let mut n = 0;
         while n < attempts.len() {
@@ -581,7 +910,7 @@ impl GopCoder<'_> {
                 Attempt::TooBig(coded) => {
                     // Higher quality only costs more: the original files are the better deal.
                     let reason = format!(
-                        "{SMALLER_AS_IS} ({coded} coded bytes and {metadata} of metadata vs {original} for the group of {})",
+                        "{SMALLER_AS_IS} ({coded} coded bytes, {alpha_bytes} of alpha and {metadata} of metadata vs {original} for the group of {})",
                         batch.len()
                     );
                     log::debug!(
@@ -589,10 +918,7 @@ impl GopCoder<'_> {
                         self.track_name,
                         self.next_frame
                     );
-                    return Ok(batch
-                        .into_iter()
-                        .map(|r| (r.item, Outcome::Smaller(reason.clone())))
-                        .collect());
+                    return Ok(fail_all(batch, &|| Outcome::Smaller(reason.clone())));
                 }
                 Attempt::HeadersDiffer => {
                     log::debug!(
@@ -635,10 +961,29 @@ impl GopCoder<'_> {
         }
         let Some((packets, judged)) = last else {
             let reason = "could not be coded with this track's stream headers".to_string();
-            return Ok(batch
-                .into_iter()
-                .map(|r| (r.item, Outcome::Failed(reason.clone())))
-                .collect());
+            return Ok(fail_all(batch, &|| Outcome::Failed(reason.clone())));
+        };
+        let alpha_base = match (&mut self.alpha, alpha_gop) {
+            (Some(alpha), Some(gop)) => {
+                let base = alpha.next_frame;
+                if base == 0 {
+                    writer.set_extradata(alpha.t, alpha.extradata.clone().unwrap_or_default())?;
+                }
+                for p in &gop.packets {
+                    let pts = u64::try_from(p.pts)
+                        .map_err(|_| PackError::Pipeline(format!("negative pts {}", p.pts)))?;
+                    writer.write_packet(
+                        alpha.t,
+                        &p.data,
+                        base + pts,
+                        base as i64 + p.dts,
+                        p.keyframe,
+                    )?;
+                }
+                alpha.next_frame += batch.iter().filter(|r| r.alpha.is_some()).count() as u64;
+                base
+            }
+            _ => 0,
         };
         let base = self.next_frame;
         if base == 0 {
@@ -651,22 +996,34 @@ impl GopCoder<'_> {
             writer.write_packet(self.t, &p.data, base + pts, base as i64 + p.dts, p.keyframe)?;
         }
         self.next_frame += batch.len() as u64;
+        let mut alpha_frame = alpha_base;
         Ok(batch
             .into_iter()
             .zip(judged)
             .enumerate()
             .map(|(k, (mut ready, j))| {
-                if let Some(tile) = ready.entry.tiles.first_mut() {
-                    tile.frame = base + k as u64;
+                let tile = ready.job.tile;
+                if let Some(t) = ready.entry.tiles.get_mut(tile) {
+                    t.frame = base + k as u64;
+                }
+                if ready.alpha.is_some() {
+                    if let Some(a) = ready.entry.alpha.get_mut(tile) {
+                        a.frame = alpha_frame;
+                    }
+                    alpha_frame += 1;
                 }
                 ready.entry.rendered = j.rendered;
                 ready.entry.score = j.score.map(|s| s as f32);
-                (ready.item, Outcome::Image(ready.entry))
+                TileDone {
+                    job: ready.job,
+                    outcome: Outcome::Image(ready.entry),
+                    pixels: j.pixels,
+                }
             })
             .collect())
     }
 
-    /// Codes the batch once; returns its packets and each image's served file and score.
+    /// Codes the batch once; returns its packets and each tile's served file and score.
     fn attempt(
         &mut self,
         batch: &[Ready],
@@ -693,39 +1050,29 @@ impl GopCoder<'_> {
         if coded >= budget {
             return Ok(Attempt::TooBig(coded));
         }
+        let frames = self.decode_back(&extradata, &packets, batch.len())?;
 
-        let codec_id = media::matroska_codec_id(&self.opts.codec);
-        let mut decoder =
-            VideoDecoder::new(codec_id, &extradata, 1).map_err(|e| self.media_err(e))?;
-        let mut frames: Vec<Option<media::DecodedFrame>> = (0..batch.len()).map(|_| None).collect();
-        let mut take = |decoder: &mut VideoDecoder| -> Result<(), MediaError> {
-            while let Some(f) = decoder.receive()? {
-                if let Some(slot) = usize::try_from(f.pts).ok().and_then(|i| frames.get_mut(i)) {
-                    *slot = Some(f);
-                }
-            }
-            Ok(())
-        };
-        for p in &packets {
-            decoder
-                .send(&p.data, p.pts, p.dts, p.keyframe)
-                .map_err(|e| self.media_err(e))?;
-            take(&mut decoder).map_err(|e| self.media_err(e))?;
-        }
-        decoder.send_eof().map_err(|e| self.media_err(e))?;
-        take(&mut decoder).map_err(|e| self.media_err(e))?;
-        drop(decoder);
-
-        // Render and score each image, in parallel.
+        // Render and score each tile, in parallel.
         let scoring = self.opts.target.is_some();
         let (cw, ch) = (self.cw, self.ch);
         let judge = |r: &Ready, f: &Option<media::DecodedFrame>| -> Result<Judged, PackError> {
             let f = f.as_ref().ok_or_else(|| {
                 PackError::Pipeline("a frame did not come back from the decoder".into())
             })?;
-            let tile = r.entry.tiles[0];
-            let decoded = pixels::extract(&f.rgb, cw, ch, tile.width, tile.height, tile.rotated)
-                .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))?;
+            let tile = r.entry.tiles[r.job.tile];
+            let cut = |canvas: &[u8]| {
+                pixels::extract(canvas, cw, ch, tile.width, tile.height, tile.rotated)
+                    .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))
+            };
+            // Alpha is lossless (checked when it was coded): the original's is the decoded one.
+            let alpha = match &r.alpha {
+                Some(c) => Some(pixels::first_channel(&cut(c)?)),
+                None => None,
+            };
+            let decoded = Picture {
+                rgb: cut(&f.rgb)?,
+                alpha: alpha.clone(),
+            };
             let file =
                 render::render(&r.entry, &decoded, OutputFormat::Original).map_err(|error| {
                     PackError::Render {
@@ -733,13 +1080,15 @@ impl GopCoder<'_> {
                         error,
                     }
                 })?;
+            let keep = (r.job.tiles > 1).then(|| decoded.clone());
             let score = if scoring {
-                let original =
-                    pixels::extract(&r.canvas, cw, ch, tile.width, tile.height, tile.rotated)
-                        .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))?;
+                let original = Picture {
+                    rgb: cut(&r.canvas)?,
+                    alpha,
+                };
                 let served = served_pixels(&r.entry, &file, decoded)?;
                 Some(
-                    quality::score(&original, &served)
+                    quality::score_picture(&original, &served)
                         .map_err(|e| PackError::Pipeline(format!("scoring: {e}")))?
                         .ssimulacra2,
                 )
@@ -752,6 +1101,7 @@ impl GopCoder<'_> {
                     hash: xxh3_64(&file),
                 },
                 score,
+                pixels: keep,
             })
         };
         let workers = thread::available_parallelism()
@@ -786,33 +1136,81 @@ impl GopCoder<'_> {
 }
 
 /// The pixels a user gets from a served file: for lossy formats, the file decoded again.
-fn served_pixels(
-    entry: &ImageEntry,
-    file: &[u8],
-    decoded: image::RgbImage,
-) -> Result<image::RgbImage, PackError> {
+fn served_pixels(entry: &ImageEntry, file: &[u8], decoded: Picture) -> Result<Picture, PackError> {
     match (entry.format, entry.color) {
-        (ImageFormat::Jpeg, _) | (_, ColorModel::Grey) => Ok(image::load_from_memory(file)
-            .map_err(|e| PackError::Pipeline(format!("rendered file does not decode: {e}")))?
-            .to_rgb8()),
+        (ImageFormat::Jpeg, _) | (_, ColorModel::Grey) => Ok(Picture::from_dynamic(
+            image::load_from_memory(file)
+                .map_err(|e| PackError::Pipeline(format!("rendered file does not decode: {e}")))?,
+        )),
         _ => Ok(decoded),
     }
 }
 
-/// Reads, hashes and decodes one image, and places it on the canvas.
-fn load(
-    item: &Item,
-    probe: &Probe,
-    track: usize,
-    rotated: bool,
-    cw: u32,
-    ch: u32,
-) -> Result<(Box<ImageEntry>, Vec<u8>), String> {
+/// Cuts tile `job.tile` out of a decoded image and places it (and its alpha) on canvases.
+fn prepare(d: &Decoded, job: Job, t: usize, alpha_t: Option<usize>, cw: u32, ch: u32) -> Ready {
+    let grid = pixels::tile_grid(d.entry.width, d.entry.height);
+    let (x, y, w, h) = grid
+        .get(job.tile)
+        .copied()
+        .unwrap_or((0, 0, d.entry.width, d.entry.height));
+    let tiles: Vec<Tile> = grid
+        .iter()
+        .map(|&(x, y, width, height)| Tile {
+            track: t as u32,
+            frame: 0,
+            x,
+            y,
+            width,
+            height,
+            rotated: job.rotated,
+        })
+        .collect();
+    let mut entry = Box::new(d.entry.clone());
+    entry.alpha = match (&d.alpha, alpha_t) {
+        (Some(_), Some(ta)) => tiles
+            .iter()
+            .map(|tile| Tile {
+                track: ta as u32,
+                ..*tile
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    entry.tiles = tiles;
+    let whole = grid.len() == 1;
+    let canvas = if whole {
+        pixels::place(&d.rgb, job.rotated, cw, ch)
+    } else {
+        let part = image::imageops::crop_imm(&d.rgb, x, y, w, h).to_image();
+        pixels::place(&part, job.rotated, cw, ch)
+    };
+    let alpha = match (&d.alpha, alpha_t) {
+        (Some(a), Some(_)) => {
+            let part = if whole {
+                pixels::grey_to_rgb(a)
+            } else {
+                pixels::grey_to_rgb(&image::imageops::crop_imm(a, x, y, w, h).to_image())
+            };
+            Some(pixels::place(&part, job.rotated, cw, ch))
+        }
+        _ => None,
+    };
+    Ready {
+        job,
+        entry,
+        canvas,
+        alpha,
+    }
+}
+
+/// Reads, hashes and decodes one image.
+fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
     let Probe::Image {
         format,
         width,
         height,
         color,
+        alpha,
     } = *probe
     else {
         return Err("not an image".into());
@@ -862,13 +1260,22 @@ fn load(
             decoded.height()
         ));
     }
+    if decoded.color().has_alpha() != alpha {
+        return Err("the image's alpha channel differs from its header".into());
+    }
     // `into_*` reuses the decoded buffer when it already has the right layout (no copy of a
     // 12 MP photo on the hot path).
-    let rgb = match color {
-        ColorModel::Grey => image::DynamicImage::ImageLuma8(decoded.into_luma8()).into_rgb8(),
-        ColorModel::Rgb => decoded.into_rgb8(),
+    let (rgb, alpha) = match (color, alpha) {
+        (ColorModel::Grey, false) => (
+            image::DynamicImage::ImageLuma8(decoded.into_luma8()).into_rgb8(),
+            None,
+        ),
+        (ColorModel::Rgb, false) => (decoded.into_rgb8(), None),
+        (_, true) => {
+            let pic = Picture::from_dynamic(decoded);
+            (pic.rgb, pic.alpha)
+        }
     };
-    let canvas = pixels::place(&rgb, rotated, cw, ch);
     let entry = ImageEntry {
         format,
         color,
@@ -876,21 +1283,13 @@ fn load(
         height,
         original_size: bytes.len() as u64,
         original_hash: xxh3_64(&bytes),
-        tiles: vec![Tile {
-            track: track as u32,
-            frame: 0,
-            x: 0,
-            y: 0,
-            width,
-            height,
-            rotated,
-        }],
+        tiles: Vec::new(),
         alpha: Vec::new(),
         metadata,
         rendered: Rendered { size: 0, hash: 0 },
         score: None,
     };
-    Ok((Box::new(entry), canvas))
+    Ok(Decoded { entry, rgb, alpha })
 }
 
 /// Limits for decoding untrusted images: sizes beyond the video path are refused early.

@@ -4,7 +4,7 @@
 //! portrait (so portrait photos share landscape canvases), and the rest of the canvas is
 //! filled by repeating the image's last column and last row: cheap to code, unlike black.
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
 /// Canvas side for an image side: rounded up to a ladder of sizes with steps of at most
 /// 1/16 of the side (at least 16), so similar sizes share a track and waste stays under ~6 %
@@ -76,6 +76,115 @@ pub fn extract(canvas: &[u8], cw: u32, ch: u32, w: u32, h: u32, rotated: bool) -
     })
 }
 
+/// Decoded pixels of one image: colour, and the alpha plane when the original had one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picture {
+    pub rgb: RgbImage,
+    pub alpha: Option<GrayImage>,
+}
+
+impl Picture {
+    pub fn opaque(rgb: RgbImage) -> Self {
+        Picture { rgb, alpha: None }
+    }
+
+    /// Colour and (when it has one) alpha of a decoded image file, at 8 bits.
+    pub fn from_dynamic(img: image::DynamicImage) -> Self {
+        if !img.color().has_alpha() {
+            return Picture::opaque(img.into_rgb8());
+        }
+        let rgba = img.into_rgba8();
+        let (w, h) = rgba.dimensions();
+        let mut rgb = Vec::with_capacity(w as usize * h as usize * 3);
+        let mut alpha = Vec::with_capacity(w as usize * h as usize);
+        for px in rgba.as_raw().chunks_exact(4) {
+            rgb.extend_from_slice(&px[..3]);
+            alpha.push(px[3]);
+        }
+        Picture {
+            rgb: RgbImage::from_raw(w, h, rgb).unwrap_or_default(),
+            alpha: GrayImage::from_raw(w, h, alpha),
+        }
+    }
+
+    /// The image as seen over a uniform background of grey level `bg` (what a viewer shows):
+    /// alpha-weighted, rounded. Opaque pictures come back as they are.
+    pub fn over(&self, bg: u8) -> std::borrow::Cow<'_, RgbImage> {
+        let Some(alpha) = &self.alpha else {
+            return std::borrow::Cow::Borrowed(&self.rgb);
+        };
+        let mut out = self.rgb.clone();
+        for (px, a) in out.as_mut().chunks_exact_mut(3).zip(alpha.as_raw()) {
+            let a = u32::from(*a);
+            for c in px {
+                *c = ((u32::from(*c) * a + u32::from(bg) * (255 - a) + 127) / 255) as u8;
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// A grey plane as an RGB image with R = G = B (how alpha planes travel through the video
+/// path: the colour conversion keeps grey exactly, so lossless coding keeps them exactly).
+pub fn grey_to_rgb(g: &GrayImage) -> RgbImage {
+    let mut raw = Vec::with_capacity(g.as_raw().len() * 3);
+    for &v in g.as_raw() {
+        raw.extend_from_slice(&[v, v, v]);
+    }
+    RgbImage::from_raw(g.width(), g.height(), raw).unwrap_or_default()
+}
+
+/// The first channel of an RGB image (the alpha plane of a grey canvas).
+pub fn first_channel(rgb: &RgbImage) -> GrayImage {
+    let raw = rgb.as_raw().chunks_exact(3).map(|p| p[0]).collect();
+    GrayImage::from_raw(rgb.width(), rgb.height(), raw).unwrap_or_default()
+}
+
+/// Largest tile side: images beyond it (or beyond `MAX_TILE_PIXELS`) are split into tiles
+/// coded as separate frames, so that no frame exceeds what H.264 level 6 allows
+/// (139,264 macroblocks, 8,192 px on a side in practice) and one frame's memory stays bounded.
+pub const MAX_TILE_SIDE: u32 = 4096;
+/// Largest tile area (16.8 MP: a 24 MP photo becomes two tiles).
+pub const MAX_TILE_PIXELS: u64 = 1 << 24;
+
+/// Rectangles (x, y, width, height) covering a `width`×`height` image: one when it is small
+/// enough, else a grid of near-equal tiles, row by row.
+pub fn tile_grid(width: u32, height: u32) -> Vec<(u32, u32, u32, u32)> {
+    let mut cols = width.div_ceil(MAX_TILE_SIDE).max(1);
+    let mut rows = height.div_ceil(MAX_TILE_SIDE).max(1);
+    // Split the longer tile side further until the area fits too.
+    while u64::from(width.div_ceil(cols)) * u64::from(height.div_ceil(rows)) > MAX_TILE_PIXELS {
+        if width.div_ceil(cols) >= height.div_ceil(rows) {
+            cols += 1;
+        } else {
+            rows += 1;
+        }
+    }
+    let edges = |len: u32, n: u32| -> Vec<u32> {
+        (0..=n)
+            .map(|i| (u64::from(len) * u64::from(i) / u64::from(n)) as u32)
+            .collect()
+    };
+    let (xs, ys) = (edges(width, cols), edges(height, rows));
+    let mut out = Vec::with_capacity((cols * rows) as usize);
+    for r in 0..rows as usize {
+        for c in 0..cols as usize {
+            out.push((xs[c], ys[r], xs[c + 1] - xs[c], ys[r + 1] - ys[r]));
+        }
+    }
+    out
+}
+
+/// Copies `src` into `dst` with its top-left corner at (x, y) (clipped to `dst`).
+pub fn paste<P: image::Pixel>(
+    dst: &mut image::ImageBuffer<P, Vec<P::Subpixel>>,
+    src: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    x: u32,
+    y: u32,
+) {
+    image::imageops::replace(dst, src, i64::from(x), i64::from(y));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +201,46 @@ mod tests {
         }
         assert_eq!(ladder(1920), 1920);
         assert_eq!(ladder(1080), 1088);
+    }
+
+    #[test]
+    fn tiles_cover_the_image_within_limits() {
+        for &(w, h) in &[
+            (1u32, 1u32),
+            (4096, 4096),
+            (4097, 10),
+            (6000, 4000),
+            (20000, 300),
+            (12000, 9000),
+            (65535, 3),
+        ] {
+            let tiles = tile_grid(w, h);
+            let area: u64 = tiles.iter().map(|t| u64::from(t.2) * u64::from(t.3)).sum();
+            assert_eq!(area, u64::from(w) * u64::from(h), "{w}x{h}");
+            for &(x, y, tw, th) in &tiles {
+                assert!(tw <= MAX_TILE_SIDE && th <= MAX_TILE_SIDE, "{w}x{h}");
+                assert!(u64::from(tw) * u64::from(th) <= MAX_TILE_PIXELS);
+                assert!(x + tw <= w && y + th <= h && tw > 0 && th > 0);
+            }
+        }
+        assert_eq!(tile_grid(6000, 4000).len(), 2);
+        assert_eq!(tile_grid(4000, 3000).len(), 1);
+    }
+
+    #[test]
+    fn compositing_weights_by_alpha() {
+        let rgb = RgbImage::from_pixel(2, 1, image::Rgb([200, 100, 0]));
+        let alpha = GrayImage::from_raw(2, 1, vec![255, 0]).unwrap();
+        let p = Picture {
+            rgb,
+            alpha: Some(alpha),
+        };
+        assert_eq!(p.over(0).get_pixel(0, 0).0, [200, 100, 0]);
+        assert_eq!(p.over(255).get_pixel(1, 0).0, [255, 255, 255]);
+        let back = first_channel(&grey_to_rgb(
+            &GrayImage::from_raw(1, 2, vec![7, 9]).unwrap(),
+        ));
+        assert_eq!(back.as_raw(), &vec![7, 9]);
     }
 
     #[test]

@@ -139,6 +139,71 @@ pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
     }
 }
 
+/// Scores of a picture that may have alpha: what a viewer shows is the image over some
+/// background, so it is scored over black and over white and the worse counts. PSNR too.
+pub fn score_picture(
+    original: &crate::pixels::Picture,
+    distorted: &crate::pixels::Picture,
+) -> Result<Scores, QualityError> {
+    if original.alpha.is_none() && distorted.alpha.is_none() {
+        return score(&original.rgb, &distorted.rgb);
+    }
+    let dark = score(&original.over(0), &distorted.over(0))?;
+    let light = score(&original.over(255), &distorted.over(255))?;
+    Ok(Scores {
+        ssimulacra2: dark.ssimulacra2.min(light.ssimulacra2),
+        psnr: dark.psnr.min(light.psnr),
+    })
+}
+
+/// Largest difference between two alpha planes (255 when one is missing or sizes differ).
+pub fn alpha_max_diff(a: Option<&image::GrayImage>, b: Option<&image::GrayImage>) -> u8 {
+    match (a, b) {
+        (None, None) => 0,
+        (Some(a), Some(b)) if a.dimensions() == b.dimensions() => a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap_or(0),
+        _ => 255,
+    }
+}
+
+/// Half-width of the band scored across each seam between tiles.
+pub const SEAM_BAND: u32 = 64;
+
+/// The worst SSIMULACRA2 of the bands across the inner edges of `tiles` (x, y, w, h): a seam
+/// that shows would score low there even when every tile scores well. None without seams.
+pub fn seam_score(
+    original: &RgbImage,
+    distorted: &RgbImage,
+    tiles: &[(u32, u32, u32, u32)],
+) -> Result<Option<f64>, QualityError> {
+    let (w, h) = original.dimensions();
+    let mut worst: Option<f64> = None;
+    let mut bands = Vec::new();
+    for &(x, y, tw, th) in tiles {
+        if x > 0 {
+            // A vertical seam at x, along this tile's height.
+            let x0 = x.saturating_sub(SEAM_BAND);
+            bands.push((x0, y, (x + SEAM_BAND).min(w) - x0, th));
+        }
+        if y > 0 {
+            let y0 = y.saturating_sub(SEAM_BAND);
+            bands.push((x, y0, tw, (y + SEAM_BAND).min(h) - y0));
+        }
+    }
+    for (x, y, bw, bh) in bands {
+        let a = image::imageops::crop_imm(original, x, y, bw, bh).to_image();
+        let b = image::imageops::crop_imm(distorted, x, y, bw, bh).to_image();
+        let s = score(&a, &b)?.ssimulacra2;
+        worst = Some(worst.map_or(s, |v: f64| v.min(s)));
+    }
+    Ok(worst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 use crate::archive::{ColorModel, ImageEntry, ImageFormat, MetaBlock};
 use crate::meta;
+use crate::pixels::Picture;
 use image::RgbImage;
 use std::io::Cursor;
 
@@ -36,16 +37,17 @@ pub enum RenderError {
     TooLarge(u32, u32),
 }
 
-/// Renders `rgb` (the decoded image, original size) as the file for `entry`.
+/// Renders `pic` (the decoded image, original size) as the file for `entry`.
 pub fn render(
     entry: &ImageEntry,
-    rgb: &RgbImage,
+    pic: &Picture,
     format: OutputFormat,
 ) -> Result<Vec<u8>, RenderError> {
     let target = match format {
         OutputFormat::Png => ImageFormat::Png,
         OutputFormat::Original => entry.format,
     };
+    let rgb = &pic.rgb;
     let grey = entry.color == ColorModel::Grey;
     let pixels: std::borrow::Cow<'_, [u8]> = if grey {
         std::borrow::Cow::Owned(to_luma(rgb))
@@ -53,8 +55,44 @@ pub fn render(
         std::borrow::Cow::Borrowed(rgb.as_raw())
     };
     let (w, h) = rgb.dimensions();
+    // JPEG has no alpha (and a JPEG original never had one).
+    if let (Some(alpha), false) = (&pic.alpha, target == ImageFormat::Jpeg) {
+        if alpha.dimensions() != (w, h) {
+            return Err(RenderError::TooLarge(alpha.width(), alpha.height()));
+        }
+        let channels = if grey { 1 } else { 3 };
+        let mut with_alpha = Vec::with_capacity(pixels.len() / channels * (channels + 1));
+        for (px, &a) in pixels.chunks_exact(channels).zip(alpha.as_raw()) {
+            with_alpha.extend_from_slice(px);
+            with_alpha.push(a);
+        }
+        return match target {
+            ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP => {
+                let fmt = match target {
+                    ImageFormat::Bmp => image::ImageFormat::Bmp,
+                    ImageFormat::Tiff => image::ImageFormat::Tiff,
+                    _ => image::ImageFormat::WebP,
+                };
+                // These writers take RGBA only (grey + alpha goes out as RGBA).
+                let rgba = if grey {
+                    with_alpha
+                        .chunks_exact(2)
+                        .flat_map(|p| [p[0], p[0], p[0], p[1]])
+                        .collect()
+                } else {
+                    with_alpha
+                };
+                let img =
+                    image::RgbaImage::from_raw(w, h, rgba).ok_or(RenderError::TooLarge(w, h))?;
+                let mut out = Cursor::new(Vec::new());
+                image::DynamicImage::ImageRgba8(img).write_to(&mut out, fmt)?;
+                Ok(out.into_inner())
+            }
+            _ => png_file(&with_alpha, w, h, grey, true, &entry.metadata),
+        };
+    }
     match target {
-        ImageFormat::Png => png_file(&pixels, w, h, grey, &entry.metadata),
+        ImageFormat::Png => png_file(&pixels, w, h, grey, false, &entry.metadata),
         ImageFormat::Jpeg => {
             let (w16, h16) = match (u16::try_from(w), u16::try_from(h)) {
                 (Ok(a), Ok(b)) => (a, b),
@@ -82,7 +120,7 @@ pub fn render(
                 ImageFormat::Tiff => image::ImageFormat::Tiff,
                 ImageFormat::WebP => image::ImageFormat::WebP,
                 // Formats we do not write come out as PNG.
-                _ => return png_file(&pixels, w, h, grey, &entry.metadata),
+                _ => return png_file(&pixels, w, h, grey, false, &entry.metadata),
             };
             let img = if grey {
                 image::DynamicImage::ImageLuma8(
@@ -104,15 +142,17 @@ fn png_file(
     w: u32,
     h: u32,
     grey: bool,
+    alpha: bool,
     metadata: &[MetaBlock],
 ) -> Result<Vec<u8>, RenderError> {
     let mut buf = Vec::with_capacity(pixels.len() / 2 + 1024);
     {
         let mut enc = png::Encoder::new(&mut buf, w, h);
-        enc.set_color(if grey {
-            png::ColorType::Grayscale
-        } else {
-            png::ColorType::Rgb
+        enc.set_color(match (grey, alpha) {
+            (true, false) => png::ColorType::Grayscale,
+            (true, true) => png::ColorType::GrayscaleAlpha,
+            (false, false) => png::ColorType::Rgb,
+            (false, true) => png::ColorType::Rgba,
         });
         enc.set_depth(png::BitDepth::Eight);
         enc.set_compression(png::Compression::Fast);

@@ -175,12 +175,12 @@ pub fn unpack(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let write_image = |i: usize, rgb: image::RgbImage| {
+    let write_image = |i: usize, pic: crate::pixels::Picture| {
         let e = &index.entries[i];
         let (EntryKind::Image(img), Some(target)) = (&e.kind, &targets[i]) else {
             return;
         };
-        let result = render::render(img, &rgb, opts.format)
+        let result = render::render(img, &pic, opts.format)
             .map_err(|err| err.to_string())
             .and_then(|bytes| {
                 write_whole(target, &bytes, e, opts.force).map_err(|err| err.to_string())?;

@@ -2,6 +2,7 @@
 
 use crate::archive::{Archive, EntryKind};
 use crate::frames::{self, FrameError};
+use crate::pixels::Picture;
 use crate::quality;
 use crate::render::{self, OutputFormat};
 use crate::unpack::safe_relative;
@@ -14,6 +15,10 @@ pub struct ImageScore {
     pub path: String,
     pub ssimulacra2: f64,
     pub psnr: f64,
+    /// For images with alpha: the largest difference of the served alpha from the original's.
+    pub alpha_max_diff: Option<u8>,
+    /// For images coded in tiles: the worst score of the bands across the seams.
+    pub seam: Option<f64>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -32,6 +37,12 @@ pub struct Summary {
     pub p10: f64,
     pub mean: f64,
     pub min_psnr: f64,
+    /// Images with alpha, and the largest alpha difference among them.
+    pub alpha_images: usize,
+    pub alpha_max_diff: u8,
+    /// Images coded in tiles, and the worst seam-band score among them.
+    pub tiled_images: usize,
+    pub min_seam: Option<f64>,
 }
 
 impl VerifyReport {
@@ -52,6 +63,19 @@ impl VerifyReport {
                 .iter()
                 .map(|i| i.psnr)
                 .fold(f64::INFINITY, f64::min),
+            alpha_images: self
+                .images
+                .iter()
+                .filter(|i| i.alpha_max_diff.is_some())
+                .count(),
+            alpha_max_diff: self
+                .images
+                .iter()
+                .filter_map(|i| i.alpha_max_diff)
+                .max()
+                .unwrap_or(0),
+            tiled_images: self.images.iter().filter(|i| i.seam.is_some()).count(),
+            min_seam: self.images.iter().filter_map(|i| i.seam).reduce(f64::min),
         })
     }
 
@@ -64,16 +88,15 @@ impl VerifyReport {
     }
 }
 
-fn load_original(path: &Path) -> Result<image::RgbImage, String> {
+fn load_original(path: &Path) -> Result<Picture, String> {
     let mut reader = image::ImageReader::open(path)
         .map_err(|e| format!("original: {e}"))?
         .with_guessed_format()
         .map_err(|e| format!("original: {e}"))?;
     reader.limits(crate::pack::decode_limits());
-    Ok(reader
-        .decode()
-        .map_err(|e| format!("original: {e}"))?
-        .to_rgb8())
+    Ok(Picture::from_dynamic(
+        reader.decode().map_err(|e| format!("original: {e}"))?,
+    ))
 }
 
 /// Decodes every image as unpack would give it back and scores it against `originals`.
@@ -118,7 +141,7 @@ pub fn verify(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let score_image = |i: usize, rgb: image::RgbImage| {
+    let score_image = |i: usize, pic: Picture| {
         let e = &index.entries[i];
         let EntryKind::Image(img) = &e.kind else {
             return;
@@ -126,19 +149,39 @@ pub fn verify(
         let result = (|| -> Result<ImageScore, String> {
             let rel = safe_relative(&e.path).ok_or("unsafe path")?;
             let original = load_original(&originals.join(rel))?;
-            let file = render::render(img, &rgb, format).map_err(|e| e.to_string())?;
-            let served = image::load_from_memory(&file)
-                .map_err(|e| format!("rendered file does not decode: {e}"))?
-                .to_rgb8();
-            let s = quality::score(&original, &served).map_err(|e| e.to_string())?;
+            let file = render::render(img, &pic, format).map_err(|e| e.to_string())?;
+            drop(pic);
+            let served = Picture::from_dynamic(
+                image::load_from_memory(&file)
+                    .map_err(|e| format!("rendered file does not decode: {e}"))?,
+            );
+            let s = quality::score_picture(&original, &served).map_err(|e| e.to_string())?;
+            let tiles: Vec<_> = img
+                .tiles
+                .iter()
+                .map(|t| (t.x, t.y, t.width, t.height))
+                .collect();
+            let seam = quality::seam_score(&original.over(0), &served.over(0), &tiles)
+                .map_err(|e| e.to_string())?;
             Ok(ImageScore {
                 path: e.path_lossy(),
                 ssimulacra2: s.ssimulacra2,
                 psnr: s.psnr,
+                alpha_max_diff: original
+                    .alpha
+                    .as_ref()
+                    .map(|a| quality::alpha_max_diff(Some(a), served.alpha.as_ref())),
+                seam,
             })
         })();
         match result {
             Ok(score) => {
+                if let Some(d) = score.alpha_max_diff.filter(|&d| d > 0) {
+                    problem(
+                        e.path_lossy(),
+                        format!("alpha differs from the original (by up to {d})"),
+                    );
+                }
                 if let Ok(mut r) = report.lock() {
                     r.images.push(score);
                 }

@@ -30,6 +30,8 @@ struct Info<'a> {
     /// SSIMULACRA2 measured at pack time over the images coded as video.
     pack_score_min: Option<f32>,
     pack_score_mean: Option<f32>,
+    /// Tracks (1-based) that hold alpha planes, coded losslessly.
+    alpha_tracks: Vec<usize>,
     /// Share of coded pixels that are canvas padding.
     padding: f64,
 }
@@ -47,14 +49,30 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             _ => None,
         })
         .collect();
+    // Pixels of images (colour tiles and alpha planes) in the coded frames.
     let image_pixels: u64 = idx
         .entries
         .iter()
         .filter_map(|e| match &e.kind {
-            EntryKind::Image(img) => Some(u64::from(img.width) * u64::from(img.height)),
+            EntryKind::Image(img) => Some(
+                img.tiles
+                    .iter()
+                    .chain(&img.alpha)
+                    .map(|t| u64::from(t.width) * u64::from(t.height))
+                    .sum::<u64>(),
+            ),
             _ => None,
         })
         .sum();
+    let alpha_tracks: std::collections::BTreeSet<usize> = idx
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Image(img) => Some(img.alpha.iter().map(|t| t.track as usize)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     let canvas_pixels: u64 = idx
         .tracks
         .iter()
@@ -71,6 +89,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             .iter()
             .map(|t| (t.width, t.height, t.packets.len()))
             .collect(),
+        alpha_tracks: alpha_tracks.iter().map(|t| t + 1).collect(),
         entries: idx.entries.len(),
         images: count(|k| matches!(k, EntryKind::Image(_))),
         verbatim: count(|k| matches!(k, EntryKind::Verbatim { .. })),
@@ -111,7 +130,12 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     let frames: usize = info.tracks.iter().map(|t| t.2).sum();
     println!("tracks:     {} ({} frames)", info.tracks.len(), frames);
     for (i, (w, h, n)) in info.tracks.iter().enumerate() {
-        println!("  track {:<3} {w}x{h}, {n} frames", i + 1);
+        let alpha = if info.alpha_tracks.contains(&(i + 1)) {
+            ", alpha planes (lossless)"
+        } else {
+            ""
+        };
+        println!("  track {:<3} {w}x{h}, {n} frames{alpha}", i + 1);
     }
     println!(
         "entries:    {} ({} images as video, {} files kept as is, {} folders, {} symlinks)",

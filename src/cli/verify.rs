@@ -36,7 +36,13 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     let worst = report.worst(5);
     let below = a
         .min_score
-        .map(|m| report.images.iter().filter(|i| i.ssimulacra2 < m).count())
+        .map(|m| {
+            report
+                .images
+                .iter()
+                .filter(|i| i.ssimulacra2 < m || i.seam.is_some_and(|s| s < m))
+                .count()
+        })
         .unwrap_or(0);
     if a.json {
         let v = serde_json::json!({
@@ -58,6 +64,18 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
                     "{} images: SSIMULACRA2 min {:.2} / p10 {:.2} / mean {:.2}; PSNR min {:.2} dB",
                     s.count, s.min, s.p10, s.mean, s.min_psnr
                 );
+                if s.alpha_images > 0 {
+                    println!(
+                        "{} images with alpha: largest alpha difference {}",
+                        s.alpha_images, s.alpha_max_diff
+                    );
+                }
+                if let Some(seam) = s.min_seam {
+                    println!(
+                        "{} images coded in tiles: worst seam band SSIMULACRA2 {:.2}",
+                        s.tiled_images, seam
+                    );
+                }
                 println!("worst:");
                 for w in &worst {
                     println!("  {:>7.2} {:>7.2} dB  {}", w.ssimulacra2, w.psnr, w.path);

@@ -5,9 +5,9 @@ pub mod source;
 
 use crate::archive::{Archive, EntryKind, ImageEntry, Index, ReadError};
 use crate::media::{DecodedFrame, MediaError, VideoDecoder};
-use crate::pixels;
-use image::RgbImage;
-use std::collections::HashMap;
+use crate::pixels::{self, Picture};
+use image::{GrayImage, RgbImage};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{mpsc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,168 +26,410 @@ pub enum FrameError {
     Internal(String),
 }
 
-/// Which entries use which frame of a track: (track, frame) → entry indices.
-pub fn frame_users(index: &Index) -> HashMap<(usize, u64), Vec<usize>> {
-    let mut map: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+/// Which plane of an image a tile holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Plane {
+    Color,
+    Alpha,
+}
+
+/// One use of a decoded frame: tile `tile` of `plane` of entry `entry`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Use {
+    pub entry: usize,
+    pub plane: Plane,
+    pub tile: usize,
+}
+
+/// Pixels of one tile, as taken out of its frame.
+pub enum Piece {
+    Color(RgbImage),
+    Alpha(GrayImage),
+}
+
+impl Piece {
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Piece::Color(p) => p.as_raw().len() as u64,
+            Piece::Alpha(p) => p.as_raw().len() as u64,
+        }
+    }
+}
+
+/// Which entries use which frame of a track: (track, frame) → uses.
+pub fn frame_users(index: &Index) -> HashMap<(usize, u64), Vec<Use>> {
+    let mut map: HashMap<(usize, u64), Vec<Use>> = HashMap::new();
     for (i, e) in index.entries.iter().enumerate() {
         if let EntryKind::Image(img) = &e.kind {
-            for tile in &img.tiles {
-                map.entry((tile.track as usize, tile.frame))
-                    .or_default()
-                    .push(i);
+            let planes = [(Plane::Color, &img.tiles), (Plane::Alpha, &img.alpha)];
+            for (plane, tiles) in planes {
+                for (k, tile) in tiles.iter().enumerate() {
+                    map.entry((tile.track as usize, tile.frame))
+                        .or_default()
+                        .push(Use {
+                            entry: i,
+                            plane,
+                            tile: k,
+                        });
+                }
             }
         }
     }
     map
 }
 
-/// The image of `entry` from the decoded frame that holds it (single-tile images).
-pub fn image_from_frame(entry: &ImageEntry, frame: &DecodedFrame) -> Result<RgbImage, FrameError> {
-    let tile = entry.tiles.first().ok_or(FrameError::BadTile)?;
-    pixels::extract(
+/// An image held by one frame whole, without alpha: its pixels need no assembly.
+pub fn is_simple(img: &ImageEntry) -> bool {
+    img.tiles.len() == 1 && img.alpha.is_empty()
+}
+
+/// Takes the tile `u` refers to out of its decoded frame.
+pub fn piece_from_frame(
+    img: &ImageEntry,
+    u: Use,
+    frame: &DecodedFrame,
+) -> Result<Piece, FrameError> {
+    let tiles = match u.plane {
+        Plane::Color => &img.tiles,
+        Plane::Alpha => &img.alpha,
+    };
+    let tile = tiles.get(u.tile).ok_or(FrameError::BadTile)?;
+    let rgb = pixels::extract(
         &frame.rgb,
         frame.width,
         frame.height,
-        entry.width,
-        entry.height,
+        tile.width,
+        tile.height,
         tile.rotated,
     )
-    .ok_or(FrameError::BadTile)
+    .ok_or(FrameError::BadTile)?;
+    Ok(match u.plane {
+        Plane::Color => Piece::Color(rgb),
+        Plane::Alpha => Piece::Alpha(pixels::first_channel(&rgb)),
+    })
 }
 
-/// Decodes every frame of track `t` in order and hands each to `on_frame`.
+/// The image of a single-tile entry from the decoded frame that holds it.
+pub fn image_from_frame(entry: &ImageEntry, frame: &DecodedFrame) -> Result<RgbImage, FrameError> {
+    let u = Use {
+        entry: 0,
+        plane: Plane::Color,
+        tile: 0,
+    };
+    match piece_from_frame(entry, u, frame)? {
+        Piece::Color(rgb) => Ok(rgb),
+        Piece::Alpha(_) => Err(FrameError::BadTile),
+    }
+}
+
+/// An image being put together from its tiles (colour and alpha).
+pub struct Assembly {
+    pic: Picture,
+    /// Tiles not yet placed, per plane.
+    missing: HashSet<(Plane, usize)>,
+}
+
+impl Assembly {
+    /// Limit on the pixels of an image assembled from tiles (the index is untrusted).
+    const MAX_PIXELS: u64 = 1 << 28;
+
+    pub fn new(img: &ImageEntry) -> Result<Self, FrameError> {
+        if u64::from(img.width) * u64::from(img.height) > Self::MAX_PIXELS {
+            return Err(FrameError::BadTile);
+        }
+        let mut missing = HashSet::new();
+        missing.extend((0..img.tiles.len()).map(|k| (Plane::Color, k)));
+        missing.extend((0..img.alpha.len()).map(|k| (Plane::Alpha, k)));
+        Ok(Assembly {
+            pic: Picture {
+                rgb: RgbImage::new(img.width, img.height),
+                alpha: (!img.alpha.is_empty()).then(|| GrayImage::new(img.width, img.height)),
+            },
+            missing,
+        })
+    }
+
+    /// Places one tile; returns the picture once every tile is in.
+    pub fn add(&mut self, img: &ImageEntry, u: Use, piece: &Piece) -> Option<Picture> {
+        let tile = match u.plane {
+            Plane::Color => img.tiles.get(u.tile),
+            Plane::Alpha => img.alpha.get(u.tile),
+        };
+        if let Some(tile) = tile {
+            match (piece, &mut self.pic.alpha) {
+                (Piece::Color(p), _) => pixels::paste(&mut self.pic.rgb, p, tile.x, tile.y),
+                (Piece::Alpha(p), Some(a)) => pixels::paste(a, p, tile.x, tile.y),
+                (Piece::Alpha(_), None) => {}
+            }
+            self.missing.remove(&(u.plane, u.tile));
+        }
+        if self.missing.is_empty() {
+            Some(std::mem::replace(
+                &mut self.pic,
+                Picture::opaque(RgbImage::new(0, 0)),
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// The frames of one track in presentation order, decoded as they are asked for.
 ///
 /// A damaged or unreadable packet does not stop the track: decoding resumes at the next
-/// keyframe, and the frames lost are returned.
+/// keyframe, and the frames lost are reported by `lost`.
+pub struct TrackFrames<'a> {
+    archive: &'a Archive,
+    t: usize,
+    decoder: VideoDecoder,
+    next: usize,
+    skipping: bool,
+    eof_sent: bool,
+    expected: BTreeSet<u64>,
+    ready: VecDeque<DecodedFrame>,
+}
+
+impl<'a> TrackFrames<'a> {
+    pub fn new(archive: &'a Archive, t: usize, threads: usize) -> Result<Self, FrameError> {
+        let track = archive.index.tracks.get(t).ok_or(FrameError::NoTrack(t))?;
+        Ok(TrackFrames {
+            archive,
+            t,
+            decoder: VideoDecoder::new(&track.codec, &track.extradata, threads)?,
+            next: 0,
+            skipping: false,
+            eof_sent: false,
+            expected: track.packets.iter().map(|p| p.pts).collect(),
+            ready: VecDeque::new(),
+        })
+    }
+
+    /// The next frame that decodes, or None at the end of the track.
+    pub fn next_frame(&mut self) -> Result<Option<DecodedFrame>, FrameError> {
+        let packets = &self.archive.index.tracks[self.t].packets;
+        loop {
+            if let Some(f) = self.ready.pop_front() {
+                return Ok(Some(f));
+            }
+            if self.next < packets.len() {
+                let p = &packets[self.next];
+                self.next += 1;
+                if self.skipping && !p.keyframe {
+                    continue;
+                }
+                self.skipping = false;
+                let sent = self
+                    .archive
+                    .read_packet(p)
+                    .map_err(FrameError::from)
+                    .and_then(|data| {
+                        Ok(self.decoder.send(&data, p.pts as i64, p.dts, p.keyframe)?)
+                    });
+                if let Err(e) = sent.and_then(|()| self.drain()) {
+                    match e {
+                        FrameError::Read(_) | FrameError::Media(_) => {
+                            log::warn!(
+                                "track {}: frame {} unreadable ({e}); resuming at the next keyframe",
+                                self.t + 1,
+                                p.pts
+                            );
+                            self.decoder.reset();
+                            self.skipping = true;
+                        }
+                        other => return Err(other),
+                    }
+                }
+            } else if !self.eof_sent {
+                self.eof_sent = true;
+                if self.decoder.send_eof().is_ok() {
+                    if let Err(e) = self.drain() {
+                        match e {
+                            FrameError::Read(_) | FrameError::Media(_) => {
+                                log::warn!("track {}: damaged frames at the end ({e})", self.t + 1);
+                            }
+                            other => return Err(other),
+                        }
+                    }
+                }
+            } else {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Result<(), FrameError> {
+        while let Some(f) = self.decoder.receive()? {
+            if f.pts >= 0 && self.expected.remove(&(f.pts as u64)) {
+                self.ready.push_back(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames that did not decode (valid once `next_frame` returned None).
+    pub fn lost(&self) -> Vec<u64> {
+        self.expected.iter().copied().collect()
+    }
+}
+
+/// Decodes every frame of track `t` in order and hands each to `on_frame`; returns the
+/// frames lost to damage.
 pub fn decode_track(
     archive: &Archive,
     t: usize,
     threads: usize,
     mut on_frame: impl FnMut(DecodedFrame) -> Result<(), FrameError>,
 ) -> Result<Vec<u64>, FrameError> {
-    let track = archive.index.tracks.get(t).ok_or(FrameError::NoTrack(t))?;
-    let mut decoder = VideoDecoder::new(&track.codec, &track.extradata, threads)?;
-    let mut expected: std::collections::BTreeSet<u64> =
-        track.packets.iter().map(|p| p.pts).collect();
-    let mut skipping = false;
-    let mut i = 0;
-    while i < track.packets.len() {
-        let p = &track.packets[i];
-        i += 1;
-        if skipping && !p.keyframe {
-            continue;
-        }
-        skipping = false;
-        let sent = archive
-            .read_packet(p)
-            .map_err(FrameError::from)
-            .and_then(|data| Ok(decoder.send(&data, p.pts as i64, p.dts, p.keyframe)?));
-        let received = sent.and_then(|()| drain(&mut decoder, &mut expected, &mut on_frame));
-        if let Err(e) = received {
-            match e {
-                FrameError::Read(_) | FrameError::Media(_) => {
-                    log::warn!(
-                        "track {}: frame {} unreadable ({e}); resuming at the next keyframe",
-                        t + 1,
-                        p.pts
-                    );
-                    decoder.reset();
-                    skipping = true;
-                }
-                other => return Err(other),
-            }
-        }
+    let mut frames = TrackFrames::new(archive, t, threads)?;
+    while let Some(f) = frames.next_frame()? {
+        on_frame(f)?;
     }
-    if decoder.send_eof().is_ok() {
-        if let Err(e) = drain(&mut decoder, &mut expected, &mut on_frame) {
-            match e {
-                FrameError::Read(_) | FrameError::Media(_) => {
-                    log::warn!("track {}: damaged frames at the end ({e})", t + 1);
-                }
-                other => return Err(other),
-            }
-        }
-    }
-    Ok(expected.into_iter().collect())
+    Ok(frames.lost())
 }
 
-fn drain(
-    decoder: &mut VideoDecoder,
-    expected: &mut std::collections::BTreeSet<u64>,
-    on_frame: &mut impl FnMut(DecodedFrame) -> Result<(), FrameError>,
-) -> Result<(), FrameError> {
-    while let Some(f) = decoder.receive()? {
-        let pts = f.pts as u64;
-        if f.pts >= 0 && expected.remove(&pts) {
-            on_frame(f)?;
-        }
-    }
-    Ok(())
-}
-
-/// Decodes every track in order (with `decoder_threads`) and hands the pixels of each coded
-/// image (for which `want` says yes) to `work`, run on `workers` threads while decoding goes on. Returns the images
+/// Decodes every colour track in order (with `decoder_threads`), pulling alpha tracks along
+/// as their planes are needed, and hands the pixels of each coded image (for which `want`
+/// says yes) to `work`, run on `workers` threads while decoding goes on. Returns the images
 /// that could not be had, with the reason (damaged data, a tile outside its frame).
 pub fn each_image(
     archive: &Archive,
     decoder_threads: usize,
     workers: usize,
     want: impl Fn(usize) -> bool + Sync,
-    work: impl Fn(usize, RgbImage) + Sync,
+    work: impl Fn(usize, Picture) + Sync,
 ) -> Result<Vec<(usize, String)>, FrameError> {
     let index = &archive.index;
     let users = frame_users(index);
     let workers = workers.max(1);
-    let failed = Mutex::new(Vec::new());
-    let note = |i: usize, why: String| {
-        if let Ok(mut f) = failed.lock() {
-            f.push((i, why));
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    let mut done: HashSet<usize> = HashSet::new();
+    let color_tracks: BTreeSet<usize> = users
+        .iter()
+        .filter(|(_, us)| us.iter().any(|u| u.plane == Plane::Color))
+        .map(|(&(t, _), _)| t)
+        .collect();
+    let (tx, rx) = mpsc::sync_channel::<(usize, Picture)>(workers * 2);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|s| -> Result<(), FrameError> {
+        for _ in 0..workers {
+            let (rx, work) = (&rx, &work);
+            s.spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok((i, pic)) = job else { return };
+                work(i, pic);
+            });
         }
-    };
-    for t in 0..index.tracks.len() {
-        let (tx, rx) = mpsc::sync_channel::<(usize, RgbImage)>(workers * 2);
-        let rx = Mutex::new(rx);
-        let lost = std::thread::scope(|s| -> Result<Vec<u64>, FrameError> {
-            for _ in 0..workers {
-                let (rx, work) = (&rx, &work);
-                s.spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
+        let tx = tx;
+        let mut pending: HashMap<usize, Assembly> = HashMap::new();
+        let mut alpha_streams: HashMap<usize, TrackFrames<'_>> = HashMap::new();
+        // Takes the pieces of a decoded frame; sends the images that are complete.
+        let take = |t: usize,
+                    frame: &DecodedFrame,
+                    plane: Plane,
+                    pending: &mut HashMap<usize, Assembly>,
+                    failed: &mut Vec<(usize, String)>,
+                    done: &mut HashSet<usize>|
+         -> Result<(), FrameError> {
+            for &u in users
+                .get(&(t, frame.pts as u64))
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                let EntryKind::Image(img) = &index.entries[u.entry].kind else {
+                    continue;
+                };
+                if u.plane != plane || !want(u.entry) || done.contains(&u.entry) {
+                    continue;
+                }
+                let piece = match piece_from_frame(img, u, frame) {
+                    Ok(p) => p,
+                    Err(err) => {
+                        done.insert(u.entry);
+                        pending.remove(&u.entry);
+                        failed.push((u.entry, err.to_string()));
+                        continue;
+                    }
+                };
+                let pic = if is_simple(img) {
+                    match piece {
+                        Piece::Color(rgb) => Some(Picture::opaque(rgb)),
+                        Piece::Alpha(_) => None,
+                    }
+                } else {
+                    let asm = match pending.entry(u.entry) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => match Assembly::new(img) {
+                            Ok(a) => v.insert(a),
+                            Err(err) => {
+                                done.insert(u.entry);
+                                failed.push((u.entry, err.to_string()));
+                                continue;
+                            }
+                        },
                     };
-                    let Ok((i, rgb)) = job else { return };
-                    work(i, rgb);
-                });
+                    asm.add(img, u, &piece)
+                };
+                if let Some(pic) = pic {
+                    pending.remove(&u.entry);
+                    done.insert(u.entry);
+                    tx.send((u.entry, pic))
+                        .map_err(|_| FrameError::Internal("image workers stopped".into()))?;
+                }
             }
-            let tx = tx;
-            decode_track(archive, t, decoder_threads, |frame| {
-                for &i in users
+            Ok(())
+        };
+        for &t in &color_tracks {
+            let mut frames = TrackFrames::new(archive, t, decoder_threads)?;
+            while let Some(frame) = frames.next_frame()? {
+                take(
+                    t,
+                    &frame,
+                    Plane::Color,
+                    &mut pending,
+                    &mut failed,
+                    &mut done,
+                )?;
+                // Alpha planes of the images on this frame: pull their tracks forward to them
+                // (they were coded in the same order, so this stays a step behind at most).
+                let alpha_tiles: Vec<(usize, u64)> = users
                     .get(&(t, frame.pts as u64))
                     .map(Vec::as_slice)
                     .unwrap_or(&[])
-                {
-                    if let EntryKind::Image(img) = &index.entries[i].kind {
-                        if !want(i) {
-                            continue;
+                    .iter()
+                    .filter(|u| u.plane == Plane::Color && pending.contains_key(&u.entry))
+                    .filter_map(|u| match &index.entries[u.entry].kind {
+                        EntryKind::Image(img) => {
+                            img.alpha.get(u.tile).map(|a| (a.track as usize, a.frame))
                         }
-                        match image_from_frame(img, &frame) {
-                            Ok(rgb) => tx.send((i, rgb)).map_err(|_| {
-                                FrameError::Internal("image workers stopped".into())
-                            })?,
-                            Err(err) => note(i, err.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                for (ta, fa) in alpha_tiles {
+                    let stream = match alpha_streams.entry(ta) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(TrackFrames::new(archive, ta, decoder_threads)?)
+                        }
+                    };
+                    while let Some(af) = stream.next_frame()? {
+                        let reached = af.pts as u64 >= fa;
+                        take(ta, &af, Plane::Alpha, &mut pending, &mut failed, &mut done)?;
+                        if reached {
+                            break;
                         }
                     }
                 }
-                Ok(())
-            })
-        })?;
-        for frame in lost {
-            for &i in users.get(&(t, frame)).map(Vec::as_slice).unwrap_or(&[]) {
-                note(i, "image data is damaged: could not decode it".into());
             }
         }
+        Ok(())
+    })?;
+    for (i, e) in index.entries.iter().enumerate() {
+        if matches!(e.kind, EntryKind::Image(_)) && want(i) && !done.contains(&i) {
+            failed.push((i, "image data is damaged: could not decode it".into()));
+        }
     }
-    failed
-        .into_inner()
-        .map_err(|_| FrameError::Internal("lock poisoned".into()))
+    Ok(failed)
 }

@@ -5,11 +5,11 @@
 //!
 //! No FUSE here: `crate::serve` adapts this to the filesystem core.
 
-use super::{image_from_frame, FrameError};
+use super::{is_simple, piece_from_frame, Assembly, FrameError, Piece, Plane, Use};
 use crate::archive::{Archive, EntryKind, Index};
 use crate::media::VideoDecoder;
+use crate::pixels::Picture;
 use crate::render::{self, OutputFormat};
-use image::RgbImage;
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,19 +53,28 @@ pub struct Stats {
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Key {
+    /// The whole decoded image of an entry.
     Pixels(usize),
+    /// One tile of an image that is put together from several (tiles, alpha).
+    Piece(Use),
     File(usize),
 }
 
+#[derive(Clone)]
 enum Value {
-    Pixels(Arc<RgbImage>),
+    Pixels(Arc<Picture>),
+    Piece(Arc<Piece>),
     File(Arc<Vec<u8>>),
 }
 
 impl Value {
     fn bytes(&self) -> u64 {
         match self {
-            Value::Pixels(p) => p.as_raw().len() as u64,
+            Value::Pixels(p) => {
+                p.rgb.as_raw().len() as u64
+                    + p.alpha.as_ref().map_or(0, |a| a.as_raw().len() as u64)
+            }
+            Value::Piece(p) => p.bytes(),
             Value::File(f) => f.len() as u64,
         }
     }
@@ -121,7 +130,7 @@ struct Inner {
     archive: Arc<Archive>,
     opts: SourceOptions,
     maps: Vec<TrackMap>,
-    users: HashMap<(usize, u64), Vec<usize>>,
+    users: HashMap<(usize, u64), Vec<Use>>,
     cache: Mutex<Cache>,
     pool: Mutex<Pool>,
     pool_cv: Condvar,
@@ -335,10 +344,7 @@ impl Drop for FrameSource {
 impl Inner {
     fn cached(&self, key: Key) -> Result<Option<Value>, FrameError> {
         let mut c = lock(&self.cache)?;
-        Ok(c.lru.get(&key).map(|v| match v {
-            Value::Pixels(p) => Value::Pixels(Arc::clone(p)),
-            Value::File(f) => Value::File(Arc::clone(f)),
-        }))
+        Ok(c.lru.get(&key).cloned())
     }
 
     fn file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
@@ -445,13 +451,69 @@ impl Inner {
         Ok(bytes)
     }
 
-    /// Decoded pixels of an image entry.
-    fn pixels(&self, entry: usize) -> Result<Arc<RgbImage>, FrameError> {
+    /// Decoded pixels of an image entry: one frame's worth, or put together from its tiles
+    /// and alpha plane.
+    fn pixels(&self, entry: usize) -> Result<Arc<Picture>, FrameError> {
         let e = &self.archive.index.entries[entry];
         let EntryKind::Image(img) = &e.kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
-        let tile = *img.tiles.first().ok_or(FrameError::BadTile)?;
+        let first = Use {
+            entry,
+            plane: Plane::Color,
+            tile: 0,
+        };
+        if is_simple(img) {
+            return match self.value(Key::Pixels(entry), first)? {
+                Value::Pixels(p) => Ok(p),
+                _ => Err(FrameError::Internal(
+                    "cache holds the wrong kind of value".into(),
+                )),
+            };
+        }
+        if let Some(Value::Pixels(p)) = self.cached(Key::Pixels(entry))? {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(p);
+        }
+        let mut asm = Assembly::new(img)?;
+        let uses = (0..img.tiles.len())
+            .map(|k| (Plane::Color, k))
+            .chain((0..img.alpha.len()).map(|k| (Plane::Alpha, k)));
+        let mut pic = None;
+        for (plane, tile) in uses {
+            let u = Use { entry, plane, tile };
+            let Value::Piece(piece) = self.value(Key::Piece(u), u)? else {
+                return Err(FrameError::Internal(
+                    "cache holds the wrong kind of value".into(),
+                ));
+            };
+            pic = asm.add(img, u, &piece);
+        }
+        let pic = Arc::new(pic.ok_or(FrameError::BadTile)?);
+        let mut cache = lock(&self.cache)?;
+        // The tiles are in the picture now: drop them (their bytes leave the count too).
+        let pieces = (0..img.tiles.len())
+            .map(|k| (Plane::Color, k))
+            .chain((0..img.alpha.len()).map(|k| (Plane::Alpha, k)));
+        for (plane, tile) in pieces {
+            if let Some(v) = cache.lru.pop(&Key::Piece(Use { entry, plane, tile })) {
+                cache.bytes = cache.bytes.saturating_sub(v.bytes());
+            }
+        }
+        cache.insert(Key::Pixels(entry), Value::Pixels(Arc::clone(&pic)));
+        Ok(pic)
+    }
+
+    /// The cached value under `key`, decoding the frame that holds tile `u` when it is not.
+    fn value(&self, key: Key, u: Use) -> Result<Value, FrameError> {
+        let EntryKind::Image(img) = &self.archive.index.entries[u.entry].kind else {
+            return Err(FrameError::Internal("not an image".into()));
+        };
+        let tiles = match u.plane {
+            Plane::Color => &img.tiles,
+            Plane::Alpha => &img.alpha,
+        };
+        let tile = *tiles.get(u.tile).ok_or(FrameError::BadTile)?;
         let (t, f) = (tile.track as usize, tile.frame);
         let gop = *self
             .maps
@@ -459,9 +521,9 @@ impl Inner {
             .and_then(|m| m.gop_of_frame.get(&f))
             .ok_or(FrameError::Missing { track: t, frame: f })?;
         loop {
-            if let Some(Value::Pixels(p)) = self.cached(Key::Pixels(entry))? {
+            if let Some(v) = self.cached(key)? {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(p);
+                return Ok(v);
             }
             // One decode per GOP: wait while another thread decodes this one, then look again.
             {
@@ -477,7 +539,7 @@ impl Inner {
                 }
                 busy.insert((t, gop));
             }
-            let result = self.decode_until(t, gop, f, entry);
+            let result = self.decode_until(t, gop, f, key);
             if let Ok(mut busy) = self.in_flight.lock() {
                 busy.remove(&(t, gop));
             }
@@ -541,13 +603,7 @@ impl Inner {
     /// Decodes track `t` from the keyframe `gop` (or onwards from where a decoder stands)
     /// until frame `f` has come out, caching the pixels of every image decoded on the way.
     /// Returns the pixels of `want` (an entry on frame `f`), whatever the cache keeps.
-    fn decode_until(
-        &self,
-        t: usize,
-        gop: usize,
-        f: u64,
-        want: usize,
-    ) -> Result<Arc<RgbImage>, FrameError> {
+    fn decode_until(&self, t: usize, gop: usize, f: u64, want: Key) -> Result<Value, FrameError> {
         let track = self
             .archive
             .index
@@ -598,13 +654,20 @@ impl Inner {
                     self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
                     let pts = frame.pts as u64;
                     d.last_out = Some(pts);
-                    for &i in self.users.get(&(t, pts)).map(Vec::as_slice).unwrap_or(&[]) {
-                        if let EntryKind::Image(img) = &self.archive.index.entries[i].kind {
-                            let rgb = Arc::new(image_from_frame(img, &frame)?);
-                            if i == want {
-                                wanted = Some(Arc::clone(&rgb));
+                    for &u in self.users.get(&(t, pts)).map(Vec::as_slice).unwrap_or(&[]) {
+                        if let EntryKind::Image(img) = &self.archive.index.entries[u.entry].kind {
+                            let piece = piece_from_frame(img, u, &frame)?;
+                            let (key, value) = match piece {
+                                Piece::Color(rgb) if is_simple(img) => (
+                                    Key::Pixels(u.entry),
+                                    Value::Pixels(Arc::new(Picture::opaque(rgb))),
+                                ),
+                                piece => (Key::Piece(u), Value::Piece(Arc::new(piece))),
+                            };
+                            if key == want {
+                                wanted = Some(value.clone());
                             }
-                            lock(&self.cache)?.insert(Key::Pixels(i), Value::Pixels(rgb));
+                            lock(&self.cache)?.insert(key, value);
                         }
                     }
                     // After the end of the GOP was signalled, drain it whole: the decoder is
@@ -627,7 +690,7 @@ impl Inner {
                 }
             }
         })();
-        let found = |w: Option<Arc<RgbImage>>| w.ok_or(FrameError::Missing { track: t, frame: f });
+        let found = |w: Option<Value>| w.ok_or(FrameError::Missing { track: t, frame: f });
         match result {
             Ok(true) if d.next_packet <= end => {
                 self.give_back(Some(d));

@@ -71,6 +71,15 @@ pub fn edge_album(root: &Path) -> PathBuf {
         Rgba([x as u8 * 5, y as u8 * 6, 100, (x * 5) as u8])
     });
     rgba.save(a.join("alpha.png")).unwrap();
+    // Grey with alpha, and a palette PNG with transparency (tRNS).
+    let la: ImageBuffer<image::LumaA<u8>, Vec<u8>> = ImageBuffer::from_fn(120, 90, |x, y| {
+        image::LumaA([
+            ((x * 2 + y) % 256) as u8,
+            if (x / 10 + y / 10) % 3 == 0 { 0 } else { 255 },
+        ])
+    });
+    la.save(a.join("grey alpha.png")).unwrap();
+    write_palette_png(&a.join("palette.png"), 140, 100);
     // Not images, or broken ones.
     std::fs::write(a.join("notes.txt"), b"hello album\n").unwrap();
     std::fs::write(a.join("empty.jpg"), b"").unwrap();
@@ -82,6 +91,68 @@ pub fn edge_album(root: &Path) -> PathBuf {
     std::fs::create_dir_all(a.join("empty folder")).unwrap();
     std::os::unix::fs::symlink("one.png", a.join("link to one")).unwrap();
     a
+}
+
+/// A palette PNG with four colours, two of them partly or fully transparent.
+pub fn write_palette_png(path: &Path, w: u32, h: u32) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Indexed);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_palette(vec![255, 0, 0, 0, 128, 255, 250, 250, 240, 20, 20, 20]);
+    enc.set_trns(vec![255, 128, 0, 255]);
+    let mut writer = enc.write_header().unwrap();
+    let data: Vec<u8> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            (((x / 7) + (y / 5) * 3) % 4) as u8
+        })
+        .collect();
+    writer.write_image_data(&data).unwrap();
+}
+
+/// Colour and alpha of an image file.
+pub fn picture_of(path: &Path) -> av1pack::pixels::Picture {
+    av1pack::pixels::Picture::from_dynamic(
+        image::ImageReader::open(path)
+            .unwrap()
+            .with_guessed_format()
+            .unwrap()
+            .decode()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+}
+
+/// Asserts that `served` looks like `original` (SSIMULACRA2 at least `floor`, over black and
+/// over white for images with alpha) and that its alpha plane is identical.
+pub fn assert_looks_the_same(original: &Path, served: &Path, floor: f64) {
+    let (a, b) = (picture_of(original), picture_of(served));
+    assert_eq!(
+        a.rgb.dimensions(),
+        b.rgb.dimensions(),
+        "size of {}",
+        served.display()
+    );
+    assert_eq!(
+        a.alpha.is_some(),
+        b.alpha.is_some(),
+        "{}: alpha channel kept",
+        served.display()
+    );
+    assert_eq!(
+        av1pack::quality::alpha_max_diff(a.alpha.as_ref(), b.alpha.as_ref()),
+        0,
+        "{}: alpha differs",
+        served.display()
+    );
+    let s = av1pack::quality::score_picture(&a, &b).unwrap();
+    assert!(
+        s.ssimulacra2 >= floor,
+        "{}: SSIMULACRA2 {:.2} below {floor} (PSNR {:.2})",
+        served.display(),
+        s.ssimulacra2,
+        s.psnr
+    );
 }
 
 /// Every file below `root`, as relative paths.
