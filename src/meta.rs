@@ -102,14 +102,16 @@ pub fn jpeg_end(bytes: &[u8]) -> Option<usize> {
     }
 }
 
-/// Chunks that describe pixels we re-encode (palette, transparency, bit depth) are not kept.
-fn png_chunk_kept(kind: &[u8; 4]) -> bool {
+/// Chunks that describe pixels we re-encode are not kept: palette and transparency chunks,
+/// animation; significant bits and background colour only where the rendered file has the
+/// original's colour type (not for palette originals, which come back as RGB or RGBA).
+fn png_chunk_kept(kind: &[u8; 4], indexed: bool) -> bool {
     let ancillary = kind[0].is_ascii_lowercase();
-    ancillary
-        && !matches!(
-            kind,
-            b"tRNS" | b"bKGD" | b"hIST" | b"sPLT" | b"sBIT" | b"acTL" | b"fcTL" | b"fdAT"
-        )
+    match kind {
+        b"sBIT" | b"bKGD" => !indexed,
+        b"tRNS" | b"hIST" | b"acTL" | b"fcTL" | b"fdAT" => false,
+        _ => ancillary,
+    }
 }
 
 /// Ancillary PNG chunks worth keeping (colour profile, text, EXIF, physical size, time...).
@@ -120,6 +122,8 @@ pub fn png_blocks(bytes: &[u8]) -> Vec<MetaBlock> {
         return blocks;
     }
     let mut pos = SIG.len();
+    let mut indexed = false;
+    let mut keyed = false;
     while pos + 12 <= bytes.len() {
         let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
             as usize;
@@ -138,13 +142,21 @@ pub fn png_blocks(bytes: &[u8]) -> Vec<MetaBlock> {
         if &kind == b"IEND" {
             break;
         }
-        if png_chunk_kept(&kind) {
+        if &kind == b"IHDR" && len >= 10 {
+            indexed = bytes[pos + 8 + 9] == 3;
+        }
+        // A colour-key tRNS turns RGB or grey into RGBA or grey+alpha when rendered.
+        keyed |= &kind == b"tRNS";
+        if png_chunk_kept(&kind, indexed) {
             blocks.push(MetaBlock::PngChunk {
                 kind,
                 data: bytes[pos + 8..pos + 8 + len].to_vec(),
             });
         }
         pos = end;
+    }
+    if keyed {
+        blocks.retain(|b| !matches!(b, MetaBlock::PngChunk { kind, .. } if kind == b"sBIT" || kind == b"bKGD"));
     }
     blocks
 }

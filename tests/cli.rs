@@ -119,6 +119,20 @@ fn coded_images_keep_format_and_metadata() {
     });
     assert!(has_exif);
     assert_eq!(a, b);
+    // exiftool reports the same tags on every coded image and its restored file (file-level
+    // tags aside): EXIF, ICC, XMP, PNG text and significant-bits chunks, alpha PNGs included.
+    let o = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare-tags.py"))
+        .arg(sample_album())
+        .arg(&out)
+        .output()
+        .expect("python3 and exiftool (scripts/install-deps.sh installs exiftool)");
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{report}{}", stderr(&o));
+    assert!(
+        report.contains("9 images, 9 with identical tag sets"),
+        "{report}"
+    );
 }
 
 #[test]
