@@ -39,6 +39,8 @@ pub struct PackOptions {
     pub extra_params: String,
     /// Quality every image must reach (checked at pack time); `None` codes once at `crf`/`qp`.
     pub target: Option<QualityTarget>,
+    /// Pixel-exact: RGB planes coded as they are at QP 0; JPEG files are kept as they are.
+    pub lossless: bool,
 }
 
 impl Default for PackOptions {
@@ -54,9 +56,27 @@ impl Default for PackOptions {
             force: false,
             extra_params: String::new(),
             target: Some(VISUALLY_LOSSLESS),
+            lossless: false,
         }
     }
 }
+
+impl PackOptions {
+    /// Settings for `--quality lossless`: every image comes back pixel for pixel.
+    pub fn lossless() -> Self {
+        PackOptions {
+            crf: None,
+            qp: Some(0),
+            target: None,
+            lossless: true,
+            ..PackOptions::default()
+        }
+    }
+}
+
+/// Why JPEG files are not coded in lossless mode.
+pub const LOSSLESS_KEEPS_JPEG: &str =
+    "lossless mode keeps JPEG files as they are (a re-encoded JPEG is never pixel-exact)";
 
 /// Default CRF at the nominal frame rate below (chosen by measured SSIMULACRA2, see
 /// docs/BENCHMARKS.md).
@@ -166,7 +186,14 @@ pub fn pack(
             Found::File { size } => {
                 report.files += 1;
                 total_bytes += size;
-                probes.push(Some(album::probe(&item.abs)?));
+                let probe = match album::probe(&item.abs)? {
+                    Probe::Image {
+                        format: ImageFormat::Jpeg,
+                        ..
+                    } if opts.lossless => Probe::Verbatim(LOSSLESS_KEEPS_JPEG.into()),
+                    probe => probe,
+                };
+                probes.push(Some(probe));
             }
             Found::Dir => {
                 report.dirs += 1;
@@ -351,7 +378,7 @@ pub fn pack(
             qp: opts.qp,
             gop: opts.gop,
             frame_rate: opts.frame_rate,
-            pix_fmt: "yuvj444p".into(),
+            pix_fmt: if opts.lossless { "gbrp" } else { "yuvj444p" }.into(),
         },
         tracks,
         entries,
@@ -755,6 +782,7 @@ impl GopCoder<'_> {
             threads: self.opts.threads,
             lookahead,
             extra_params: params,
+            rgb: self.opts.lossless,
         }
     }
 
@@ -933,6 +961,15 @@ impl GopCoder<'_> {
                 .iter()
                 .filter_map(|j| j.score)
                 .fold(f64::INFINITY, f64::min);
+            if self.opts.lossless && worst < 100.0 {
+                let reason = "lossless coding did not give the pixels back exactly".to_string();
+                log::warn!(
+                    "{}: frames {}..: {reason}",
+                    self.track_name,
+                    self.next_frame
+                );
+                return Ok(fail_all(batch, &|| Outcome::Failed(reason.clone())));
+            }
             let target = self.opts.target.map_or(f64::NEG_INFINITY, |t| t.min_score);
             if worst >= target || final_try {
                 if worst < target {
@@ -1054,6 +1091,7 @@ impl GopCoder<'_> {
 
         // Render and score each tile, in parallel.
         let scoring = self.opts.target.is_some();
+        let lossless = self.opts.lossless;
         let (cw, ch) = (self.cw, self.ch);
         let judge = |r: &Ready, f: &Option<media::DecodedFrame>| -> Result<Judged, PackError> {
             let f = f.as_ref().ok_or_else(|| {
@@ -1081,7 +1119,11 @@ impl GopCoder<'_> {
                     }
                 })?;
             let keep = (r.job.tiles > 1).then(|| decoded.clone());
-            let score = if scoring {
+            let score = if lossless {
+                // Pixel-exact or not: no perceptual score needed.
+                let exact = decoded.rgb == cut(&r.canvas)?;
+                Some(if exact { 100.0 } else { 0.0 })
+            } else if scoring {
                 let original = Picture {
                     rgb: cut(&r.canvas)?,
                     alpha,

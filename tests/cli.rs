@@ -189,6 +189,7 @@ fn edge_cases_round_trip() {
         ("truncated.jpg", "truncated JPEG"),
         ("empty.jpg", "empty file"),
         ("sixteen-bit.png", "more than 8 bits"),
+        ("animated.gif", "GIF"),
         ("notes.txt", "not an image"),
     ] {
         let lines: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
@@ -201,6 +202,15 @@ fn edge_cases_round_trip() {
     assert_same_tree(&album, &out, 90.0);
     let grey = image::open(out.join("grey.png")).unwrap();
     assert_eq!(grey.color(), image::ColorType::L8, "grey stays grey");
+    // Transparency survives in every kind of PNG that has it (alpha compared exactly above).
+    for (name, color) in [
+        ("alpha.png", image::ColorType::Rgba8),
+        ("grey alpha.png", image::ColorType::La8),
+        ("palette.png", image::ColorType::Rgba8),
+    ] {
+        let img = image::open(out.join(name)).unwrap();
+        assert_eq!(img.color(), color, "{name}");
+    }
     assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
 }
 
@@ -622,5 +632,113 @@ fn huge_images_are_tiled_without_seams() {
             (w, h),
             "{name}"
         );
+    }
+}
+
+#[test]
+fn exif_orientation_travels_with_unturned_pixels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    let photo = album.join("turned.jpg");
+    std::fs::copy(sample_album().join("2005/skagen.jpg"), &photo).unwrap();
+    // Mark the photo "rotate 90° clockwise to display" (EXIF Orientation 6).
+    let o = std::process::Command::new("exiftool")
+        .args(["-q", "-overwrite_original", "-n", "-Orientation=6"])
+        .arg(&photo)
+        .output()
+        .expect("exiftool (scripts/install-deps.sh installs it)");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let archive = tmp.path().join("a.mkv");
+    let o = run(&[
+        os("pack"),
+        os("--crf"),
+        os("18"),
+        album.as_os_str(),
+        archive.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    let back = out.join("turned.jpg");
+    assert_ne!(
+        std::fs::read(&photo).unwrap(),
+        std::fs::read(&back).unwrap()
+    );
+    let orientation = |p: &Path| {
+        let o = std::process::Command::new("exiftool")
+            .args(["-s3", "-n", "-Orientation"])
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(orientation(&back), "6");
+    // The pixels are stored as the file holds them: same dimensions, not turned twice.
+    assert_eq!(
+        image::image_dimensions(&back).unwrap(),
+        image::image_dimensions(&photo).unwrap()
+    );
+    let s = quality::score(&rgb_of(&photo), &rgb_of(&back)).unwrap();
+    assert!(s.ssimulacra2 > 70.0, "{s:?}");
+}
+
+#[test]
+fn lossless_quality_gives_every_pixel_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(sample_album())
+        .arg(&album)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // A burst of near-identical frames: where lossless video pays.
+    std::fs::create_dir_all(album.join("burst")).unwrap();
+    for i in 0..6u32 {
+        let mut img = pattern(320, 200, 3);
+        for y in 50..90 {
+            for x in (20 + i * 30)..(60 + i * 30) {
+                img.put_pixel(x, y, image::Rgb([250, 30, (i * 40) as u8]));
+            }
+        }
+        img.save(album.join(format!("burst/{i}.png"))).unwrap();
+    }
+    let archive = tmp.path().join("a.mkv");
+    let o = run(&[
+        os("pack"),
+        os("--quality"),
+        os("lossless"),
+        album.as_os_str(),
+        archive.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bar55.jpg (lossless mode keeps JPEG files as they are"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[os("info"), os("--json"), archive.as_os_str()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["settings"]["pix_fmt"], "gbrp");
+    assert!(
+        v["images"].as_u64().unwrap() >= 6,
+        "the burst is coded: {v}"
+    );
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    for rel in files(&album) {
+        let (a, b) = (album.join(&rel), out.join(&rel));
+        if !a.is_file() {
+            continue;
+        }
+        let (ba, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        if ba == bb {
+            continue;
+        }
+        assert!(image::guess_format(&ba).is_ok(), "{}", rel.display());
+        // Coded images: the same pixels and the same alpha, exactly.
+        assert_eq!(picture_of(&a), picture_of(&b), "{}", rel.display());
     }
 }

@@ -22,6 +22,9 @@ pub enum Quality {
     VisuallyLossless,
     /// Every image scores at least 80 (very high quality, smaller archives).
     High,
+    /// Every image comes back pixel for pixel (RGB coded as it is at QP 0); JPEG files, which
+    /// no re-encoding gives back exactly, are kept as they are.
+    Lossless,
 }
 
 /// Pack a folder into an archive.
@@ -85,20 +88,31 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     if a.threads == 0 || a.threads > 64 {
         bail!("--threads {}: must be between 1 and 64", a.threads);
     }
+    let lossless = matches!(a.quality, Quality::Lossless);
+    if lossless && (a.crf.is_some() || a.qp.is_some()) {
+        bail!("--quality lossless sets the rate itself: leave out --crf and --qp");
+    }
     let target = match (a.crf, a.qp, a.quality) {
         (Some(_), _, _) | (_, Some(_), _) => None,
         (None, None, Quality::VisuallyLossless) => Some(pack::VISUALLY_LOSSLESS),
         (None, None, Quality::High) => Some(pack::HIGH),
+        (None, None, Quality::Lossless) => None,
     };
+    let qp = if lossless { Some(0) } else { a.qp };
     let opts = PackOptions {
         target,
-        crf: a.crf.or(Some(pack::DEFAULT_CRF)),
-        qp: a.qp,
+        crf: if lossless {
+            None
+        } else {
+            a.crf.or(Some(pack::DEFAULT_CRF))
+        },
+        qp,
         gop: a.gop,
         preset: a.preset,
         threads: a.threads,
         force: a.force,
         extra_params: a.x264_params,
+        lossless,
         ..PackOptions::default()
     };
     let bar = Bar::new("packing", g.quiet);

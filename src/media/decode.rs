@@ -98,12 +98,15 @@ impl VideoDecoder {
             Err(e) => return Err(MediaError::Decode(e)),
         }
         let f = &self.frame;
-        if !matches!(f.format(), Pixel::YUV444P | Pixel::YUVJ444P) {
-            return Err(MediaError::BadFrame(format!(
-                "pixel format {:?} (expected 4:4:4)",
-                f.format()
-            )));
-        }
+        let gbr = match f.format() {
+            Pixel::YUV444P | Pixel::YUVJ444P => false,
+            Pixel::GBRP => true,
+            other => {
+                return Err(MediaError::BadFrame(format!(
+                    "pixel format {other:?} (expected 4:4:4)"
+                )))
+            }
+        };
         let (w, h) = (f.width() as usize, f.height() as usize);
         let pts = f.pts().or_else(|| f.timestamp()).unwrap_or(-1);
         let mut rgb = vec![0u8; w * h * 3];
@@ -116,7 +119,16 @@ impl VideoDecoder {
             else {
                 return Err(MediaError::BadFrame("plane shorter than the frame".into()));
             };
-            color::ycbcr_to_rgb_row(y, cb, cr, out);
+            if gbr {
+                // Planes hold G, B, R as they are (lossless RGB coding).
+                for (i, px) in out.chunks_exact_mut(3).enumerate() {
+                    px[0] = cr[i];
+                    px[1] = y[i];
+                    px[2] = cb[i];
+                }
+            } else {
+                color::ycbcr_to_rgb_row(y, cb, cr, out);
+            }
         }
         Ok(Some(DecodedFrame {
             pts,

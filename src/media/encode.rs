@@ -21,6 +21,9 @@ pub struct EncoderConfig {
     pub lookahead: u32,
     /// Extra `key=value:key=value` options for x264/x265.
     pub extra_params: String,
+    /// Code the R, G, B planes as they are (GBR order, identity matrix) instead of converting
+    /// to YCbCr: with QP 0 this is pixel-exact RGB.
+    pub rgb: bool,
 }
 
 /// One coded frame as it leaves the encoder.
@@ -40,6 +43,7 @@ pub struct VideoEncoder {
     next_pts: i64,
     width: u32,
     height: u32,
+    rgb: bool,
 }
 
 impl VideoEncoder {
@@ -64,7 +68,11 @@ impl VideoEncoder {
         enc.set_height(cfg.height);
         enc.set_format(Pixel::YUV444P);
         enc.set_color_range(ffmpeg_next::color::Range::JPEG);
-        enc.set_colorspace(ffmpeg_next::color::Space::BT470BG);
+        enc.set_colorspace(if cfg.rgb {
+            ffmpeg_next::color::Space::RGB
+        } else {
+            ffmpeg_next::color::Space::BT470BG
+        });
         enc.set_time_base(Rational::new(1, cfg.frame_rate as i32));
         enc.set_frame_rate(Some(Rational::new(cfg.frame_rate as i32, 1)));
         enc.set_gop(cfg.gop.max(1));
@@ -99,6 +107,7 @@ impl VideoEncoder {
             next_pts: 0,
             width: cfg.width,
             height: cfg.height,
+            rgb: cfg.rgb,
         })
     }
 
@@ -142,12 +151,21 @@ impl VideoEncoder {
         // Writes straight into the frame's planes.
         let (p0, p1, p2) = planes_mut(&mut self.frame);
         for (row, src) in rgb.chunks_exact(w * 3).enumerate() {
-            color::rgb_to_ycbcr_row(
-                src,
+            let (y, cb, cr) = (
                 &mut p0[row * strides[0]..row * strides[0] + w],
                 &mut p1[row * strides[1]..row * strides[1] + w],
                 &mut p2[row * strides[2]..row * strides[2] + w],
             );
+            if self.rgb {
+                // H.264's GBR order: G in the first plane, then B, then R.
+                for (i, px) in src.chunks_exact(3).enumerate() {
+                    y[i] = px[1];
+                    cb[i] = px[2];
+                    cr[i] = px[0];
+                }
+            } else {
+                color::rgb_to_ycbcr_row(src, y, cb, cr);
+            }
         }
         self.frame.set_pts(Some(self.next_pts));
         self.frame.set_color_range(ffmpeg_next::color::Range::JPEG);

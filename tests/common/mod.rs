@@ -80,6 +80,19 @@ pub fn edge_album(root: &Path) -> PathBuf {
     });
     la.save(a.join("grey alpha.png")).unwrap();
     write_palette_png(&a.join("palette.png"), 140, 100);
+    // An animated GIF (three frames): kept byte for byte.
+    {
+        let file = std::fs::File::create(a.join("animated.gif")).unwrap();
+        let mut enc = image::codecs::gif::GifEncoder::new(file);
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite)
+            .unwrap();
+        for i in 0..3u32 {
+            let frame = image::RgbaImage::from_fn(40, 30, |x, y| {
+                image::Rgba([(x * 6) as u8, (y * 8) as u8, (i * 80) as u8, 255])
+            });
+            enc.encode_frame(image::Frame::new(frame)).unwrap();
+        }
+    }
     // Not images, or broken ones.
     std::fs::write(a.join("notes.txt"), b"hello album\n").unwrap();
     std::fs::write(a.join("empty.jpg"), b"").unwrap();
