@@ -156,6 +156,39 @@ pub fn score_picture(
     })
 }
 
+/// Scores an image coded in tiles the way pack does: each tile's region on its own (the worst
+/// counts), so that the regions scored are the same at pack time and in `verify`. Images in one
+/// tile are scored whole.
+pub fn score_tiled(
+    original: &crate::pixels::Picture,
+    distorted: &crate::pixels::Picture,
+    tiles: &[(u32, u32, u32, u32)],
+) -> Result<Scores, QualityError> {
+    if tiles.len() <= 1 {
+        return score_picture(original, distorted);
+    }
+    let crop =
+        |p: &crate::pixels::Picture, &(x, y, w, h): &(u32, u32, u32, u32)| crate::pixels::Picture {
+            rgb: image::imageops::crop_imm(&p.rgb, x, y, w, h).to_image(),
+            alpha: p
+                .alpha
+                .as_ref()
+                .map(|a| image::imageops::crop_imm(a, x, y, w, h).to_image()),
+        };
+    let mut worst: Option<Scores> = None;
+    for t in tiles {
+        let s = score_picture(&crop(original, t), &crop(distorted, t))?;
+        worst = Some(match worst {
+            None => s,
+            Some(w) => Scores {
+                ssimulacra2: w.ssimulacra2.min(s.ssimulacra2),
+                psnr: w.psnr.min(s.psnr),
+            },
+        });
+    }
+    worst.ok_or(QualityError::Dimensions(0, 0, 0, 0))
+}
+
 /// Largest difference between two alpha planes (255 when one is missing or sizes differ).
 pub fn alpha_max_diff(a: Option<&image::GrayImage>, b: Option<&image::GrayImage>) -> u8 {
     match (a, b) {

@@ -155,12 +155,21 @@ pub fn verify(
                 image::load_from_memory(&file)
                     .map_err(|e| format!("rendered file does not decode: {e}"))?,
             );
-            let s = quality::score_picture(&original, &served).map_err(|e| e.to_string())?;
             let tiles: Vec<_> = img
                 .tiles
                 .iter()
                 .map(|t| (t.x, t.y, t.width, t.height))
                 .collect();
+            if original.rgb.dimensions() != served.rgb.dimensions() {
+                return Err(format!(
+                    "served image is {}x{}, the original {}x{}",
+                    served.rgb.width(),
+                    served.rgb.height(),
+                    original.rgb.width(),
+                    original.rgb.height()
+                ));
+            }
+            let s = quality::score_tiled(&original, &served, &tiles).map_err(|e| e.to_string())?;
             let seam = quality::seam_score(&original.over(0), &served.over(0), &tiles)
                 .map_err(|e| e.to_string())?;
             Ok(ImageScore {
