@@ -22,6 +22,9 @@ PACKAGES=(
   ffmpeg
   fuse3
   libimage-exiftool-perl
+  mpv
+  zip
+  p7zip-full
 )
 PACKAGES+=("$@")
 

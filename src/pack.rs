@@ -38,6 +38,9 @@ pub struct PackOptions {
     pub extra_params: String,
     /// Quality every image must reach (checked at pack time); `None` codes once at `crf`/`qp`.
     pub target: Option<QualityTarget>,
+    /// How long each image is shown when the archive plays as a slideshow, in milliseconds
+    /// (container timestamps only: the encoder still runs at `frame_rate`).
+    pub slide_ms: u64,
 }
 
 impl Default for PackOptions {
@@ -53,6 +56,7 @@ impl Default for PackOptions {
             force: false,
             extra_params: String::new(),
             target: Some(VISUALLY_LOSSLESS),
+            slide_ms: DEFAULT_SLIDE_MS,
         }
     }
 }
@@ -68,6 +72,8 @@ pub const BASE_X264_PARAMS: &str = "deblock=-3,-3";
 pub const DEFAULT_GOP: u32 = 8;
 /// Nominal frame rate told to x264 (its CRF depends on it).
 pub const DEFAULT_FRAME_RATE: u32 = 25;
+/// Default time each image is shown when the archive plays as a slideshow.
+pub const DEFAULT_SLIDE_MS: u64 = 3000;
 /// Largest run of bytes after a JPEG image kept alongside it (more keeps the file verbatim).
 const MAX_TRAILER: usize = 64 << 10;
 /// Memory x264 may spend on look-ahead frames, in bytes of canvas.
@@ -218,6 +224,7 @@ pub fn pack(
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "album".into());
     let mut writer = ArchiveWriter::create(tmp_file, blobs, specs, opts.frame_rate, &title)?;
+    writer.set_frame_duration_ms(opts.slide_ms);
 
     // Non-images first: streamed into the attachment area.
     let mut kinds: Vec<Option<EntryKind>> = vec![None; items.len()];

@@ -5,7 +5,9 @@ mod info;
 mod ls;
 mod mount;
 mod pack;
+mod play;
 mod progress;
+mod shell;
 mod umount;
 mod unpack;
 mod verify;
@@ -57,6 +59,9 @@ pub enum Command {
     Verify(verify::Args),
     Mount(mount::Args),
     Umount(umount::Args),
+    Play(play::Args),
+    Completions(shell::CompletionsArgs),
+    Man(shell::ManArgs),
 }
 
 /// Options every subcommand sees.
@@ -82,6 +87,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify(a) => verify::run(a, g),
         Command::Mount(a) => mount::run(a, g),
         Command::Umount(a) => umount::run(a, g),
+        Command::Play(a) => play::run(a, g),
+        Command::Completions(a) => shell::completions(a, g),
+        Command::Man(a) => shell::man(a, g),
     }
 }
 
