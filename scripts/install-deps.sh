@@ -25,6 +25,7 @@ PACKAGES=(
   mpv
   zip
   p7zip-full
+  fonts-dejavu-core
 )
 PACKAGES+=("$@")
 
