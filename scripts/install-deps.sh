@@ -26,6 +26,8 @@ PACKAGES=(
   zip
   p7zip-full
   fonts-dejavu-core
+  libglib2.0-bin
+  libgdk-pixbuf2.0-bin
 )
 PACKAGES+=("$@")
 

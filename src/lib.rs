@@ -15,5 +15,6 @@ pub mod quality;
 pub mod render;
 pub mod report;
 pub mod serve;
+pub mod thumbs;
 pub mod unpack;
 pub mod verify;

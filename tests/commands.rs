@@ -11,7 +11,7 @@ fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
-const SUBCOMMANDS: [&str; 11] = [
+const SUBCOMMANDS: [&str; 12] = [
     "pack",
     "unpack",
     "ls",
@@ -23,6 +23,7 @@ const SUBCOMMANDS: [&str; 11] = [
     "report",
     "completions",
     "man",
+    "thumbnails",
 ];
 
 fn pack_sample(dest: &Path) {
@@ -271,4 +272,97 @@ fn report_draws_png_charts_and_refuses_other_formats() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("chart.gif"), "{}", stderr(&o));
     assert!(stderr(&o).contains(".svg or .png"), "{}", stderr(&o));
+}
+
+/// `gio info` (GLib, as GNOME Files uses it) on `files`: each file's thumbnail path and
+/// whether GLib considers it current.
+fn gio_thumbnails(cache_home: &Path, files: &[std::path::PathBuf]) -> Vec<(String, bool)> {
+    let o = std::process::Command::new("gio")
+        .env("XDG_CACHE_HOME", cache_home)
+        .args(["info", "-a", "thumbnail::path,thumbnail::is-valid"])
+        .args(files)
+        .output()
+        .expect("gio is installed by scripts/install-deps.sh");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut out = Vec::new();
+    for block in text.split("uri: ").skip(1) {
+        let path = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("thumbnail::path: "))
+            .unwrap_or("")
+            .to_string();
+        let valid = block.contains("thumbnail::is-valid: TRUE");
+        out.push((path, valid));
+    }
+    out
+}
+
+#[test]
+fn thumbnails_are_found_by_glib_for_every_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack_sample(&archive);
+    // Characters that URIs escape, so the MD5 key must match GLib's own.
+    let folder = tmp.path().join("un packed #1 (é)");
+    let o = run(&[os("unpack"), archive.as_os_str(), folder.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cache_home = tmp.path().join("cache");
+    let o = bin()
+        .env("XDG_CACHE_HOME", &cache_home)
+        .args([os("thumbnails"), archive.as_os_str(), folder.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let ls = run(&[os("ls"), os("--json"), archive.as_os_str()]);
+    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let mut images = Vec::new();
+    let mut others = Vec::new();
+    for e in ls.as_array().unwrap() {
+        let p = folder.join(e["path"].as_str().unwrap());
+        match e["kind"].as_str().unwrap() {
+            "image" => images.push((p, e.clone())),
+            "file" if e["reason"] != "not an image" => images.push((p, e.clone())),
+            "file" => others.push(p),
+            _ => {}
+        }
+    }
+    assert!(images.len() >= 8, "{images:?}");
+    let paths: Vec<_> = images.iter().map(|(p, _)| p.clone()).collect();
+    let found = gio_thumbnails(&cache_home, &paths);
+    assert_eq!(found.len(), images.len());
+    for ((path, _), (thumb, valid)) in images.iter().zip(&found) {
+        assert!(
+            thumb.starts_with(cache_home.join("thumbnails").to_str().unwrap()),
+            "{}: {thumb}",
+            path.display()
+        );
+        assert!(
+            valid,
+            "{}: GLib finds the thumbnail out of date",
+            path.display()
+        );
+        // Upright and at most 256 px on its longest side, like the original.
+        let t = image::open(thumb).unwrap();
+        let orig = image::open(path).unwrap();
+        assert_eq!(
+            t.width().max(t.height()),
+            orig.width().max(orig.height()).min(256),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            t.width() >= t.height(),
+            orig.width() >= orig.height(),
+            "{} keeps its orientation",
+            path.display()
+        );
+    }
+    let found = gio_thumbnails(&cache_home, &others);
+    assert!(found.iter().all(|(t, _)| t.is_empty()), "{found:?}");
+    let normal = std::fs::read_dir(cache_home.join("thumbnails/normal"))
+        .unwrap()
+        .count();
+    assert_eq!(normal, images.len(), "one 128-px thumbnail per image too");
 }

@@ -9,6 +9,7 @@ mod play;
 mod progress;
 mod report;
 mod shell;
+mod thumbnails;
 mod umount;
 mod unpack;
 mod verify;
@@ -66,6 +67,7 @@ pub enum Command {
     Umount(umount::Args),
     Play(play::Args),
     Report(report::Args),
+    Thumbnails(thumbnails::Args),
     Completions(shell::CompletionsArgs),
     Man(shell::ManArgs),
 }
@@ -95,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Umount(a) => umount::run(a, g),
         Command::Play(a) => play::run(a, g),
         Command::Report(a) => report::run(a, g),
+        Command::Thumbnails(a) => thumbnails::run(a, g),
         Command::Completions(a) => shell::completions(a, g),
         Command::Man(a) => shell::man(a, g),
     }
