@@ -26,10 +26,15 @@ pub enum ReportError {
 /// Reasons under which a verbatim entry is not an image at all.
 const NOT_IMAGE_REASONS: [&str; 2] = ["not an image", "empty file"];
 
-/// Upper bounds of the quality classes (SSIMULACRA2), best first, with their labels.
-pub const CLASSES: [(&str, f32); 5] = [
+/// Lower bounds of the quality classes (SSIMULACRA2), best first, with their labels.
+/// One-point steps just above the visually lossless target (90), where pack puts most images.
+pub const CLASSES: [(&str, f32); 9] = [
     ("≥ 95", 95.0),
-    ("90–95", 90.0),
+    ("94–95", 94.0),
+    ("93–94", 93.0),
+    ("92–93", 92.0),
+    ("91–92", 91.0),
+    ("90–91", 90.0),
     ("85–90", 85.0),
     ("80–85", 80.0),
     ("< 80", f32::NEG_INFINITY),

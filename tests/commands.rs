@@ -229,7 +229,7 @@ fn report_compares_sizes_and_counts_images_by_quality() {
         "7z -mx9",
         "av1pack",
         "exact",
-        "90–95",
+        "90–91",
         "coded as video",
         "kept as is (exact)",
     ] {

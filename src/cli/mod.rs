@@ -25,7 +25,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// `verify`: an image scored below `--min-score`, or a file differs from its original.
     pub const VERIFY_FAILED: u8 = 3;
-    /// `unpack`: some entries could not be restored (they are named on stderr).
+    /// `unpack` (and `thumbnails`): some entries could not be restored (they are named on stderr).
     pub const INCOMPLETE: u8 = 4;
 }
 
@@ -42,7 +42,7 @@ images.",
 av1pack unpack trip.mkv restored/\n  av1pack verify trip.mkv ~/Pictures/trip --min-score 85\n  \
 av1pack mount trip.mkv ~/trip\n  av1pack play trip.mkv\n  av1pack report trip.mkv --originals ~/Pictures/trip --chart trip.svg\n\n\
 Exit codes: 0 success, 1 error, 2 wrong usage, 3 verify: below --min-score or a file differs, \
-4 unpack: some entries could not be restored.\n\
+4 unpack/thumbnails: some entries could not be restored/thumbnailed.\n\
 Shell completions: av1pack completions bash|zsh|fish; manual: av1pack man."
 )]
 pub struct Cli {
