@@ -26,9 +26,23 @@ const SUBCOMMANDS: [&str; 12] = [
     "thumbnails",
 ];
 
-fn pack_sample(dest: &Path) {
-    let o = run(&[os("pack"), sample_album().as_os_str(), dest.as_os_str()]);
-    assert!(o.status.success(), "pack failed: {}", stderr(&o));
+/// The sample album packed at the default settings, once for all the tests of this file
+/// (they only read it).
+fn sample_archive() -> &'static Path {
+    static ARCHIVE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ARCHIVE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("commands-sample");
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("a.mkv");
+        let o = run(&[
+            os("pack"),
+            os("--force"),
+            sample_album().as_os_str(),
+            dest.as_os_str(),
+        ]);
+        assert!(o.status.success(), "pack failed: {}", stderr(&o));
+        dest
+    })
 }
 
 #[test]
@@ -96,9 +110,7 @@ fn every_subcommand_help_has_examples() {
 
 #[test]
 fn ls_json_lists_what_ls_lists() {
-    let tmp = tempfile::tempdir().unwrap();
-    let archive = tmp.path().join("a.mkv");
-    pack_sample(&archive);
+    let archive = sample_archive();
     let o = run(&[os("ls"), os("--json"), archive.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -143,8 +155,7 @@ fn ls_json_lists_what_ls_lists() {
 #[test]
 fn report_compares_sizes_and_counts_images_by_quality() {
     let tmp = tempfile::tempdir().unwrap();
-    let archive = tmp.path().join("a.mkv");
-    pack_sample(&archive);
+    let archive = sample_archive();
     let svg = tmp.path().join("chart.svg");
     let o = run(&[
         os("report"),
@@ -240,8 +251,7 @@ fn report_compares_sizes_and_counts_images_by_quality() {
 #[test]
 fn report_draws_png_charts_and_refuses_other_formats() {
     let tmp = tempfile::tempdir().unwrap();
-    let archive = tmp.path().join("a.mkv");
-    pack_sample(&archive);
+    let archive = sample_archive();
     let png = tmp.path().join("chart.png");
     let o = run(&[
         os("report"),
@@ -301,8 +311,7 @@ fn gio_thumbnails(cache_home: &Path, files: &[std::path::PathBuf]) -> Vec<(Strin
 #[test]
 fn thumbnails_are_found_by_glib_for_every_image() {
     let tmp = tempfile::tempdir().unwrap();
-    let archive = tmp.path().join("a.mkv");
-    pack_sample(&archive);
+    let archive = sample_archive();
     // Characters that URIs escape, so the MD5 key must match GLib's own.
     let folder = tmp.path().join("un packed #1 (é)");
     let o = run(&[os("unpack"), archive.as_os_str(), folder.as_os_str()]);

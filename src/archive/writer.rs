@@ -443,8 +443,9 @@ impl ArchiveWriter {
         mkv::void(&mut seek_head, pad);
         write_at(&mut file, self.segment_body_start, &seek_head)?;
 
-        // Duration: the frames actually written (planned images kept as files take no time).
-        let duration = (self.next_slot * self.frame_ms) as f64;
+        // Duration: the frames actually written (planned images kept as files take no time);
+        // Matroska wants it above zero, so an archive without frames says one slide.
+        let duration = (self.next_slot.max(1) * self.frame_ms) as f64;
         write_at(&mut file, self.duration_pos, &duration.to_be_bytes())?;
 
         // Segment size.
