@@ -8,6 +8,8 @@ use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ReadError),
     #[error("{path}: {error}")]
     Io {
         path: PathBuf,
@@ -101,10 +103,7 @@ pub fn gather(archive_path: &Path, originals: Option<&Path>) -> Result<Report, R
         let path = path.to_owned();
         move |error| ReportError::Io { path, error }
     };
-    let archive = Archive::open(archive_path).map_err(|e| ReportError::Io {
-        path: archive_path.to_owned(),
-        error: std::io::Error::other(e.to_string()),
-    })?;
+    let archive = Archive::open(archive_path)?;
     let archive_bytes = archive.file_len();
     let mut images = Vec::new();
     let mut files = 0;

@@ -271,3 +271,17 @@ fn slide_seconds_out_of_range_is_refused() {
     assert!(stderr(&o).contains("--slide-seconds 0"), "{}", stderr(&o));
     assert!(!tmp.path().join("a.mkv").exists());
 }
+
+#[test]
+fn play_refuses_an_archive_without_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("notes");
+    std::fs::create_dir_all(&album).unwrap();
+    std::fs::write(album.join("a.txt"), b"no images here\n").unwrap();
+    let archive = tmp.path().join("notes.mkv");
+    let o = run(&[os("pack"), album.as_os_str(), archive.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[os("play"), archive.as_os_str()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nothing to play"), "{}", stderr(&o));
+}

@@ -28,8 +28,15 @@ pub struct Args {
 
 pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     let archive = Archive::open(&a.archive)?;
+    let entries = playlist(&archive.index, &a.archive);
+    if entries.is_empty() {
+        bail!(
+            "{}: nothing to play: no image is coded as video (all were kept as files)",
+            a.archive.display()
+        );
+    }
     let mut args: Vec<OsString> = a.mpv_options.clone();
-    args.extend(playlist(&archive.index, &a.archive));
+    args.extend(entries);
     if a.print_command {
         println!("mpv");
         for arg in &args {
