@@ -375,3 +375,51 @@ fn thumbnails_are_found_by_glib_for_every_image() {
         .count();
     assert_eq!(normal, images.len(), "one 128-px thumbnail per image too");
 }
+
+/// Unmounts on drop.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = bin().arg("umount").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn thumbnails_for_a_mount_are_current_for_glib() {
+    if !Path::new("/dev/fuse").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have /dev/fuse");
+        eprintln!("SKIPPED: no /dev/fuse");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = sample_archive();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let o = bin()
+        .arg("mount")
+        .arg("--log-file")
+        .arg(tmp.path().join("mount.log"))
+        .arg(archive)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _mount = Mount(mnt.clone());
+    let cache_home = tmp.path().join("cache");
+    let o = bin()
+        .env("XDG_CACHE_HOME", &cache_home)
+        .args([os("thumbnails"), archive.as_os_str(), mnt.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let images: Vec<std::path::PathBuf> = ["2005/anne_helene.jpg", "scans/gnucash-guide-p21.png"]
+        .iter()
+        .map(|p| mnt.join(p))
+        .collect();
+    let found = gio_thumbnails(&cache_home, &images);
+    assert_eq!(found.len(), images.len());
+    for (p, (thumb, valid)) in images.iter().zip(&found) {
+        assert!(!thumb.is_empty() && *valid, "{}: {thumb}", p.display());
+    }
+}
