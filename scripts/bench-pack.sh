@@ -15,6 +15,8 @@
 #   --no-ffmpeg      skip the bare ffmpeg comparison
 #   --only A,B,...   only these corpora (by folder name)
 #   --build          run `cargo build --release` first
+#   --charts         also run `av1pack report` per corpus: OUT_DIR/report-NAME.svg (chart) and
+#                    OUT_DIR/report-NAME.txt (its table); copy a chart to docs/ to publish it
 #   -h, --help       this help
 #
 # Environment:
@@ -42,7 +44,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
-RUN_SEED=0 RUN_AV1PACK=1 RUN_BASELINES=1 RUN_FFMPEG=1 BUILD=0 ONLY=""
+RUN_SEED=0 RUN_AV1PACK=1 RUN_BASELINES=1 RUN_FFMPEG=1 BUILD=0 CHARTS=0 ONLY=""
 ARGS=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --only=*) ONLY=${1#--only=} ;;
     --build) BUILD=1 ;;
+    --charts) CHARTS=1 ;;
     -h | --help) usage; exit 0 ;;
     --) shift; ARGS+=("$@"); break ;;
     -*) echo "bench-pack: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -256,6 +259,12 @@ for dir in "${CORPUS_DIRS[@]}"; do
       "$AV1PACK" verify --json "${VERIFY_EXTRA[@]}" "$W/av1pack.mkv" "$dir" >"$W/verify.json" 2>"$LOGS/$name.av1pack-verify.log" ||
         log "$name: verify exited with $? (see $LOGS/$name.av1pack-verify.log)"
       read -r q_min q_mean q_p10 < <(verify_fields "$W/verify.json")
+      if [ $CHARTS = 1 ]; then
+        log "$name: av1pack report --chart $OUT_DIR/report-$name.svg"
+        "$AV1PACK" report --originals "$dir" --chart "$OUT_DIR/report-$name.svg" "$W/av1pack.mkv" \
+          >"$OUT_DIR/report-$name.txt" 2>"$LOGS/$name.av1pack-report.log" ||
+          log "$name: report exited with $? (see $LOGS/$name.av1pack-report.log)"
+      fi
     else
       log "$name: av1pack pack failed ($T_RC), see $LOGS/$name.av1pack-pack.log"
       NOTES+=("$name: av1pack pack failed with status $T_RC")

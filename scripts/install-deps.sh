@@ -22,6 +22,12 @@ PACKAGES=(
   ffmpeg
   fuse3
   libimage-exiftool-perl
+  mpv
+  zip
+  p7zip-full
+  fonts-dejavu-core
+  libglib2.0-bin
+  libgdk-pixbuf2.0-bin
 )
 PACKAGES+=("$@")
 

@@ -13,6 +13,8 @@ pub mod pack;
 pub mod pixels;
 pub mod quality;
 pub mod render;
+pub mod report;
 pub mod serve;
+pub mod thumbs;
 pub mod unpack;
 pub mod verify;

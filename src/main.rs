@@ -5,6 +5,18 @@ fn main() -> ExitCode {
     let cli = av1pack::cli::Cli::parse();
     match av1pack::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e)
+            if e.chain().any(|c| {
+                let kind = c
+                    .downcast_ref::<std::io::Error>()
+                    .map(|io| io.kind())
+                    .or_else(|| c.downcast_ref::<serde_json::Error>()?.io_error_kind());
+                kind == Some(std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            // The reader went away (`av1pack ls big.mkv | head`): not an error.
+            ExitCode::from(av1pack::cli::exit::OK)
+        }
         Err(e) => {
             // The chain of causes, without repeating what a message already says.
             let mut msg = e.to_string();

@@ -41,6 +41,9 @@ pub struct PackOptions {
     pub target: Option<QualityTarget>,
     /// Pixel-exact: RGB planes coded as they are at QP 0; JPEG files are kept as they are.
     pub lossless: bool,
+    /// How long each image is shown when the archive plays as a slideshow, in milliseconds
+    /// (container timestamps only: the encoder still runs at `frame_rate`).
+    pub slide_ms: u64,
 }
 
 impl Default for PackOptions {
@@ -57,6 +60,7 @@ impl Default for PackOptions {
             extra_params: String::new(),
             target: Some(VISUALLY_LOSSLESS),
             lossless: false,
+            slide_ms: DEFAULT_SLIDE_MS,
         }
     }
 }
@@ -89,6 +93,8 @@ pub const BASE_X264_PARAMS: &str = "deblock=-3,-3";
 pub const DEFAULT_GOP: u32 = 8;
 /// Nominal frame rate told to x264 (its CRF depends on it).
 pub const DEFAULT_FRAME_RATE: u32 = 25;
+/// Default time each image is shown when the archive plays as a slideshow.
+pub const DEFAULT_SLIDE_MS: u64 = 3000;
 /// Largest run of bytes after a JPEG image kept alongside it (more keeps the file verbatim).
 const MAX_TRAILER: usize = 64 << 10;
 /// Memory x264 may spend on look-ahead frames, in bytes of canvas.
@@ -296,6 +302,7 @@ pub fn pack(
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "album".into());
     let mut writer = ArchiveWriter::create(tmp_file, blobs, specs, opts.frame_rate, &title)?;
+    writer.set_frame_duration_ms(opts.slide_ms);
 
     // Non-images first: streamed into the attachment area.
     let mut kinds: Vec<Option<EntryKind>> = vec![None; items.len()];

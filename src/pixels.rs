@@ -88,6 +88,22 @@ impl Picture {
         Picture { rgb, alpha: None }
     }
 
+    /// As an `image` crate image: RGB, or RGBA when there is alpha.
+    pub fn into_dynamic(self) -> image::DynamicImage {
+        let Some(alpha) = self.alpha else {
+            return image::DynamicImage::ImageRgb8(self.rgb);
+        };
+        let (w, h) = self.rgb.dimensions();
+        let mut rgba = Vec::with_capacity(w as usize * h as usize * 4);
+        for (px, &a) in self.rgb.as_raw().chunks_exact(3).zip(alpha.as_raw()) {
+            rgba.extend_from_slice(&[px[0], px[1], px[2], a]);
+        }
+        match image::RgbaImage::from_raw(w, h, rgba) {
+            Some(img) => image::DynamicImage::ImageRgba8(img),
+            None => image::DynamicImage::ImageRgb8(self.rgb),
+        }
+    }
+
     /// Colour and (when it has one) alpha of a decoded image file, at 8 bits.
     pub fn from_dynamic(img: image::DynamicImage) -> Self {
         if !img.color().has_alpha() {

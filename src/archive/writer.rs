@@ -39,7 +39,7 @@ pub struct TrackSpec {
     pub height: u32,
     /// Matroska codec ID, e.g. "V_MPEG4/ISO/AVC".
     pub codec_id: String,
-    /// Number of frames the track will hold (places the track on the file's timeline).
+    /// Number of frames the track will hold (the Info duration until the real one is known).
     pub frames: u64,
 }
 
@@ -49,8 +49,11 @@ struct TrackState {
     number: Option<u64>,
     extradata: Vec<u8>,
     packets: Vec<Packet>,
-    /// First timeline slot (in frames) of this track.
-    first_slot: u64,
+    /// PixelCropRight/Bottom when every image of the track has the same stored size.
+    crop: Option<(u32, u32)>,
+    /// First timeline slot (in frames) of this track, given with its first frame: tracks
+    /// follow one another on the timeline without gaps.
+    first_slot: Option<u64>,
 }
 
 struct Cluster {
@@ -74,6 +77,10 @@ pub struct ArchiveWriter {
     cluster: Option<Cluster>,
     cues: Vec<(u64, u64, u64)>,
     numbered: u64,
+    /// First free timeline slot (in frames) after the frames written so far.
+    next_slot: u64,
+    /// Absolute offset of the Info Duration's 8-byte float, patched at the end.
+    duration_pos: u64,
 }
 
 impl ArchiveWriter {
@@ -112,25 +119,27 @@ impl ArchiveWriter {
         let app = concat!("av1pack ", env!("CARGO_PKG_VERSION"));
         mkv::string(&mut info, id::MUXING_APP, app);
         mkv::string(&mut info, id::WRITING_APP, app);
+        let info_head_len = {
+            let mut h = Vec::new();
+            mkv::master(&mut h, id::INFO, &info);
+            h.len() - info.len()
+        };
+        let duration_pos = info_pos + (info_head_len + duration_offset_in_info()) as u64;
         mkv::master(&mut head, id::INFO, &info);
 
         let tracks_pos = head.len() as u64;
         mkv::void(&mut head, TRACK_RESERVE * tracks.len().max(1) + 16);
         w.write_all(&head)?;
 
-        let mut slot = 0;
         let tracks = tracks
             .into_iter()
-            .map(|spec| {
-                let first_slot = slot;
-                slot += spec.frames;
-                TrackState {
-                    spec,
-                    number: None,
-                    extradata: Vec::new(),
-                    packets: Vec::new(),
-                    first_slot,
-                }
+            .map(|spec| TrackState {
+                spec,
+                number: None,
+                extradata: Vec::new(),
+                packets: Vec::new(),
+                crop: None,
+                first_slot: None,
             })
             .collect();
         Ok(ArchiveWriter {
@@ -145,7 +154,16 @@ impl ArchiveWriter {
             cluster: None,
             cues: Vec::new(),
             numbered: 0,
+            next_slot: 0,
+            duration_pos,
         })
+    }
+
+    /// How long each frame is shown when the archive plays as a slideshow (the container's
+    /// timestamps only: the encoder's nominal frame rate is unchanged). Call before the first
+    /// packet; the default is one frame period of the nominal frame rate.
+    pub fn set_frame_duration_ms(&mut self, ms: u64) {
+        self.frame_ms = ms.max(1);
     }
 
     pub fn set_extradata(&mut self, track: usize, data: Vec<u8>) -> Result<(), WriteError> {
@@ -176,7 +194,8 @@ impl ArchiveWriter {
             .tracks
             .get_mut(track)
             .ok_or(WriteError::NoTrack(track))?;
-        let first_slot = state.first_slot;
+        let first_slot = *state.first_slot.get_or_insert(self.next_slot);
+        self.next_slot = self.next_slot.max(first_slot + pts + 1);
         let number = match state.number {
             Some(n) => n,
             None => {
@@ -283,6 +302,9 @@ impl ArchiveWriter {
     /// extradata. Returns the finished file (flushed, not yet synced).
     pub fn finish(mut self, index: &mut Index) -> Result<File, WriteError> {
         self.flush_cluster()?;
+        // Chapters and crops are found through the tiles, before empty tracks are dropped.
+        let chapters = self.chapters(index);
+        self.set_crops(index);
         for (t, state) in index.tracks.iter_mut().zip(self.tracks.iter_mut()) {
             t.packets = std::mem::take(&mut state.packets);
             t.extradata = state.extradata.clone();
@@ -306,6 +328,11 @@ impl ArchiveWriter {
             let mut el = Vec::new();
             mkv::master(&mut el, id::CUES, &cues);
             self.out.write_all(&el)?;
+        }
+
+        let chapters_pos = self.out.pos;
+        if !chapters.is_empty() {
+            self.out.write_all(&chapters)?;
         }
 
         // Attachments: the index first, then the verbatim files.
@@ -356,6 +383,10 @@ impl ArchiveWriter {
             let mut video = Vec::new();
             mkv::uint(&mut video, id::PIXEL_WIDTH, u64::from(t.spec.width));
             mkv::uint(&mut video, id::PIXEL_HEIGHT, u64::from(t.spec.height));
+            if let Some((right, bottom)) = t.crop {
+                mkv::uint(&mut video, id::PIXEL_CROP_BOTTOM, u64::from(bottom));
+                mkv::uint(&mut video, id::PIXEL_CROP_RIGHT, u64::from(right));
+            }
             let mut te = Vec::new();
             mkv::uint(&mut te, id::TRACK_NUMBER, n);
             mkv::uint(&mut te, id::TRACK_UID, n);
@@ -395,6 +426,9 @@ impl ArchiveWriter {
         if !self.cues.is_empty() {
             targets.push((id::CUES, rel(cues_pos)));
         }
+        if !chapters.is_empty() {
+            targets.push((id::CHAPTERS, rel(chapters_pos)));
+        }
         for (target, pos) in targets {
             let mut seek = Vec::new();
             let mut idb = Vec::new();
@@ -409,6 +443,11 @@ impl ArchiveWriter {
         mkv::void(&mut seek_head, pad);
         write_at(&mut file, self.segment_body_start, &seek_head)?;
 
+        // Duration: the frames actually written (planned images kept as files take no time);
+        // Matroska wants it above zero, so an archive without frames says one slide.
+        let duration = (self.next_slot.max(1) * self.frame_ms) as f64;
+        write_at(&mut file, self.duration_pos, &duration.to_be_bytes())?;
+
         // Segment size.
         let mut size = Vec::new();
         mkv::put_size_fixed(&mut size, end - self.segment_body_start, PATCHED_SIZE_LEN);
@@ -420,6 +459,99 @@ impl ArchiveWriter {
         file.flush()?;
         Ok(file)
     }
+}
+
+impl ArchiveWriter {
+    /// Start time of frame `frame` of track `track` on the file's timeline, in milliseconds.
+    fn frame_time_ms(&self, track: u32, frame: u64) -> Option<u64> {
+        let first = self.tracks.get(track as usize)?.first_slot?;
+        Some((first + frame) * self.frame_ms)
+    }
+
+    /// The Chapters element: one chapter per coded image, titled with its path, in timeline
+    /// order (empty when no image was coded). `index.entries` still use the planned track
+    /// numbering here.
+    fn chapters(&self, index: &Index) -> Vec<u8> {
+        let mut spans: Vec<(u64, u64, String)> = Vec::new();
+        for e in &index.entries {
+            let super::EntryKind::Image(img) = &e.kind else {
+                continue;
+            };
+            let times: Vec<u64> = img
+                .tiles
+                .iter()
+                .filter_map(|t| self.frame_time_ms(t.track, t.frame))
+                .collect();
+            let (Some(&start), Some(&last)) = (times.iter().min(), times.iter().max()) else {
+                continue;
+            };
+            spans.push((start, last + self.frame_ms, e.path_lossy()));
+        }
+        if spans.is_empty() {
+            return Vec::new();
+        }
+        spans.sort_by_key(|s| s.0);
+        let mut edition = Vec::new();
+        mkv::uint(&mut edition, id::EDITION_UID, 1);
+        for (n, (start, end, title)) in spans.into_iter().enumerate() {
+            let mut display = Vec::new();
+            mkv::string(&mut display, id::CHAP_STRING, &title);
+            mkv::string(&mut display, id::CHAP_LANGUAGE, "und");
+            let mut atom = Vec::new();
+            mkv::uint(&mut atom, id::CHAPTER_UID, n as u64 + 1);
+            mkv::uint(&mut atom, id::CHAPTER_TIME_START, start * 1_000_000);
+            mkv::uint(&mut atom, id::CHAPTER_TIME_END, end * 1_000_000);
+            mkv::master(&mut atom, id::CHAPTER_DISPLAY, &display);
+            mkv::master(&mut edition, id::CHAPTER_ATOM, &atom);
+        }
+        let mut entry = Vec::new();
+        mkv::master(&mut entry, id::EDITION_ENTRY, &edition);
+        let mut el = Vec::new();
+        mkv::master(&mut el, id::CHAPTERS, &entry);
+        el
+    }
+
+    /// Sets each track's crop when all its images share one stored size smaller than the
+    /// canvas (the padding is then hidden by players that honour PixelCrop).
+    fn set_crops(&mut self, index: &Index) {
+        let mut sizes: Vec<Option<Option<(u32, u32)>>> = vec![None; self.tracks.len()];
+        for e in &index.entries {
+            let super::EntryKind::Image(img) = &e.kind else {
+                continue;
+            };
+            for t in &img.tiles {
+                let stored = if t.rotated {
+                    (t.height, t.width)
+                } else {
+                    (t.width, t.height)
+                };
+                if let Some(slot) = sizes.get_mut(t.track as usize) {
+                    *slot = match *slot {
+                        None => Some(Some(stored)),
+                        Some(Some(s)) if s == stored => Some(Some(s)),
+                        _ => Some(None),
+                    };
+                }
+            }
+        }
+        for (state, size) in self.tracks.iter_mut().zip(sizes) {
+            state.crop = match size {
+                Some(Some((w, h))) if w <= state.spec.width && h <= state.spec.height => {
+                    Some((state.spec.width - w, state.spec.height - h)).filter(|&c| c != (0, 0))
+                }
+                _ => None,
+            };
+        }
+    }
+}
+
+/// Offset of the Duration element's float inside the Info body written by `create`.
+fn duration_offset_in_info() -> usize {
+    let mut v = Vec::new();
+    mkv::uint(&mut v, id::TIMESTAMP_SCALE, 1_000_000);
+    let mut d = Vec::new();
+    mkv::float(&mut d, id::DURATION, 0.0);
+    v.len() + d.len() - 8
 }
 
 /// Removes tracks that received no frame (all their images were kept as files) and renumbers

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 /// Show an archive's settings, counts and sizes.
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  av1pack info trip.mkv\n  av1pack info --json trip.mkv | jq .ratio"
+)]
 pub struct Args {
     pub archive: PathBuf,
     /// Print JSON instead of text.

@@ -5,7 +5,11 @@ mod info;
 mod ls;
 mod mount;
 mod pack;
+mod play;
 mod progress;
+mod report;
+mod shell;
+mod thumbnails;
 mod umount;
 mod unpack;
 mod verify;
@@ -21,7 +25,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// `verify`: an image scored below `--min-score`, or a file differs from its original.
     pub const VERIFY_FAILED: u8 = 3;
-    /// `unpack`: some entries could not be restored (they are named on stderr).
+    /// `unpack` (and `thumbnails`): some entries could not be restored (they are named on stderr).
     pub const INCOMPLETE: u8 = 4;
 }
 
@@ -35,7 +39,11 @@ frame, so that the codec's prediction between similar images saves space. Everyt
 the folder is kept too: names, sub-folders, modification times, metadata, files that are not \
 images.",
     after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack ls trip.mkv\n  \
-av1pack unpack trip.mkv restored/\n  av1pack verify trip.mkv ~/Pictures/trip --min-score 85"
+av1pack unpack trip.mkv restored/\n  av1pack verify trip.mkv ~/Pictures/trip --min-score 85\n  \
+av1pack mount trip.mkv ~/trip\n  av1pack play trip.mkv\n  av1pack report trip.mkv --originals ~/Pictures/trip --chart trip.svg\n\n\
+Exit codes: 0 success, 1 error, 2 wrong usage, 3 verify: below --min-score or a file differs, \
+4 unpack/thumbnails: some entries could not be restored/thumbnailed.\n\
+Shell completions: av1pack completions bash|zsh|fish; manual: av1pack man."
 )]
 pub struct Cli {
     /// More log output (-v: info, -vv: debug, -vvv: also FFmpeg's own messages).
@@ -57,6 +65,11 @@ pub enum Command {
     Verify(verify::Args),
     Mount(mount::Args),
     Umount(umount::Args),
+    Play(play::Args),
+    Report(report::Args),
+    Thumbnails(thumbnails::Args),
+    Completions(shell::CompletionsArgs),
+    Man(shell::ManArgs),
 }
 
 /// Options every subcommand sees.
@@ -82,6 +95,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify(a) => verify::run(a, g),
         Command::Mount(a) => mount::run(a, g),
         Command::Umount(a) => umount::run(a, g),
+        Command::Play(a) => play::run(a, g),
+        Command::Report(a) => report::run(a, g),
+        Command::Thumbnails(a) => thumbnails::run(a, g),
+        Command::Completions(a) => shell::completions(a, g),
+        Command::Man(a) => shell::man(a, g),
     }
 }
 

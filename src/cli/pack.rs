@@ -62,6 +62,10 @@ pub struct Args {
     /// Encoder threads. The archive's bytes depend on it, not on the machine.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// How long a video player shows each image when the archive plays as a slideshow
+    /// (container timestamps only; the coding does not depend on it).
+    #[arg(long, value_name = "SECONDS", default_value_t = pack::DEFAULT_SLIDE_MS as f64 / 1000.0)]
+    pub slide_seconds: f64,
 }
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
@@ -92,6 +96,12 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     if lossless && (a.crf.is_some() || a.qp.is_some()) {
         bail!("--quality lossless sets the rate itself: leave out --crf and --qp");
     }
+    if !(a.slide_seconds >= 0.001 && a.slide_seconds <= 3600.0) {
+        bail!(
+            "--slide-seconds {}: must be between 0.001 and 3600",
+            a.slide_seconds
+        );
+    }
     let target = match (a.crf, a.qp, a.quality) {
         (Some(_), _, _) | (_, Some(_), _) => None,
         (None, None, Quality::VisuallyLossless) => Some(pack::VISUALLY_LOSSLESS),
@@ -113,6 +123,7 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         force: a.force,
         extra_params: a.x264_params,
         lossless,
+        slide_ms: (a.slide_seconds * 1000.0).round() as u64,
         ..PackOptions::default()
     };
     let bar = Bar::new("packing", g.quiet);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Unmount a mounted archive.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  av1pack umount ~/trip")]
 pub struct Args {
     pub mountpoint: PathBuf,
 }

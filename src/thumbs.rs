@@ -1,0 +1,306 @@
+//! Pre-made thumbnails in the freedesktop.org thumbnail cache (Thumbnail Managing Standard), so
+//! that file managers showing a mounted (or unpacked) archive find every image's thumbnail
+//! ready instead of reading and decoding each file.
+//!
+//! A thumbnail is a PNG in `$XDG_CACHE_HOME/thumbnails/{normal,large}/`, named by the MD5 of
+//! the file's URI, carrying `Thumb::URI` and `Thumb::MTime` (the file's modification time in
+//! seconds) so that a reader can tell it is current. Coded images are thumbnailed from their
+//! decoded frames (one decode per GOP, no file rendered); images kept as files from their bytes.
+
+use crate::archive::{Archive, Entry, EntryKind, MetaBlock};
+use crate::frames;
+use image::DynamicImage;
+use md5::{Digest, Md5};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ThumbError {
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Frames(#[from] frames::FrameError),
+}
+
+/// Thumbnail sizes of the standard: folder name and the longest side in pixels.
+pub const NORMAL: (&str, u32) = ("normal", 128);
+pub const LARGE: (&str, u32) = ("large", 256);
+pub const X_LARGE: (&str, u32) = ("x-large", 512);
+
+#[derive(Debug, Clone)]
+pub struct ThumbOptions {
+    /// Absolute folder where the archive's files appear (its mount point, or where it was
+    /// unpacked): thumbnails are keyed by the files' URIs there.
+    pub folder: PathBuf,
+    /// The thumbnail cache (`$XDG_CACHE_HOME/thumbnails`).
+    pub cache: PathBuf,
+    pub sizes: Vec<(&'static str, u32)>,
+    pub threads: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ThumbReport {
+    /// Images thumbnailed.
+    pub images: usize,
+    /// PNG files written (images × sizes).
+    pub written: usize,
+    /// Images that could not be thumbnailed, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// The cache folder GLib and KDE use: `$XDG_CACHE_HOME/thumbnails`, else `~/.cache/thumbnails`.
+pub fn default_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("thumbnails"))
+}
+
+/// `file://` URI of an absolute path, escaped as GLib's `g_filename_to_uri` does (the form
+/// whose MD5 names the thumbnail).
+pub fn file_uri(path: &[u8]) -> String {
+    let mut uri = String::from("file://");
+    for &b in path {
+        let keep = b.is_ascii_alphanumeric() || b"!$&'()*+,-./:=@_~".contains(&b);
+        if keep {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+/// File name of the thumbnail of `uri`: the MD5 of the URI in lower-case hex, `.png`.
+pub fn thumb_name(uri: &str) -> String {
+    let digest = Md5::digest(uri.as_bytes());
+    let mut name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    name.push_str(".png");
+    name
+}
+
+/// Whether a file kept as is is an image worth a thumbnail (see `album::probe`'s reasons).
+fn verbatim_is_image(reason: &str) -> bool {
+    !matches!(reason, "not an image" | "empty file")
+}
+
+/// Writes thumbnails for every image of the archive.
+pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbReport, ThumbError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |error| ThumbError::Io { path, error }
+    };
+    for (dir, _) in &opts.sizes {
+        let d = opts.cache.join(dir);
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&opts.cache, std::fs::Permissions::from_mode(0o700));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
+    }
+    let index = &archive.index;
+    let report = Mutex::new(ThumbReport::default());
+    let note = |r: Result<usize, String>, e: &Entry| {
+        if let Ok(mut rep) = report.lock() {
+            match r {
+                Ok(n) => {
+                    rep.images += 1;
+                    rep.written += n;
+                }
+                Err(why) => rep.failed.push((e.path_lossy(), why)),
+            }
+        }
+    };
+
+    // Images kept as files: decoded from their bytes.
+    let verbatim: Vec<usize> = index
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            matches!(&e.kind, EntryKind::Verbatim { reason, .. } if verbatim_is_image(reason))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let next = Mutex::new(verbatim.into_iter());
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            s.spawn(|| loop {
+                let Some(i) = next.lock().ok().and_then(|mut it| it.next()) else {
+                    return;
+                };
+                let e = &index.entries[i];
+                let EntryKind::Verbatim { blob, .. } = &e.kind else {
+                    continue;
+                };
+                let mut bytes = Vec::with_capacity(blob.len as usize);
+                let r = archive
+                    .blob_reader(blob)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| decode_oriented(&bytes))
+                    .and_then(|img| store(&img, e, opts));
+                note(r, e);
+            });
+        }
+    });
+
+    // Coded images: from the decoded frames.
+    let failed = frames::each_image(
+        archive,
+        opts.threads.max(1),
+        opts.threads.max(1),
+        |i| matches!(index.entries[i].kind, EntryKind::Image(_)),
+        |i, pic: crate::pixels::Picture| {
+            let e = &index.entries[i];
+            let EntryKind::Image(img) = &e.kind else {
+                return;
+            };
+            let img = apply_exif_orientation(pic.into_dynamic(), &img.metadata);
+            note(store(&img, e, opts), e);
+        },
+    )?;
+    let mut report = report.into_inner().unwrap_or_default();
+    for (i, why) in failed {
+        if let Some(e) = index.entries.get(i) {
+            report.failed.push((e.path_lossy(), why));
+        }
+    }
+    Ok(report)
+}
+
+/// Decodes an image file's bytes, turned upright as its EXIF orientation says.
+fn decode_oriented(bytes: &[u8]) -> Result<DynamicImage, String> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    reader.limits(crate::pack::decode_limits());
+    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let orientation = decoder.orientation().ok();
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(img)
+}
+
+/// Turns a decoded image upright from the EXIF block kept with it (JPEG APP1 or PNG eXIf).
+fn apply_exif_orientation(mut img: DynamicImage, metadata: &[MetaBlock]) -> DynamicImage {
+    let exif = metadata.iter().find_map(|m| match m {
+        MetaBlock::JpegSegment { marker: 0xE1, data } => data.strip_prefix(b"Exif\0\0"),
+        MetaBlock::PngChunk {
+            kind: [b'e', b'X', b'I', b'f'],
+            data,
+        } => Some(data.as_slice()),
+        _ => None,
+    });
+    if let Some(o) = exif.and_then(image::metadata::Orientation::from_exif_chunk) {
+        img.apply_orientation(o);
+    }
+    img
+}
+
+/// Writes the thumbnails of one image; returns how many files were written.
+fn store(img: &DynamicImage, e: &Entry, opts: &ThumbOptions) -> Result<usize, String> {
+    let mut path = opts.folder.as_os_str().as_encoded_bytes().to_vec();
+    if !path.ends_with(b"/") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(&e.path);
+    let uri = file_uri(&path);
+    let name = thumb_name(&uri);
+    let (w, h) = match &e.kind {
+        EntryKind::Image(i) => (i.width, i.height),
+        _ => (img.width(), img.height()),
+    };
+    let mut n = 0;
+    for (dir, side) in &opts.sizes {
+        // Never scaled up (the standard): small images are stored at their own size.
+        let small = if img.width() <= *side && img.height() <= *side {
+            img.clone()
+        } else {
+            img.thumbnail(*side, *side)
+        };
+        let texts = [
+            ("Thumb::URI", uri.clone()),
+            ("Thumb::MTime", e.mtime.secs.to_string()),
+            ("Thumb::Size", e.served_size().to_string()),
+            ("Thumb::Image::Width", w.to_string()),
+            ("Thumb::Image::Height", h.to_string()),
+            (
+                "Software",
+                concat!("av1pack ", env!("CARGO_PKG_VERSION")).to_string(),
+            ),
+        ];
+        let dest = opts.cache.join(dir).join(&name);
+        write_png(&small, &texts, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Writes an RGB or RGBA PNG with text chunks, atomically (temporary file, then rename) and
+/// readable by its owner only, as the standard asks.
+fn write_png(img: &DynamicImage, texts: &[(&str, String)], dest: &Path) -> Result<(), String> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".av1pack-thumb")
+        .tempfile_in(dir)
+        .map_err(|e| e.to_string())?;
+    {
+        let (data, color) = if img.color().has_alpha() {
+            (img.to_rgba8().into_raw(), png::ColorType::Rgba)
+        } else {
+            (img.to_rgb8().into_raw(), png::ColorType::Rgb)
+        };
+        let mut enc = png::Encoder::new(
+            std::io::BufWriter::new(tmp.as_file()),
+            img.width(),
+            img.height(),
+        );
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        for (k, v) in texts {
+            enc.add_text_chunk(k.to_string(), v.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        let mut w = enc.write_header().map_err(|e| e.to_string())?;
+        w.write_image_data(&data).map_err(|e| e.to_string())?;
+        w.finish().map_err(|e| e.to_string())?;
+    }
+    tmp.persist(dest).map_err(|e| e.error.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_are_escaped_like_glib() {
+        assert_eq!(file_uri(b"/a b/c%d#e.png"), "file:///a%20b/c%25d%23e.png");
+        assert_eq!(
+            file_uri(b"/x/caf\xc3\xa9 (1).jpg"),
+            "file:///x/caf%C3%A9%20(1).jpg"
+        );
+        assert_eq!(
+            file_uri(b"/k/a&b=c+d,e;f?g.png"),
+            "file:///k/a&b=c+d,e%3Bf%3Fg.png"
+        );
+    }
+
+    #[test]
+    fn names_are_the_md5_of_the_uri() {
+        // md5("file:///home/jens/photos/me.png"), the standard's own example.
+        assert_eq!(
+            thumb_name("file:///home/jens/photos/me.png"),
+            "c6ee772d9e49320e97ec29a7eb5b1697.png"
+        );
+    }
+}
