@@ -484,6 +484,10 @@ pub const HIGH: QualityTarget = QualityTarget {
     ladder: &[16.0, 13.0, 10.0, 7.0, 4.0],
 };
 
+/// Reason given for images kept as they are because no rate of the ladder reached the target.
+pub const UNREACHABLE_TARGET: &str =
+    "the quality target was not reached even at the highest quality: kept as is";
+
 /// Reason given for images kept as they are because coding them costs more.
 pub const SMALLER_AS_IS: &str = "the original is smaller than its coded frames";
 
@@ -980,13 +984,18 @@ impl GopCoder<'_> {
             let target = self.opts.target.map_or(f64::NEG_INFINITY, |t| t.min_score);
             if worst >= target || final_try {
                 if worst < target {
-                    log::warn!(
-                        "{}: frames {}..{}: best score {:.1} is below the target even at the highest quality",
-                        self.track_name,
-                        self.next_frame,
-                        self.next_frame + batch.len() as u64,
-                        worst
+                    // The promise is every image at the target: a group that cannot reach it
+                    // keeps its original files instead (nothing coded is written).
+                    let reason = format!(
+                        "{UNREACHABLE_TARGET} (best {worst:.2} < {target} in its group of {})",
+                        batch.len()
                     );
+                    log::debug!(
+                        "{}: frames {}..: {reason}",
+                        self.track_name,
+                        self.next_frame
+                    );
+                    return Ok(fail_all(batch, &|| Outcome::Failed(reason.clone())));
                 }
                 last = Some((packets, judged));
                 break;

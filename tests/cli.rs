@@ -202,6 +202,23 @@ fn edge_cases_round_trip() {
     assert_same_tree(&album, &out, 90.0);
     let grey = image::open(out.join("grey.png")).unwrap();
     assert_eq!(grey.color(), image::ColorType::L8, "grey stays grey");
+    for name in [
+        "bitmap.bmp",
+        "scan.tiff",
+        "web.webp",
+        "photo.jpg",
+        "grey.png",
+    ] {
+        let (orig, back) = (
+            std::fs::read(album.join(name)).unwrap(),
+            std::fs::read(out.join(name)).unwrap(),
+        );
+        assert_eq!(
+            image::guess_format(&back).unwrap(),
+            image::guess_format(&orig).unwrap(),
+            "{name} keeps its format"
+        );
+    }
     // Transparency survives in every kind of PNG that has it (alpha compared exactly above).
     for (name, color) in [
         ("alpha.png", image::ColorType::Rgba8),

@@ -80,6 +80,10 @@ pub fn edge_album(root: &Path) -> PathBuf {
     });
     la.save(a.join("grey alpha.png")).unwrap();
     write_palette_png(&a.join("palette.png"), 140, 100);
+    // BMP, TIFF and (lossless) WebP originals come back in their own format.
+    pattern(90, 60, 8).save(a.join("bitmap.bmp")).unwrap();
+    pattern(90, 60, 9).save(a.join("scan.tiff")).unwrap();
+    pattern(90, 60, 10).save(a.join("web.webp")).unwrap();
     // An animated GIF (three frames): kept byte for byte.
     {
         let file = std::fs::File::create(a.join("animated.gif")).unwrap();
