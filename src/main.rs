@@ -3,6 +3,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = av1pack::cli::Cli::parse();
+    if !matches!(cli.command, av1pack::cli::Command::Mount(_)) {
+        // Like other command-line tools: a reader that goes away (`av1pack verify ... | head`)
+        // ends the process quietly instead of making `println!` panic. The mount daemon keeps
+        // SIGPIPE ignored: it must survive a parent that stops listening.
+        // SAFETY: setting a signal disposition before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match av1pack::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e)
