@@ -89,6 +89,10 @@ fn fixture(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let name = OsStr::new(std::str::from_utf8(b"odd").unwrap());
     std::fs::create_dir_all(album.join(name)).unwrap();
     pattern(33, 17, 9).save(album.join("odd/tiny.png")).unwrap();
+    // Wider than a tile: coded as three tiles that the mount puts back together.
+    pattern(9000, 120, 4)
+        .save(album.join("odd/wide strip.png"))
+        .unwrap();
     let o = Command::new("cp")
         .arg("-a")
         .arg(sample_album())
@@ -140,6 +144,16 @@ fn mounted_files_are_exact_and_match_unpack() {
     assert!(
         matches!(&icon.kind, EntryKind::Image(img) if !img.alpha.is_empty()),
         "the icon is coded with an alpha plane"
+    );
+    let strip = a
+        .index
+        .entries
+        .iter()
+        .find(|e| e.path.ends_with(b"wide strip.png"))
+        .unwrap();
+    assert!(
+        matches!(&strip.kind, EntryKind::Image(img) if img.tiles.len() == 3),
+        "the strip is coded in three tiles"
     );
     let m = mount(&archive, &tmp.path().join("mnt"), &[]);
 
