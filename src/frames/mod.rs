@@ -78,10 +78,32 @@ pub fn decode_track(
             continue;
         }
         skipping = false;
-        let sent = archive
-            .read_packet(p)
-            .map_err(FrameError::from)
-            .and_then(|data| Ok(decoder.send(&data, p.pts as i64, p.dts, p.keyframe)?));
+        let data = match archive.read_packet(p) {
+            Ok(data) => data,
+            Err(e) => {
+                // Every frame sent so far depends only on frames sent before it, none on
+                // this one: drain them, then skip to the next keyframe.
+                log::warn!(
+                    "track {}: frame {} unreadable ({e}); resuming at the next keyframe",
+                    t + 1,
+                    p.pts
+                );
+                if decoder.send_eof().is_ok() {
+                    if let Err(e) = drain(&mut decoder, &mut expected, &mut on_frame) {
+                        match e {
+                            FrameError::Read(_) | FrameError::Media(_) => {}
+                            other => return Err(other),
+                        }
+                    }
+                }
+                decoder.reset();
+                skipping = true;
+                continue;
+            }
+        };
+        let sent = decoder
+            .send(&data, p.pts as i64, p.dts, p.keyframe)
+            .map_err(FrameError::from);
         let received = sent.and_then(|()| drain(&mut decoder, &mut expected, &mut on_frame));
         if let Err(e) = received {
             match e {
