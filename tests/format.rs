@@ -208,3 +208,31 @@ fn structurally_impossible_indexes_are_refused() {
         Err(IndexError::Malformed(_))
     ));
 }
+
+/// Found by fuzzing (fuzz/ decode_index): values that decode but that readers cannot use.
+#[test]
+fn impossible_numbers_are_refused() {
+    let refused = |idx: &Index| {
+        let b = codec::encode_index(idx).unwrap();
+        matches!(codec::decode_index(&b), Err(IndexError::Malformed(_)))
+    };
+    let mut idx = sample_index();
+    idx.settings.crf = Some(f32::NAN);
+    assert!(refused(&idx), "NaN crf");
+    for (secs, nanos) in [(0, 1_000_000_000), (i64::MAX, 0), (i64::MIN, 0)] {
+        let mut idx = sample_index();
+        idx.entries[0].mtime = Timestamp { secs, nanos };
+        assert!(refused(&idx), "time {secs} s {nanos} ns");
+    }
+    let mut idx = sample_index();
+    if let EntryKind::Image(img) = &mut idx.entries[1].kind {
+        img.score = Some(f32::INFINITY);
+    }
+    assert!(refused(&idx), "infinite score");
+    let mut idx = sample_index();
+    idx.entries[0].mtime = Timestamp {
+        secs: -86_400,
+        nanos: 999_999_999,
+    };
+    assert!(!refused(&idx), "a time before 1970 is fine");
+}

@@ -18,6 +18,8 @@ pub const MAX_INDEX_BYTES: u64 = 256 << 20;
 /// Upper bounds checked after decoding.
 pub const MAX_ENTRIES: usize = 10_000_000;
 pub const MAX_TRACKS: usize = 65_535;
+/// Largest modification time (seconds either side of 1970) an index may hold.
+pub const MAX_TIME_SECS: u64 = 1 << 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -125,8 +127,25 @@ fn validate(index: &Index) -> Result<(), IndexError> {
             )));
         }
     }
+    let finite = |v: Option<f32>| v.is_none_or(f32::is_finite);
+    if !finite(index.settings.crf) {
+        return Err(IndexError::Malformed("crf is not a number".into()));
+    }
     for entry in &index.entries {
+        // Times a reader can turn into a SystemTime without overflow (±30,000 years).
+        if entry.mtime.nanos > 999_999_999 || entry.mtime.secs.unsigned_abs() > MAX_TIME_SECS {
+            return Err(IndexError::Malformed(format!(
+                "{} has an impossible time",
+                entry.path_lossy()
+            )));
+        }
         if let EntryKind::Image(img) = &entry.kind {
+            if !finite(img.score) {
+                return Err(IndexError::Malformed(format!(
+                    "{} has a score that is not a number",
+                    entry.path_lossy()
+                )));
+            }
             for tile in img.tiles.iter().chain(img.alpha.iter()) {
                 let Some(track) = index.tracks.get(tile.track as usize) else {
                     return Err(IndexError::Malformed(format!(
