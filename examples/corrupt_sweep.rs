@@ -151,6 +151,56 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Mounts the damaged archive and reads every file the reference has, on a thread, with a
+/// timeout. Returns (hung, files read identical, files failing with EIO, files wrong, other
+/// errors, whether the mount could be made).
+fn mount_check(
+    bin: &Path,
+    archive: &Path,
+    mnt: &Path,
+    reference: &BTreeMap<String, Vec<u8>>,
+    intact: &[String],
+) -> (bool, usize, usize, Vec<String>, usize, bool) {
+    let _ = std::fs::create_dir_all(mnt);
+    let r = run(bin, &[Path::new("mount"), archive, mnt]);
+    if r.code != Some(0) {
+        return (r.hung, 0, 0, Vec::new(), 0, false);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (mnt2, reference2, intact2) = (mnt.to_owned(), reference.clone(), intact.to_vec());
+    std::thread::spawn(move || {
+        let (mut same, mut eio, mut wrong, mut other) = (0, 0, Vec::new(), 0);
+        for (path, want) in &reference2 {
+            let p = mnt2.join(path);
+            if p.symlink_metadata()
+                .map(|m| m.is_symlink())
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            match std::fs::read(&p) {
+                Ok(b) if &b == want => same += 1,
+                // Damaged files may fail; intact ones may not, and nothing may read wrong.
+                Ok(_) => wrong.push(path.clone()),
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && !intact2.contains(path) => {
+                    eio += 1
+                }
+                Err(_) => other += 1,
+            }
+        }
+        let _ = tx.send((same, eio, wrong, other));
+    });
+    let res = rx.recv_timeout(TIMEOUT);
+    let _ = run(bin, &[Path::new("umount"), mnt]);
+    match res {
+        Ok((same, eio, wrong, other)) => (false, same, eio, wrong, other, true),
+        Err(_) => {
+            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+            (true, 0, 0, Vec::new(), 0, true)
+        }
+    }
+}
+
 /// xorshift64*: a fixed, seeded sequence.
 struct Rng(u64);
 impl Rng {
@@ -182,6 +232,15 @@ struct Totals {
     wrong_exit: usize,
     unreadable: usize,
     max_secs: f64,
+    mounts: usize,
+    mount_refused: usize,
+    mount_hangs: usize,
+    mount_same: usize,
+    mount_eio: usize,
+    /// Files the mount served with wrong bytes (must be 0).
+    mount_wrong: usize,
+    /// Intact files the mount failed to serve, or errors other than EIO (must be 0).
+    mount_other: usize,
 }
 
 fn main() {
@@ -196,6 +255,11 @@ fn main() {
     let step: u64 = args.get(4).map_or(4096, |s| s.parse().unwrap());
     let flips: usize = args.get(5).map_or(1000, |s| s.parse().unwrap());
     let seed: u64 = args.get(6).map_or(1, |s| s.parse().unwrap());
+    // Every MOUNT_EVERY-th case is also mounted and read through (0: never).
+    let mount_every: usize = std::env::var("MOUNT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     std::fs::create_dir_all(&work).unwrap();
     let a = Archive::open(&archive).expect("an undamaged archive");
     let lay = layout(&a);
@@ -257,6 +321,7 @@ fn main() {
         }
         let got = tree(&out);
         let mut all_back = true;
+        let mut intact_paths = Vec::new();
         for (path, ranges) in &lay.entries {
             let Some(want) = reference.get(path) else {
                 continue; // folders
@@ -265,6 +330,7 @@ fn main() {
             let same = got.get(path) == Some(want);
             all_back &= same;
             if intact {
+                intact_paths.push(path.clone());
                 t.expected += 1;
                 if same {
                     t.restored += 1;
@@ -297,6 +363,26 @@ fn main() {
                 d.describe(),
                 unpack.stderr.trim()
             );
+        }
+        if mount_every > 0 && n % mount_every == 0 {
+            let (hung, same, eio, wrong, other, mounted) =
+                mount_check(&bin, &damaged, &work.join("mnt"), &reference, &intact_paths);
+            t.mounts += 1;
+            t.mount_refused += usize::from(!mounted);
+            if hung {
+                t.mount_hangs += 1;
+                println!("MOUNT HANG ({})", d.describe());
+            }
+            t.mount_same += same;
+            t.mount_eio += eio;
+            t.mount_other += other;
+            if !wrong.is_empty() {
+                println!("MOUNT WRONG BYTES ({}): {wrong:?}", d.describe());
+            }
+            if other > 0 {
+                println!("MOUNT ERROR ({}): {other} files", d.describe());
+            }
+            t.mount_wrong += wrong.len();
         }
         if (n + 1) % 100 == 0 {
             eprintln!("{} of {} cases", n + 1, cases.len());
@@ -341,7 +427,20 @@ fn main() {
         "unpack exit code inconsistent with the result: {}",
         t.wrong_exit
     );
+    if t.mounts > 0 {
+        println!(
+            "mount (every {mount_every}th case): {} mounts, {} refused (unreadable archive), {} hangs; files read identical {}, EIO (damaged) {}, wrong bytes {}, other errors or intact files failing {}",
+            t.mounts, t.mount_refused, t.mount_hangs, t.mount_same, t.mount_eio, t.mount_wrong, t.mount_other
+        );
+    }
     let _ = std::fs::remove_file(&damaged);
-    let failed = t.panics + t.hangs + t.lost_intact + t.silent + t.wrong_exit;
+    let failed = t.panics
+        + t.hangs
+        + t.lost_intact
+        + t.silent
+        + t.wrong_exit
+        + t.mount_hangs
+        + t.mount_wrong
+        + t.mount_other;
     std::process::exit(i32::from(failed > 0));
 }

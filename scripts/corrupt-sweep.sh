@@ -7,6 +7,8 @@
 #
 #   scripts/corrupt-sweep.sh [ALBUM] [STEP] [FLIPS] [SEED] [-- PACK_FLAGS...]
 #   e.g. scripts/corrupt-sweep.sh samples/album 4096 1000 1 -- --crf 18
+# MOUNT_EVERY=K also mounts every K-th damaged copy and reads every file through it: intact
+# files must read identical, damaged ones identical or EIO, and nothing may hang.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ALBUM=${1:-$ROOT/samples/album}
