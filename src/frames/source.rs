@@ -405,7 +405,7 @@ impl Inner {
         let known = lock(&self.blobs_checked)?.get(&entry).copied();
         let result = match known {
             Some(true) => return Ok(()),
-            Some(false) => Err(ReadError::Corrupt(blob.offset)),
+            Some(false) => Err(ReadError::Corrupt(self.archive.blob_range(blob).start)),
             None => self.archive.verify_blob(blob),
         };
         match result {
