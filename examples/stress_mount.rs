@@ -1,7 +1,8 @@
 //! Load on a mounted archive (run by scripts/stress.sh): READERS threads read random files at
 //! random offsets and lengths while LISTERS threads list the whole tree with metadata, for
 //! SECONDS. Every read is compared with a single-threaded read of the same file made before
-//! the storm; every listing with the first one. Samples the daemon's RSS every 100 ms.
+//! the storm; every listing with the first one. Half the reads drop the file's pages from the
+//! kernel's cache first, so they reach the daemon. Samples the daemon's RSS every 100 ms.
 //!
 //! stress_mount MOUNTPOINT DAEMON_PID [SECONDS] [READERS] [LISTERS] [SEED]
 
@@ -120,6 +121,13 @@ fn main() {
                         continue;
                     }
                 };
+                // Half the reads first drop the kernel's cached pages of the file, so that
+                // they reach the daemon (and its small cache) instead of the page cache.
+                if rng.next().is_multiple_of(2) {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: a valid open descriptor; advice only.
+                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                }
                 let mut got = 0;
                 let res = loop {
                     match f.read_at(&mut buf[got..n], off + got as u64) {

@@ -37,7 +37,7 @@ trap cleanup EXIT
 echo "packing $ALBUM ${PACK_FLAGS[*]}"
 "$BIN" pack -q "${PACK_FLAGS[@]}" "$ALBUM" "$WORK/a.mkv"
 "$BIN" info "$WORK/a.mkv" | sed -n '1,5p'
-out=$("$BIN" mount --cache-size "$CACHE" --log-file "$WORK/daemon.log" "$WORK/a.mkv" "$MNT" 2>&1)
+out=$("$BIN" -v mount --cache-size "$CACHE" --log-file "$WORK/daemon.log" "$WORK/a.mkv" "$MNT" 2>&1)
 echo "$out"
 PID=$(echo "$out" | sed -n 's/.*daemon \([0-9]*\),.*/\1/p')
 [ -n "$PID" ] || { echo "no daemon pid in: $out" >&2; exit 1; }
@@ -47,4 +47,6 @@ status=0
 echo "daemon peak RSS over its life (VmHWM): $(sed -n 's/VmHWM:\s*//p' /proc/$PID/status)"
 grep -ci "error\|panick" "$WORK/daemon.log" | sed 's/^/daemon log lines with error\/panic: /' || true
 "$BIN" umount "$MNT"
+sleep 1
+grep -h "frame source:" "$WORK/daemon.log" | sed 's/^/daemon: /' || true
 exit $status
