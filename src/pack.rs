@@ -1016,11 +1016,22 @@ impl GopCoder<'_> {
             let reason = "could not be coded with this track's stream headers".to_string();
             return Ok(fail_all(batch, &|| Outcome::Failed(reason.clone())));
         };
+        let base = self.next_frame;
+        if base == 0 {
+            let extradata = self.extradata.clone().unwrap_or_default();
+            writer.set_extradata(self.t, extradata)?;
+        }
+        for p in &packets {
+            let pts = u64::try_from(p.pts)
+                .map_err(|_| PackError::Pipeline(format!("negative pts {}", p.pts)))?;
+            writer.write_packet(self.t, &p.data, base + pts, base as i64 + p.dts, p.keyframe)?;
+        }
         let alpha_base = match (&mut self.alpha, alpha_gop) {
             (Some(alpha), Some(gop)) => {
                 let base = alpha.next_frame;
                 if base == 0 {
                     writer.set_extradata(alpha.t, alpha.extradata.clone().unwrap_or_default())?;
+                    writer.share_timeline(alpha.t, self.t)?;
                 }
                 for p in &gop.packets {
                     let pts = u64::try_from(p.pts)
@@ -1038,16 +1049,6 @@ impl GopCoder<'_> {
             }
             _ => 0,
         };
-        let base = self.next_frame;
-        if base == 0 {
-            let extradata = self.extradata.clone().unwrap_or_default();
-            writer.set_extradata(self.t, extradata)?;
-        }
-        for p in &packets {
-            let pts = u64::try_from(p.pts)
-                .map_err(|_| PackError::Pipeline(format!("negative pts {}", p.pts)))?;
-            writer.write_packet(self.t, &p.data, base + pts, base as i64 + p.dts, p.keyframe)?;
-        }
         self.next_frame += batch.len() as u64;
         let mut alpha_frame = alpha_base;
         Ok(batch

@@ -309,14 +309,18 @@ fn write_whole(path: &Path, bytes: &[u8], e: &Entry, replace: bool) -> io::Resul
     finish_file(f, e)
 }
 
+/// The time an index records (the epoch if it cannot be represented: never a panic).
 pub fn to_system_time(t: Timestamp) -> std::time::SystemTime {
     use std::time::{Duration, UNIX_EPOCH};
-    if t.secs >= 0 {
-        UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
+    let nanos = Duration::from_nanos(u64::from(t.nanos));
+    let secs = Duration::from_secs(t.secs.unsigned_abs());
+    let base = if t.secs >= 0 {
+        UNIX_EPOCH.checked_add(secs)
     } else {
-        UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
-            + Duration::from_nanos(u64::from(t.nanos))
-    }
+        UNIX_EPOCH.checked_sub(secs)
+    };
+    base.and_then(|b| b.checked_add(nanos))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// Sets a path's mtime without following a final symlink.
@@ -370,5 +374,21 @@ mod tests {
             Some(PathBuf::from("a/b c/d.jpg"))
         );
         assert!(safe_relative(b"caf\xe9/x").is_some());
+    }
+
+    #[test]
+    fn any_recorded_time_converts_without_panicking() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (secs, nanos) in [(i64::MAX, u32::MAX), (i64::MIN, u32::MAX), (0, u32::MAX)] {
+            to_system_time(Timestamp { secs, nanos });
+        }
+        let t = to_system_time(Timestamp {
+            secs: -5,
+            nanos: 250_000_000,
+        });
+        assert_eq!(
+            UNIX_EPOCH.duration_since(t).unwrap(),
+            Duration::from_millis(4750)
+        );
     }
 }

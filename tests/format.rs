@@ -29,6 +29,7 @@ fn sample_index() -> Index {
                     pts: 0,
                     dts: -2,
                     keyframe: true,
+                    hash: 0x0123_4567_89ab_cdef,
                 },
                 Packet {
                     offset: 5100,
@@ -36,6 +37,7 @@ fn sample_index() -> Index {
                     pts: 2,
                     dts: -1,
                     keyframe: false,
+                    hash: 7,
                 },
                 Packet {
                     offset: 5310,
@@ -43,6 +45,7 @@ fn sample_index() -> Index {
                     pts: 1,
                     dts: 0,
                     keyframe: false,
+                    hash: u64::MAX,
                 },
             ],
         }],
@@ -122,7 +125,7 @@ fn sample_index() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v1.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v2.bin");
 
 #[test]
 fn index_bytes_match_the_golden_file() {
@@ -133,7 +136,8 @@ fn index_bytes_match_the_golden_file() {
     let golden = std::fs::read(GOLDEN)
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
-    assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+    assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
+    assert_eq!(codec::FORMAT_VERSION, 2);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
@@ -169,11 +173,13 @@ fn hostile_headers_are_refused_before_allocating() {
         Err(IndexError::TooLarge(_))
     ));
     let mut b = codec::encode_index(&sample_index()).unwrap();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
-    assert!(matches!(
-        codec::decode_index(&b),
-        Err(IndexError::UnsupportedVersion(2))
-    ));
+    for v in [1u32, 3] {
+        b[8..12].copy_from_slice(&v.to_le_bytes());
+        assert!(matches!(
+            codec::decode_index(&b),
+            Err(IndexError::UnsupportedVersion(x)) if x == v
+        ));
+    }
     assert!(matches!(
         codec::decode_index(b"NOTANIDX and more bytes here...."),
         Err(IndexError::BadMagic)
@@ -201,4 +207,32 @@ fn structurally_impossible_indexes_are_refused() {
         codec::decode_index(&b),
         Err(IndexError::Malformed(_))
     ));
+}
+
+/// Found by fuzzing (fuzz/ decode_index): values that decode but that readers cannot use.
+#[test]
+fn impossible_numbers_are_refused() {
+    let refused = |idx: &Index| {
+        let b = codec::encode_index(idx).unwrap();
+        matches!(codec::decode_index(&b), Err(IndexError::Malformed(_)))
+    };
+    let mut idx = sample_index();
+    idx.settings.crf = Some(f32::NAN);
+    assert!(refused(&idx), "NaN crf");
+    for (secs, nanos) in [(0, 1_000_000_000), (i64::MAX, 0), (i64::MIN, 0)] {
+        let mut idx = sample_index();
+        idx.entries[0].mtime = Timestamp { secs, nanos };
+        assert!(refused(&idx), "time {secs} s {nanos} ns");
+    }
+    let mut idx = sample_index();
+    if let EntryKind::Image(img) = &mut idx.entries[1].kind {
+        img.score = Some(f32::INFINITY);
+    }
+    assert!(refused(&idx), "infinite score");
+    let mut idx = sample_index();
+    idx.entries[0].mtime = Timestamp {
+        secs: -86_400,
+        nanos: 999_999_999,
+    };
+    assert!(!refused(&idx), "a time before 1970 is fine");
 }

@@ -356,3 +356,48 @@ fn a_damaged_frame_gives_eio_for_that_file_only() {
     );
     assert!(std::fs::read(m.dir.join("sample/notes/README.md")).is_ok());
 }
+
+#[test]
+fn a_damaged_stored_file_gives_eio_for_that_file_only() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = packed_sample(tmp.path());
+    let a = Archive::open(&archive).unwrap();
+    let (victim, range) = a
+        .index
+        .entries
+        .iter()
+        .find_map(|e| match &e.kind {
+            EntryKind::Verbatim { blob, .. } if blob.len > 10_000 => {
+                Some((e.path_lossy(), a.blob_range(blob)))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    // One flipped byte near the end: even a read of the file's first bytes must fail.
+    bytes[range.end as usize - 3] ^= 0x01;
+    let damaged = tmp.path().join("damaged.mkv");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let m = mount(&damaged, &tmp.path().join("mnt"), &[]);
+    let f = std::fs::File::open(m.dir.join(&victim)).unwrap();
+    let mut head = [0u8; 16];
+    let err = f.read_at(&mut head, 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{victim}");
+    // Every other stored file reads back as packed.
+    for e in &a.index.entries {
+        if let EntryKind::Verbatim { blob, .. } = &e.kind {
+            if e.path_lossy() != victim {
+                let got = std::fs::read(m.dir.join(e.path_lossy())).unwrap();
+                let r = a.blob_range(blob);
+                assert!(
+                    got == bytes[r.start as usize..r.end as usize],
+                    "{}",
+                    e.path_lossy()
+                );
+            }
+        }
+    }
+}

@@ -9,13 +9,17 @@ use super::Index;
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: packets carry an xxh3-64 of their payload (`Packet::hash`); a second copy of the index
+/// at the end of the file, found through a trailer.
+pub const FORMAT_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// Upper bound for an index payload: 256 MiB is ~2 million entries.
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;
 /// Upper bounds checked after decoding.
 pub const MAX_ENTRIES: usize = 10_000_000;
 pub const MAX_TRACKS: usize = 65_535;
+/// Largest modification time (seconds either side of 1970) an index may hold.
+pub const MAX_TIME_SECS: u64 = 1 << 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -123,8 +127,25 @@ fn validate(index: &Index) -> Result<(), IndexError> {
             )));
         }
     }
+    let finite = |v: Option<f32>| v.is_none_or(f32::is_finite);
+    if !finite(index.settings.crf) {
+        return Err(IndexError::Malformed("crf is not a number".into()));
+    }
     for entry in &index.entries {
+        // Times a reader can turn into a SystemTime without overflow (±30,000 years).
+        if entry.mtime.nanos > 999_999_999 || entry.mtime.secs.unsigned_abs() > MAX_TIME_SECS {
+            return Err(IndexError::Malformed(format!(
+                "{} has an impossible time",
+                entry.path_lossy()
+            )));
+        }
         if let EntryKind::Image(img) = &entry.kind {
+            if !finite(img.score) {
+                return Err(IndexError::Malformed(format!(
+                    "{} has a score that is not a number",
+                    entry.path_lossy()
+                )));
+            }
             for tile in img.tiles.iter().chain(img.alpha.iter()) {
                 let Some(track) = index.tracks.get(tile.track as usize) else {
                     return Err(IndexError::Malformed(format!(
@@ -161,6 +182,58 @@ fn validate(index: &Index) -> Result<(), IndexError> {
         }
     }
     Ok(())
+}
+
+/// Magic of the trailer that closes an archive and points at the second copy of the index.
+pub const TRAILER_MAGIC: &[u8; 8] = b"AV1PKTRL";
+/// Body of the trailer: magic, three u64 fields and their xxh3-64.
+pub const TRAILER_BODY_LEN: usize = 8 + 8 * 4;
+/// The trailer as written: a Matroska Void element (ID 0xEC, 1-byte size) around the body.
+pub const TRAILER_ELEMENT_LEN: usize = 2 + TRAILER_BODY_LEN;
+
+/// The last bytes of an archive (a Void element, ignored by Matroska readers): where the
+/// second copy of the index is and where the blob area starts, so that the archive can be
+/// read when its start, its SeekHead or its first index copy is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    /// Absolute offset of the blob area (end of the first index attachment).
+    pub blob_area: u64,
+    /// Absolute offset and length of the second copy's framed bytes (header + payload).
+    pub copy_offset: u64,
+    pub copy_len: u64,
+}
+
+impl Trailer {
+    /// The whole Void element.
+    pub fn encode(&self) -> [u8; TRAILER_ELEMENT_LEN] {
+        let mut out = [0u8; TRAILER_ELEMENT_LEN];
+        out[0] = 0xEC;
+        out[1] = 0x80 | TRAILER_BODY_LEN as u8;
+        out[2..10].copy_from_slice(TRAILER_MAGIC);
+        out[10..18].copy_from_slice(&self.blob_area.to_le_bytes());
+        out[18..26].copy_from_slice(&self.copy_offset.to_le_bytes());
+        out[26..34].copy_from_slice(&self.copy_len.to_le_bytes());
+        let sum = xxh3_64(&out[2..34]);
+        out[34..42].copy_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Parses the whole Void element; `None` unless every byte checks out.
+    pub fn parse(b: &[u8]) -> Option<Trailer> {
+        if b.len() != TRAILER_ELEMENT_LEN
+            || b[0] != 0xEC
+            || b[1] != 0x80 | TRAILER_BODY_LEN as u8
+            || &b[2..10] != TRAILER_MAGIC
+            || xxh3_64(&b[2..34]) != u64::from_le_bytes(le8(&b[34..42]))
+        {
+            return None;
+        }
+        Some(Trailer {
+            blob_area: u64::from_le_bytes(le8(&b[10..18])),
+            copy_offset: u64::from_le_bytes(le8(&b[18..26])),
+            copy_len: u64::from_le_bytes(le8(&b[26..34])),
+        })
+    }
 }
 
 fn le4(b: &[u8]) -> [u8; 4] {

@@ -14,6 +14,8 @@ pub use writer::{ArchiveWriter, WriteError};
 
 /// Name of the Matroska attachment that carries the index.
 pub const INDEX_ATTACHMENT_NAME: &str = "av1pack-index.bin";
+/// Name of the last attachment: a second copy of the index, used when the first is damaged.
+pub const INDEX_COPY_ATTACHMENT_NAME: &str = "av1pack-index-copy.bin";
 
 /// Everything a reader needs to know about an album, without scanning the video.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -67,6 +69,8 @@ pub struct Packet {
     /// Decode order timestamp as the encoder gave it (may be negative with B-frames).
     pub dts: i64,
     pub keyframe: bool,
+    /// xxh3-64 of the payload: a damaged frame is an error, never a wrong picture.
+    pub hash: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -1,15 +1,15 @@
 //! Writes an archive: Matroska header, clusters of coded frames, cues, and an attachment area
-//! holding the index followed by the verbatim files.
+//! holding the index, the verbatim files and a second copy of the index, then a trailer.
 //!
 //! File layout:
 //! `EBML header` · `Segment { SeekHead (reserved) · Info · Tracks (reserved) · Cluster* · Cues ·
-//! Attachments { index · verbatim files } }`.
+//! Attachments { index · verbatim files · index copy } · Void trailer }`.
 //! Verbatim files are streamed into a side file while packing and copied in at the end; the
 //! index stores their offsets relative to the end of the index attachment, so the index can be
 //! written last without knowing its own size in advance.
 
 use super::mkv::{self, id, CountingWriter};
-use super::{codec, Blob, Index, Packet, INDEX_ATTACHMENT_NAME};
+use super::{codec, Blob, Index, Packet, INDEX_ATTACHMENT_NAME, INDEX_COPY_ATTACHMENT_NAME};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
@@ -54,6 +54,8 @@ struct TrackState {
     /// First timeline slot (in frames) of this track, given with its first frame: tracks
     /// follow one another on the timeline without gaps.
     first_slot: Option<u64>,
+    /// An alpha track shares the timeline of its colour track (see `share_timeline`).
+    timeline_of: Option<usize>,
 }
 
 struct Cluster {
@@ -140,6 +142,7 @@ impl ArchiveWriter {
                 packets: Vec::new(),
                 crop: None,
                 first_slot: None,
+                timeline_of: None,
             })
             .collect();
         Ok(ArchiveWriter {
@@ -181,6 +184,21 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Places `track` on the timeline of `other` instead of after it: alpha tracks, whose
+    /// frames are not for showing, take no time of the slideshow of their own. `other`'s first
+    /// frame must be written before `track`'s.
+    pub fn share_timeline(&mut self, track: usize, other: usize) -> Result<(), WriteError> {
+        if other >= self.tracks.len() {
+            return Err(WriteError::NoTrack(other));
+        }
+        let t = self
+            .tracks
+            .get_mut(track)
+            .ok_or(WriteError::NoTrack(track))?;
+        t.timeline_of = Some(other);
+        Ok(())
+    }
+
     /// Appends one coded frame of `track` (packets in decode order).
     pub fn write_packet(
         &mut self,
@@ -190,12 +208,24 @@ impl ArchiveWriter {
         dts: i64,
         keyframe: bool,
     ) -> Result<Packet, WriteError> {
+        // A track sharing another's timeline starts where that one starts and does not
+        // move the timeline on (its frames never outnumber the other's).
+        let shared = self
+            .tracks
+            .get(track)
+            .and_then(|s| s.timeline_of)
+            .and_then(|o| self.tracks.get(o))
+            .and_then(|o| o.first_slot);
         let state = self
             .tracks
             .get_mut(track)
             .ok_or(WriteError::NoTrack(track))?;
-        let first_slot = *state.first_slot.get_or_insert(self.next_slot);
-        self.next_slot = self.next_slot.max(first_slot + pts + 1);
+        let first_slot = *state
+            .first_slot
+            .get_or_insert(shared.unwrap_or(self.next_slot));
+        if shared.is_none() {
+            self.next_slot = self.next_slot.max(first_slot + pts + 1);
+        }
         let number = match state.number {
             Some(n) => n,
             None => {
@@ -253,6 +283,7 @@ impl ArchiveWriter {
             pts,
             dts,
             keyframe,
+            hash: xxhash_rust::xxh3::xxh3_64(data),
         };
         self.tracks[track].packets.push(packet);
         Ok(packet)
@@ -335,16 +366,22 @@ impl ArchiveWriter {
             self.out.write_all(&chapters)?;
         }
 
-        // Attachments: the index first, then the verbatim files.
+        // Attachments: the index first, then the verbatim files, then a second copy of the
+        // index; a trailer after them points at the copy.
         let attachments_pos = self.out.pos;
         let index_bytes = codec::encode_index(index)?;
-        let mut fields = Vec::new();
-        mkv::string(&mut fields, id::FILE_NAME, INDEX_ATTACHMENT_NAME);
-        mkv::string(&mut fields, id::FILE_MEDIA_TYPE, "application/octet-stream");
-        mkv::uint(&mut fields, id::FILE_UID, 1);
-        mkv::master(&mut fields, id::FILE_DATA, &index_bytes);
-        let mut index_el = Vec::new();
-        mkv::master(&mut index_el, id::ATTACHED_FILE, &fields);
+        let attached = |name: &str, uid: u64| {
+            let mut fields = Vec::new();
+            mkv::string(&mut fields, id::FILE_NAME, name);
+            mkv::string(&mut fields, id::FILE_MEDIA_TYPE, "application/octet-stream");
+            mkv::uint(&mut fields, id::FILE_UID, uid);
+            mkv::master(&mut fields, id::FILE_DATA, &index_bytes);
+            let mut el = Vec::new();
+            mkv::master(&mut el, id::ATTACHED_FILE, &fields);
+            el
+        };
+        let index_el = attached(INDEX_ATTACHMENT_NAME, 1);
+        let copy_el = attached(INDEX_COPY_ATTACHMENT_NAME, self.blob_count + 2);
         self.blobs.flush()?;
         let blob_bytes = self.blobs.pos;
         let mut blob_file = self
@@ -356,13 +393,23 @@ impl ArchiveWriter {
         mkv::put_id(&mut head, id::ATTACHMENTS);
         mkv::put_size_fixed(
             &mut head,
-            index_el.len() as u64 + blob_bytes,
+            index_el.len() as u64 + blob_bytes + copy_el.len() as u64,
             PATCHED_SIZE_LEN,
         );
         self.out.write_all(&head)?;
         self.out.write_all(&index_el)?;
+        let blob_area = self.out.pos;
         blob_file.seek(SeekFrom::Start(0))?;
         mkv::copy_exact(&mut blob_file, &mut self.out, blob_bytes)?;
+        // The framed index is the last field of the attached file.
+        let copy_offset = self.out.pos + (copy_el.len() - index_bytes.len()) as u64;
+        self.out.write_all(&copy_el)?;
+        let trailer = codec::Trailer {
+            blob_area,
+            copy_offset,
+            copy_len: index_bytes.len() as u64,
+        };
+        self.out.write_all(&trailer.encode())?;
         let end = self.out.pos;
 
         let mut file = self

@@ -218,13 +218,32 @@ impl<'a> TrackFrames<'a> {
                     continue;
                 }
                 self.skipping = false;
+                let data = match self.archive.read_packet(p) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        // Every frame sent so far depends only on frames sent before it, none
+                        // on this one: drain them, then skip to the next keyframe.
+                        log::warn!(
+                            "track {}: frame {} unreadable ({e}); resuming at the next keyframe",
+                            self.t + 1,
+                            p.pts
+                        );
+                        if self.decoder.send_eof().is_ok() {
+                            if let Err(e) = self.drain() {
+                                if !matches!(e, FrameError::Read(_) | FrameError::Media(_)) {
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        self.decoder.reset();
+                        self.skipping = true;
+                        continue;
+                    }
+                };
                 let sent = self
-                    .archive
-                    .read_packet(p)
-                    .map_err(FrameError::from)
-                    .and_then(|data| {
-                        Ok(self.decoder.send(&data, p.pts as i64, p.dts, p.keyframe)?)
-                    });
+                    .decoder
+                    .send(&data, p.pts as i64, p.dts, p.keyframe)
+                    .map_err(FrameError::from);
                 if let Err(e) = sent.and_then(|()| self.drain()) {
                     match e {
                         FrameError::Read(_) | FrameError::Media(_) => {

@@ -147,6 +147,8 @@ struct Inner {
     stats: Stats,
     /// Entries whose rendered size was found wrong (reported once).
     bad: Mutex<HashSet<usize>>,
+    /// Stored files whose bytes were checked against their hash: entry → intact.
+    blobs_checked: Mutex<HashMap<usize, bool>>,
 }
 
 /// Rendered image files of an archive, decoded on demand.
@@ -214,6 +216,7 @@ impl FrameSource {
             busy_cv: Condvar::new(),
             stats: Stats::default(),
             bad: Mutex::new(HashSet::new()),
+            blobs_checked: Mutex::new(HashMap::new()),
             archive,
             opts,
             maps,
@@ -280,6 +283,7 @@ impl FrameSource {
             .ok_or_else(|| FrameError::Internal(format!("no entry {entry}")))?;
         match &e.kind {
             EntryKind::Verbatim { blob, .. } => {
+                self.inner.check_blob(entry, blob)?;
                 Ok(self.inner.archive.read_blob(blob, offset, size)?)
             }
             EntryKind::Image(_) => {
@@ -398,6 +402,34 @@ impl Inner {
         }
         self.busy_cv.notify_one();
         result
+    }
+
+    /// A stored file is read through and checked against its hash once, on its first read:
+    /// damaged bytes give an error instead of wrong data.
+    fn check_blob(&self, entry: usize, blob: &crate::archive::Blob) -> Result<(), FrameError> {
+        use crate::archive::ReadError;
+        let known = lock(&self.blobs_checked)?.get(&entry).copied();
+        let result = match known {
+            Some(true) => return Ok(()),
+            Some(false) => Err(ReadError::Corrupt(self.archive.blob_range(blob).start)),
+            None => self.archive.verify_blob(blob),
+        };
+        match result {
+            Ok(()) => {
+                lock(&self.blobs_checked)?.insert(entry, true);
+                Ok(())
+            }
+            Err(e @ (ReadError::Corrupt(_) | ReadError::OutOfRange(_))) => {
+                if lock(&self.blobs_checked)?.insert(entry, false).is_none() {
+                    log::error!(
+                        "{}: stored bytes are damaged: {e}",
+                        self.archive.index.entries[entry].path_lossy()
+                    );
+                }
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn render_file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {

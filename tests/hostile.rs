@@ -1,0 +1,453 @@
+//! Hostile or odd input folders, and hostile archives, through the real binary: decompression
+//! bombs, corrupt images, symlinks (loops, pointing outside), names differing only in case, a
+//! very deep tree; archives whose paths or symlinks try to leave the output folder.
+
+mod common;
+
+use av1pack::archive::{self, Archive, ArchiveWriter, Entry, EntryKind, Index, Timestamp};
+use common::*;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs a command to its end; returns its output and its peak RSS in KiB (from wait4).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives the rusage
+fn run_measured(mut cmd: Command) -> (Output, u64) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        so.read_to_end(&mut b).unwrap();
+        b
+    });
+    let mut stderr = Vec::new();
+    se.read_to_end(&mut stderr).unwrap();
+    let stdout = t.join().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it in for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    let status = std::os::unix::process::ExitStatusExt::from_raw(code << 8);
+    (
+        Output {
+            status,
+            stdout,
+            stderr,
+        },
+        ru.ru_maxrss as u64,
+    )
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut c = kind.to_vec();
+    c.extend_from_slice(data);
+    out.extend_from_slice(&c);
+    out.extend_from_slice(&crc32(&c).to_be_bytes());
+}
+
+/// A PNG that declares `w`×`h` RGB pixels but carries almost no data.
+fn png_bomb(w: u32, h: u32) -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    // zlib stream of a single zero byte.
+    png_chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+    );
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A JPEG header declaring 65000×65000 (baseline, 3 components), then the end marker.
+fn jpeg_bomb() -> Vec<u8> {
+    let mut out = vec![0xFF, 0xD8];
+    out.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x11, 8]);
+    out.extend_from_slice(&65000u16.to_be_bytes());
+    out.extend_from_slice(&65000u16.to_be_bytes());
+    out.extend_from_slice(&[3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]);
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+fn verbatim_reason(a: &Archive, path: &str) -> String {
+    let e = a
+        .index
+        .entries
+        .iter()
+        .find(|e| e.path == path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} not in the archive"));
+    match &e.kind {
+        EntryKind::Verbatim { reason, .. } => reason.clone(),
+        other => panic!("{path} was not kept as is: {other:?}"),
+    }
+}
+
+fn unpack_ok(archive: &Path, out: &Path) {
+    let o = bin()
+        .args(["unpack", "-q"])
+        .arg(archive)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn decompression_bombs_are_kept_as_files_without_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    std::fs::write(album.join("huge.png"), png_bomb(100_000, 100_000)).unwrap();
+    std::fs::write(album.join("wide.png"), png_bomb(4_000_000, 1)).unwrap();
+    std::fs::write(album.join("huge.jpg"), jpeg_bomb()).unwrap();
+    // Within the sides the video path takes, but its data is missing: decoding fails.
+    std::fs::write(album.join("big-empty.png"), png_bomb(8000, 8000)).unwrap();
+    pattern(64, 48, 1).save(album.join("fine.png")).unwrap();
+    let archive = tmp.path().join("a.mkv");
+    let mut cmd = bin();
+    cmd.args(["pack", "--crf", "20"]).arg(&album).arg(&archive);
+    let (o, rss_kib) = run_measured(cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    eprintln!("pack of the bombs: peak RSS {} MiB", rss_kib / 1024);
+    // 100000×100000 RGB would be 28 GiB; 8000×8000 is 183 MiB, decoded at most once.
+    assert!(rss_kib < 600 * 1024, "peak RSS {rss_kib} KiB");
+    let a = Archive::open(&archive).unwrap();
+    for name in ["huge.png", "wide.png"] {
+        let why = verbatim_reason(&a, name);
+        assert!(why.contains("larger than"), "{name}: {why}");
+    }
+    let why = verbatim_reason(&a, "huge.jpg");
+    assert!(!why.is_empty());
+    let why = verbatim_reason(&a, "big-empty.png");
+    assert!(why.contains("decode"), "big-empty.png: {why}");
+    assert!(matches!(
+        a.index
+            .entries
+            .iter()
+            .find(|e| e.path == b"fine.png")
+            .unwrap()
+            .kind,
+        EntryKind::Image(_)
+    ));
+    // ls and info read the archive, unpack gives every file back byte for byte.
+    for cmd in ["ls", "info"] {
+        let o = bin().arg(cmd).arg(&archive).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+    }
+    let out = tmp.path().join("out");
+    unpack_ok(&archive, &out);
+    for name in ["huge.png", "wide.png", "huge.jpg", "big-empty.png"] {
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(album.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn corrupt_images_are_kept_as_files_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    pattern(120, 80, 2).save(album.join("good.png")).unwrap();
+    let mut bad = std::fs::read(album.join("good.png")).unwrap();
+    // Scramble the compressed pixels (the chunk CRCs no longer match either).
+    let idat = bad.windows(4).position(|w| w == b"IDAT").unwrap();
+    for b in &mut bad[idat + 10..idat + 60] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(album.join("scrambled.png"), &bad).unwrap();
+    std::fs::write(album.join("header-only.jpg"), [0xFF, 0xD8, 0xFF, 0xE0]).unwrap();
+    std::fs::write(album.join("text.png"), b"I am not a PNG").unwrap();
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .args(["pack", "--crf", "20"])
+        .arg(&album)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = Archive::open(&archive).unwrap();
+    for name in ["scrambled.png", "header-only.jpg", "text.png"] {
+        let why = verbatim_reason(&a, name);
+        assert!(!why.is_empty(), "{name}");
+    }
+    let out = tmp.path().join("out");
+    unpack_ok(&archive, &out);
+    for name in ["scrambled.png", "header-only.jpg", "text.png"] {
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(album.join(name)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn symlinks_are_kept_as_links_and_never_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(album.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"outside the album").unwrap();
+    pattern(40, 30, 3).save(album.join("sub/pic.png")).unwrap();
+    let links: [(&str, &Path); 7] = [
+        ("self", Path::new("self")),
+        ("a", Path::new("b")),
+        ("b", Path::new("a")),
+        ("out-abs", &outside),
+        ("out-rel", Path::new("../outside")),
+        ("root", Path::new("/")),
+        ("sub/up", Path::new("..")),
+    ];
+    for (name, target) in links {
+        std::os::unix::fs::symlink(target, album.join(name)).unwrap();
+    }
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .args(["pack", "--crf", "20"])
+        .arg(&album)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = Archive::open(&archive).unwrap();
+    let paths: Vec<String> = a.index.entries.iter().map(Entry::path_lossy).collect();
+    assert_eq!(
+        paths,
+        [
+            "a",
+            "b",
+            "out-abs",
+            "out-rel",
+            "root",
+            "self",
+            "sub",
+            "sub/pic.png",
+            "sub/up"
+        ],
+        "nothing behind a link was packed"
+    );
+    for (name, target) in links {
+        let e = a.index.entries.iter().find(|e| e.path_lossy() == name);
+        match &e.unwrap().kind {
+            EntryKind::Symlink { target: t } => assert_eq!(t, target.as_os_str().as_bytes()),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let out = tmp.path().join("out");
+    unpack_ok(&archive, &out);
+    for (name, target) in links {
+        assert_eq!(
+            std::fs::read_link(out.join(name)).unwrap(),
+            target,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(outside.join("secret.txt")).unwrap(),
+        b"outside the album"
+    );
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+}
+
+#[test]
+fn names_that_differ_only_in_case_stay_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    for d in ["Dir", "dir"] {
+        std::fs::create_dir_all(album.join(d)).unwrap();
+        std::fs::write(album.join(d).join("a.txt"), d.as_bytes()).unwrap();
+    }
+    for (i, n) in ["Photo.png", "photo.png", "PHOTO.PNG"].iter().enumerate() {
+        pattern(50, 40, i as u32 * 5).save(album.join(n)).unwrap();
+    }
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .args(["pack", "--crf", "20"])
+        .arg(&album)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    unpack_ok(&archive, &out);
+    assert_eq!(files(&out), files(&album));
+    assert_eq!(std::fs::read(out.join("Dir/a.txt")).unwrap(), b"Dir");
+    assert_eq!(std::fs::read(out.join("dir/a.txt")).unwrap(), b"dir");
+    let imgs: Vec<_> = ["Photo.png", "photo.png", "PHOTO.PNG"]
+        .iter()
+        .map(|n| rgb_of(&out.join(n)))
+        .collect();
+    assert!(imgs[0] != imgs[1] && imgs[1] != imgs[2] && imgs[0] != imgs[2]);
+}
+
+#[test]
+fn a_tree_200_folders_deep_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    let mut deep = album.clone();
+    for i in 0..200 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom.txt"), b"deep down").unwrap();
+    pattern(32, 24, 4).save(deep.join("bottom.png")).unwrap();
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .args(["pack", "--crf", "20"])
+        .arg(&album)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bin().arg("ls").arg(&archive).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 202);
+    let out = tmp.path().join("out");
+    unpack_ok(&archive, &out);
+    let rel = deep.strip_prefix(&album).unwrap();
+    assert_eq!(
+        std::fs::read(out.join(rel).join("bottom.txt")).unwrap(),
+        b"deep down"
+    );
+    assert_eq!(
+        rgb_of(&out.join(rel).join("bottom.png")).dimensions(),
+        (32, 24)
+    );
+}
+
+/// Writes an archive whose index holds `entries` (stored files get `data`).
+fn hostile_archive(path: &Path, entries: Vec<(&[u8], Option<&[u8]>)>) {
+    let out = std::fs::File::create(path).unwrap();
+    let blobs = tempfile::tempfile().unwrap();
+    let mut w = ArchiveWriter::create(out, blobs, Vec::new(), 25, "hostile").unwrap();
+    let mut index = Index {
+        tool_version: "0.1.0".into(),
+        renderer: "x".into(),
+        settings: archive::Settings {
+            codec: "libx264".into(),
+            preset: "medium".into(),
+            crf: None,
+            qp: None,
+            gop: 8,
+            frame_rate: 25,
+            pix_fmt: "yuvj444p".into(),
+        },
+        tracks: Vec::new(),
+        entries: Vec::new(),
+    };
+    for (p, data) in entries {
+        let kind = match data {
+            Some(d) => {
+                let blob = w
+                    .add_blob(&String::from_utf8_lossy(p), &mut &d[..], d.len() as u64)
+                    .unwrap();
+                EntryKind::Verbatim {
+                    blob,
+                    reason: "planted".into(),
+                }
+            }
+            None => EntryKind::Symlink {
+                target: std::env::temp_dir().as_os_str().as_bytes().to_vec(),
+            },
+        };
+        index.entries.push(Entry {
+            path: p.to_vec(),
+            mtime: Timestamp::default(),
+            mode: 0o644,
+            kind,
+        });
+    }
+    w.finish(&mut index).unwrap();
+}
+
+#[test]
+fn unpack_never_writes_outside_its_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let outside = t.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let abs = outside.join("abs.txt");
+    let archive = t.join("hostile.mkv");
+    hostile_archive(
+        &archive,
+        vec![
+            (b"ok.txt", Some(b"fine")),
+            (abs.as_os_str().as_bytes(), Some(b"absolute")),
+            (b"../outside/dotdot.txt", Some(b"dotdot")),
+            (b"sub/../../outside/mid.txt", Some(b"mid")),
+            // A symlink to a folder outside, then a file "inside" it.
+            (b"link", None),
+            (b"link/through.txt", Some(b"through")),
+        ],
+    );
+    let out = t.join("out");
+    let o = bin()
+        .arg("unpack")
+        .arg(&archive)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(!err.contains("panicked"));
+    for named in [
+        "abs.txt",
+        "../outside/dotdot.txt",
+        "sub/../../outside/mid.txt",
+    ] {
+        assert!(err.contains(named), "{named} not named: {err}");
+    }
+    assert_eq!(std::fs::read(out.join("ok.txt")).unwrap(), b"fine");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{err}");
+    assert!(!std::env::temp_dir().join("through.txt").exists());
+    // The same archive into a folder where "link" already is a symlink to outside.
+    let out2 = t.join("out2");
+    std::fs::create_dir(&out2).unwrap();
+    std::os::unix::fs::symlink(&outside, out2.join("link")).unwrap();
+    let o = bin()
+        .args(["unpack", "--force"])
+        .arg(&archive)
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("link/through.txt"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}
