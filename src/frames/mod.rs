@@ -131,7 +131,7 @@ pub struct Assembly {
 
 impl Assembly {
     /// Limit on the pixels of an image assembled from tiles (the index is untrusted).
-    const MAX_PIXELS: u64 = 1 << 28;
+    const MAX_PIXELS: u64 = crate::album::MAX_PIXELS;
 
     pub fn new(img: &ImageEntry) -> Result<Self, FrameError> {
         if u64::from(img.width) * u64::from(img.height) > Self::MAX_PIXELS {
