@@ -498,6 +498,8 @@ const GOP_MEMORY: u64 = 64 << 20;
 /// alpha plane as grey RGB) when the image has one.
 struct Ready {
     job: Job,
+    /// Where this tile is in its image (a copy of `entry.tiles[job.tile]`).
+    tile: Tile,
     entry: Box<ImageEntry>,
     canvas: Vec<u8>,
     alpha: Option<Vec<u8>>,
@@ -560,7 +562,9 @@ impl Assembler {
                 match &mut p.entry {
                     None => p.entry = Some(e),
                     Some(pe) => {
-                        pe.tiles[k] = e.tiles[k];
+                        if let (Some(a), Some(b)) = (pe.tiles.get_mut(k), e.tiles.get(k)) {
+                            *a = *b;
+                        }
                         if let (Some(a), Some(b)) = (pe.alpha.get_mut(k), e.alpha.get(k)) {
                             *a = *b;
                         }
@@ -915,7 +919,7 @@ impl GopCoder<'_> {
         }
         // A tile of a huge image weighs its share (by area) of the original file.
         let share = |r: &Ready, bytes: u64| -> u64 {
-            let t = r.entry.tiles[r.job.tile];
+            let t = r.tile;
             let area = u128::from(t.width) * u128::from(t.height);
             let whole = (u128::from(r.entry.width) * u128::from(r.entry.height)).max(1);
             (u128::from(bytes) * area / whole) as u64
@@ -1114,7 +1118,7 @@ impl GopCoder<'_> {
             let f = f.as_ref().ok_or_else(|| {
                 PackError::Pipeline("a frame did not come back from the decoder".into())
             })?;
-            let tile = r.entry.tiles[r.job.tile];
+            let tile = r.tile;
             let cut = |canvas: &[u8]| {
                 pixels::extract(canvas, cw, ch, tile.width, tile.height, tile.rotated)
                     .ok_or_else(|| PackError::Pipeline("tile outside canvas".into()))
@@ -1256,6 +1260,15 @@ fn prepare(d: &Decoded, job: Job, t: usize, alpha_t: Option<usize>, cw: u32, ch:
     };
     Ready {
         job,
+        tile: Tile {
+            track: t as u32,
+            frame: 0,
+            x,
+            y,
+            width: w,
+            height: h,
+            rotated: job.rotated,
+        },
         entry,
         canvas,
         alpha,
