@@ -11,6 +11,7 @@ use crate::archive::{
     self, ArchiveWriter, ColorModel, Entry, EntryKind, ImageEntry, ImageFormat, Index, Rendered,
     Settings, Tile, Track,
 };
+use crate::frames::{Assembly, Piece, Plane, Use};
 use crate::media::{self, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
 use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
@@ -516,6 +517,9 @@ struct TileDone {
 /// Tiles of an image coded so far.
 struct Pending {
     entry: Option<Box<ImageEntry>>,
+    /// The decoded tiles put together (the same assembly unpack and the mount use).
+    asm: Option<Assembly>,
+    /// The whole picture, once the assembly has every tile.
     pic: Option<Picture>,
     left: usize,
     failure: Option<Outcome>,
@@ -538,6 +542,7 @@ impl Assembler {
         }
         let p = self.pending.entry(job.item).or_insert_with(|| Pending {
             entry: None,
+            asm: None,
             pic: None,
             left: job.tiles,
             failure: None,
@@ -546,21 +551,18 @@ impl Assembler {
         match done.outcome {
             Outcome::Image(e) if p.failure.is_none() => {
                 let k = job.tile;
-                let (Some(tile), Some(px)) = (e.tiles.get(k).copied(), done.pixels) else {
+                let Some(px) = done.pixels else {
                     return Err(PackError::Pipeline(
                         "a tile came back without pixels".into(),
                     ));
                 };
-                let pic = p.pic.get_or_insert_with(|| Picture {
-                    rgb: image::RgbImage::new(e.width, e.height),
-                    alpha: (!e.alpha.is_empty()).then(|| image::GrayImage::new(e.width, e.height)),
-                });
-                pixels::paste(&mut pic.rgb, &px.rgb, tile.x, tile.y);
-                if let (Some(dst), Some(src)) = (pic.alpha.as_mut(), px.alpha.as_ref()) {
-                    pixels::paste(dst, src, tile.x, tile.y);
+                if p.asm.is_none() {
+                    let asm = Assembly::new(&e)
+                        .map_err(|err| PackError::Pipeline(format!("tiled image: {err}")))?;
+                    p.asm = Some(asm);
                 }
-                match &mut p.entry {
-                    None => p.entry = Some(e),
+                let entry: &ImageEntry = match &mut p.entry {
+                    None => p.entry.insert(e),
                     Some(pe) => {
                         if let (Some(a), Some(b)) = (pe.tiles.get_mut(k), e.tiles.get(k)) {
                             *a = *b;
@@ -572,6 +574,24 @@ impl Assembler {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
                         };
+                        pe
+                    }
+                };
+                let pieces = [
+                    (Plane::Color, Some(Piece::Color(px.rgb))),
+                    (Plane::Alpha, px.alpha.map(Piece::Alpha)),
+                ];
+                if let Some(asm) = p.asm.as_mut() {
+                    for (plane, piece) in pieces {
+                        let Some(piece) = piece else { continue };
+                        let u = Use {
+                            entry: job.item,
+                            plane,
+                            tile: k,
+                        };
+                        if let Some(pic) = asm.add(entry, u, &piece) {
+                            p.pic = Some(pic);
+                        }
                     }
                 }
             }
@@ -579,7 +599,7 @@ impl Assembler {
             failure => {
                 if p.failure.is_none() {
                     p.failure = Some(failure);
-                    p.pic = None;
+                    p.asm = None;
                     p.entry = None;
                 }
             }
