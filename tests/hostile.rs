@@ -115,6 +115,17 @@ fn verbatim_reason(a: &Archive, path: &str) -> String {
     }
 }
 
+/// Packs `album` once at a fixed rate (no quality loop: these tests are about names and bytes).
+fn pack_ok(album: &Path, archive: &Path) {
+    let o = bin()
+        .args(["pack", "--crf", "20"])
+        .arg(album)
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 fn unpack_ok(archive: &Path, out: &Path) {
     let o = bin()
         .args(["unpack", "-q"])
@@ -195,13 +206,7 @@ fn corrupt_images_are_kept_as_files_with_a_reason() {
     std::fs::write(album.join("header-only.jpg"), [0xFF, 0xD8, 0xFF, 0xE0]).unwrap();
     std::fs::write(album.join("text.png"), b"I am not a PNG").unwrap();
     let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .args(["pack", "--crf", "20"])
-        .arg(&album)
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_ok(&album, &archive);
     let a = Archive::open(&archive).unwrap();
     for name in ["scrambled.png", "header-only.jpg", "text.png"] {
         let why = verbatim_reason(&a, name);
@@ -239,13 +244,7 @@ fn symlinks_are_kept_as_links_and_never_followed() {
         std::os::unix::fs::symlink(target, album.join(name)).unwrap();
     }
     let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .args(["pack", "--crf", "20"])
-        .arg(&album)
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_ok(&album, &archive);
     let a = Archive::open(&archive).unwrap();
     let paths: Vec<String> = a.index.entries.iter().map(Entry::path_lossy).collect();
     assert_eq!(
@@ -298,13 +297,7 @@ fn names_that_differ_only_in_case_stay_apart() {
         pattern(50, 40, i as u32 * 5).save(album.join(n)).unwrap();
     }
     let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .args(["pack", "--crf", "20"])
-        .arg(&album)
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_ok(&album, &archive);
     let out = tmp.path().join("out");
     unpack_ok(&archive, &out);
     assert_eq!(files(&out), files(&album));
@@ -329,13 +322,7 @@ fn a_tree_200_folders_deep_round_trips() {
     std::fs::write(deep.join("bottom.txt"), b"deep down").unwrap();
     pattern(32, 24, 4).save(deep.join("bottom.png")).unwrap();
     let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .args(["pack", "--crf", "20"])
-        .arg(&album)
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_ok(&album, &archive);
     let o = bin().arg("ls").arg(&archive).output().unwrap();
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 202);
