@@ -730,6 +730,16 @@ impl Drop for Cleanup {
     }
 }
 
+/// Starts a foreground daemon on `mp` in a child process; the guard kills it and unmounts.
+fn spawn_foreground(mp: &Path, logs: &Path) -> (Child, Cleanup) {
+    let child = spawn_child("foreground", mp, logs);
+    let cleanup = Cleanup {
+        pid: Some(child.id()),
+        mp: mp.to_owned(),
+    };
+    (child, cleanup)
+}
+
 fn spawn_child(mode: &str, mp: &Path, logs: &Path) -> Child {
     let stdout = File::create(logs.join(format!("{mode}.out"))).unwrap();
     let stderr = File::create(logs.join(format!("{mode}.err"))).unwrap();
@@ -810,11 +820,7 @@ fn signal_child_test(signal: i32, mode_label: &str, early: bool) {
     }
     let (dir, mp) = mount_dir();
     let logs = dir.path();
-    let mut child = spawn_child("foreground", &mp, logs);
-    let _cleanup = Cleanup {
-        pid: Some(child.id()),
-        mp: mp.clone(),
-    };
+    let (mut child, _cleanup) = spawn_foreground(&mp, logs);
     if early {
         let start = Instant::now();
         while mountinfo_at(&mp).is_empty() {
@@ -892,11 +898,7 @@ fn sigterm_with_open_file_detaches_and_keeps_serving_it() {
     }
     let (dir, mp) = mount_dir();
     let logs = dir.path();
-    let mut child = spawn_child("foreground", &mp, logs);
-    let _cleanup = Cleanup {
-        pid: Some(child.id()),
-        mp: mp.clone(),
-    };
+    let (mut child, _cleanup) = spawn_foreground(&mp, logs);
     wait_for_mount(&mp, &mut child, "foreground", logs);
     let open = File::open(mp.join("big.bin")).unwrap();
     let pid = i32::try_from(child.id()).unwrap();
@@ -943,11 +945,7 @@ fn dead_mount_is_refused_and_can_be_unmounted() {
     }
     let (dir, mp) = mount_dir();
     let logs = dir.path();
-    let mut child = spawn_child("foreground", &mp, logs);
-    let _cleanup = Cleanup {
-        pid: Some(child.id()),
-        mp: mp.clone(),
-    };
+    let (mut child, _cleanup) = spawn_foreground(&mp, logs);
     wait_for_mount(&mp, &mut child, "foreground", logs);
     // Kill the watchdog first, then the daemon: a dead mount stays behind.
     let watchdogs = watchdogs_for(&mp);
