@@ -7,7 +7,10 @@
 //!
 //! cargo run --release --example corrupt_sweep -- BIN ARCHIVE WORKDIR [STEP] [FLIPS] [SEED]
 
+#[path = "shared/rng.rs"]
+mod rng;
 use av1pack::archive::{mkv, Archive, EntryKind};
+use rng::Rng;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -201,17 +204,6 @@ fn mount_check(
     }
 }
 
-/// xorshift64*: a fixed, seeded sequence.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 #[derive(Default)]
 struct Totals {
     cases: usize,
@@ -276,7 +268,7 @@ fn main() {
         .take_while(|&at| at < len)
         .map(Damage::Truncate)
         .collect();
-    let mut rng = Rng(seed.max(1) * 0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::seeded(seed);
     for _ in 0..flips {
         let at = rng.next() % len;
         let x = (rng.next() % 255) as u8 + 1;

@@ -6,6 +6,9 @@
 //!
 //! stress_mount MOUNTPOINT DAEMON_PID [SECONDS] [READERS] [LISTERS] [SEED]
 
+#[path = "shared/rng.rs"]
+mod rng;
+use rng::Rng;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -33,16 +36,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 fn main() {
@@ -99,7 +92,7 @@ fn main() {
             mismatches.clone(),
         );
         handles.push(std::thread::spawn(move || {
-            let mut rng = Rng((seed + r as u64 + 1) * 0x9E37_79B9_7F4A_7C15);
+            let mut rng = Rng::seeded(seed + r as u64 + 1);
             let mut buf = vec![0u8; 4 << 20];
             while !stop.load(Ordering::Relaxed) {
                 let i = (rng.next() % files.len() as u64) as usize;
