@@ -66,19 +66,6 @@ impl Default for PackOptions {
     }
 }
 
-impl PackOptions {
-    /// Settings for `--quality lossless`: every image comes back pixel for pixel.
-    pub fn lossless() -> Self {
-        PackOptions {
-            crf: None,
-            qp: Some(0),
-            target: None,
-            lossless: true,
-            ..PackOptions::default()
-        }
-    }
-}
-
 /// Why JPEG files are not coded in lossless mode.
 pub const LOSSLESS_KEEPS_JPEG: &str =
     "lossless mode keeps JPEG files as they are (a re-encoded JPEG is never pixel-exact)";

@@ -291,21 +291,6 @@ impl<'a> TrackFrames<'a> {
     }
 }
 
-/// Decodes every frame of track `t` in order and hands each to `on_frame`; returns the
-/// frames lost to damage.
-pub fn decode_track(
-    archive: &Archive,
-    t: usize,
-    threads: usize,
-    mut on_frame: impl FnMut(DecodedFrame) -> Result<(), FrameError>,
-) -> Result<Vec<u64>, FrameError> {
-    let mut frames = TrackFrames::new(archive, t, threads)?;
-    while let Some(f) = frames.next_frame()? {
-        on_frame(f)?;
-    }
-    Ok(frames.lost())
-}
-
 /// Decodes every colour track in order (with `decoder_threads`), pulling alpha tracks along
 /// as their planes are needed, and hands the pixels of each coded image (for which `want`
 /// says yes) to `work`, run on `workers` threads while decoding goes on. Returns the images
