@@ -28,6 +28,8 @@ PACKAGES=(
   fonts-dejavu-core
   libglib2.0-bin
   libgdk-pixbuf2.0-bin
+  cmake
+  nasm
 )
 PACKAGES+=("$@")
 

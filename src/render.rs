@@ -10,12 +10,12 @@ use crate::pixels::Picture;
 use image::RgbImage;
 use std::io::Cursor;
 
-/// JPEG quality of rendered JPEGs (4:4:4, optimised Huffman tables).
+/// JPEG quality of rendered JPEGs (baseline, 4:4:4, standard Huffman tables, accurate DCT).
 pub const JPEG_QUALITY: u8 = 97;
 
 /// Identifies the renderer's exact output. Bump when anything below changes the bytes.
 pub const RENDERER_ID: &str =
-    "av1pack-render-1;png-0.18.1-fast;jpeg-encoder-0.7.1-q97-444-opt;image-0.25.10";
+    "av1pack-render-2;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444-islow;image-0.25.10";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -30,7 +30,7 @@ pub enum RenderError {
     #[error("PNG encoding failed: {0}")]
     Png(#[from] png::EncodingError),
     #[error("JPEG encoding failed: {0}")]
-    Jpeg(#[from] jpeg_encoder::EncodingError),
+    Jpeg(#[from] turbojpeg::Error),
     #[error("image encoding failed: {0}")]
     Image(#[from] image::ImageError),
     #[error("image of {0}x{1} is too large for this format")]
@@ -94,21 +94,8 @@ pub fn render(
     match target {
         ImageFormat::Png => png_file(&pixels, w, h, grey, false, &entry.metadata),
         ImageFormat::Jpeg => {
-            let (w16, h16) = match (u16::try_from(w), u16::try_from(h)) {
-                (Ok(a), Ok(b)) => (a, b),
-                _ => return Err(RenderError::TooLarge(w, h)),
-            };
-            let mut buf = Vec::new();
-            let mut enc = jpeg_encoder::Encoder::new(&mut buf, JPEG_QUALITY);
-            enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_1_1);
-            enc.set_optimized_huffman_tables(true);
-            let ct = if grey {
-                jpeg_encoder::ColorType::Luma
-            } else {
-                jpeg_encoder::ColorType::Rgb
-            };
-            enc.encode(&pixels, w16, h16, ct)?;
-            Ok(meta::splice_jpeg(&buf, &entry.metadata))
+            let jpeg = jpeg_file(&pixels, w, h, grey)?;
+            Ok(meta::splice_jpeg(&jpeg, &entry.metadata))
         }
         ImageFormat::Bmp
         | ImageFormat::Tiff
@@ -135,6 +122,34 @@ pub fn render(
             Ok(out.into_inner())
         }
     }
+}
+
+/// A baseline JPEG through libjpeg-turbo (the copy bundled with turbojpeg-sys, pinned in
+/// Cargo.toml). Its accurate integer DCT gives the same bytes with or without SIMD, so the size
+/// pack records holds on every x86-64 and ARM machine. Huffman tables are the standard ones:
+/// optimising them saves about 5 % of the file but more than doubles the time (measured in
+/// docs/BENCHMARKS.md), and the mount renders on every cold read.
+fn jpeg_file(pixels: &[u8], w: u32, h: u32, grey: bool) -> Result<Vec<u8>, RenderError> {
+    if w > 65_535 || h > 65_535 {
+        return Err(RenderError::TooLarge(w, h));
+    }
+    let (format, subsamp) = if grey {
+        (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
+    } else {
+        (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None)
+    };
+    let image = turbojpeg::Image {
+        pixels,
+        width: w as usize,
+        pitch: w as usize * format.size(),
+        height: h as usize,
+        format,
+    };
+    let mut c = turbojpeg::Compressor::new()?;
+    c.set_quality(i32::from(JPEG_QUALITY))?;
+    c.set_subsamp(subsamp)?;
+    c.set_optimize(false)?;
+    Ok(c.compress_to_vec(image)?)
 }
 
 fn png_file(
