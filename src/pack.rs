@@ -481,6 +481,9 @@ pub const SMALLER_AS_IS: &str = "the original is smaller than its coded frames";
 
 /// Frames held per GOP while its quality is checked: bounded in memory for large canvases.
 const GOP_MEMORY: u64 = 64 << 20;
+/// Canvases up to this size (bytes of RGB) code GOP k+1 while GOP k is judged; larger ones
+/// take turns, to bound memory (one GOP in flight instead of two).
+const OVERLAP_FRAME_BYTES: u64 = 16 << 20;
 
 /// One tile ready to code: its image's entry so far, its canvas and its alpha canvas (the
 /// alpha plane as grey RGB) when the image has one.
@@ -640,7 +643,7 @@ fn encode_track(
         .collect();
     let (cw, ch) = (plan.width, plan.height);
     let alpha_t = plan.alpha_track;
-    let mut coder = GopCoder {
+    let new_coder = |alpha| GopCoder {
         t,
         cw,
         ch,
@@ -649,12 +652,17 @@ fn encode_track(
         track_name: &track_name,
         extradata: None,
         next_frame: 0,
-        alpha: alpha_t.map(|t| AlphaTrack {
-            t,
-            extradata: None,
-            next_frame: 0,
-        }),
+        alpha,
     };
+    let coder = new_coder(alpha_t.map(|t| AlphaTrack {
+        t,
+        extradata: None,
+        next_frame: 0,
+    }));
+    // Only reads settings: codes GOP k+1 while `coder` judges and writes GOP k.
+    let ahead_coder = new_coder(None);
+    // Small canvases overlap coding with judging; large ones (memory) go one step at a time.
+    let overlap = frame_bytes <= OVERLAP_FRAME_BYTES;
 
     thread::scope(|s| -> Result<Vec<(usize, Outcome)>, PackError> {
         // Tiles loaded ahead of the encoder: two small ones, none for large canvases.
@@ -678,30 +686,76 @@ fn encode_track(
                 }
             }
         });
-        let mut assembler = Assembler::default();
+        // Judging and writing, in GOP order: on a thread of its own when coding overlaps.
+        let mut judge = Judge {
+            coder,
+            writer,
+            assembler: Assembler::default(),
+        };
+        let (mut here, mut there) = (None, None);
+        if overlap {
+            let (tx, rx) = mpsc::sync_channel::<Step>(0);
+            let handle = s.spawn(move || -> Result<Assembler, PackError> {
+                for step in rx {
+                    judge.step(step)?;
+                }
+                Ok(judge.assembler)
+            });
+            there = Some((tx, handle));
+        } else {
+            here = Some(judge);
+        }
+        // Hands a step to the judge; false once the judge has stopped (with an error).
+        let mut deliver = |step: Step, failure: &mut Option<PackError>| -> bool {
+            if let Some(j) = here.as_mut() {
+                if let Err(e) = j.step(step) {
+                    *failure = Some(e);
+                    return false;
+                }
+                true
+            } else if let Some((tx, _)) = &there {
+                tx.send(step).is_ok()
+            } else {
+                false
+            }
+        };
         let mut batch: Vec<Ready> = Vec::new();
         let mut failure = None;
+        // A full GOP, with its first attempt coded here when coding overlaps judging.
+        let gop_step = |batch: Vec<Ready>| -> Result<Step, PackError> {
+            let ahead = if overlap {
+                let (crf, qp) = ahead_coder.first_attempt();
+                Some(ahead_coder.encode(&batch, crf, qp)?)
+            } else {
+                None
+            };
+            Ok(Step::Gop(batch, ahead))
+        };
         for loaded in load_rx {
             let job = loaded.job;
             let item = &items[job.item];
             match loaded.result {
                 Err(reason) => {
-                    if let Err(e) = assembler.take(TileDone {
+                    let done = TileDone {
                         job,
                         outcome: Outcome::Failed(reason),
                         pixels: None,
-                    }) {
-                        failure = Some(e);
+                    };
+                    if !deliver(Step::Tile(done), &mut failure) {
                         break;
                     }
                 }
                 Ok(ready) => batch.push(ready),
             }
             if batch.len() as u32 >= gop {
-                let done = coder.code(std::mem::take(&mut batch), writer);
-                if let Err(e) = done.and_then(|d| d.into_iter().try_for_each(|d| assembler.take(d)))
-                {
-                    failure = Some(e);
+                let sent = match gop_step(std::mem::take(&mut batch)) {
+                    Ok(step) => deliver(step, &mut failure),
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                };
+                if !sent {
                     break;
                 }
             }
@@ -714,14 +768,29 @@ fn encode_track(
             }
         }
         if failure.is_none() && !batch.is_empty() {
-            let done = coder.code(batch, writer);
-            if let Err(e) = done.and_then(|d| d.into_iter().try_for_each(|d| assembler.take(d))) {
-                failure = Some(e);
+            match gop_step(batch) {
+                Ok(step) => {
+                    deliver(step, &mut failure);
+                }
+                Err(e) => failure = Some(e),
             }
         }
+        drop(deliver);
         loader
             .join()
             .map_err(|_| PackError::Pipeline("loader thread panicked".into()))?;
+        let assembler = match (here, there) {
+            (Some(j), _) => j.assembler,
+            (None, Some((tx, handle))) => {
+                drop(tx);
+                let judged = handle
+                    .join()
+                    .map_err(|_| PackError::Pipeline("judging thread panicked".into()))?;
+                // The judge's own error comes first: it is why sending stopped.
+                judged?
+            }
+            (None, None) => return Err(PackError::Pipeline("no judge".into())),
+        };
         if let Some(e) = failure {
             return Err(e);
         }
@@ -730,6 +799,34 @@ fn encode_track(
         }
         Ok(assembler.out)
     })
+}
+
+/// What the judge receives, in track order.
+enum Step {
+    /// A tile that failed before coding (it could not be loaded).
+    Tile(TileDone),
+    /// A full GOP, with its first attempt when it was coded ahead.
+    Gop(Vec<Ready>, Option<Encoded>),
+}
+
+/// Judges GOPs (decode back, render, score; recode if needed), writes them in order, and
+/// collects the outcomes.
+struct Judge<'a, 'w> {
+    coder: GopCoder<'a>,
+    writer: &'w mut ArchiveWriter,
+    assembler: Assembler,
+}
+
+impl Judge<'_, '_> {
+    fn step(&mut self, step: Step) -> Result<(), PackError> {
+        match step {
+            Step::Tile(done) => self.assembler.take(done),
+            Step::Gop(batch, ahead) => {
+                let done = self.coder.code(batch, self.writer, ahead)?;
+                done.into_iter().try_for_each(|d| self.assembler.take(d))
+            }
+        }
+    }
 }
 
 /// The alpha track that goes with a colour track: coded losslessly, GOP by GOP beside it.
@@ -768,6 +865,14 @@ struct Judged {
     rendered: Rendered,
     score: Option<f64>,
     pixels: Option<Picture>,
+}
+
+/// One encoder session's output for a GOP, before it is judged.
+struct Encoded {
+    crf: Option<f32>,
+    qp: Option<u32>,
+    extradata: Vec<u8>,
+    packets: Vec<media::EncodedPacket>,
 }
 
 /// The alpha planes of a GOP, coded losslessly and checked.
@@ -885,10 +990,13 @@ impl GopCoder<'_> {
         Ok(frames)
     }
 
+    /// Codes one GOP until every image meets the target (or keeps its files), writes it, and
+    /// returns each tile's outcome. `ahead` is the first attempt, if it was coded already.
     fn code(
         &mut self,
         batch: Vec<Ready>,
         writer: &mut ArchiveWriter,
+        mut ahead: Option<Encoded>,
     ) -> Result<Vec<TileDone>, PackError> {
         let fail_all = |batch: Vec<Ready>, outcome: &dyn Fn() -> Outcome| {
             batch
@@ -917,13 +1025,7 @@ impl GopCoder<'_> {
             None
         };
         let alpha_bytes = alpha_gop.as_ref().map_or(0, |a| a.bytes);
-        // The rate settings to try, best compression first.
-        let mut attempts: Vec<(Option<f32>, Option<u32>)> = Vec::new();
-        match (self.opts.qp, self.opts.target) {
-            (Some(qp), _) => attempts.push((None, Some(qp))),
-            (None, None) => attempts.push((self.opts.crf, None)),
-            (None, Some(target)) => attempts.extend(target.ladder.iter().map(|&c| (Some(c), None))),
-        }
+        let attempts = self.attempts();
         // A tile of a huge image weighs its share (by area) of the original file.
         let share = |r: &Ready, bytes: u64| -> u64 {
             let t = r.tile;
@@ -955,7 +1057,7 @@ impl GopCoder<'_> {
         while n < attempts.len() {
             let (crf, qp) = attempts[n];
             let final_try = n + 1 == attempts.len();
-            let (packets, judged) = match self.attempt(&batch, crf, qp, budget)? {
+            let (packets, judged) = match self.attempt(&batch, crf, qp, budget, ahead.take())? {
                 Attempt::Coded(p, j) => (p, j),
                 Attempt::TooBig(coded) => {
                     // Higher quality only costs more: the original files are the better deal.
@@ -1088,29 +1190,69 @@ impl GopCoder<'_> {
             .collect())
     }
 
-    /// Codes the batch once; returns its packets and each tile's served file and score.
+    /// Codes the batch once at `crf`/`qp` (one encoder session). Reads only the track's
+    /// settings, so it can run on another thread while the previous GOP is judged.
+    fn encode(
+        &self,
+        batch: &[Ready],
+        crf: Option<f32>,
+        qp: Option<u32>,
+    ) -> Result<Encoded, PackError> {
+        let mut encoder =
+            VideoEncoder::new(&self.config(crf, qp)).map_err(|e| self.media_err(e))?;
+        let extradata = encoder.extradata();
+        let mut packets = Vec::new();
+        for r in batch {
+            packets.extend(encoder.encode(&r.canvas).map_err(|e| self.media_err(e))?);
+        }
+        packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
+        Ok(Encoded {
+            crf,
+            qp,
+            extradata,
+            packets,
+        })
+    }
+
+    /// The first setting `code` tries for a GOP (what `encode` runs ahead of time).
+    fn first_attempt(&self) -> (Option<f32>, Option<u32>) {
+        self.attempts()
+            .first()
+            .copied()
+            .unwrap_or((self.opts.crf, None))
+    }
+
+    /// The rate settings to try, best compression first.
+    fn attempts(&self) -> Vec<(Option<f32>, Option<u32>)> {
+        match (self.opts.qp, self.opts.target) {
+            (Some(qp), _) => vec![(None, Some(qp))],
+            (None, None) => vec![(self.opts.crf, None)],
+            (None, Some(target)) => target.ladder.iter().map(|&c| (Some(c), None)).collect(),
+        }
+    }
+
+    /// Codes the batch once (or takes the coding done ahead); returns its packets and each
+    /// tile's served file and score.
     fn attempt(
         &mut self,
         batch: &[Ready],
         crf: Option<f32>,
         qp: Option<u32>,
         budget: u64,
+        ahead: Option<Encoded>,
     ) -> Result<Attempt, PackError> {
-        let mut encoder =
-            VideoEncoder::new(&self.config(crf, qp)).map_err(|e| self.media_err(e))?;
-        let extradata = encoder.extradata();
+        let Encoded {
+            extradata, packets, ..
+        } = match ahead {
+            Some(e) if e.crf == crf && e.qp == qp => e,
+            _ => self.encode(batch, crf, qp)?,
+        };
         match &self.extradata {
             None => self.extradata = Some(extradata.clone()),
             // All GOPs of a track must share one set of headers.
             Some(first) if *first != extradata => return Ok(Attempt::HeadersDiffer),
             Some(_) => {}
         }
-        let mut packets = Vec::new();
-        for r in batch {
-            packets.extend(encoder.encode(&r.canvas).map_err(|e| self.media_err(e))?);
-        }
-        packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
-        drop(encoder);
         let coded: u64 = packets.iter().map(|p| p.data.len() as u64).sum();
         if coded >= budget {
             return Ok(Attempt::TooBig(coded));
