@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Memory the decoders of one track may hold.
@@ -49,6 +50,11 @@ pub struct Stats {
     pub files_rendered: AtomicU64,
     pub cache_hits: AtomicU64,
     pub seeks: AtomicU64,
+    /// Time spent decoding (packets in, frames out and converted to RGB), in microseconds,
+    /// summed over threads.
+    pub decode_us: AtomicU64,
+    /// Time spent rendering files, in microseconds, summed over threads.
+    pub render_us: AtomicU64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -304,24 +310,39 @@ impl FrameSource {
         self.inner.file(entry)
     }
 
-    /// Asks the prefetcher for the next images in index order (dropped if it is busy).
+    /// Asks the prefetcher for the next images in index order, and for the first image of the
+    /// GOP after this one, so that a second core decodes that GOP while the first continues
+    /// this one (requests are dropped when the queue is full).
     fn prefetch_after(&self, entry: usize) {
         let Some(tx) = &self.prefetch_tx else { return };
         let entries = &self.inner.archive.index.entries;
-        let next = entries
+        let mut wanted: Vec<usize> = entries
             .iter()
             .enumerate()
             .skip(entry + 1)
             .filter(|(_, e)| matches!(e.kind, EntryKind::Image(_)))
-            .take(self.inner.opts.prefetch);
-        for (i, _) in next {
+            .take(self.inner.opts.prefetch)
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(next_gop) = self.inner.next_gop_entry(entry) {
+            if !wanted.contains(&next_gop) {
+                wanted.insert(wanted.len().min(1), next_gop);
+            }
+        }
+        for i in wanted {
             let cached = self
                 .inner
                 .cache
                 .lock()
                 .map(|c| c.lru.contains(&Key::File(i)))
                 .unwrap_or(true);
-            if !cached && tx.try_send(i).is_err() {
+            let rendering = self
+                .inner
+                .rendering
+                .lock()
+                .map(|r| r.contains(&i))
+                .unwrap_or(true);
+            if !cached && !rendering && tx.try_send(i).is_err() {
                 break;
             }
         }
@@ -336,16 +357,36 @@ impl Drop for FrameSource {
         }
         let s = &self.inner.stats;
         log::info!(
-            "frame source: {} frames decoded, {} files rendered, {} cache hits, {} seeks",
+            "frame source: {} frames decoded, {} files rendered, {} cache hits, {} seeks, {} ms decoding, {} ms rendering",
             s.frames_decoded.load(Ordering::Relaxed),
             s.files_rendered.load(Ordering::Relaxed),
             s.cache_hits.load(Ordering::Relaxed),
-            s.seeks.load(Ordering::Relaxed)
+            s.seeks.load(Ordering::Relaxed),
+            s.decode_us.load(Ordering::Relaxed) / 1000,
+            s.render_us.load(Ordering::Relaxed) / 1000
         );
     }
 }
 
 impl Inner {
+    /// The image on the first frame of the GOP after the one holding `entry`'s first tile.
+    fn next_gop_entry(&self, entry: usize) -> Option<usize> {
+        let EntryKind::Image(img) = &self.archive.index.entries.get(entry)?.kind else {
+            return None;
+        };
+        let tile = img.tiles.first()?;
+        let t = tile.track as usize;
+        let map = self.maps.get(t)?;
+        let gop = *map.gop_of_frame.get(&tile.frame)?;
+        let next = *map.gop_end.get(&gop)?;
+        let pts = self.archive.index.tracks.get(t)?.packets.get(next)?.pts;
+        self.users
+            .get(&(t, pts))?
+            .iter()
+            .find(|u| u.plane == Plane::Color && u.entry != entry)
+            .map(|u| u.entry)
+    }
+
     fn cached(&self, key: Key) -> Result<Option<Value>, FrameError> {
         let mut c = lock(&self.cache)?;
         Ok(c.lru.get(&key).cloned())
@@ -438,9 +479,13 @@ impl Inner {
             return Err(FrameError::Internal("not an image".into()));
         };
         let pixels = self.pixels(entry)?;
+        let started = Instant::now();
         let bytes = render::render(img, &pixels, self.opts.format)
             .map_err(|err| FrameError::Internal(format!("render: {err}")))?;
         self.stats.files_rendered.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .render_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         if self.opts.format == OutputFormat::Original {
             if bytes.len() as u64 != img.rendered.size {
                 if lock(&self.bad)?.insert(entry) {
@@ -680,6 +725,7 @@ impl Inner {
             .copied()
             .unwrap_or(track.packets.len());
         let mut wanted = None;
+        let started = Instant::now();
         let result = (|| -> Result<bool, FrameError> {
             loop {
                 while let Some(frame) = d.decoder.receive()? {
@@ -722,6 +768,9 @@ impl Inner {
                 }
             }
         })();
+        self.stats
+            .decode_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let found = |w: Option<Value>| w.ok_or(FrameError::Missing { track: t, frame: f });
         match result {
             Ok(true) if d.next_packet <= end => {
