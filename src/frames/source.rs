@@ -21,9 +21,36 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Memory the decoders of one track may hold.
 const DECODER_MEMORY: u64 = 96 << 20;
 
+/// Frames a 4:4:4 decoder holds at most, as counted against the memory budget.
+const FRAMES_PER_DECODER: u64 = 8;
+
+/// Decoders allowed for a track of `frame` bytes per RGB frame: at most `max`, fewer for large
+/// canvases so that they fit in [`DECODER_MEMORY`].
+fn decoders_for(frame: u64, max: usize) -> usize {
+    let fit = (DECODER_MEMORY / (frame * FRAMES_PER_DECODER).max(1)) as usize;
+    fit.clamp(1, max.max(1))
+}
+
+/// The part of the cache budget set aside for the decoders' own frames: what the largest
+/// track's decoders may hold, at most half the budget. The LRU keeps the rest, so that the
+/// whole of `cache_bytes` bounds decoded pixels, rendered files and decoder frames together.
+fn decoder_reserve(index: &Index, opts: &SourceOptions) -> u64 {
+    let most = index
+        .tracks
+        .iter()
+        .map(|t| {
+            let frame = u64::from(t.width) * u64::from(t.height) * 3;
+            decoders_for(frame, opts.max_decoders) as u64 * frame * FRAMES_PER_DECODER
+        })
+        .max()
+        .unwrap_or(0);
+    most.min(opts.cache_bytes / 2)
+}
+
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
-    /// Bytes of decoded pixels and rendered files kept in memory.
+    /// Bytes of decoded pixels, rendered files and decoder frames kept in memory (see
+    /// [`decoder_reserve`]).
     pub cache_bytes: u64,
     /// Decoders alive at once, at most (each holds a few frames of its track).
     pub max_decoders: usize,
@@ -207,7 +234,7 @@ impl FrameSource {
             cache: Mutex::new(Cache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
-                budget: opts.cache_bytes,
+                budget: opts.cache_bytes - decoder_reserve(index, &opts),
             }),
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
@@ -663,8 +690,7 @@ impl Inner {
             .tracks
             .get(t)
             .map_or(1, |tr| u64::from(tr.width) * u64::from(tr.height) * 3);
-        let fit = (DECODER_MEMORY / (frame * 8).max(1)) as usize;
-        fit.clamp(1, self.opts.max_decoders.max(1))
+        decoders_for(frame, self.opts.max_decoders)
     }
 
     fn give_back(&self, d: Option<Positioned>) {
