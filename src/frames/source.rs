@@ -774,6 +774,7 @@ impl Inner {
                             lock(&self.cache)?.insert(key, value);
                         }
                     }
+                    d.decoder.recycle(frame);
                     // After the end of the GOP was signalled, drain it whole: the decoder is
                     // reset afterwards and the frames still inside would be lost.
                     if pts >= f && d.next_packet <= end {

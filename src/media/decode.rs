@@ -14,6 +14,9 @@ pub struct DecodedFrame {
 pub struct VideoDecoder {
     dec: decoder::Video,
     frame: frame::Video,
+    /// An RGB buffer handed back with [`VideoDecoder::recycle`], reused by the next frame
+    /// (a fresh multi-megabyte buffer per frame costs page faults on every frame).
+    spare: Vec<u8>,
 }
 
 // SAFETY: the decoder context is owned exclusively by this value and FFmpeg's decoder contexts
@@ -57,6 +60,7 @@ impl VideoDecoder {
         Ok(VideoDecoder {
             dec,
             frame: frame::Video::empty(),
+            spare: Vec::new(),
         })
     }
 
@@ -87,6 +91,13 @@ impl VideoDecoder {
         self.dec.flush();
     }
 
+    /// Hands a frame's buffer back once its pixels have been copied out, for the next frame.
+    pub fn recycle(&mut self, frame: DecodedFrame) {
+        if frame.rgb.capacity() > self.spare.capacity() {
+            self.spare = frame.rgb;
+        }
+    }
+
     /// Returns the next decoded frame, if one is ready.
     pub fn receive(&mut self) -> Result<Option<DecodedFrame>, MediaError> {
         match self.dec.receive_frame(&mut self.frame) {
@@ -109,7 +120,9 @@ impl VideoDecoder {
         };
         let (w, h) = (f.width() as usize, f.height() as usize);
         let pts = f.pts().or_else(|| f.timestamp()).unwrap_or(-1);
-        let mut rgb = vec![0u8; w * h * 3];
+        let mut rgb = std::mem::take(&mut self.spare);
+        rgb.clear();
+        rgb.resize(w * h * 3, 0);
         let (d0, d1, d2) = (f.data(0), f.data(1), f.data(2));
         let (s0, s1, s2) = (f.stride(0), f.stride(1), f.stride(2));
         for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
