@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod frames;
 pub mod fs;
 pub mod fuse;
+pub mod lepton;
 pub mod media;
 pub mod meta;
 pub mod pack;

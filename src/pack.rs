@@ -18,7 +18,7 @@ use crate::render::{self, OutputFormat, RenderError};
 use crate::{meta, quality};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -298,7 +298,7 @@ pub fn pack(
         if let Some(Probe::Verbatim(reason)) = &probes[i] {
             log::info!("{}: stored as is: {reason}", item.abs.display());
             let blob = store_verbatim(&mut writer, item)?;
-            progress.file_done(&String::from_utf8_lossy(&item.rel), blob.len);
+            progress.file_done(&String::from_utf8_lossy(&item.rel), blob.file_size());
             kinds[i] = Some(EntryKind::Verbatim {
                 blob,
                 reason: reason.clone(),
@@ -417,18 +417,49 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
+/// Stores a file kept as it is: JPEG files Lepton-compressed when that gives them back
+/// exactly and is smaller, other files byte for byte.
 fn store_verbatim(writer: &mut ArchiveWriter, item: &Item) -> Result<archive::Blob, PackError> {
     let io_err = |error| PackError::Io {
         path: item.abs.clone(),
         error,
     };
+    let write_err = |e| match e {
+        archive::WriteError::Io(error) => io_err(error),
+        other => PackError::Write(other),
+    };
     let mut f = File::open(&item.abs).map_err(io_err)?;
     let len = f.metadata().map_err(io_err)?.len();
     let name = String::from_utf8_lossy(&item.rel).into_owned();
-    writer.add_blob(&name, &mut f, len).map_err(|e| match e {
-        archive::WriteError::Io(error) => io_err(error),
-        other => PackError::Write(other),
-    })
+    let mut head = [0u8; 3];
+    let jpeg = len <= crate::lepton::MAX_SIZE as u64
+        && f.read_exact(&mut head).is_ok()
+        && head == [0xFF, 0xD8, 0xFF];
+    if jpeg {
+        let mut data = Vec::with_capacity(len as usize);
+        f.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        f.read_to_end(&mut data).map_err(io_err)?;
+        if data.len() as u64 != len {
+            return Err(io_err(std::io::Error::other(
+                "the file changed while it was read",
+            )));
+        }
+        if let Some(coded) = crate::lepton::compress(&data) {
+            let mut blob = writer
+                .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
+                .map_err(write_err)?;
+            blob.coding = archive::BlobCoding::Lepton {
+                size: len,
+                hash: xxh3_64(&data),
+            };
+            return Ok(blob);
+        }
+        return writer
+            .add_blob(&name, &mut data.as_slice(), len)
+            .map_err(write_err);
+    }
+    f.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    writer.add_blob(&name, &mut f, len).map_err(write_err)
 }
 
 enum Outcome {
@@ -775,7 +806,6 @@ fn encode_track(
                 Err(e) => failure = Some(e),
             }
         }
-        drop(deliver);
         loader
             .join()
             .map_err(|_| PackError::Pipeline("loader thread panicked".into()))?;

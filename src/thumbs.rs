@@ -11,7 +11,6 @@ use crate::archive::{Archive, Entry, EntryKind, MetaBlock};
 use crate::frames;
 use image::DynamicImage;
 use md5::{Digest, Md5};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -137,12 +136,10 @@ pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbR
                 let EntryKind::Verbatim { blob, .. } = &e.kind else {
                     continue;
                 };
-                let mut bytes = Vec::with_capacity(blob.len as usize);
                 let r = archive
-                    .blob_reader(blob)
-                    .read_to_end(&mut bytes)
+                    .read_file(blob)
                     .map_err(|e| e.to_string())
-                    .and_then(|_| decode_oriented(&bytes))
+                    .and_then(|bytes| decode_oriented(&bytes))
                     .and_then(|img| store(&img, e, opts));
                 note(r, e);
             });

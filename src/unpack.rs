@@ -138,6 +138,14 @@ pub fn unpack(
         };
         let result = (|| -> io::Result<bool> {
             ensure_parent(target)?;
+            if !blob.is_stored() {
+                // Stored compressed: decoded whole and checked (size, hash) before writing.
+                let data = archive.read_file(blob).map_err(io::Error::other)?;
+                let mut f = create_file(target, opts.force)?;
+                f.write_all(&data)?;
+                finish_file(f, e)?;
+                return Ok(true);
+            }
             let mut f = create_file(target, opts.force)?;
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut pos = 0u64;

@@ -119,12 +119,11 @@ pub fn verify(
                 problem(e.path_lossy(), "unsafe path".into());
                 continue;
             };
-            let stored = archive
-                .read_blob(blob, 0, blob.len as usize)
-                .map(|b| xxh3_64(&b));
+            // read_file checks the stored bytes (and a decompressed file) against the index.
+            let stored = archive.read_file(blob).map(|b| xxh3_64(&b));
             let orig = std::fs::read(originals.join(rel)).map(|b| xxh3_64(&b));
             match (stored, orig) {
-                (Ok(a), Ok(b)) if a == b && a == blob.hash => {
+                (Ok(a), Ok(b)) if a == b && a == blob.file_hash() => {
                     if let Ok(mut r) = report.lock() {
                         r.verbatim_identical += 1;
                     }

@@ -6,7 +6,7 @@ use av1pack::quality;
 use common::*;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -770,5 +770,88 @@ fn lossless_quality_gives_every_pixel_back() {
         assert!(image::guess_format(&ba).is_ok(), "{}", rel.display());
         // Coded images: the same pixels and the same alpha, exactly.
         assert_eq!(picture_of(&a), picture_of(&b), "{}", rel.display());
+    }
+}
+
+#[test]
+fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    let jpegs: Vec<PathBuf> = files(&sample_album())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    assert!(jpegs.len() >= 3);
+    let mut originals = 0u64;
+    for rel in &jpegs {
+        let name = rel.file_name().unwrap();
+        std::fs::copy(sample_album().join(rel), album.join(name)).unwrap();
+        originals += std::fs::metadata(album.join(name)).unwrap().len();
+    }
+    let archive = tmp.path().join("a.mkv");
+    // Lossless mode keeps JPEG files as they are.
+    let o = run(&[
+        os("pack"),
+        os("--quality"),
+        os("lossless"),
+        album.as_os_str(),
+        archive.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let size = std::fs::metadata(&archive).unwrap().len();
+    // Lepton saves about a fifth on camera JPEGs; the archive's own overhead is a few KB.
+    assert!(
+        (size as f64) < 0.92 * originals as f64,
+        "archive {size} bytes for {originals} bytes of JPEG files"
+    );
+    let a = av1pack::archive::Archive::open(&archive).unwrap();
+    let mut victim = None;
+    for e in &a.index.entries {
+        if let av1pack::archive::EntryKind::Verbatim { blob, .. } = &e.kind {
+            assert!(!blob.is_stored(), "{} is stored as Lepton", e.path_lossy());
+            assert!(blob.len < blob.file_size());
+            victim.get_or_insert((e.path_lossy(), a.blob_range(blob)));
+        }
+    }
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    for rel in files(&album) {
+        assert_eq!(
+            std::fs::read(album.join(&rel)).unwrap(),
+            std::fs::read(out.join(&rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+    let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!(
+            "{} files kept as is, identical to the originals",
+            jpegs.len()
+        )),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // One flipped byte in a stored JPEG: unpack names it, exits 4, restores the others.
+    let (name, range) = victim.unwrap();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[(range.start + range.end) as usize / 2] ^= 0x40;
+    let damaged = tmp.path().join("damaged.mkv");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out2 = tmp.path().join("out2");
+    let o = run(&[os("unpack"), damaged.as_os_str(), out2.as_os_str()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&name), "{}", stderr(&o));
+    for rel in files(&album) {
+        if rel.to_string_lossy() != name {
+            assert_eq!(
+                std::fs::read(album.join(&rel)).unwrap(),
+                std::fs::read(out2.join(&rel)).unwrap(),
+                "{}",
+                rel.display()
+            );
+        }
     }
 }

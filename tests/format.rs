@@ -109,8 +109,26 @@ fn sample_index() -> Index {
                         offset: 77,
                         len: 12,
                         hash: 7,
+                        coding: BlobCoding::Stored,
                     },
                     reason: "not an image".into(),
+                },
+            },
+            Entry {
+                path: b"kept.jpg".to_vec(),
+                mtime: Timestamp::default(),
+                mode: 0o644,
+                kind: EntryKind::Verbatim {
+                    blob: Blob {
+                        offset: 89,
+                        len: 800,
+                        hash: 8,
+                        coding: BlobCoding::Lepton {
+                            size: 1000,
+                            hash: 9,
+                        },
+                    },
+                    reason: "smaller as it is".into(),
                 },
             },
             Entry {
@@ -125,7 +143,7 @@ fn sample_index() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v2.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v3.bin");
 
 #[test]
 fn index_bytes_match_the_golden_file() {
@@ -137,7 +155,7 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 2);
+    assert_eq!(codec::FORMAT_VERSION, 3);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
@@ -173,7 +191,7 @@ fn hostile_headers_are_refused_before_allocating() {
         Err(IndexError::TooLarge(_))
     ));
     let mut b = codec::encode_index(&sample_index()).unwrap();
-    for v in [1u32, 3] {
+    for v in [1u32, 2, 4] {
         b[8..12].copy_from_slice(&v.to_le_bytes());
         assert!(matches!(
             codec::decode_index(&b),

@@ -5,6 +5,7 @@ mod common;
 use av1pack::archive::{Archive, EntryKind};
 use common::*;
 use std::ffi::OsStr;
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -386,18 +387,86 @@ fn a_damaged_stored_file_gives_eio_for_that_file_only() {
     let mut head = [0u8; 16];
     let err = f.read_at(&mut head, 0).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{victim}");
-    // Every other stored file reads back as packed.
+    // Every other stored file reads back as the original (JPEGs through Lepton included).
     for e in &a.index.entries {
-        if let EntryKind::Verbatim { blob, .. } = &e.kind {
+        if let EntryKind::Verbatim { .. } = &e.kind {
             if e.path_lossy() != victim {
                 let got = std::fs::read(m.dir.join(e.path_lossy())).unwrap();
-                let r = a.blob_range(blob);
-                assert!(
-                    got == bytes[r.start as usize..r.end as usize],
-                    "{}",
-                    e.path_lossy()
-                );
+                let want = std::fs::read(sample_album().join(e.path_lossy())).unwrap();
+                assert!(got == want, "{}", e.path_lossy());
             }
         }
+    }
+}
+
+#[test]
+fn kept_jpegs_stored_with_lepton_are_served_exactly() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Lossless mode keeps every JPEG as it is: stored Lepton-compressed.
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .args(["pack", "-q", "--quality", "lossless"])
+        .arg(sample_album())
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = Archive::open(&archive).unwrap();
+    let lepton: Vec<(String, Range<u64>)> = a
+        .index
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Verbatim { blob, .. } if !blob.is_stored() => {
+                Some((e.path_lossy(), a.blob_range(blob)))
+            }
+            _ => None,
+        })
+        .collect();
+    let jpegs = files(&sample_album())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .count();
+    assert_eq!(
+        lepton.len(),
+        jpegs,
+        "every sample JPEG is stored with Lepton"
+    );
+    {
+        let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+        for (path, _) in &lepton {
+            let want = std::fs::read(sample_album().join(path)).unwrap();
+            let meta = std::fs::metadata(m.dir.join(path)).unwrap();
+            assert_eq!(meta.len(), want.len() as u64, "{path}: st_size");
+            let got = std::fs::read(m.dir.join(path)).unwrap();
+            assert!(got == want, "{path}: served bytes differ from the original");
+            // A read in the middle agrees with the whole file.
+            let f = std::fs::File::open(m.dir.join(path)).unwrap();
+            let mut part = vec![0u8; 1000];
+            let n = f.read_at(&mut part, want.len() as u64 / 2).unwrap();
+            assert!(
+                n > 0 && part[..n] == want[want.len() / 2..want.len() / 2 + n],
+                "{path}"
+            );
+        }
+    }
+    // A damaged Lepton blob: EIO for that file, the other JPEGs still exact.
+    let (victim, range) = lepton[0].clone();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[(range.start + range.end) as usize / 2] ^= 0x10;
+    let damaged = tmp.path().join("damaged.mkv");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let m = mount(&damaged, &tmp.path().join("mnt2"), &[]);
+    let err = std::fs::read(m.dir.join(&victim)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{victim}");
+    for (path, _) in &lepton[1..] {
+        let got = std::fs::read(m.dir.join(path)).unwrap();
+        assert!(
+            got == std::fs::read(sample_album().join(path)).unwrap(),
+            "{path}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// 2: packets carry an xxh3-64 of their payload (`Packet::hash`); a second copy of the index
 /// at the end of the file, found through a trailer.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// Upper bound for an index payload: 256 MiB is ~2 million entries.
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;

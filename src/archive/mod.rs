@@ -110,9 +110,45 @@ pub enum EntryKind {
 pub struct Blob {
     /// Offset relative to the start of the blob area (the end of the index attachment).
     pub offset: u64,
+    /// Bytes stored in the archive.
     pub len: u64,
-    /// xxh3-64 of the bytes.
+    /// xxh3-64 of the stored bytes.
     pub hash: u64,
+    /// How the file's bytes are stored.
+    pub coding: BlobCoding,
+}
+
+/// How a kept file is stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobCoding {
+    /// The file's bytes as they are.
+    Stored,
+    /// A JPEG file recompressed with Lepton (lossless, bit-exact); `size` and `hash` (xxh3-64)
+    /// are the original file's.
+    Lepton { size: u64, hash: u64 },
+}
+
+impl Blob {
+    /// Length of the file the blob gives back.
+    pub fn file_size(&self) -> u64 {
+        match self.coding {
+            BlobCoding::Stored => self.len,
+            BlobCoding::Lepton { size, .. } => size,
+        }
+    }
+
+    /// xxh3-64 of the file the blob gives back.
+    pub fn file_hash(&self) -> u64 {
+        match self.coding {
+            BlobCoding::Stored => self.hash,
+            BlobCoding::Lepton { hash, .. } => hash,
+        }
+    }
+
+    /// Whether the file's bytes are in the archive as they are (readable at any offset).
+    pub fn is_stored(&self) -> bool {
+        self.coding == BlobCoding::Stored
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,7 +248,7 @@ impl Entry {
     pub fn served_size(&self) -> u64 {
         match &self.kind {
             EntryKind::Dir | EntryKind::Symlink { .. } => 0,
-            EntryKind::Verbatim { blob, .. } => blob.len,
+            EntryKind::Verbatim { blob, .. } => blob.file_size(),
             EntryKind::Image(img) => img.rendered.size,
         }
     }
@@ -221,7 +257,7 @@ impl Entry {
     pub fn original_size(&self) -> u64 {
         match &self.kind {
             EntryKind::Dir | EntryKind::Symlink { .. } => 0,
-            EntryKind::Verbatim { blob, .. } => blob.len,
+            EntryKind::Verbatim { blob, .. } => blob.file_size(),
             EntryKind::Image(img) => img.original_size,
         }
     }

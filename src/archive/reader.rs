@@ -2,11 +2,14 @@
 //! reads packets and verbatim files by offset (thread-safe positional reads).
 
 use super::mkv::{self, id, EbmlError, ReadAt};
-use super::{codec, Blob, EntryKind, Index, Packet, INDEX_ATTACHMENT_NAME};
+use super::{codec, Blob, BlobCoding, EntryKind, Index, Packet, INDEX_ATTACHMENT_NAME};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
+
+/// Largest file `read_file` holds in memory at once (larger stored files are read in parts).
+pub const MAX_WHOLE_FILE: u64 = crate::lepton::MAX_SIZE as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -205,6 +208,32 @@ impl Archive {
         Ok(buf)
     }
 
+    /// The whole file a blob gives back (decompressed if it is stored compressed), checked
+    /// against the recorded hashes and size.
+    pub fn read_file(&self, blob: &Blob) -> Result<Vec<u8>, ReadError> {
+        let start = self.blob_range(blob).start;
+        if blob.file_size() > MAX_WHOLE_FILE {
+            return Err(ReadError::OutOfRange(start));
+        }
+        let stored = self.read_blob(blob, 0, blob.len as usize)?;
+        if stored.len() as u64 != blob.len || xxh3_64(&stored) != blob.hash {
+            return Err(ReadError::Corrupt(start));
+        }
+        let file = match blob.coding {
+            BlobCoding::Stored => stored,
+            BlobCoding::Lepton { size, .. } => {
+                crate::lepton::decompress(&stored, size).map_err(|e| {
+                    log::debug!("blob at {start}: {e}");
+                    ReadError::Corrupt(start)
+                })?
+            }
+        };
+        if file.len() as u64 != blob.file_size() || xxh3_64(&file) != blob.file_hash() {
+            return Err(ReadError::Corrupt(start));
+        }
+        Ok(file)
+    }
+
     /// Reads a whole verbatim file through and checks it against its recorded hash.
     pub fn verify_blob(&self, blob: &Blob) -> Result<(), ReadError> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
@@ -223,34 +252,6 @@ impl Archive {
             ));
         }
         Ok(())
-    }
-
-    /// Opens a reader over a whole verbatim file.
-    pub fn blob_reader(&self, blob: &Blob) -> BlobReader<'_> {
-        BlobReader {
-            archive: self,
-            blob: *blob,
-            pos: 0,
-        }
-    }
-}
-
-/// Sequential reader over a verbatim file.
-pub struct BlobReader<'a> {
-    archive: &'a Archive,
-    blob: Blob,
-    pos: u64,
-}
-
-impl io::Read for BlobReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let data = self
-            .archive
-            .read_blob(&self.blob, self.pos, buf.len().min(1 << 20))
-            .map_err(io::Error::other)?;
-        buf[..data.len()].copy_from_slice(&data);
-        self.pos += data.len() as u64;
-        Ok(data.len())
     }
 }
 

@@ -326,7 +326,12 @@ impl ArchiveWriter {
         };
         mkv::copy_exact(src, &mut hasher, len)?;
         let hash = hasher.hasher.digest();
-        Ok(Blob { offset, len, hash })
+        Ok(Blob {
+            offset,
+            len,
+            hash,
+            coding: super::BlobCoding::Stored,
+        })
     }
 
     /// Writes cues, tracks, the index and the attachments; fills `index.tracks` packets and

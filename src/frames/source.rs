@@ -315,13 +315,14 @@ impl FrameSource {
             .get(entry)
             .ok_or_else(|| FrameError::Internal(format!("no entry {entry}")))?;
         match &e.kind {
-            EntryKind::Verbatim { blob, .. } => {
+            EntryKind::Verbatim { blob, .. } if blob.is_stored() => {
                 self.inner.check_blob(entry, blob)?;
                 Ok(self.inner.archive.read_blob(blob, offset, size)?)
             }
-            EntryKind::Image(_) => {
+            // Compressed stored files are decoded whole and cached like rendered images.
+            EntryKind::Verbatim { .. } | EntryKind::Image(_) => {
                 let file = self.inner.file(entry)?;
-                if offset == 0 {
+                if offset == 0 && matches!(e.kind, EntryKind::Image(_)) {
                     self.prefetch_after(entry);
                 }
                 let start = (offset.min(file.len() as u64)) as usize;
@@ -502,6 +503,18 @@ impl Inner {
 
     fn render_file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
         let e = &self.archive.index.entries[entry];
+        if let EntryKind::Verbatim { blob, .. } = &e.kind {
+            // A file stored compressed: decoded and checked against its recorded hash.
+            return match self.archive.read_file(blob) {
+                Ok(bytes) => Ok(Arc::new(bytes)),
+                Err(err) => {
+                    if lock(&self.bad)?.insert(entry) {
+                        log::error!("{}: stored bytes are damaged: {err}", e.path_lossy());
+                    }
+                    Err(err.into())
+                }
+            };
+        }
         let EntryKind::Image(img) = &e.kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
