@@ -28,6 +28,9 @@ PACKAGES=(
   fonts-dejavu-core
   libglib2.0-bin
   libgdk-pixbuf2.0-bin
+  # cjxl/djxl (0.7 on Debian 12): only for the JPEG XL columns of scripts/bench-pack.sh;
+  # av1pack itself and its tests do not use them.
+  libjxl-tools
 )
 PACKAGES+=("$@")
 
