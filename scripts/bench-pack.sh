@@ -38,6 +38,8 @@
 #   JXL_EFFORT, JXL_DISTANCE, JXL_JOBS
 #                    cjxl's effort and the lossy distance (defaults 7 and 1), and how many files
 #                    cjxl/djxl run on at once (default 2, each with --num_threads=1)
+#   JXL_LOSSLESS     0: skip the jxl-lossless column (e.g. to measure another JXL_DISTANCE only)
+#                    (the TSV's jxl_d1* columns hold the run at JXL_DISTANCE, whatever it is)
 #   SCORE_DIRS       the scoring tool (default: target/release/examples/score_dirs of this repo,
 #                    built with `cargo build --release --example score_dirs` when missing)
 #   FFMPEG_PRESET, FFMPEG_CRF, FFMPEG_GOP, FFMPEG_PIX_FMT, FFMPEG_THREADS, FFMPEG_FRAMERATE
@@ -107,6 +109,7 @@ SEED_PYTHON=${SEED_PYTHON:-python3}
 JXL_EFFORT=${JXL_EFFORT:-7}
 JXL_DISTANCE=${JXL_DISTANCE:-1}
 JXL_JOBS=${JXL_JOBS:-2}
+JXL_LOSSLESS=${JXL_LOSSLESS:-1}
 SCORE_DIRS=${SCORE_DIRS:-$ROOT/target/release/examples/score_dirs}
 TIME=/usr/bin/time
 
@@ -328,13 +331,15 @@ for dir in "${CORPUS_DIRS[@]}"; do
     : >"$W/images.lst0"
     [ "$n_img" -gt 0 ] && printf '%s\0' "${images[@]}" >"$W/images.lst0"
     printf '%s\0' "${files[@]}" >"$W/files.lst0"
-    log "$name: cjxl lossless (-e $JXL_EFFORT; --lossless_jpeg=1 for JPEGs, -d 0 otherwise), $JXL_JOBS at once"
-    timed "$LOGS/$name.jxl-lossless.log" xargs -0 -r -a "$W/images.lst0" -P "$JXL_JOBS" -n 1 \
-      bash -c 'jxl_one lossless "$@"' _ "$dir" "$W/jxl-lossless"
-    jl_s=$T_SEC
-    read -r jl_b jl_ref < <(jxl_total "$W/files.lst0" "$W/jxl-lossless")
-    [ "$jl_ref" -gt 0 ] && NOTES+=("$name: cjxl refused $jl_ref images for jxl-lossless (counted at their original size; see logs/$name.jxl-lossless.log)")
-    rm -rf "$W/jxl-lossless"
+    if [ "$JXL_LOSSLESS" = 1 ]; then
+      log "$name: cjxl lossless (-e $JXL_EFFORT; --lossless_jpeg=1 for JPEGs, -d 0 otherwise), $JXL_JOBS at once"
+      timed "$LOGS/$name.jxl-lossless.log" xargs -0 -r -a "$W/images.lst0" -P "$JXL_JOBS" -n 1 \
+        bash -c 'jxl_one lossless "$@"' _ "$dir" "$W/jxl-lossless"
+      jl_s=$T_SEC
+      read -r jl_b jl_ref < <(jxl_total "$W/files.lst0" "$W/jxl-lossless")
+      [ "$jl_ref" -gt 0 ] && NOTES+=("$name: cjxl refused $jl_ref images for jxl-lossless (counted at their original size; see logs/$name.jxl-lossless.log)")
+      rm -rf "$W/jxl-lossless"
+    fi
 
     log "$name: cjxl -d $JXL_DISTANCE -e $JXL_EFFORT, djxl to PNG, score_dirs"
     timed "$LOGS/$name.jxl-d1.log" xargs -0 -r -a "$W/images.lst0" -P "$JXL_JOBS" -n 1 \
