@@ -286,7 +286,7 @@ fi
 [ ${#CORPUS_DIRS[@]} -gt 0 ] || { echo "bench-pack: no corpora in $CORPORA" >&2; exit 1; }
 
 TSV=$OUT_DIR/bench-pack.tsv
-printf '%s\n' "corpus	images	files	originals	zip9	7zmx9	av1pack	pack_s	pack_rss_kb	ssim2_min	ssim2_mean	ssim2_p10	same_size	ffmpeg	ffmpeg_s	ffmpeg_rss_kb	seed	seed_s	seed_rss_kb	seed_images	jxl_lossless	jxl_lossless_s	jxl_lossless_refused	jxl_d1	jxl_d1_s	jxl_d1_refused	jxl_d1_djxl_s	jxl_d1_scored	jxl_d1_min	jxl_d1_mean	jxl_d1_p10" >"$TSV"
+printf '%s\n' "corpus	images	files	originals	zip9	7zmx9	av1pack	pack_s	pack_rss_kb	ssim2_min	ssim2_mean	ssim2_p10	same_size	ffmpeg	ffmpeg_s	ffmpeg_rss_kb	seed	seed_s	seed_rss_kb	seed_images	jxl_lossless	jxl_lossless_s	jxl_lossless_refused	jxl_d1	jxl_d1_s	jxl_d1_refused	jxl_d1_djxl_s	jxl_d1_scored	jxl_d1_min	jxl_d1_mean	jxl_d1_p10	jxl_d1_alpha_max_diff" >"$TSV"
 
 MAIN_ROWS=()
 JXL_ROWS=()
@@ -326,7 +326,7 @@ for dir in "${CORPUS_DIRS[@]}"; do
   fi
 
   # JPEG XL, file by file (images only; see --no-jxl in the help).
-  jl_b=$NA jl_s=$NA jl_ref=$NA jd_b=$NA jd_s=$NA jd_ref=$NA jd_ds=$NA jd_n=$NA jd_min=$NA jd_mean=$NA jd_p10=$NA
+  jl_b=$NA jl_s=$NA jl_ref=$NA jd_b=$NA jd_s=$NA jd_ref=$NA jd_ds=$NA jd_n=$NA jd_min=$NA jd_mean=$NA jd_p10=$NA jd_alpha=$NA
   if [ $RUN_JXL = 1 ]; then
     : >"$W/images.lst0"
     [ "$n_img" -gt 0 ] && printf '%s\0' "${images[@]}" >"$W/images.lst0"
@@ -356,6 +356,8 @@ for dir in "${CORPUS_DIRS[@]}"; do
     field() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$W/jxl-d1-scores.tsv"; }
     jd_n=$(field count) jd_min=$(field min) jd_mean=$(field mean) jd_p10=$(field p10)
     jd_n=${jd_n:-$NA} jd_min=${jd_min:-$NA} jd_mean=${jd_mean:-$NA} jd_p10=${jd_p10:-$NA}
+    # Largest alpha difference over the images with alpha ("-" when none has alpha).
+    jd_alpha=$(awk -F'\t' 'NF == 5 && $3 ~ /^[0-9]+$/ { n++; if ($3 > m) m = $3 } END { print n ? m + 0 : "-" }' "$W/jxl-d1-scores.tsv")
     rm -rf "$W/jxl-d1" "$W/jxl-d1-png"
   fi
 
@@ -438,13 +440,13 @@ for dir in "${CORPUS_DIRS[@]}"; do
 
   printf '%s\t' "$name" "$n_img" "$n_files" "$orig" "$zip_b" "$sz_b" "$av_b" "$av_s" "$av_kb" \
     "$q_min" "$q_mean" "$q_p10" "$same_size" "$ff_b" "$ff_s" "$ff_kb" "$sd_b" "$sd_s" "$sd_kb" "$sd_n" \
-    "$jl_b" "$jl_s" "$jl_ref" "$jd_b" "$jd_s" "$jd_ref" "$jd_ds" "$jd_n" "$jd_min" "$jd_mean" >>"$TSV"
-  printf '%s\n' "$jd_p10" >>"$TSV"
+    "$jl_b" "$jl_s" "$jl_ref" "$jd_b" "$jd_s" "$jd_ref" "$jd_ds" "$jd_n" "$jd_min" "$jd_mean" "$jd_p10" >>"$TSV"
+  printf '%s\n' "$jd_alpha" >>"$TSV"
 
   row="| $name | $n_img | $(fmt_int "$orig") | $(fmt_int "$zip_b") | $(fmt_int "$sz_b") | $(fmt_int "$jl_b") | $(fmt_int "$jd_b") | $(fmt_int "$av_b") | $(pct "$av_b" "$orig") | $av_s | $(mib "$av_kb") | $q_min | $q_mean | $q_p10 |"
   MAIN_ROWS+=("$row")
   echo "$row"
-  jrow="| $name | $(fmt_int "$orig") | $(fmt_int "$sz_b") | $(fmt_int "$jl_b") | $(pct "$jl_b" "$orig") | $(pct "$jl_b" "$sz_b") | $jl_s | $jl_ref | $(fmt_int "$jd_b") | $(pct "$jd_b" "$orig") | $jd_s | $jd_ds | $jd_ref | $jd_n | $jd_min | $jd_mean | $jd_p10 | $(fmt_int "$av_b") | $q_min | $q_mean |"
+  jrow="| $name | $(fmt_int "$orig") | $(fmt_int "$sz_b") | $(fmt_int "$jl_b") | $(pct "$jl_b" "$orig") | $(pct "$jl_b" "$sz_b") | $jl_s | $jl_ref | $(fmt_int "$jd_b") | $(pct "$jd_b" "$orig") | $jd_s | $jd_ds | $jd_ref | $jd_n | $jd_min | $jd_mean | $jd_p10 | $jd_alpha | $(fmt_int "$av_b") | $q_min | $q_mean |"
   JXL_ROWS+=("$jrow")
   cmp="| $name | $same_size | $(fmt_int "$av_b") | $av_s | $(fmt_int "$ff_b") | $ff_s | $(mib "$ff_kb")"
   [ $RUN_SEED = 1 ] && cmp+=" | $(fmt_int "$sd_b") | $sd_s | $(mib "$sd_kb") | $sd_n/$n_img"
@@ -488,10 +490,11 @@ done
     echo "with alpha over black and over white, the worse; both turned upright by their EXIF"
     echo "orientation, as djxl applies it). Files that are not images, and images cjxl refuses"
     echo "(\"refused\"), count at their original size; refused images are not scored. Times: cjxl"
-    echo "(and djxl) wall seconds for the whole corpus, $JXL_JOBS files at once."
+    echo "(and djxl) wall seconds for the whole corpus, $JXL_JOBS files at once. alpha max diff: the"
+    echo "largest difference of a decoded alpha plane from the original's (- when no image has alpha)."
     echo
-    echo "| corpus | originals | 7z -mx9 | jxl lossless | /orig | /7z | s | refused | jxl d$JXL_DISTANCE | /orig | cjxl s | djxl s | refused | scored | q min | q mean | q p10 | av1pack | av1pack q min | av1pack q mean |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| corpus | originals | 7z -mx9 | jxl lossless | /orig | /7z | s | refused | jxl d$JXL_DISTANCE | /orig | cjxl s | djxl s | refused | scored | q min | q mean | q p10 | alpha max diff | av1pack | av1pack q min | av1pack q mean |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${JXL_ROWS[@]}"
   fi
   echo
