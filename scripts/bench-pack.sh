@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: av1pack against zip, 7z, the bare ffmpeg CLI and (optionally) the seed project.
+# Benchmark: av1pack against zip, 7z, JPEG XL, the bare ffmpeg CLI and (optionally) the seed
+# project.
 #
 #   scripts/bench-pack.sh [OPTIONS] CORPORA_DIR [OUT_DIR]
 #
@@ -13,6 +14,16 @@
 #   --no-av1pack     skip av1pack (e.g. before the binary is built); its columns print n/a
 #   --no-baselines   skip zip and 7z
 #   --no-ffmpeg      skip the bare ffmpeg comparison
+#   --no-jxl         skip the JPEG XL columns (cjxl/djxl from libjxl-tools, installed on demand):
+#                    jxl-lossless: every image file through `cjxl -e 7` (its default effort),
+#                      `--lossless_jpeg=1` (bit-exact JPEG recompression) for .jpg/.jpeg and
+#                      `-d 0` (mathematically lossless) for the others;
+#                    jxl-d1: every image through `cjxl -d 1 -e 7` (`--lossless_jpeg=0` for JPEGs,
+#                      so that their pixels are coded), decoded back with djxl to PNG and scored
+#                      against the originals by the score_dirs example (the SSIMULACRA2 of
+#                      `av1pack verify`; both images upright, since djxl applies EXIF orientation).
+#                    Files that are not images count at their original size in both; images
+#                    cjxl refuses count at their original size too, and are counted (refused).
 #   --only A,B,...   only these corpora (by folder name)
 #   --build          run `cargo build --release` first
 #   --charts         also run `av1pack report` per corpus: OUT_DIR/report-NAME.svg (chart) and
@@ -24,6 +35,13 @@
 #   AV1PACK_ARGS     extra options for `av1pack pack`, e.g. "--crf 18 --preset medium --gop 8"
 #                    (default: none, i.e. the binary's defaults)
 #   VERIFY_ARGS      extra options for `av1pack verify --json` (default: none)
+#   JXL_EFFORT, JXL_DISTANCE, JXL_JOBS
+#                    cjxl's effort and the lossy distance (defaults 7 and 1), and how many files
+#                    cjxl/djxl run on at once (default 2, each with --num_threads=1)
+#   JXL_LOSSLESS     0: skip the jxl-lossless column (e.g. to measure another JXL_DISTANCE only)
+#                    (the TSV's jxl_d1* columns hold the run at JXL_DISTANCE, whatever it is)
+#   SCORE_DIRS       the scoring tool (default: target/release/examples/score_dirs of this repo,
+#                    built with `cargo build --release --example score_dirs` when missing)
 #   FFMPEG_PRESET, FFMPEG_CRF, FFMPEG_GOP, FFMPEG_PIX_FMT, FFMPEG_THREADS, FFMPEG_FRAMERATE
 #                    the bare ffmpeg run's settings (defaults: medium, 18, 8, yuv444p, 2, 25)
 #   SEED_DIR         where the seed's files are (default /tmp/av1pack-seed); filled from
@@ -44,7 +62,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
-RUN_SEED=0 RUN_AV1PACK=1 RUN_BASELINES=1 RUN_FFMPEG=1 BUILD=0 CHARTS=0 ONLY=""
+RUN_SEED=0 RUN_AV1PACK=1 RUN_BASELINES=1 RUN_FFMPEG=1 RUN_JXL=1 BUILD=0 CHARTS=0 ONLY=""
 ARGS=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -52,6 +70,7 @@ while [ $# -gt 0 ]; do
     --no-av1pack) RUN_AV1PACK=0 ;;
     --no-baselines) RUN_BASELINES=0 ;;
     --no-ffmpeg) RUN_FFMPEG=0 ;;
+    --no-jxl) RUN_JXL=0 ;;
     --only) ONLY=${2:?--only needs a list}; shift ;;
     --only=*) ONLY=${1#--only=} ;;
     --build) BUILD=1 ;;
@@ -87,6 +106,11 @@ SEED_DIR=${SEED_DIR:-/tmp/av1pack-seed}
 SEED_GIT_DIR=${SEED_GIT_DIR:-/work/.mirror/undefinedDarkness+av1pack/repo}
 SEED_REF=${SEED_REF:-HEAD}
 SEED_PYTHON=${SEED_PYTHON:-python3}
+JXL_EFFORT=${JXL_EFFORT:-7}
+JXL_DISTANCE=${JXL_DISTANCE:-1}
+JXL_JOBS=${JXL_JOBS:-2}
+JXL_LOSSLESS=${JXL_LOSSLESS:-1}
+SCORE_DIRS=${SCORE_DIRS:-$ROOT/target/release/examples/score_dirs}
 TIME=/usr/bin/time
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
@@ -100,6 +124,7 @@ if [ $RUN_BASELINES = 1 ]; then
   command -v 7z >/dev/null 2>&1 || need_pkgs+=(p7zip-full)
 fi
 { [ $RUN_FFMPEG = 1 ] || [ $RUN_SEED = 1 ]; } && ! command -v ffmpeg >/dev/null 2>&1 && need_pkgs+=(ffmpeg)
+[ $RUN_JXL = 1 ] && ! { command -v cjxl && command -v djxl; } >/dev/null 2>&1 && need_pkgs+=(libjxl-tools)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   "$ROOT/scripts/install-deps.sh" "${need_pkgs[@]}"
@@ -108,6 +133,13 @@ fi
 if [ $BUILD = 1 ]; then
   log "cargo build --release"
   (cd "$ROOT" && cargo build --release)
+fi
+if [ $RUN_JXL = 1 ] && { [ $BUILD = 1 ] || [ ! -x "$SCORE_DIRS" ]; }; then
+  if [ "$SCORE_DIRS" = "$ROOT/target/release/examples/score_dirs" ]; then
+    log "cargo build --release --example score_dirs"
+    (cd "$ROOT" && cargo build --release --example score_dirs)
+  fi
+  [ -x "$SCORE_DIRS" ] || { echo "bench-pack: $SCORE_DIRS not found (or pass --no-jxl)" >&2; exit 1; }
 fi
 if [ $RUN_AV1PACK = 1 ] && [ ! -x "$AV1PACK" ]; then
   echo "bench-pack: $AV1PACK not found: build it (--build) or pass --no-av1pack" >&2
@@ -163,6 +195,50 @@ timed() {
   T_SEC=${T_SEC:-$NA} T_KB=${T_KB:-$NA}
 }
 
+# jxl_one MODE SRC_ROOT OUT_ROOT REL: cjxl on one file (run by xargs, JXL_JOBS at once). MODE
+# lossless: --lossless_jpeg=1 for JPEGs, -d 0 otherwise; d1: -d JXL_DISTANCE, --lossless_jpeg=0
+# for JPEGs, then djxl to OUT_ROOT.png/REL.png. A file cjxl refuses leaves no output behind.
+jxl_one() {
+  local mode=$1 src=$2/$4 out=$3/$4.jxl opts
+  case $mode:${4,,} in
+    lossless:*.jpg | lossless:*.jpeg) opts=(--lossless_jpeg=1) ;;
+    lossless:*) opts=(-d 0) ;;
+    d1:*.jpg | d1:*.jpeg) opts=(--lossless_jpeg=0 -d "$JXL_DISTANCE") ;;
+    d1:*) opts=(-d "$JXL_DISTANCE") ;;
+  esac
+  mkdir -p "$(dirname "$out")"
+  echo "== cjxl ${opts[*]} -e $JXL_EFFORT $4"
+  if ! cjxl "$src" "$out" "${opts[@]}" -e "$JXL_EFFORT" --num_threads=1 2>&1 || [ ! -s "$out" ]; then
+    echo "REFUSED $4"
+    rm -f "$out"
+  fi
+}
+# jxl_dec REL: djxl OUT_ROOT/REL.jxl to DEC_ROOT/REL.png (run by xargs).
+jxl_dec() {
+  local in=$1/$3.jxl out=$2/$3.png
+  [ -f "$in" ] || return 0
+  mkdir -p "$(dirname "$out")"
+  djxl "$in" "$out" --num_threads=1 2>&1 || { echo "DJXL FAILED $3"; rm -f "$out"; }
+}
+export -f jxl_one jxl_dec
+export JXL_EFFORT JXL_DISTANCE
+
+# jxl_total LIST ROOT : prints "bytes refused" for the files of LIST (relative to the corpus):
+# each image's ROOT/REL.jxl when it exists, else (refused, or not an image) its original size.
+jxl_total() {
+  local total=0 refused=0 f s
+  while IFS= read -r -d '' f; do
+    if [ -f "$2/$f.jxl" ]; then
+      s=$(stat -c %s "$2/$f.jxl")
+    else
+      s=$(stat -c %s "$dir/$f")
+      is_image "$f" && refused=$((refused + 1))
+    fi
+    total=$((total + s))
+  done <"$1"
+  echo "$total $refused"
+}
+
 # verify_json FILE : prints "min mean p10" from av1pack's JSON (n/a for missing fields).
 verify_fields() {
   if command -v python3 >/dev/null 2>&1; then
@@ -210,9 +286,10 @@ fi
 [ ${#CORPUS_DIRS[@]} -gt 0 ] || { echo "bench-pack: no corpora in $CORPORA" >&2; exit 1; }
 
 TSV=$OUT_DIR/bench-pack.tsv
-printf '%s\n' "corpus	images	files	originals	zip9	7zmx9	av1pack	pack_s	pack_rss_kb	ssim2_min	ssim2_mean	ssim2_p10	same_size	ffmpeg	ffmpeg_s	ffmpeg_rss_kb	seed	seed_s	seed_rss_kb	seed_images" >"$TSV"
+printf '%s\n' "corpus	images	files	originals	zip9	7zmx9	av1pack	pack_s	pack_rss_kb	ssim2_min	ssim2_mean	ssim2_p10	same_size	ffmpeg	ffmpeg_s	ffmpeg_rss_kb	seed	seed_s	seed_rss_kb	seed_images	jxl_lossless	jxl_lossless_s	jxl_lossless_refused	jxl_d1	jxl_d1_s	jxl_d1_refused	jxl_d1_djxl_s	jxl_d1_scored	jxl_d1_min	jxl_d1_mean	jxl_d1_p10	jxl_d1_alpha_max_diff" >"$TSV"
 
 MAIN_ROWS=()
+JXL_ROWS=()
 CMP_ROWS=()
 NOTES=()
 
@@ -246,6 +323,42 @@ for dir in "${CORPUS_DIRS[@]}"; do
     (cd "$dir" && zip -9 -r -q "$W/corpus.zip" .) >"$LOGS/$name.zip.log" 2>&1 && zip_b=$(fsize "$W/corpus.zip")
     log "$name: 7z -mx9"
     (cd "$dir" && 7z a -bd -mx9 "$W/corpus.7z" .) >"$LOGS/$name.7z.log" 2>&1 && sz_b=$(fsize "$W/corpus.7z")
+  fi
+
+  # JPEG XL, file by file (images only; see --no-jxl in the help).
+  jl_b=$NA jl_s=$NA jl_ref=$NA jd_b=$NA jd_s=$NA jd_ref=$NA jd_ds=$NA jd_n=$NA jd_min=$NA jd_mean=$NA jd_p10=$NA jd_alpha=$NA
+  if [ $RUN_JXL = 1 ]; then
+    : >"$W/images.lst0"
+    [ "$n_img" -gt 0 ] && printf '%s\0' "${images[@]}" >"$W/images.lst0"
+    printf '%s\0' "${files[@]}" >"$W/files.lst0"
+    if [ "$JXL_LOSSLESS" = 1 ]; then
+      log "$name: cjxl lossless (-e $JXL_EFFORT; --lossless_jpeg=1 for JPEGs, -d 0 otherwise), $JXL_JOBS at once"
+      timed "$LOGS/$name.jxl-lossless.log" xargs -0 -r -a "$W/images.lst0" -P "$JXL_JOBS" -n 1 \
+        bash -c 'jxl_one lossless "$@"' _ "$dir" "$W/jxl-lossless"
+      jl_s=$T_SEC
+      read -r jl_b jl_ref < <(jxl_total "$W/files.lst0" "$W/jxl-lossless")
+      [ "$jl_ref" -gt 0 ] && NOTES+=("$name: cjxl refused $jl_ref images for jxl-lossless (counted at their original size; see logs/$name.jxl-lossless.log)")
+      rm -rf "$W/jxl-lossless"
+    fi
+
+    log "$name: cjxl -d $JXL_DISTANCE -e $JXL_EFFORT, djxl to PNG, score_dirs"
+    timed "$LOGS/$name.jxl-d1.log" xargs -0 -r -a "$W/images.lst0" -P "$JXL_JOBS" -n 1 \
+      bash -c 'jxl_one d1 "$@"' _ "$dir" "$W/jxl-d1"
+    jd_s=$T_SEC
+    read -r jd_b jd_ref < <(jxl_total "$W/files.lst0" "$W/jxl-d1")
+    [ "$jd_ref" -gt 0 ] && NOTES+=("$name: cjxl refused $jd_ref images for jxl-d1 (counted at their original size, not scored; see logs/$name.jxl-d1.log)")
+    timed "$LOGS/$name.jxl-d1-djxl.log" xargs -0 -r -a "$W/images.lst0" -P "$JXL_JOBS" -n 1 \
+      bash -c 'jxl_dec "$@"' _ "$W/jxl-d1" "$W/jxl-d1-png"
+    jd_ds=$T_SEC
+    mkdir -p "$W/jxl-d1-png"
+    "$SCORE_DIRS" --upright --jobs 2 "$dir" "$W/jxl-d1-png" >"$W/jxl-d1-scores.tsv" 2>"$LOGS/$name.jxl-d1-score.log" ||
+      log "$name: score_dirs exited with $? (see $LOGS/$name.jxl-d1-score.log)"
+    field() { awk -F'\t' -v k="$1" '$1 == k { print $2 }' "$W/jxl-d1-scores.tsv"; }
+    jd_n=$(field count) jd_min=$(field min) jd_mean=$(field mean) jd_p10=$(field p10)
+    jd_n=${jd_n:-$NA} jd_min=${jd_min:-$NA} jd_mean=${jd_mean:-$NA} jd_p10=${jd_p10:-$NA}
+    # Largest alpha difference over the images with alpha ("-" when none has alpha).
+    jd_alpha=$(awk -F'\t' 'NF == 5 && $3 ~ /^[0-9]+$/ { n++; if ($3 > m) m = $3 } END { print n ? m + 0 : "-" }' "$W/jxl-d1-scores.tsv")
+    rm -rf "$W/jxl-d1" "$W/jxl-d1-png"
   fi
 
   # av1pack pack + verify.
@@ -326,12 +439,15 @@ for dir in "${CORPUS_DIRS[@]}"; do
   fi
 
   printf '%s\t' "$name" "$n_img" "$n_files" "$orig" "$zip_b" "$sz_b" "$av_b" "$av_s" "$av_kb" \
-    "$q_min" "$q_mean" "$q_p10" "$same_size" "$ff_b" "$ff_s" "$ff_kb" "$sd_b" "$sd_s" "$sd_kb" >>"$TSV"
-  printf '%s\n' "$sd_n" >>"$TSV"
+    "$q_min" "$q_mean" "$q_p10" "$same_size" "$ff_b" "$ff_s" "$ff_kb" "$sd_b" "$sd_s" "$sd_kb" "$sd_n" \
+    "$jl_b" "$jl_s" "$jl_ref" "$jd_b" "$jd_s" "$jd_ref" "$jd_ds" "$jd_n" "$jd_min" "$jd_mean" "$jd_p10" >>"$TSV"
+  printf '%s\n' "$jd_alpha" >>"$TSV"
 
-  row="| $name | $n_img | $(fmt_int "$orig") | $(fmt_int "$zip_b") | $(fmt_int "$sz_b") | $(fmt_int "$av_b") | $(pct "$av_b" "$orig") | $av_s | $(mib "$av_kb") | $q_min | $q_mean | $q_p10 |"
+  row="| $name | $n_img | $(fmt_int "$orig") | $(fmt_int "$zip_b") | $(fmt_int "$sz_b") | $(fmt_int "$jl_b") | $(fmt_int "$jd_b") | $(fmt_int "$av_b") | $(pct "$av_b" "$orig") | $av_s | $(mib "$av_kb") | $q_min | $q_mean | $q_p10 |"
   MAIN_ROWS+=("$row")
   echo "$row"
+  jrow="| $name | $(fmt_int "$orig") | $(fmt_int "$sz_b") | $(fmt_int "$jl_b") | $(pct "$jl_b" "$orig") | $(pct "$jl_b" "$sz_b") | $jl_s | $jl_ref | $(fmt_int "$jd_b") | $(pct "$jd_b" "$orig") | $jd_s | $jd_ds | $jd_ref | $jd_n | $jd_min | $jd_mean | $jd_p10 | $jd_alpha | $(fmt_int "$av_b") | $q_min | $q_mean |"
+  JXL_ROWS+=("$jrow")
   cmp="| $name | $same_size | $(fmt_int "$av_b") | $av_s | $(fmt_int "$ff_b") | $ff_s | $(mib "$ff_kb")"
   [ $RUN_SEED = 1 ] && cmp+=" | $(fmt_int "$sd_b") | $sd_s | $(mib "$sd_kb") | $sd_n/$n_img"
   CMP_ROWS+=("$cmp |")
@@ -350,13 +466,37 @@ done
     echo "- av1pack: not run"
   fi
   echo "- ffmpeg: $(ffmpeg -hide_banner -version 2>/dev/null | head -n 1 | cut -d' ' -f1-3)"
+  if [ $RUN_JXL = 1 ]; then
+    echo "- JPEG XL: $(cjxl --version 2>/dev/null | head -n 1 | cut -d' ' -f1-2), effort $JXL_EFFORT (cjxl's default), $JXL_JOBS files at once, --num_threads=1 each"
+  else
+    echo "- JPEG XL: not run"
+  fi
   echo
   echo "Sizes in bytes; time is wall-clock seconds, RSS is peak resident memory in MiB (GNU time)."
   echo "Quality is SSIMULACRA2 from \`av1pack verify --json\` (min, mean, 10th percentile over images)."
+  echo "jxl lossless and jxl d$JXL_DISTANCE: every image file through cjxl on its own (see the next section)."
   echo
-  echo "| corpus | images | originals | zip -9 | 7z -mx9 | av1pack | av1pack/orig | pack s | pack RSS MiB | q min | q mean | q p10 |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| corpus | images | originals | zip -9 | 7z -mx9 | jxl lossless | jxl d$JXL_DISTANCE | av1pack | av1pack/orig | pack s | pack RSS MiB | q min | q mean | q p10 |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${MAIN_ROWS[@]}"
+  if [ $RUN_JXL = 1 ]; then
+    echo
+    echo "## JPEG XL, image by image"
+    echo
+    echo "lossless: \`cjxl -e $JXL_EFFORT --lossless_jpeg=1\` for .jpg/.jpeg (bit-exact JPEG recompression),"
+    echo "\`cjxl -e $JXL_EFFORT -d 0\` for other images. d$JXL_DISTANCE: \`cjxl -e $JXL_EFFORT -d $JXL_DISTANCE\` (\`--lossless_jpeg=0\` for JPEGs:"
+    echo "their pixels are coded), decoded with \`djxl\` to PNG and scored against the originals by"
+    echo "\`score_dirs --upright\` (examples/score_dirs.rs: the SSIMULACRA2 of \`av1pack verify\`; images"
+    echo "with alpha over black and over white, the worse; both turned upright by their EXIF"
+    echo "orientation, as djxl applies it). Files that are not images, and images cjxl refuses"
+    echo "(\"refused\"), count at their original size; refused images are not scored. Times: cjxl"
+    echo "(and djxl) wall seconds for the whole corpus, $JXL_JOBS files at once. alpha max diff: the"
+    echo "largest difference of a decoded alpha plane from the original's (- when no image has alpha)."
+    echo
+    echo "| corpus | originals | 7z -mx9 | jxl lossless | /orig | /7z | s | refused | jxl d$JXL_DISTANCE | /orig | cjxl s | djxl s | refused | scored | q min | q mean | q p10 | alpha max diff | av1pack | av1pack q min | av1pack q mean |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    printf '%s\n' "${JXL_ROWS[@]}"
+  fi
   echo
   echo "## Against the bare ffmpeg CLI$([ $RUN_SEED = 1 ] && echo ' and the seed')"
   echo

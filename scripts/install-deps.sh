@@ -28,8 +28,12 @@ PACKAGES=(
   fonts-dejavu-core
   libglib2.0-bin
   libgdk-pixbuf2.0-bin
+  # build the libjpeg-turbo bundled with the turbojpeg crate (the renderer's JPEG encoder)
   cmake
   nasm
+  # cjxl/djxl (0.7 on Debian 12): only for the JPEG XL columns of scripts/bench-pack.sh;
+  # av1pack itself and its tests do not use them.
+  libjxl-tools
 )
 PACKAGES+=("$@")
 

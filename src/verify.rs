@@ -88,15 +88,52 @@ impl VerifyReport {
     }
 }
 
-fn load_original(path: &Path) -> Result<Picture, String> {
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| format!("original: {e}"))?
-        .with_guessed_format()
-        .map_err(|e| format!("original: {e}"))?;
+/// Why an image file could not be decoded by [`load_picture`].
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not an image (no known image format in its first bytes)")]
+    NotAnImage,
+    #[error("{0}")]
+    Decode(#[from] image::ImageError),
+}
+
+/// Decodes an image file the way `verify` decodes the originals it scores against: format
+/// recognised from the content (not the name), pack's decode limits, 8-bit colour and the
+/// alpha plane when the file has one. No EXIF orientation is applied (the archive stores and
+/// serves pixels as the file has them, with the same EXIF).
+pub fn load_picture(path: &Path) -> Result<Picture, LoadError> {
+    decode_file(path, false)
+}
+
+/// [`load_picture`], then turned upright as the file's EXIF orientation says: what a viewer
+/// shows. For comparing with a decoder that applies the orientation to the pixels (djxl).
+pub fn load_picture_upright(path: &Path) -> Result<Picture, LoadError> {
+    decode_file(path, true)
+}
+
+fn decode_file(path: &Path, upright: bool) -> Result<Picture, LoadError> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    if reader.format().is_none() {
+        return Err(LoadError::NotAnImage);
+    }
     reader.limits(crate::pack::decode_limits());
-    Ok(Picture::from_dynamic(
-        reader.decode().map_err(|e| format!("original: {e}"))?,
-    ))
+    if !upright {
+        return Ok(Picture::from_dynamic(reader.decode()?));
+    }
+    let mut decoder = reader.into_decoder()?;
+    let orientation = decoder.orientation().ok();
+    let mut img = image::DynamicImage::from_decoder(decoder)?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(Picture::from_dynamic(img))
+}
+
+fn load_original(path: &Path) -> Result<Picture, String> {
+    load_picture(path).map_err(|e| format!("original: {e}"))
 }
 
 /// Decodes every image as unpack would give it back and scores it against `originals`.
