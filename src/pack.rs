@@ -475,6 +475,9 @@ struct Decoded {
     entry: ImageEntry,
     rgb: image::RgbImage,
     alpha: Option<image::GrayImage>,
+    /// What keeping the file as it is would cost: its Lepton form for a JPEG Lepton takes,
+    /// else its size. Coding must beat this.
+    kept_size: u64,
 }
 
 /// A tile read and placed on its canvas (or why it could not be).
@@ -525,6 +528,8 @@ struct Ready {
     entry: Box<ImageEntry>,
     canvas: Vec<u8>,
     alpha: Option<Vec<u8>>,
+    /// Bytes the whole file would take kept as it is (see `Decoded::kept_size`).
+    kept_size: u64,
 }
 
 /// What coding did with one tile; `pixels` (decoded) are kept for images in several tiles,
@@ -1063,7 +1068,8 @@ impl GopCoder<'_> {
             let whole = (u128::from(r.entry.width) * u128::from(r.entry.height)).max(1);
             (u128::from(bytes) * area / whole) as u64
         };
-        let original: u64 = batch.iter().map(|r| share(r, r.entry.original_size)).sum();
+        // Coding must beat keeping the files (JPEGs Lepton-compressed, the rest as they are).
+        let original: u64 = batch.iter().map(|r| share(r, r.kept_size)).sum();
         // Metadata blocks are stored beside the frames: they count against the budget too.
         let metadata: u64 = batch
             .iter()
@@ -1092,7 +1098,7 @@ impl GopCoder<'_> {
                 Attempt::TooBig(coded) => {
                     // Higher quality only costs more: the original files are the better deal.
                     let reason = format!(
-                        "{SMALLER_AS_IS} ({coded} coded bytes, {alpha_bytes} of alpha and {metadata} of metadata vs {original} for the group of {})",
+                        "{SMALLER_AS_IS} ({coded} coded bytes, {alpha_bytes} of alpha and {metadata} of metadata vs {original} for its {} files kept as they are)",
                         batch.len()
                     );
                     log::debug!(
@@ -1451,6 +1457,7 @@ fn prepare(d: &Decoded, job: Job, t: usize, alpha_t: Option<usize>, cw: u32, ch:
         entry,
         canvas,
         alpha,
+        kept_size: d.kept_size,
     }
 }
 
@@ -1540,7 +1547,16 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
         rendered: Rendered { size: 0, hash: 0 },
         score: None,
     };
-    Ok(Decoded { entry, rgb, alpha })
+    let kept_size = match format {
+        ImageFormat::Jpeg => crate::lepton::compress(&bytes).map_or(bytes.len(), |c| c.len()),
+        _ => bytes.len(),
+    } as u64;
+    Ok(Decoded {
+        entry,
+        rgb,
+        alpha,
+        kept_size,
+    })
 }
 
 /// Limits for decoding untrusted images: sizes beyond the video path are refused early.
