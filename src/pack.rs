@@ -498,7 +498,7 @@ pub const VISUALLY_LOSSLESS: QualityTarget = QualityTarget {
     ladders: [
         &[8.0, 6.0, 4.0, 2.0, 1.0],
         &[12.0, 10.0, 8.0, 6.0, 4.0, 2.0],
-        &[20.0, 16.0, 12.0, 8.0, 4.0],
+        &[20.0, 16.0, 12.0, 8.0, 4.0, 2.0],
     ],
 };
 /// SSIMULACRA2 80: very high quality.

@@ -153,13 +153,28 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         // Shown even with --quiet: the archive is not what was asked for.
         eprintln!("av1pack: warning: {note}");
     }
+    // Lossless RGB is smallest with x264 (docs/BENCHMARKS.md, "Codecs": x265 +22 %, AV1 +10 %
+    // on document pages), so lossless archives are H.264 whatever was asked.
+    let codec = if lossless && codec != Codec::H264 {
+        if !g.quiet {
+            eprintln!(
+                "av1pack: --quality lossless codes with h264 (the smallest lossless coding measured), not {codec}"
+            );
+        }
+        Codec::H264
+    } else {
+        codec
+    };
     let opts = PackOptions {
         codec,
         target,
+        // Recorded in the index: the CRF given, else the first the quality loop tries.
         crf: if lossless {
             None
         } else {
-            a.crf.or(Some(pack::DEFAULT_CRF))
+            a.crf
+                .or_else(|| target.and_then(|t| t.ladder(codec).first().copied()))
+                .or(Some(pack::DEFAULT_CRF))
         },
         qp,
         gop: a.gop,

@@ -267,7 +267,8 @@ fn options(cfg: &EncoderConfig) -> Dictionary<'static> {
                 params.push_str(&format!(":bframes={}", cfg.lookahead.max(1) - 1));
             }
             match (cfg.qp, cfg.crf) {
-                (Some(0), _) if cfg.rgb => params.push_str(":lossless=1"),
+                // QP 0 is lossless in x264, not in x265 without its own switch.
+                (Some(0), _) => params.push_str(":lossless=1"),
                 (Some(qp), _) => opts.set("qp", &qp.to_string()),
                 (None, Some(crf)) => opts.set("crf", &format!("{crf}")),
                 (None, None) => {}
