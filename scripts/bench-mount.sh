@@ -327,6 +327,7 @@ md ""
 # ---------------------------------------------------------------------------------------------
 # 1. Listing a 10,000-image synthetic album
 
+MNT=$MNT_ROOT/av1pack
 if [ "${SKIP_LISTING:-0}" = 1 ]; then
   log "1. listing: skipped (SKIP_LISTING=1)"
   md "## 1. Listing" "" "Skipped (SKIP_LISTING=1)." ""
@@ -360,7 +361,6 @@ SYN_PACK_S=$REPLY
 read -r syn_images syn_verbatim syn_bytes < <(jq -r '"\(.images) \(.verbatim) \(.archive_bytes)"' \
   < <("$AV1PACK" info --json "$SYN_MKV"))
 
-MNT=$MNT_ROOT/av1pack
 md "## 1. Listing: synthetic album, 10,000 images in 100 folders" ""
 md "64x48 PNG frames of ffmpeg's testsrc2, packed with \`--crf 23 --gop 8\` in ${SYN_PACK_S} s" \
   "($syn_images coded, $syn_verbatim kept as is, archive $((syn_bytes / 1024)) KiB)." \

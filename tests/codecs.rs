@@ -223,3 +223,37 @@ fn rate_ranges_follow_the_codec() {
     let a = Archive::open(&tmp.path().join("a.mkv")).unwrap();
     assert_eq!(a.index.settings.crf, Some(60.0));
 }
+
+#[test]
+fn encoder_params_reach_the_chosen_encoder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    pattern(96, 64, 2).save(src.join("p.png")).unwrap();
+    // The old spelling still works for x264.
+    let o = bin()
+        .args(["pack", "--crf", "20", "--x264-params", "deblock=-1,-1"])
+        .arg(&src)
+        .arg(tmp.path().join("x.mkv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // x265 gets them: lossless=1 makes the same CRF far larger.
+    let size = |name: &str, params: &str| {
+        let dest = tmp.path().join(name);
+        let o = bin()
+            .args(["pack", "--codec", "hevc", "--crf", "30"])
+            .args(["--encoder-params", params])
+            .arg(&src)
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::metadata(&dest).unwrap().len()
+    };
+    let (plain, lossless) = (size("plain.mkv", ""), size("lossless.mkv", "lossless=1"));
+    assert!(
+        lossless > plain * 3 / 2,
+        "lossless=1 reached x265: {lossless} vs {plain} bytes"
+    );
+}
