@@ -10,7 +10,7 @@
 #
 #   1. listing a 10,000-image synthetic album (cold and warm `ls -lR`, `find`), and that
 #      listing decodes nothing (the daemon's own counters, from its log);
-#   2. for each corpus (packed with --crf 18): cold read of one random image in a fresh mount,
+#   2. for each corpus (packed with PACK_ARGS, default --crf 18): cold read of one random image in a fresh mount,
 #      the in-process cost of the same work (examples/decode_cost.rs: decode the GOP up to the
 #      frame and render the file, no FUSE), warm read, sequential read of every image against
 #      `ffmpeg -f null` decoding speed, and the daemon's peak RSS under 8 random readers;
@@ -21,6 +21,10 @@
 # the start and the CPU time that other processes used during the run.
 #
 # Environment:
+#   PACK_ARGS     how the corpora are packed for part 2 (default "--crf 18"; e.g.
+#                 "--codec hevc --crf 20" to time another codec's decoding)
+#   SKIP_LISTING=1   skip part 1 (the synthetic 10,000-image listing)
+#   SKIP_FFMPEGFS=1  skip part 3 (ffmpegfs)
 #   AV1PACK       the binary (default: target/release/av1pack of this repo; built if missing)
 #   DECODE_COST   the example (default: target/release/examples/decode_cost; built if missing)
 #   BUILD=1       run `cargo build --release --bin av1pack --example decode_cost` first
@@ -63,6 +67,7 @@ rm -rf "$LOGS"
 mkdir -p "$WORK" "$LOGS" "$MNT_ROOT"
 
 AV1PACK=${AV1PACK:-$ROOT/target/release/av1pack}
+read -r -a CORPUS_PACK <<<"${PACK_ARGS:---crf 18}"
 DECODE_COST=${DECODE_COST:-$ROOT/target/release/examples/decode_cost}
 CORPORA_DIR=${CORPORA_DIR:-$HOME/.cache/av1pack-corpora}
 IFS=, read -r -a CORPUS_LIST <<<"${CORPORA:-burst-1080p,album-kphotoalbum}"
@@ -322,6 +327,11 @@ md ""
 # ---------------------------------------------------------------------------------------------
 # 1. Listing a 10,000-image synthetic album
 
+MNT=$MNT_ROOT/av1pack
+if [ "${SKIP_LISTING:-0}" = 1 ]; then
+  log "1. listing: skipped (SKIP_LISTING=1)"
+  md "## 1. Listing" "" "Skipped (SKIP_LISTING=1)." ""
+else
 log "1. listing: synthetic album of 10,000 images"
 SYN=$WORK/synthetic-10k
 if [ "$(find "$SYN" -type f -name '*.png' 2>/dev/null | wc -l)" -ne 10000 ]; then
@@ -351,7 +361,6 @@ SYN_PACK_S=$REPLY
 read -r syn_images syn_verbatim syn_bytes < <(jq -r '"\(.images) \(.verbatim) \(.archive_bytes)"' \
   < <("$AV1PACK" info --json "$SYN_MKV"))
 
-MNT=$MNT_ROOT/av1pack
 md "## 1. Listing: synthetic album, 10,000 images in 100 folders" ""
 md "64x48 PNG frames of ffmpeg's testsrc2, packed with \`--crf 23 --gop 8\` in ${SYN_PACK_S} s" \
   "($syn_images coded, $syn_verbatim kept as is, archive $((syn_bytes / 1024)) KiB)." \
@@ -394,6 +403,7 @@ md "" "Same walk with stat only, no extended-attribute requests (\`find -printf 
   "cold ${stat_cold} s, warm ${stat_warm} s." ""
 md "Target (0 frames decoded, cold \`ls -lR\` < 0.5 s): $verdict (worst cold ${REPLY} s," \
   "$syn_frames_total frames decoded in all)." ""
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 2. Reading images from the mount
@@ -402,10 +412,10 @@ declare -A FIRST_SAMPLE_POS=()
 for corpus in "${CORPUS_LIST[@]}"; do
   src=$CORPORA_DIR/$corpus
   [ -d "$src" ] || die "no corpus $src"
-  log "2. $corpus: pack --crf 18"
+  log "2. $corpus: pack ${CORPUS_PACK[*]}"
   ARCH=$WORK/$corpus.mkv
   tick
-  "$AV1PACK" pack --force --crf 18 "$src" "$ARCH" 2>"$LOGS/pack-$corpus.log" ||
+  "$AV1PACK" pack --force "${CORPUS_PACK[@]}" "$src" "$ARCH" 2>"$LOGS/pack-$corpus.log" ||
     die "pack of $corpus failed (see $LOGS/pack-$corpus.log)"
   tock
   us_to_s "$ELAPSED_US"; pack_s=$REPLY
@@ -417,7 +427,7 @@ for corpus in "${CORPUS_LIST[@]}"; do
   [ "${#images[@]}" -gt 0 ] || die "$corpus: no image coded as video"
 
   md "## 2. $corpus" ""
-  md "Packed with \`--crf 18\` (gop 8) in ${pack_s} s: ${n_images} images coded, ${n_verbatim} kept as is;" \
+  md "Packed with \`${CORPUS_PACK[*]}\` (gop 8) in ${pack_s} s: ${n_images} images coded, ${n_verbatim} kept as is;" \
     "tracks (width x height × frames): $tracks; archive $((a_bytes / 1024)) KiB," \
     "originals $((o_bytes / 1024)) KiB, files as served $((r_bytes / 1024)) KiB." ""
 
@@ -560,7 +570,10 @@ done
 # 3. ffmpegfs, frame-set mode
 
 md "## 3. ffmpegfs side by side" ""
-if ! command -v ffmpegfs >/dev/null; then
+if [ "${SKIP_FFMPEGFS:-0}" = 1 ]; then
+  log "3. ffmpegfs: skipped (SKIP_FFMPEGFS=1)"
+  md "Skipped (SKIP_FFMPEGFS=1)." ""
+elif ! command -v ffmpegfs >/dev/null; then
   log "3. ffmpegfs: not installed, skipped"
   md "ffmpegfs is not installed (\`apt-get install ffmpegfs\`): skipped." ""
 else
@@ -568,7 +581,7 @@ else
   ARCH=$WORK/$corpus.mkv
   if [ ! -f "$ARCH" ]; then
     log "3. packing $corpus for ffmpegfs"
-    "$AV1PACK" pack --force --crf 18 "$CORPORA_DIR/$corpus" "$ARCH" 2>"$LOGS/pack-$corpus.log" ||
+    "$AV1PACK" pack --force "${CORPUS_PACK[@]}" "$CORPORA_DIR/$corpus" "$ARCH" 2>"$LOGS/pack-$corpus.log" ||
       die "pack of $corpus failed (see $LOGS/pack-$corpus.log)"
   fi
   log "3. ffmpegfs on $corpus"

@@ -12,7 +12,7 @@ use crate::archive::{
     Settings, Tile, Track,
 };
 use crate::frames::{Assembly, Piece, Plane, Use};
-use crate::media::{self, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
+use crate::media::{self, Codec, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
 use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
 use crate::{meta, quality};
@@ -27,7 +27,8 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Settings for `pack`.
 #[derive(Debug, Clone)]
 pub struct PackOptions {
-    pub codec: String,
+    /// Codec of the colour tracks (alpha tracks are always H.264, lossless).
+    pub codec: Codec,
     pub preset: String,
     pub crf: Option<f32>,
     pub qp: Option<u32>,
@@ -36,7 +37,8 @@ pub struct PackOptions {
     pub threads: usize,
     /// Replace an existing archive at the destination.
     pub force: bool,
-    /// Extra encoder options (x264's key=value:key=value).
+    /// Extra encoder options for the colour tracks, key=value:key=value (x264-params,
+    /// x265-params or aom-params, by codec).
     pub extra_params: String,
     /// Quality every image must reach (checked at pack time); `None` codes once at `crf`/`qp`.
     pub target: Option<QualityTarget>,
@@ -50,7 +52,7 @@ pub struct PackOptions {
 impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
-            codec: "libx264".into(),
+            codec: Codec::H264,
             preset: "medium".into(),
             crf: Some(DEFAULT_CRF),
             qp: None,
@@ -75,8 +77,10 @@ pub const LOSSLESS_KEEPS_JPEG: &str =
 pub const DEFAULT_CRF: f32 = 8.0;
 /// x264 options always set: the deblocking filter at its weakest, which keeps text and fine
 /// edges sharp (docs/BENCHMARKS.md: +5 SSIMULACRA2 on document pages at equal size, no cost
-/// on photos). `--x264-params` can override it.
+/// on photos). `--encoder-params` can override it.
 pub const BASE_X264_PARAMS: &str = "deblock=-3,-3";
+/// x265 options always set (the same weakest deblocking as x264's).
+pub const BASE_X265_PARAMS: &str = "deblock=-3,-3";
 /// Keyframe interval: bounds the frames the mount decodes for one random read.
 pub const DEFAULT_GOP: u32 = 8;
 /// Nominal frame rate told to x264 (its CRF depends on it).
@@ -277,10 +281,13 @@ pub fn pack(
     })?;
     let specs = canvases
         .iter()
-        .map(|&(width, height, frames)| TrackSpec {
+        .enumerate()
+        .map(|(t, &(width, height, frames))| TrackSpec {
             width,
             height,
-            codec_id: media::matroska_codec_id(&opts.codec).to_string(),
+            codec_id: track_codec(t, colour_tracks, opts)
+                .matroska_id()
+                .to_string(),
             frames,
         })
         .collect();
@@ -325,7 +332,9 @@ pub fn pack(
         .enumerate()
         .map(|(t, &(width, height, _))| Track {
             number: t as u32 + 1,
-            codec: media::matroska_codec_id(&opts.codec).to_string(),
+            codec: track_codec(t, colour_tracks, opts)
+                .matroska_id()
+                .to_string(),
             width,
             height,
             extradata: Vec::new(),
@@ -367,7 +376,7 @@ pub fn pack(
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         renderer: render::RENDERER_ID.to_string(),
         settings: Settings {
-            codec: opts.codec.clone(),
+            codec: opts.codec.encoder().to_string(),
             preset: opts.preset.clone(),
             crf: if opts.qp.is_some() { None } else { opts.crf },
             qp: opts.qp,
@@ -403,6 +412,15 @@ pub fn pack(
         })?;
     }
     Ok(report)
+}
+
+/// Track `t`'s codec: the chosen one for colour tracks, H.264 (lossless) for alpha tracks.
+fn track_codec(t: usize, colour_tracks: usize, opts: &PackOptions) -> Codec {
+    if t < colour_tracks {
+        opts.codec
+    } else {
+        Codec::H264
+    }
 }
 
 /// The process umask, read without changing it (Linux: /proc/self/status), else 022.
@@ -491,19 +509,40 @@ struct Loaded {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QualityTarget {
     pub min_score: f64,
-    /// CRF values tried in turn for a GOP until every image in it reaches `min_score`.
-    pub ladder: &'static [f32],
+    /// CRF values tried in turn for a GOP until every image in it reaches `min_score`, per
+    /// codec (their CRF scales differ): H.264, HEVC, AV1 (libaom's 0..63).
+    ladders: [&'static [f32]; 3],
+}
+
+impl QualityTarget {
+    /// The CRF values tried in turn with `codec`, best compression first (hardware encoders
+    /// use their format's ladder as constant QPs).
+    pub fn ladder(&self, codec: Codec) -> &'static [f32] {
+        match codec {
+            Codec::H264 | Codec::H264Nvenc => self.ladders[0],
+            Codec::Hevc | Codec::HevcNvenc => self.ladders[1],
+            Codec::Av1 => self.ladders[2],
+        }
+    }
 }
 
 /// SSIMULACRA2 90: visually lossless (indistinguishable in a flicker test at 1:1).
 pub const VISUALLY_LOSSLESS: QualityTarget = QualityTarget {
     min_score: 90.0,
-    ladder: &[8.0, 6.0, 4.0, 2.0, 1.0],
+    ladders: [
+        &[8.0, 6.0, 4.0, 2.0, 1.0],
+        &[12.0, 10.0, 8.0, 6.0, 4.0, 2.0],
+        &[20.0, 16.0, 12.0, 8.0, 4.0, 2.0],
+    ],
 };
 /// SSIMULACRA2 80: very high quality.
 pub const HIGH: QualityTarget = QualityTarget {
     min_score: 80.0,
-    ladder: &[16.0, 13.0, 10.0, 7.0, 4.0],
+    ladders: [
+        &[16.0, 13.0, 10.0, 7.0, 4.0],
+        &[20.0, 17.0, 14.0, 11.0, 8.0],
+        &[32.0, 27.0, 22.0, 17.0, 12.0],
+    ],
 };
 
 /// Reason given for images kept as they are because no rate of the ladder reached the target.
@@ -871,8 +910,9 @@ struct AlphaTrack {
     next_frame: u64,
 }
 
-/// Codes a track GOP by GOP. Each GOP is its own x264 session (closed, starting with an IDR,
-/// with `stitchable` headers so every session's SPS/PPS are identical), decoded back at once,
+/// Codes a track GOP by GOP. Each GOP is its own encoder session (closed, starting with a
+/// keyframe, with headers that do not depend on the session: x264's `stitchable`, x265
+/// without its info SEI, so every session's codec private data is identical), decoded back at once,
 /// rendered as unpack and the mount will serve it, and scored against the original; a GOP
 /// with an image below the target is coded again at the next CRF of the ladder.
 struct GopCoder<'a> {
@@ -927,13 +967,19 @@ impl GopCoder<'_> {
     fn config(&self, crf: Option<f32>, qp: Option<u32>) -> EncoderConfig {
         let frame_bytes = u64::from(self.cw) * u64::from(self.ch) * 3;
         let lookahead = (LOOKAHEAD_BUDGET / frame_bytes.max(1)).clamp(1, 40) as u32;
-        let mut params = format!("{BASE_X264_PARAMS}:stitchable=1");
+        let mut params = match self.opts.codec {
+            Codec::H264 => format!("{BASE_X264_PARAMS}:stitchable=1"),
+            Codec::Hevc => BASE_X265_PARAMS.to_string(),
+            _ => String::new(),
+        };
         if !self.opts.extra_params.is_empty() {
-            params.push(':');
+            if !params.is_empty() {
+                params.push(':');
+            }
             params.push_str(&self.opts.extra_params);
         }
         EncoderConfig {
-            codec: self.opts.codec.clone(),
+            codec: self.opts.codec,
             width: self.cw,
             height: self.ch,
             preset: self.opts.preset.clone(),
@@ -954,17 +1000,13 @@ impl GopCoder<'_> {
         let Some(alpha) = &self.alpha else {
             return Ok(Err("no alpha track was planned".into()));
         };
-        if self.opts.codec != "libx264" {
-            return Ok(Err(format!(
-                "alpha planes are coded with libx264 only (not {})",
-                self.opts.codec
-            )));
-        }
         let mut cfg = self.config(None, Some(0));
-        // The user's x264 options are for the colour planes; nothing may make alpha lossy.
+        // Alpha is always H.264 at QP 0, whatever codes the colour planes; the user's encoder
+        // options are for the colour planes; nothing may make alpha lossy.
+        cfg.codec = Codec::H264;
         cfg.extra_params = "stitchable=1".into();
         let mut encoder = VideoEncoder::new(&cfg).map_err(|e| self.media_err(e))?;
-        let extradata = encoder.extradata();
+        let extradata = encoder.extradata().map_err(|e| self.media_err(e))?;
         if alpha
             .extradata
             .as_ref()
@@ -979,7 +1021,7 @@ impl GopCoder<'_> {
         }
         packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
         drop(encoder);
-        let frames = self.decode_back(&extradata, &packets, canvases.len())?;
+        let frames = self.decode_back(Codec::H264, &extradata, &packets, canvases.len())?;
         for (k, (f, c)) in frames.iter().zip(&canvases).enumerate() {
             let same = f.as_ref().is_some_and(|f| f.rgb == **c);
             if !same {
@@ -998,11 +1040,12 @@ impl GopCoder<'_> {
     /// Decodes a coded GOP back: frame k of the GOP at index k.
     fn decode_back(
         &self,
+        codec: Codec,
         extradata: &[u8],
         packets: &[media::EncodedPacket],
         n: usize,
     ) -> Result<Vec<Option<media::DecodedFrame>>, PackError> {
-        let codec_id = media::matroska_codec_id(&self.opts.codec);
+        let codec_id = codec.matroska_id();
         let mut decoder =
             VideoDecoder::new(codec_id, extradata, 1).map_err(|e| self.media_err(e))?;
         let mut frames: Vec<Option<media::DecodedFrame>> = (0..n).map(|_| None).collect();
@@ -1236,12 +1279,13 @@ impl GopCoder<'_> {
     ) -> Result<Encoded, PackError> {
         let mut encoder =
             VideoEncoder::new(&self.config(crf, qp)).map_err(|e| self.media_err(e))?;
-        let extradata = encoder.extradata();
         let mut packets = Vec::new();
         for r in batch {
             packets.extend(encoder.encode(&r.canvas).map_err(|e| self.media_err(e))?);
         }
         packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
+        // Read once the session is coded: libaom's wrapper only knows it after a packet.
+        let extradata = encoder.extradata().map_err(|e| self.media_err(e))?;
         Ok(Encoded {
             crf,
             qp,
@@ -1263,7 +1307,11 @@ impl GopCoder<'_> {
         match (self.opts.qp, self.opts.target) {
             (Some(qp), _) => vec![(None, Some(qp))],
             (None, None) => vec![(self.opts.crf, None)],
-            (None, Some(target)) => target.ladder.iter().map(|&c| (Some(c), None)).collect(),
+            (None, Some(target)) => target
+                .ladder(self.opts.codec)
+                .iter()
+                .map(|&c| (Some(c), None))
+                .collect(),
         }
     }
 
@@ -1293,7 +1341,7 @@ impl GopCoder<'_> {
         if coded >= budget {
             return Ok(Attempt::TooBig(coded));
         }
-        let frames = self.decode_back(&extradata, &packets, batch.len())?;
+        let frames = self.decode_back(self.opts.codec, &extradata, &packets, batch.len())?;
 
         // Render and score each tile, in parallel.
         let scoring = self.opts.target.is_some();

@@ -470,3 +470,60 @@ fn kept_jpegs_stored_with_lepton_are_served_exactly() {
         );
     }
 }
+
+#[test]
+fn an_hevc_coded_image_is_served_like_unpack_gives_it() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    for i in 0..3u32 {
+        let mut img = pattern(300, 200, 7);
+        for y in 40..90 {
+            for x in (20 + i * 40)..(80 + i * 40) {
+                img.put_pixel(x, y, image::Rgb([30, 200, (i * 60) as u8]));
+            }
+        }
+        img.save(album.join(format!("frame {i}.png"))).unwrap();
+    }
+    let archive = tmp.path().join("hevc.mkv");
+    let o = bin()
+        .args(["pack", "--codec", "hevc"])
+        .arg(&album)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = Archive::open(&archive).unwrap();
+    assert_eq!(a.index.tracks[0].codec, "V_MPEGH/ISO/HEVC");
+    let last = a
+        .index
+        .entries
+        .iter()
+        .find(|e| e.path == b"frame 2.png")
+        .unwrap();
+    assert!(
+        matches!(&last.kind, EntryKind::Image(img) if img.tiles[0].frame == 2),
+        "the third frame of the HEVC track (decoded after the two before it)"
+    );
+    let restored = tmp.path().join("restored");
+    let o = bin()
+        .arg("unpack")
+        .arg(&archive)
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+    let served = m.dir.join("frame 2.png");
+    let bytes = std::fs::read(&served).unwrap();
+    assert_eq!(served.metadata().unwrap().len(), bytes.len() as u64);
+    assert!(
+        bytes == std::fs::read(restored.join("frame 2.png")).unwrap(),
+        "mount and unpack give the same file"
+    );
+    assert_looks_the_same(&album.join("frame 2.png"), &served, 90.0);
+}

@@ -1,4 +1,5 @@
 use super::{exit, human_bytes, progress::Bar, Global};
+use crate::media::Codec;
 use crate::pack::{self, PackOptions};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
@@ -16,6 +17,32 @@ const PRESETS: [&str; 10] = [
     "placebo",
 ];
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodecArg {
+    /// H.264 High 4:4:4 (libx264): the default; plays in every FFmpeg-based player.
+    H264,
+    /// HEVC Main 4:4:4 (libx265).
+    Hevc,
+    /// AV1 High profile, 4:4:4 (libaom).
+    Av1,
+    /// H.264 on an NVIDIA GPU (h264_nvenc); falls back to h264 without one.
+    H264Nvenc,
+    /// HEVC on an NVIDIA GPU (hevc_nvenc); falls back to hevc without one.
+    HevcNvenc,
+}
+
+impl CodecArg {
+    fn codec(self) -> Codec {
+        match self {
+            CodecArg::H264 => Codec::H264,
+            CodecArg::Hevc => Codec::Hevc,
+            CodecArg::Av1 => Codec::Av1,
+            CodecArg::H264Nvenc => Codec::H264Nvenc,
+            CodecArg::HevcNvenc => Codec::HevcNvenc,
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Quality {
     /// Every image scores at least 90 (indistinguishable from the original at 1:1).
@@ -30,7 +57,7 @@ pub enum Quality {
 /// Pack a folder into an archive.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack pack --gop 16 --preset slow scans/ scans.mkv"
+    after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack pack --codec hevc ~/Pictures/trip trip.mkv\n  av1pack pack --gop 16 --preset slow scans/ scans.mkv"
 )]
 pub struct Args {
     /// The album folder to pack (read only; never changed).
@@ -44,7 +71,13 @@ pub struct Args {
     /// original): each group of frames is coded again at higher quality until it does.
     #[arg(long, value_enum, default_value = "visually-lossless")]
     pub quality: Quality,
-    /// Expert: code once at this x264 constant rate factor, without the quality check.
+    /// Video codec of the images. An encoder this machine's FFmpeg cannot open is replaced,
+    /// with a warning: a GPU one by the software encoder of the same format, any other by
+    /// h264. Alpha planes are always h264 (lossless).
+    #[arg(long, value_enum, default_value = "h264")]
+    pub codec: CodecArg,
+    /// Expert: code once at this constant rate factor (the codec's own scale: 0-51 for
+    /// h264/hevc, 0-63 for av1), without the quality check.
     #[arg(long, conflicts_with = "qp")]
     pub crf: Option<f32>,
     /// Expert: code once at this constant quantiser (0 = lossless YCbCr), without the check.
@@ -53,12 +86,14 @@ pub struct Args {
     /// Maximum frames between keyframes: smaller reads faster in the mount, larger packs smaller.
     #[arg(long, default_value_t = pack::DEFAULT_GOP)]
     pub gop: u32,
-    /// x264 preset (speed against size).
+    /// Encoder preset (speed against size), x264's names; for av1 mapped to libaom's
+    /// cpu-used (medium = 4), for the NVIDIA encoders to p1-p7.
     #[arg(long, default_value = "medium")]
     pub preset: String,
-    /// Extra x264 options for experts, as key=value:key=value (e.g. "aq-mode=3:deblock=-1,-1").
-    #[arg(long, default_value = "")]
-    pub x264_params: String,
+    /// Extra encoder options for experts, as key=value:key=value: x264-params for h264,
+    /// x265-params for hevc, aom-params for av1 (e.g. "aq-mode=3:deblock=-1,-1").
+    #[arg(long, alias = "x264-params", default_value = "")]
+    pub encoder_params: String,
     /// Encoder threads. The archive's bytes depend on it, not on the machine.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -76,14 +111,16 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
             PRESETS.join(", ")
         );
     }
+    let asked = a.codec.codec();
+    let (lo, hi) = asked.rate_range();
     if let Some(crf) = a.crf {
-        if !(0.0..=51.0).contains(&crf) {
-            bail!("--crf {crf}: must be between 0 and 51");
+        if !(lo as f32..=hi as f32).contains(&crf) {
+            bail!("--crf {crf}: must be between {lo} and {hi} for {asked}");
         }
     }
     if let Some(qp) = a.qp {
-        if qp > 51 {
-            bail!("--qp {qp}: must be between 0 and 51");
+        if !(lo..=hi).contains(&qp) {
+            bail!("--qp {qp}: must be between {lo} and {hi} for {asked}");
         }
     }
     if a.gop == 0 || a.gop > 1000 {
@@ -109,19 +146,42 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         (None, None, Quality::Lossless) => None,
     };
     let qp = if lossless { Some(0) } else { a.qp };
+    let (codec, note) = asked
+        .resolve()
+        .with_context(|| format!("--codec {asked}: no encoder for it can be opened"))?;
+    if let Some(note) = note {
+        // Shown even with --quiet: the archive is not what was asked for.
+        eprintln!("av1pack: warning: {note}");
+    }
+    // Lossless RGB is smallest with x264 (docs/BENCHMARKS.md, "Codecs": x265 +22 %, AV1 +10 %
+    // on document pages), so lossless archives are H.264 whatever was asked.
+    let codec = if lossless && codec != Codec::H264 {
+        if !g.quiet {
+            eprintln!(
+                "av1pack: --quality lossless codes with h264 (the smallest lossless coding measured), not {codec}"
+            );
+        }
+        Codec::H264
+    } else {
+        codec
+    };
     let opts = PackOptions {
+        codec,
         target,
+        // Recorded in the index: the CRF given, else the first the quality loop tries.
         crf: if lossless {
             None
         } else {
-            a.crf.or(Some(pack::DEFAULT_CRF))
+            a.crf
+                .or_else(|| target.and_then(|t| t.ladder(codec).first().copied()))
+                .or(Some(pack::DEFAULT_CRF))
         },
         qp,
         gop: a.gop,
         preset: a.preset,
         threads: a.threads,
         force: a.force,
-        extra_params: a.x264_params,
+        extra_params: a.encoder_params,
         lossless,
         slide_ms: (a.slide_seconds * 1000.0).round() as u64,
         ..PackOptions::default()

@@ -36,9 +36,14 @@ fn is_banner_sei(nal: &[u8]) -> bool {
 
 /// Annex B packet → 4-byte length-prefixed NAL units, without x264's banner SEI.
 pub fn to_length_prefixed(data: &[u8]) -> Vec<u8> {
+    length_prefixed(data, |nal| !is_banner_sei(nal))
+}
+
+/// Annex B → 4-byte length-prefixed NAL units, keeping the non-empty units `keep` accepts.
+pub(super) fn length_prefixed(data: &[u8], keep: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     for nal in nal_units(data) {
-        if nal.is_empty() || is_banner_sei(nal) {
+        if nal.is_empty() || !keep(nal) {
             continue;
         }
         out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
@@ -101,21 +106,9 @@ pub fn avcc_from_annexb(extradata: &[u8]) -> Vec<u8> {
 
 /// chroma_format_idc and bit depths from a High-profile SPS.
 fn sps_format(sps: &[u8]) -> Option<(u8, u8, u8)> {
-    // Remove emulation prevention bytes, skip the NAL header and the 3 profile/level bytes.
-    let mut rbsp = Vec::with_capacity(sps.len());
-    let mut zeros = 0;
-    for &b in sps.get(1..)? {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        rbsp.push(b);
-    }
-    let mut r = BitReader {
-        data: rbsp.get(3..)?,
-        pos: 0,
-    };
+    // Skip the NAL header and the 3 profile/level bytes.
+    let rbsp = unescape(sps.get(1..)?);
+    let mut r = BitReader::new(rbsp.get(3..)?);
     r.ue()?; // seq_parameter_set_id
     let chroma = r.ue()?;
     if chroma == 3 {
@@ -126,20 +119,54 @@ fn sps_format(sps: &[u8]) -> Option<(u8, u8, u8)> {
     Some((chroma as u8, luma as u8, chroma_depth as u8))
 }
 
-struct BitReader<'a> {
+/// Removes the emulation prevention bytes (00 00 03) of a NAL unit's payload (H.264, HEVC).
+pub(super) fn unescape(nal: &[u8]) -> Vec<u8> {
+    let mut rbsp = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    rbsp
+}
+
+/// Reads a bit string MSB first (fixed-width fields and Exp-Golomb codes).
+pub(super) struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
-impl BitReader<'_> {
-    fn bit(&mut self) -> Option<u32> {
+impl<'a> BitReader<'a> {
+    pub(super) fn new(data: &'a [u8]) -> Self {
+        BitReader { data, pos: 0 }
+    }
+
+    /// `n` bits (at most 32) as an unsigned number.
+    pub(super) fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n.min(32) {
+            v = (v << 1) | self.bit()?;
+        }
+        Some(v)
+    }
+
+    pub(super) fn skip(&mut self, n: usize) -> Option<()> {
+        self.pos += n;
+        (self.pos <= self.data.len() * 8).then_some(())
+    }
+
+    pub(super) fn bit(&mut self) -> Option<u32> {
         let byte = *self.data.get(self.pos / 8)?;
         let b = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
         Some(u32::from(b))
     }
 
-    fn ue(&mut self) -> Option<u32> {
+    pub(super) fn ue(&mut self) -> Option<u32> {
         let mut zeros = 0;
         while self.bit()? == 0 {
             zeros += 1;

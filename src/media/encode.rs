@@ -1,11 +1,10 @@
-use super::{color, init, MediaError};
+use super::{color, init, Codec, MediaError};
 use ffmpeg_next::{codec, encoder, format::Pixel, frame, Dictionary, Packet, Rational};
 
 /// How to code one track.
 #[derive(Debug, Clone)]
 pub struct EncoderConfig {
-    /// FFmpeg encoder name, e.g. "libx264".
-    pub codec: String,
+    pub codec: Codec,
     pub width: u32,
     pub height: u32,
     pub preset: String,
@@ -19,7 +18,8 @@ pub struct EncoderConfig {
     pub threads: usize,
     /// Frames the rate control may look ahead (bounded for large canvases to bound memory).
     pub lookahead: u32,
-    /// Extra `key=value:key=value` options for x264/x265.
+    /// Extra `key=value:key=value` options for the encoder (x264-params, x265-params,
+    /// aom-params; for NVENC, plain FFmpeg options).
     pub extra_params: String,
     /// Code the R, G, B planes as they are (GBR order, identity matrix) instead of converting
     /// to YCbCr: with QP 0 this is pixel-exact RGB.
@@ -44,15 +44,19 @@ pub struct VideoEncoder {
     width: u32,
     height: u32,
     rgb: bool,
+    codec: Codec,
+    /// Stream headers that came as packet side data (libaom's wrapper sends them so).
+    side_extradata: Option<Vec<u8>>,
 }
 
 impl VideoEncoder {
     pub fn new(cfg: &EncoderConfig) -> Result<Self, MediaError> {
         init(false);
-        let codec = encoder::find_by_name(&cfg.codec)
-            .ok_or_else(|| MediaError::NoEncoder(cfg.codec.clone()))?;
+        let name = cfg.codec.encoder();
+        let codec =
+            encoder::find_by_name(name).ok_or_else(|| MediaError::NoEncoder(name.to_string()))?;
         let open_err = |error| MediaError::OpenEncoder {
-            codec: cfg.codec.clone(),
+            codec: name.to_string(),
             width: cfg.width,
             height: cfg.height,
             error,
@@ -76,29 +80,15 @@ impl VideoEncoder {
         enc.set_time_base(Rational::new(1, cfg.frame_rate as i32));
         enc.set_frame_rate(Some(Rational::new(cfg.frame_rate as i32, 1)));
         enc.set_gop(cfg.gop.max(1));
+        // SAFETY: the context is not open yet; keyint_min is a plain field.
+        unsafe {
+            (*enc.as_mut_ptr()).keyint_min = 1;
+        }
         // set_flags replaces every flag: keep closed GOPs explicitly (FIELD-NOTES).
         enc.set_flags(
             codec::Flags::GLOBAL_HEADER | codec::Flags::CLOSED_GOP | codec::Flags::BITEXACT,
         );
-        let mut opts = Dictionary::new();
-        opts.set("preset", &cfg.preset);
-        if let Some(qp) = cfg.qp {
-            opts.set("qp", &qp.to_string());
-        } else if let Some(crf) = cfg.crf {
-            opts.set("crf", &format!("{crf}"));
-        }
-        let mut params = format!(
-            "keyint={}:min-keyint=1:rc-lookahead={}",
-            cfg.gop.max(1),
-            cfg.lookahead
-        );
-        if !cfg.extra_params.is_empty() {
-            params.push(':');
-            params.push_str(&cfg.extra_params);
-        }
-        if cfg.codec == "libx264" {
-            opts.set("x264-params", &params);
-        }
+        let opts = options(cfg);
         let enc = enc.open_as_with(codec, opts).map_err(open_err)?;
         let frame = frame::Video::new(Pixel::YUV444P, cfg.width, cfg.height);
         Ok(VideoEncoder {
@@ -108,21 +98,38 @@ impl VideoEncoder {
             width: cfg.width,
             height: cfg.height,
             rgb: cfg.rgb,
+            codec: cfg.codec,
+            side_extradata: None,
         })
     }
 
-    /// Codec private data as Matroska wants it (avcC for H.264), once the encoder is open.
-    pub fn extradata(&self) -> Vec<u8> {
+    /// Codec private data as Matroska wants it (avcC for H.264, hvcC for HEVC, av1C and the
+    /// sequence header for AV1): x264 and x265 give it when they open, libaom with its first
+    /// packet, so ask once the session is coded.
+    pub fn extradata(&self) -> Result<Vec<u8>, MediaError> {
         // SAFETY: the context is open; extradata is either null or extradata_size bytes.
-        unsafe {
+        let raw = unsafe {
             let ctx = self.enc.as_ptr();
             let ptr = (*ctx).extradata;
             let len = (*ctx).extradata_size;
             if ptr.is_null() || len <= 0 {
-                Vec::new()
+                self.side_extradata.as_deref().unwrap_or(&[])
             } else {
-                super::avc::avcc_from_annexb(std::slice::from_raw_parts(ptr, len as usize))
+                std::slice::from_raw_parts(ptr, len as usize)
             }
+        };
+        let bad = |what: &str| {
+            MediaError::BadFrame(format!(
+                "{}: its stream headers are not {what} ({} bytes: {:02x?})",
+                self.codec.encoder(),
+                raw.len(),
+                &raw[..raw.len().min(24)]
+            ))
+        };
+        match self.codec.matroska_id() {
+            "V_MPEGH/ISO/HEVC" => super::hevc::hvcc_from_annexb(raw).ok_or_else(|| bad("HEVC")),
+            "V_AV1" => super::av1::av1c(raw).ok_or_else(|| bad("an AV1 sequence header")),
+            _ => Ok(super::avc::avcc_from_annexb(raw)),
         }
     }
 
@@ -188,7 +195,20 @@ impl VideoEncoder {
         loop {
             match self.enc.receive_packet(&mut packet) {
                 Ok(()) => {
-                    let data = super::avc::to_length_prefixed(packet.data().unwrap_or(&[]));
+                    if self.side_extradata.is_none() {
+                        self.side_extradata = packet
+                            .side_data()
+                            .find(|d| {
+                                d.kind() == ffmpeg_next::packet::side_data::Type::NewExtraData
+                            })
+                            .map(|d| d.data().to_vec());
+                    }
+                    let raw = packet.data().unwrap_or(&[]);
+                    let data = match self.codec.matroska_id() {
+                        "V_MPEGH/ISO/HEVC" => super::hevc::to_length_prefixed(raw),
+                        "V_AV1" => super::av1::to_matroska(raw),
+                        _ => super::avc::to_length_prefixed(raw),
+                    };
                     let pts = packet.pts().unwrap_or(0);
                     out.push(EncodedPacket {
                         data,
@@ -205,6 +225,134 @@ impl VideoEncoder {
             }
         }
         Ok(out)
+    }
+}
+
+/// The encoder's options: rate, preset, keyframes, threads, look-ahead, per codec.
+fn options(cfg: &EncoderConfig) -> Dictionary<'static> {
+    let mut opts = Dictionary::new();
+    let gop = cfg.gop.max(1);
+    let join = |base: String| {
+        if cfg.extra_params.is_empty() {
+            base
+        } else {
+            format!("{base}:{}", cfg.extra_params)
+        }
+    };
+    match cfg.codec {
+        Codec::H264 => {
+            opts.set("preset", &cfg.preset);
+            if let Some(qp) = cfg.qp {
+                opts.set("qp", &qp.to_string());
+            } else if let Some(crf) = cfg.crf {
+                opts.set("crf", &format!("{crf}"));
+            }
+            let params = format!("keyint={gop}:min-keyint=1:rc-lookahead={}", cfg.lookahead);
+            opts.set("x264-params", &join(params));
+        }
+        Codec::Hevc => {
+            opts.set("preset", &cfg.preset);
+            // x265 takes its thread pool from its own options, not FFmpeg's: fix it (the
+            // output depends on it). Closed GOPs (every keyframe an IDR a decoder can start
+            // at), no version SEI (it differs between sessions), headers once in hvcC.
+            let mut params = format!(
+                "keyint={gop}:min-keyint=1:rc-lookahead={}:open-gop=0:info=0:repeat-headers=0:\
+                 annexb=1:pools={}:frame-threads={}:log-level=error",
+                cfg.lookahead.max(1),
+                cfg.threads.max(1),
+                cfg.threads.clamp(1, 2),
+            );
+            if cfg.lookahead <= 4 {
+                // x265 refuses a look-ahead shorter than its B-frame runs.
+                params.push_str(&format!(":bframes={}", cfg.lookahead.max(1) - 1));
+            }
+            match (cfg.qp, cfg.crf) {
+                // QP 0 is lossless in x264, not in x265 without its own switch.
+                (Some(0), _) => params.push_str(":lossless=1"),
+                (Some(qp), _) => opts.set("qp", &qp.to_string()),
+                (None, Some(crf)) => opts.set("crf", &format!("{crf}")),
+                (None, None) => {}
+            }
+            opts.set("x265-params", &join(params));
+        }
+        Codec::Av1 => {
+            opts.set("cpu-used", av1_speed(&cfg.preset));
+            opts.set("row-mt", "1");
+            opts.set("lag-in-frames", &cfg.lookahead.min(35).to_string());
+            match (cfg.qp, cfg.crf) {
+                (Some(0), _) => {
+                    opts.set("crf", "0");
+                    opts.set("aom-params", &join("lossless=1".into()));
+                }
+                (qp, crf) => {
+                    // Without a bit rate, a CRF is libaom's constant quality mode ("q").
+                    let crf = qp
+                        .map(|q| q as f32)
+                        .or(crf)
+                        .unwrap_or(30.0)
+                        .round()
+                        .clamp(0.0, 63.0) as u32;
+                    opts.set("crf", &crf.to_string());
+                    if !cfg.extra_params.is_empty() {
+                        opts.set("aom-params", &cfg.extra_params);
+                    }
+                }
+            }
+        }
+        Codec::H264Nvenc | Codec::HevcNvenc => {
+            opts.set("preset", nvenc_preset(&cfg.preset));
+            opts.set("tune", "hq");
+            opts.set("rc", "constqp");
+            let qp = cfg
+                .qp
+                .or_else(|| cfg.crf.map(|c| c.round().clamp(0.0, 51.0) as u32))
+                .unwrap_or(20);
+            opts.set("qp", &qp.to_string());
+            opts.set(
+                "profile",
+                if cfg.codec == Codec::H264Nvenc {
+                    "high444p"
+                } else {
+                    "rext"
+                },
+            );
+            opts.set("bf", "0");
+            for kv in cfg.extra_params.split(':').filter(|s| !s.is_empty()) {
+                if let Some((k, v)) = kv.split_once('=') {
+                    opts.set(k, v);
+                }
+            }
+        }
+    }
+    opts
+}
+
+/// x264/x265 preset names → libaom's cpu-used (0 slowest .. 8 fastest).
+fn av1_speed(preset: &str) -> &'static str {
+    match preset {
+        "ultrafast" => "8",
+        "superfast" => "7",
+        "veryfast" | "faster" => "6",
+        "fast" => "5",
+        "medium" => "4",
+        "slow" => "3",
+        "slower" => "2",
+        "veryslow" => "1",
+        "placebo" => "0",
+        _ => "4",
+    }
+}
+
+/// x264/x265 preset names → NVENC's p1 (fastest) .. p7 (slowest).
+fn nvenc_preset(preset: &str) -> &'static str {
+    match preset {
+        "ultrafast" | "superfast" => "p1",
+        "veryfast" => "p2",
+        "faster" => "p3",
+        "fast" => "p4",
+        "medium" => "p5",
+        "slow" => "p6",
+        _ => "p7",
     }
 }
 

@@ -2,11 +2,15 @@
 //! and decoding packets back into pixels. Colour conversion is ours (see `color`), so that the
 //! pixels a decoder gives back are the same on every machine and FFmpeg build.
 
+pub mod av1;
 pub mod avc;
+mod codecs;
 pub mod color;
 mod decode;
 mod encode;
+pub mod hevc;
 
+pub use codecs::Codec;
 pub use decode::{DecodedFrame, VideoDecoder};
 pub use encode::{EncodedPacket, EncoderConfig, VideoEncoder};
 
@@ -48,13 +52,4 @@ pub fn init(verbose: bool) {
     } else {
         Level::Quiet
     });
-}
-
-/// Matroska codec ID for an FFmpeg encoder name.
-pub fn matroska_codec_id(encoder: &str) -> &'static str {
-    match encoder {
-        "libx265" => "V_MPEGH/ISO/HEVC",
-        "libsvtav1" | "libaom-av1" | "librav1e" => "V_AV1",
-        _ => "V_MPEG4/ISO/AVC",
-    }
 }
