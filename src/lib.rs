@@ -9,6 +9,7 @@ pub mod fs;
 pub mod fuse;
 pub mod media;
 pub mod meta;
+pub mod order;
 pub mod pack;
 pub mod pixels;
 pub mod quality;

@@ -1,4 +1,5 @@
 use super::{exit, human_bytes, progress::Bar, Global};
+use crate::order::Order;
 use crate::pack::{self, PackOptions};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
@@ -25,6 +26,17 @@ pub enum Quality {
     /// Every image comes back pixel for pixel (RGB coded as it is at QP 0); JPEG files, which
     /// no re-encoding gives back exactly, are kept as they are.
     Lossless,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum FrameOrder {
+    /// By similarity where that is predicted to pay (the similarity tour clearly shorter than
+    /// path order), else path order; decided per track.
+    Auto,
+    /// Path order, keyframes every --gop frames.
+    Path,
+    /// Similar images next to each other, with a keyframe where the content changes.
+    Similar,
 }
 
 /// Pack a folder into an archive.
@@ -66,6 +78,10 @@ pub struct Args {
     /// (container timestamps only; the coding does not depend on it).
     #[arg(long, value_name = "SECONDS", default_value_t = pack::DEFAULT_SLIDE_MS as f64 / 1000.0)]
     pub slide_seconds: f64,
+    /// Order of the frames in each track: similar images next to each other predict each
+    /// other (the index maps every frame back to its file, whatever the order).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub order: FrameOrder,
 }
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
@@ -124,6 +140,11 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         extra_params: a.x264_params,
         lossless,
         slide_ms: (a.slide_seconds * 1000.0).round() as u64,
+        order: match a.order {
+            FrameOrder::Auto => Order::Auto,
+            FrameOrder::Path => Order::Path,
+            FrameOrder::Similar => Order::Similar,
+        },
         ..PackOptions::default()
     };
     let bar = Bar::new("packing", g.quiet);
