@@ -25,7 +25,7 @@ pub const WINDOW: usize = 1000;
 const MAX_PASSES: usize = 20;
 /// `auto` uses the similarity order when its tour is at most this share of the path order's
 /// length (the sum of distances between consecutive images).
-pub const AUTO_RATIO: f64 = 0.8;
+pub const AUTO_RATIO: f64 = 0.9;
 /// A GOP is cut before an image whose distance to the previous one is over this many times
 /// the median step of the tour...
 pub const CUT_FACTOR: u64 = 4;
