@@ -10,6 +10,7 @@ pub mod fuse;
 pub mod lepton;
 pub mod media;
 pub mod meta;
+pub mod order;
 pub mod pack;
 pub mod pixels;
 pub mod quality;

@@ -13,6 +13,7 @@ use crate::archive::{
 };
 use crate::frames::{Assembly, Piece, Plane, Use};
 use crate::media::{self, Codec, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
+use crate::order::{self, Order};
 use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
 use crate::{meta, quality};
@@ -47,6 +48,8 @@ pub struct PackOptions {
     /// How long each image is shown when the archive plays as a slideshow, in milliseconds
     /// (container timestamps only: the encoder still runs at `frame_rate`).
     pub slide_ms: u64,
+    /// Frame order within a track: path order, or by visual similarity.
+    pub order: Order,
 }
 
 impl Default for PackOptions {
@@ -64,6 +67,7 @@ impl Default for PackOptions {
             target: Some(VISUALLY_LOSSLESS),
             lossless: false,
             slide_ms: DEFAULT_SLIDE_MS,
+            order: Order::Auto,
         }
     }
 }
@@ -155,6 +159,8 @@ struct Job {
     tiles: usize,
     /// Stored turned 90° (portrait).
     rotated: bool,
+    /// Start a new GOP at this tile (a scene change in the similarity order).
+    cut: bool,
 }
 
 /// Packs `src` into a new archive at `dest`.
@@ -238,12 +244,16 @@ pub fn pack(
                     tile,
                     tiles: grid.len(),
                     rotated,
+                    cut: false,
                 });
             }
             if *alpha {
                 plans[t].alpha_frames += grid.len() as u64;
             }
         }
+    }
+    if opts.order != Order::Path {
+        order_tracks(&mut plans, &items, &probes, opts.order);
     }
     // Alpha tracks come after the colour tracks, one per colour track that needs one.
     let mut alpha_specs = Vec::new();
@@ -421,6 +431,118 @@ fn track_codec(t: usize, colour_tracks: usize, opts: &PackOptions) -> Codec {
     } else {
         Codec::H264
     }
+}
+
+/// Puts each track's images in the order `mode` asks for (see [`crate::order`]): tiles of one
+/// image stay together and in their order; the first tile of an image after a scene change
+/// starts a GOP. Signatures need a decode of every image of the tracks with images to order,
+/// on every core; an image that does not decode is not ordered (it goes last, and will be
+/// kept as it is when the encoder's decode fails the same way).
+fn order_tracks(plans: &mut [TrackPlan], items: &[Item], probes: &[Option<Probe>], mode: Order) {
+    let units = |plan: &TrackPlan| plan.items.iter().filter(|j| j.tile == 0).count();
+    let wanted: Vec<(usize, bool)> = plans
+        .iter()
+        .filter(|p| units(p) >= 3)
+        .flat_map(|p| {
+            p.items
+                .iter()
+                .filter(|j| j.tile == 0)
+                .map(|j| (j.item, j.rotated))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let big = |k: usize| {
+        matches!(probes[wanted[k].0], Some(Probe::Image { width, height, .. })
+            if u64::from(width) * u64::from(height) > pixels::MAX_TILE_PIXELS)
+    };
+    let decode = |k: usize| {
+        let (i, rotated) = wanted[k];
+        let Some(Probe::Image { format, .. }) = probes[i] else {
+            return None;
+        };
+        let file = File::open(&items[i].abs).ok()?;
+        let mut reader =
+            image::ImageReader::with_format(io::BufReader::new(file), image_format(format)?);
+        reader.limits(decode_limits());
+        match reader.decode() {
+            Ok(img) => Some((img, rotated)),
+            Err(e) => {
+                log::debug!("{}: no signature: {e}", items[i].abs.display());
+                None
+            }
+        }
+    };
+    let sigs = order::signatures(wanted.len(), big, decode);
+    log::info!(
+        "signatures of {} images in {:.2} s",
+        wanted.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let by_item: BTreeMap<usize, &order::Signature> = wanted
+        .iter()
+        .zip(&sigs)
+        .filter_map(|(&(i, _), s)| Some((i, s.as_ref()?)))
+        .collect();
+    for (t, plan) in plans.iter_mut().enumerate() {
+        // Runs of tiles of one image.
+        let mut runs: Vec<Vec<Job>> = Vec::new();
+        for &job in &plan.items {
+            match runs.last_mut() {
+                Some(run) if job.tile != 0 => run.push(job),
+                _ => runs.push(vec![job]),
+            }
+        }
+        let run_sigs: Vec<Option<&order::Signature>> = runs
+            .iter()
+            .map(|r| r.first().and_then(|j| by_item.get(&j.item).copied()))
+            .collect();
+        let p = order::plan(&run_sigs, mode);
+        if runs.len() >= 3 {
+            log::info!(
+                "track {} ({}x{}, {} images): path order length {}, greedy tour {}, after 2-opt {} ({:.2} of path): {} order, {} scene cuts",
+                t + 1,
+                plan.width,
+                plan.height,
+                runs.len(),
+                p.path_length,
+                p.greedy_length,
+                p.tour_length,
+                p.tour_length as f64 / p.path_length.max(1) as f64,
+                if p.similar { "similarity" } else { "path" },
+                p.cut.iter().filter(|&&c| c).count()
+            );
+        }
+        if !p.similar {
+            continue;
+        }
+        plan.items = p
+            .order
+            .iter()
+            .enumerate()
+            .flat_map(|(k, &r)| {
+                let cut = p.cut.get(k).copied().unwrap_or(false);
+                runs[r].iter().map(move |&j| Job {
+                    cut: cut && j.tile == 0,
+                    ..j
+                })
+            })
+            .collect();
+    }
+}
+
+/// The image crate's decoder for a format the video path takes.
+fn image_format(format: ImageFormat) -> Option<image::ImageFormat> {
+    Some(match format {
+        ImageFormat::Png => image::ImageFormat::Png,
+        ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+        ImageFormat::WebP => image::ImageFormat::WebP,
+        ImageFormat::Bmp => image::ImageFormat::Bmp,
+        ImageFormat::Tiff => image::ImageFormat::Tiff,
+        _ => return None,
+    })
 }
 
 /// The process umask, read without changing it (Linux: /proc/self/status), else 022.
@@ -820,7 +942,22 @@ fn encode_track(
                         break;
                     }
                 }
-                Ok(ready) => batch.push(ready),
+                Ok(ready) => {
+                    // A scene change starts a GOP of its own.
+                    if ready.job.cut && !batch.is_empty() {
+                        let sent = match gop_step(std::mem::take(&mut batch)) {
+                            Ok(step) => deliver(step, &mut failure),
+                            Err(e) => {
+                                failure = Some(e);
+                                false
+                            }
+                        };
+                        if !sent {
+                            break;
+                        }
+                    }
+                    batch.push(ready)
+                }
             }
             if batch.len() as u32 >= gop {
                 let sent = match gop_step(std::mem::take(&mut batch)) {
@@ -1546,14 +1683,7 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
         ImageFormat::Png => meta::png_blocks(&bytes),
         _ => Vec::new(),
     };
-    let img_format = match format {
-        ImageFormat::Png => image::ImageFormat::Png,
-        ImageFormat::Jpeg => image::ImageFormat::Jpeg,
-        ImageFormat::WebP => image::ImageFormat::WebP,
-        ImageFormat::Bmp => image::ImageFormat::Bmp,
-        ImageFormat::Tiff => image::ImageFormat::Tiff,
-        _ => return Err("unsupported format".into()),
-    };
+    let img_format = image_format(format).ok_or("unsupported format")?;
     let mut reader = image::ImageReader::with_format(io::Cursor::new(&bytes), img_format);
     reader.limits(decode_limits());
     let decoded = reader

@@ -1,5 +1,6 @@
 use super::{exit, human_bytes, progress::Bar, Global};
 use crate::media::Codec;
+use crate::order::Order;
 use crate::pack::{self, PackOptions};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
@@ -54,6 +55,17 @@ pub enum Quality {
     Lossless,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum FrameOrder {
+    /// By similarity where that is predicted to pay (the similarity tour clearly shorter than
+    /// path order), else path order; decided per track.
+    Auto,
+    /// Path order, keyframes every --gop frames.
+    Path,
+    /// Similar images next to each other, with a keyframe where the content changes.
+    Similar,
+}
+
 /// Pack a folder into an archive.
 #[derive(clap::Args, Debug)]
 #[command(
@@ -101,6 +113,10 @@ pub struct Args {
     /// (container timestamps only; the coding does not depend on it).
     #[arg(long, value_name = "SECONDS", default_value_t = pack::DEFAULT_SLIDE_MS as f64 / 1000.0)]
     pub slide_seconds: f64,
+    /// Order of the frames in each track: similar images next to each other predict each
+    /// other (the index maps every frame back to its file, whatever the order).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub order: FrameOrder,
 }
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
@@ -184,6 +200,11 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         extra_params: a.encoder_params,
         lossless,
         slide_ms: (a.slide_seconds * 1000.0).round() as u64,
+        order: match a.order {
+            FrameOrder::Auto => Order::Auto,
+            FrameOrder::Path => Order::Path,
+            FrameOrder::Similar => Order::Similar,
+        },
         ..PackOptions::default()
     };
     let bar = Bar::new("packing", g.quiet);
