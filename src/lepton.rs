@@ -53,6 +53,29 @@ pub fn compress(jpeg: &[u8]) -> Option<Vec<u8>> {
     (back == jpeg && coded.len() < jpeg.len()).then_some(coded)
 }
 
+/// The size of a JPEG file's Lepton form, without the decode that checks it (what pack's
+/// budget needs; storing goes through [`compress`], which checks). `None` when Lepton does not
+/// take the file.
+pub fn compressed_size(jpeg: &[u8]) -> Option<usize> {
+    if !looks_like_jpeg(jpeg) {
+        return None;
+    }
+    let features = EnabledFeatures::compat_lepton_vector_write();
+    let mut out = Cursor::new(Vec::with_capacity(jpeg.len()));
+    let done = catch_unwind(AssertUnwindSafe(|| {
+        lepton_jpeg::encode_lepton(
+            &mut Cursor::new(jpeg),
+            &mut out,
+            &features,
+            &DEFAULT_THREAD_POOL,
+        )
+    }));
+    match done {
+        Ok(Ok(_)) => Some(out.into_inner().len()),
+        _ => None,
+    }
+}
+
 /// The original JPEG file from its Lepton form; `size` is the original's length.
 pub fn decompress(data: &[u8], size: u64) -> Result<Vec<u8>, LeptonError> {
     if size > MAX_SIZE as u64 {
@@ -108,6 +131,14 @@ mod tests {
         let coded = compress(&jpeg).expect("Lepton takes a baseline JPEG");
         assert!(coded.len() < jpeg.len());
         assert_eq!(decompress(&coded, jpeg.len() as u64).unwrap(), jpeg);
+    }
+
+    #[test]
+    fn compressed_size_is_the_size_compress_gives() {
+        let jpeg = sample_jpeg();
+        let coded = compress(&jpeg).expect("Lepton takes a baseline JPEG");
+        assert_eq!(compressed_size(&jpeg), Some(coded.len()));
+        assert_eq!(compressed_size(b"not a jpeg"), None);
     }
 
     #[test]

@@ -1726,7 +1726,7 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
         score: None,
     };
     let kept_size = match format {
-        ImageFormat::Jpeg => crate::lepton::compress(&bytes).map_or(bytes.len(), |c| c.len()),
+        ImageFormat::Jpeg => crate::lepton::compressed_size(&bytes).unwrap_or(bytes.len()),
         _ => bytes.len(),
     } as u64;
     Ok(Decoded {
