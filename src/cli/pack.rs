@@ -120,6 +120,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
+    // Canvases are tens of megabytes and are freed on other threads than the ones that
+    // allocated them (loader, coder, judge, scorers): with one malloc arena they are reused
+    // instead of piling up per thread (camera-12mp peak 383 MiB instead of 391-476 MiB,
+    // same speed; docs/BENCHMARKS.md).
+    // SAFETY: mallopt only tunes glibc's allocator; called before pack starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     if !PRESETS.contains(&a.preset.as_str()) {
         bail!(
             "--preset {}: not an x264 preset (one of {})",
