@@ -928,6 +928,20 @@ fn encode_track(
             };
             Ok(Step::Gop(batch, ahead))
         };
+        // Codes (ahead) and hands over one GOP; false once pack must stop (`failure` says why,
+        // or the judge has stopped with its own error).
+        let send_gop = |batch: Vec<Ready>,
+                        deliver: &mut dyn FnMut(Step, &mut Option<PackError>) -> bool,
+                        failure: &mut Option<PackError>|
+         -> bool {
+            match gop_step(batch) {
+                Ok(step) => deliver(step, failure),
+                Err(e) => {
+                    *failure = Some(e);
+                    false
+                }
+            }
+        };
         for loaded in load_rx {
             let job = loaded.job;
             let item = &items[job.item];
@@ -944,32 +958,19 @@ fn encode_track(
                 }
                 Ok(ready) => {
                     // A scene change starts a GOP of its own.
-                    if ready.job.cut && !batch.is_empty() {
-                        let sent = match gop_step(std::mem::take(&mut batch)) {
-                            Ok(step) => deliver(step, &mut failure),
-                            Err(e) => {
-                                failure = Some(e);
-                                false
-                            }
-                        };
-                        if !sent {
-                            break;
-                        }
+                    if ready.job.cut
+                        && !batch.is_empty()
+                        && !send_gop(std::mem::take(&mut batch), &mut deliver, &mut failure)
+                    {
+                        break;
                     }
                     batch.push(ready)
                 }
             }
-            if batch.len() as u32 >= gop {
-                let sent = match gop_step(std::mem::take(&mut batch)) {
-                    Ok(step) => deliver(step, &mut failure),
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                };
-                if !sent {
-                    break;
-                }
+            if batch.len() as u32 >= gop
+                && !send_gop(std::mem::take(&mut batch), &mut deliver, &mut failure)
+            {
+                break;
             }
             if job.tile + 1 == job.tiles {
                 let bytes = match item.found {
@@ -980,12 +981,7 @@ fn encode_track(
             }
         }
         if failure.is_none() && !batch.is_empty() {
-            match gop_step(batch) {
-                Ok(step) => {
-                    deliver(step, &mut failure);
-                }
-                Err(e) => failure = Some(e),
-            }
+            send_gop(batch, &mut deliver, &mut failure);
         }
         loader
             .join()
