@@ -1273,9 +1273,12 @@ impl GopCoder<'_> {
                 Attempt::Coded(p, j) => (p, j),
                 Attempt::TooBig(coded) => {
                     // Higher quality only costs more: the original files are the better deal.
+                    let files = match batch.len() {
+                        1 => "a file".to_string(),
+                        n => format!("{n} files"),
+                    };
                     let reason = format!(
-                        "{SMALLER_AS_IS} ({coded} coded bytes, {alpha_bytes} of alpha and {metadata} of metadata vs {original} for its {} files kept as they are)",
-                        batch.len()
+                        "{SMALLER_AS_IS} ({coded} coded bytes, {alpha_bytes} of alpha and {metadata} of metadata vs {original} kept as {files})"
                     );
                     log::debug!(
                         "{}: frames {}..: {reason}",
