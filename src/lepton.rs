@@ -27,28 +27,10 @@ pub fn looks_like_jpeg(data: &[u8]) -> bool {
 }
 
 /// The Lepton form of a JPEG file, if Lepton takes it, gives it back exactly (checked here by
-/// decoding), and it is smaller. `None` otherwise: the file is then stored as it is.
+/// decoding it with the decoder the archive's readers use), and it is smaller. `None`
+/// otherwise: the file is then stored as it is.
 pub fn compress(jpeg: &[u8]) -> Option<Vec<u8>> {
-    if !looks_like_jpeg(jpeg) {
-        return None;
-    }
-    let features = EnabledFeatures::compat_lepton_vector_write();
-    let coded = catch_unwind(AssertUnwindSafe(|| {
-        lepton_jpeg::encode_lepton_verify(jpeg, &features, &DEFAULT_THREAD_POOL)
-    }));
-    let (coded, _) = match coded {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            log::debug!("Lepton does not take this JPEG: {e}");
-            return None;
-        }
-        Err(_) => {
-            log::debug!("Lepton failed on this JPEG");
-            return None;
-        }
-    };
-    // encode_lepton_verify has decoded it once; check the bytes ourselves all the same, with
-    // the decoder the archive's readers use.
+    let coded = encode(jpeg)?;
     let back = decompress(&coded, jpeg.len() as u64).ok()?;
     (back == jpeg && coded.len() < jpeg.len()).then_some(coded)
 }
@@ -57,6 +39,11 @@ pub fn compress(jpeg: &[u8]) -> Option<Vec<u8>> {
 /// budget needs; storing goes through [`compress`], which checks). `None` when Lepton does not
 /// take the file.
 pub fn compressed_size(jpeg: &[u8]) -> Option<usize> {
+    encode(jpeg).map(|c| c.len())
+}
+
+/// Lepton's encoder alone (no check), panics caught.
+fn encode(jpeg: &[u8]) -> Option<Vec<u8>> {
     if !looks_like_jpeg(jpeg) {
         return None;
     }
@@ -71,8 +58,15 @@ pub fn compressed_size(jpeg: &[u8]) -> Option<usize> {
         )
     }));
     match done {
-        Ok(Ok(_)) => Some(out.into_inner().len()),
-        _ => None,
+        Ok(Ok(_)) => Some(out.into_inner()),
+        Ok(Err(e)) => {
+            log::debug!("Lepton does not take this JPEG: {e}");
+            None
+        }
+        Err(_) => {
+            log::debug!("Lepton failed on this JPEG");
+            None
+        }
     }
 }
 
