@@ -1148,11 +1148,10 @@ impl GopCoder<'_> {
             return Ok(Err("alpha stream headers changed".into()));
         }
         let canvases: Vec<&Vec<u8>> = batch.iter().filter_map(|r| r.alpha.as_ref()).collect();
-        let mut packets = Vec::new();
         for c in &canvases {
-            packets.extend(encoder.encode(c).map_err(|e| self.media_err(e))?);
+            encoder.encode(c).map_err(|e| self.media_err(e))?;
         }
-        packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
+        let packets = encoder.finish().map_err(|e| self.media_err(e))?;
         drop(encoder);
         let frames = self.decode_back(Codec::H264, &extradata, &packets, canvases.len())?;
         for (k, (f, c)) in frames.iter().zip(&canvases).enumerate() {
@@ -1415,11 +1414,10 @@ impl GopCoder<'_> {
     ) -> Result<Encoded, PackError> {
         let mut encoder =
             VideoEncoder::new(&self.config(crf, qp)).map_err(|e| self.media_err(e))?;
-        let mut packets = Vec::new();
         for r in batch {
-            packets.extend(encoder.encode(&r.canvas).map_err(|e| self.media_err(e))?);
+            encoder.encode(&r.canvas).map_err(|e| self.media_err(e))?;
         }
-        packets.extend(encoder.finish().map_err(|e| self.media_err(e))?);
+        let packets = encoder.finish().map_err(|e| self.media_err(e))?;
         // Read once the session is coded: libaom's wrapper only knows it after a packet.
         let extradata = encoder.extradata().map_err(|e| self.media_err(e))?;
         Ok(Encoded {

@@ -47,6 +47,8 @@ pub struct VideoEncoder {
     codec: Codec,
     /// Stream headers that came as packet side data (libaom's wrapper sends them so).
     side_extradata: Option<Vec<u8>>,
+    /// The session's packets so far, in decode order.
+    packets: Vec<EncodedPacket>,
 }
 
 impl VideoEncoder {
@@ -100,6 +102,7 @@ impl VideoEncoder {
             rgb: cfg.rgb,
             codec: cfg.codec,
             side_extradata: None,
+            packets: Vec::new(),
         })
     }
 
@@ -133,8 +136,9 @@ impl VideoEncoder {
         }
     }
 
-    /// Codes one canvas (packed RGB, `width * height * 3` bytes); returns the packets ready.
-    pub fn encode(&mut self, rgb: &[u8]) -> Result<Vec<EncodedPacket>, MediaError> {
+    /// Codes one canvas (packed RGB, `width * height * 3` bytes); its packets come from
+    /// [`VideoEncoder::finish`].
+    pub fn encode(&mut self, rgb: &[u8]) -> Result<(), MediaError> {
         let w = self.width as usize;
         if rgb.len() != w * self.height as usize * 3 {
             return Err(MediaError::BadFrame(format!(
@@ -183,14 +187,18 @@ impl VideoEncoder {
         self.drain()
     }
 
-    /// Flushes the encoder: the last packets.
+    /// Flushes the encoder and gives the session's packets in decode order, with decode
+    /// timestamps of our own ([`settle_dts`]).
     pub fn finish(&mut self) -> Result<Vec<EncodedPacket>, MediaError> {
         self.enc.send_eof().map_err(MediaError::Encode)?;
-        self.drain()
+        self.drain()?;
+        let mut packets = std::mem::take(&mut self.packets);
+        settle_dts(&mut packets);
+        Ok(packets)
     }
 
-    fn drain(&mut self) -> Result<Vec<EncodedPacket>, MediaError> {
-        let mut out = Vec::new();
+    fn drain(&mut self) -> Result<(), MediaError> {
+        let out = &mut self.packets;
         let mut packet = Packet::empty();
         loop {
             match self.enc.receive_packet(&mut packet) {
@@ -213,7 +221,9 @@ impl VideoEncoder {
                     out.push(EncodedPacket {
                         data,
                         pts,
-                        dts: packet.dts().unwrap_or(pts),
+                        // Set by `finish`: libx265 leaves a one-frame session's dts
+                        // uninitialised (a different number every run, measured).
+                        dts: pts,
                         keyframe: packet.is_key(),
                     });
                 }
@@ -224,7 +234,25 @@ impl VideoEncoder {
                 Err(e) => return Err(MediaError::Encode(e)),
             }
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// Decode timestamps from the presentation order alone: the k-th packet in decode order gets
+/// the k-th smallest pts, moved back by the reorder delay so that no packet is decoded after
+/// it is shown. The same packets always get the same timestamps, whatever the encoder wrote.
+pub fn settle_dts(packets: &mut [EncodedPacket]) {
+    let mut sorted: Vec<i64> = packets.iter().map(|p| p.pts).collect();
+    sorted.sort_unstable();
+    let delay = packets
+        .iter()
+        .zip(&sorted)
+        .map(|(p, s)| s - p.pts)
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    for (p, s) in packets.iter_mut().zip(&sorted) {
+        p.dts = s - delay;
     }
 }
 
@@ -369,5 +397,43 @@ fn planes_mut(frame: &mut frame::Video) -> (&mut [u8], &mut [u8], &mut [u8]) {
             std::slice::from_raw_parts_mut((*f).data[1], s[1] * h),
             std::slice::from_raw_parts_mut((*f).data[2], s[2] * h),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(pts: &[i64], garbage_dts: i64) -> Vec<EncodedPacket> {
+        pts.iter()
+            .map(|&pts| EncodedPacket {
+                data: Vec::new(),
+                pts,
+                dts: garbage_dts,
+                keyframe: pts == 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dts_follow_from_the_presentation_order_alone() {
+        // One frame: whatever the encoder wrote, its dts is its pts.
+        let mut one = packets(&[0], -4_529_927_318_389_351_683);
+        settle_dts(&mut one);
+        assert_eq!(one[0].dts, 0);
+
+        // I P B B (decode order) shown as 0 3 1 2: one frame of reorder delay.
+        let mut b = packets(&[0, 3, 1, 2], 7);
+        settle_dts(&mut b);
+        let dts: Vec<i64> = b.iter().map(|p| p.dts).collect();
+        assert_eq!(dts, [-1, 0, 1, 2]);
+        assert!(b.iter().all(|p| p.dts <= p.pts), "decoded before shown");
+
+        // A pyramid I P B b b shown as 0 4 2 1 3: two frames of delay.
+        let mut pyr = packets(&[0, 4, 2, 1, 3], 0);
+        settle_dts(&mut pyr);
+        let dts: Vec<i64> = pyr.iter().map(|p| p.dts).collect();
+        assert_eq!(dts, [-2, -1, 0, 1, 2]);
+        assert!(pyr.iter().all(|p| p.dts <= p.pts));
     }
 }
