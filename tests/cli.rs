@@ -22,14 +22,15 @@ fn unpack(archive: &Path, out: &Path) {
     assert!(o.status.success(), "unpack failed: {}", stderr(&o));
 }
 
-/// Packs the sample album with `--crf 18`: coded once, without the quality check, at a
-/// quality low enough that every photo's frames are smaller than its file (so each image goes
-/// through the codec rather than being kept as is).
+/// Packs the sample album with `--crf 26`: coded once, without the quality check, at a
+/// quality low enough that every photo's frames, with its metadata (counted twice, as the
+/// archive stores it), are smaller than its file (so each image goes through the codec rather
+/// than being kept as is). SSIMULACRA2 is about 50 to 65 there.
 fn pack_coded(dest: &Path) {
     let o = run(&[
         os("pack"),
         os("--crf"),
-        os("18"),
+        os("26"),
         sample_album().as_os_str(),
         dest.as_os_str(),
     ]);
@@ -95,7 +96,7 @@ fn sample_album_round_trip() {
 
 #[test]
 fn coded_images_keep_format_and_metadata() {
-    // --crf codes once without the quality check; at a deliberately lower quality (18) every
+    // --crf codes once without the quality check; at a deliberately low quality (26) every
     // photo's frames are smaller than its file, so each goes through the codec. (The quality
     // floor is not the point here: format and metadata are.)
     let tmp = tempfile::tempdir().unwrap();
@@ -103,7 +104,7 @@ fn coded_images_keep_format_and_metadata() {
     pack_coded(&archive);
     let out = tmp.path().join("restored");
     unpack(&archive, &out);
-    assert_same_tree(&sample_album(), &out, 75.0);
+    assert_same_tree(&sample_album(), &out, 45.0);
     let orig = std::fs::read(sample_album().join("2006/bar55.jpg")).unwrap();
     let back = std::fs::read(out.join("2006/bar55.jpg")).unwrap();
     assert_ne!(orig, back, "coded, not copied");
@@ -273,7 +274,8 @@ fn format_png_gives_pixel_exact_decoded_images() {
         &rgb_of(&photo),
     )
     .unwrap();
-    assert!(s.ssimulacra2 > 75.0, "{s:?}");
+    // The photo itself, not another frame (coded at --crf 26: about 54).
+    assert!(s.ssimulacra2 > 45.0, "{s:?}");
     assert!(
         out.join("notes/README.md").is_file(),
         "non-images keep their names"
@@ -680,10 +682,11 @@ fn exif_orientation_travels_with_unturned_pixels() {
         .expect("exiftool (scripts/install-deps.sh installs it)");
     assert!(o.status.success(), "{}", stderr(&o));
     let archive = tmp.path().join("a.mkv");
+    // Low quality, so that the photo is coded (its EXIF counts twice against its frame).
     let o = run(&[
         os("pack"),
         os("--crf"),
-        os("18"),
+        os("26"),
         album.as_os_str(),
         archive.as_os_str(),
     ]);
@@ -709,8 +712,9 @@ fn exif_orientation_travels_with_unturned_pixels() {
         image::image_dimensions(&back).unwrap(),
         image::image_dimensions(&photo).unwrap()
     );
+    // Turned pixels would score near 0 (and have other dimensions).
     let s = quality::score(&rgb_of(&photo), &rgb_of(&back)).unwrap();
-    assert!(s.ssimulacra2 > 70.0, "{s:?}");
+    assert!(s.ssimulacra2 > 45.0, "{s:?}");
 }
 
 #[test]
@@ -771,6 +775,59 @@ fn lossless_quality_gives_every_pixel_back() {
         // Coded images: the same pixels and the same alpha, exactly.
         assert_eq!(picture_of(&a), picture_of(&b), "{}", rel.display());
     }
+}
+
+#[test]
+fn metadata_counts_as_often_as_it_is_stored() {
+    // A photo carrying 60 KB of metadata that no coder can shrink (an APP9 segment of
+    // noise): its coded frame is small, but the metadata goes into the index, which the
+    // archive holds twice. Coding it would make the archive larger than the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    let jpeg = std::fs::read(sample_album().join("2005/anne_helene.jpg")).unwrap();
+    let mut noise = Vec::with_capacity(60_000);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while noise.len() < 60_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    noise.truncate(60_000);
+    let mut file = jpeg[..2].to_vec();
+    file.extend_from_slice(&[0xFF, 0xE9]);
+    file.extend_from_slice(&(noise.len() as u16 + 2).to_be_bytes());
+    file.extend_from_slice(&noise);
+    file.extend_from_slice(&jpeg[2..]);
+    std::fs::write(album.join("tagged.jpg"), &file).unwrap();
+    let archive = tmp.path().join("a.mkv");
+    // A low rate: the frame alone costs far less than the file.
+    let o = run(&[
+        os("pack"),
+        os("--crf"),
+        os("30"),
+        album.as_os_str(),
+        archive.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let size = std::fs::metadata(&archive).unwrap().len();
+    assert!(
+        size < file.len() as u64,
+        "archive {size} bytes for a {} byte file",
+        file.len()
+    );
+    let a = av1pack::archive::Archive::open(&archive).unwrap();
+    assert!(
+        matches!(
+            a.index.entries[0].kind,
+            av1pack::archive::EntryKind::Verbatim { .. }
+        ),
+        "kept as a file"
+    );
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    assert_eq!(std::fs::read(out.join("tagged.jpg")).unwrap(), file);
 }
 
 #[test]

@@ -16,6 +16,9 @@ pub use writer::{ArchiveWriter, WriteError};
 pub const INDEX_ATTACHMENT_NAME: &str = "av1pack-index.bin";
 /// Name of the last attachment: a second copy of the index, used when the first is damaged.
 pub const INDEX_COPY_ATTACHMENT_NAME: &str = "av1pack-index-copy.bin";
+/// How many times the index is written (the index and its copy): every byte in it, metadata
+/// blocks included, costs this many bytes of archive.
+pub const INDEX_COPIES: u64 = 2;
 
 /// Everything a reader needs to know about an album, without scanning the video.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
