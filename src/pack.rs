@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -163,6 +163,43 @@ struct Job {
     cut: bool,
 }
 
+/// Partial archives this process is writing: what [`remove_partials`] removes when the
+/// process is interrupted.
+static PARTIALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A partial archive known to [`remove_partials`] while this value lives.
+struct Partial(PathBuf);
+
+impl Partial {
+    fn register(path: PathBuf) -> Partial {
+        PARTIALS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path.clone());
+        Partial(path)
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        PARTIALS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| *p != self.0);
+    }
+}
+
+/// Removes the partial archives that packs in this process are writing (for a signal handler:
+/// an interrupted pack leaves nothing behind) and returns their paths.
+pub fn remove_partials() -> Vec<PathBuf> {
+    let partials = PARTIALS.lock().unwrap_or_else(|p| p.into_inner());
+    partials
+        .iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .cloned()
+        .collect()
+}
+
 /// Packs `src` into a new archive at `dest`.
 pub fn pack(
     src: &Path,
@@ -285,6 +322,7 @@ pub fn pack(
             error,
         })?;
     let (tmp_file, tmp_path) = tmp.into_parts();
+    let _partial = Partial::register(tmp_path.to_path_buf());
     let blobs = tempfile::tempfile_in(&parent).map_err(|error| PackError::Io {
         path: parent.clone(),
         error,

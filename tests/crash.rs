@@ -93,3 +93,59 @@ fn sigkill_during_pack_never_leaves_a_partial_archive() {
     assert!(killed_before_the_end >= 3, "the kills all came too late");
     assert!(partials_seen >= 1, "no kill caught the partial file");
 }
+
+#[test]
+fn interrupted_pack_removes_its_partial_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let album = album(t);
+    let start = Instant::now();
+    let o = bin()
+        .arg("pack")
+        .arg(&album)
+        .arg(t.join("reference.mkv"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let full = start.elapsed();
+    let mut removed = 0;
+    for (sig, frac) in [
+        (libc::SIGINT, 0.3),
+        (libc::SIGTERM, 0.5),
+        (libc::SIGHUP, 0.7),
+        (libc::SIGINT, 0.6),
+    ] {
+        let dest = t.join("a.mkv");
+        let child = bin()
+            .arg("pack")
+            .arg(&album)
+            .arg(&dest)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(frac));
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        if o.status.success() {
+            // The signal came after the end: the archive is complete.
+            assert!(dest.is_file());
+            std::fs::remove_file(&dest).unwrap();
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(128 + sig), "signal {sig}: {err}");
+        assert!(
+            !dest.exists(),
+            "signal {sig}: no archive at the destination"
+        );
+        assert_eq!(traces(t), Vec::<String>::new(), "signal {sig}: {err}");
+        if err.contains("interrupted: removed the partial archive") {
+            assert!(err.contains(".a.mkv."), "names the file: {err}");
+            removed += 1;
+        }
+    }
+    assert!(
+        removed >= 1,
+        "no signal came while the partial archive existed"
+    );
+}

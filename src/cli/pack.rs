@@ -119,6 +119,33 @@ pub struct Args {
     pub order: FrameOrder,
 }
 
+/// SIGINT, SIGTERM and SIGHUP (Ctrl-C, `kill`, a closed terminal) remove the partial archive
+/// and end the process with 128 + the signal's number, as a shell reports a signal: nothing
+/// of the interrupted pack is left.
+fn remove_partial_on_signal() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("av1pack-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                for path in pack::remove_partials() {
+                    eprintln!(
+                        "\nav1pack: interrupted: removed the partial archive {}",
+                        path.display()
+                    );
+                }
+                // _exit: the other threads are inside FFmpeg and the encoders; running exit
+                // handlers under them is not safe.
+                // SAFETY: ends the process at once; nothing is used afterwards.
+                unsafe { libc::_exit(128 + sig) }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     // Canvases are tens of megabytes and are freed on other threads than the ones that
     // allocated them (loader, coder, judge, scorers): with one malloc arena they are reused
@@ -215,6 +242,7 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         },
         ..PackOptions::default()
     };
+    remove_partial_on_signal()?;
     let bar = Bar::new("packing", g.quiet);
     let result = pack::pack(&a.album, &a.archive, &opts, &bar);
     bar.finish();
