@@ -128,6 +128,8 @@ pub struct PackReport {
     pub original_bytes: u64,
     pub archive_bytes: u64,
     pub tracks: usize,
+    /// Partial archives for the same destination left by packs that were killed, removed.
+    pub removed_partials: Vec<PathBuf>,
 }
 
 /// Progress callbacks (the CLI draws a bar with them).
@@ -161,6 +163,61 @@ struct Job {
     rotated: bool,
     /// Start a new GOP at this tile (a scene change in the similarity order).
     cut: bool,
+}
+
+const PARTIAL_SUFFIX: &str = ".av1pack-partial";
+
+/// A partial archive younger than this is never removed by another pack (it may have just been
+/// created, before its writer locked it).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Takes the advisory lock that marks a partial archive as being written.
+fn lock_partial(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an open descriptor that `file` owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        log::debug!(
+            "could not lock the partial archive: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Removes partial archives named `PREFIX*.av1pack-partial` in `dir` that no process holds
+/// (their pack was killed: SIGKILL, a crash, a power cut) and that are older than
+/// [`STALE_AFTER`]; returns their paths. Packs that are still writing hold a lock on theirs.
+fn remove_stale_partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(prefix) && name.ends_with(PARTIAL_SUFFIX)) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let old = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        // SAFETY: flock on an open descriptor that `file` owns; released when it closes.
+        let free =
+            old && unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if free && std::fs::remove_file(&path).is_ok() {
+            log::info!("{}: removed, left by an interrupted pack", path.display());
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Partial archives this process is writing: what [`remove_partials`] removes when the
@@ -308,14 +365,16 @@ pub fn pack(
         .collect();
     report.tracks = canvases.len();
 
+    let prefix = format!(
+        ".{}.",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    report.removed_partials = remove_stale_partials(&parent, &prefix);
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(
-            ".{}.",
-            dest.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ))
-        .suffix(".av1pack-partial")
+        .prefix(&prefix)
+        .suffix(PARTIAL_SUFFIX)
         .tempfile_in(&parent)
         .map_err(|error| PackError::Io {
             path: parent.clone(),
@@ -323,6 +382,8 @@ pub fn pack(
         })?;
     let (tmp_file, tmp_path) = tmp.into_parts();
     let _partial = Partial::register(tmp_path.to_path_buf());
+    // Held while this process lives: a later pack sees the file is in use.
+    lock_partial(&tmp_file);
     let blobs = tempfile::tempfile_in(&parent).map_err(|error| PackError::Io {
         path: parent.clone(),
         error,

@@ -1,7 +1,8 @@
 //! Crash safety of pack: SIGKILL at any moment leaves either no file at the destination or the
 //! complete archive, never a partial one; the only other trace is a clearly named
-//! `.NAME.*.av1pack-partial` file. (A SIGKILLed mount daemon leaving no dead mount is tested in
-//! tests/mount.rs and tests/fuse_mount.rs.)
+//! `.NAME.*.av1pack-partial` file, which the next pack to the same destination removes.
+//! SIGINT, SIGTERM and SIGHUP leave nothing. (A SIGKILLed mount daemon leaving no dead mount
+//! is tested in tests/mount.rs and tests/fuse_mount.rs.)
 
 mod common;
 
@@ -148,4 +149,61 @@ fn interrupted_pack_removes_its_partial_archive() {
         removed >= 1,
         "no signal came while the partial archive existed"
     );
+}
+
+#[test]
+fn partial_archives_of_killed_packs_are_removed_by_the_next_pack() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let album = album(t);
+    let old = |name: &str| {
+        let p = t.join(name);
+        std::fs::write(&p, vec![7u8; 50_000]).unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        p
+    };
+    // Left by a killed pack of the same destination: nobody holds it.
+    let stale = old(".a.mkv.k1ll3d.av1pack-partial");
+    // Being written by a live pack (it holds the lock), however old its time.
+    let live = old(".a.mkv.l1v3ly.av1pack-partial");
+    let holder = std::fs::File::open(&live).unwrap();
+    assert_eq!(
+        unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    // Just created, perhaps not locked yet by its pack.
+    let fresh = t.join(".a.mkv.fr35h0.av1pack-partial");
+    std::fs::write(&fresh, b"x").unwrap();
+    // Another destination's.
+    let other = old(".b.mkv.k1ll3d.av1pack-partial");
+
+    let o = bin()
+        .arg("pack")
+        .arg(&album)
+        .arg(t.join("a.mkv"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!stale.exists(), "the killed pack's file is removed");
+    assert!(
+        err.contains(".a.mkv.k1ll3d.av1pack-partial")
+            && err.contains("left by an interrupted pack"),
+        "one line names it: {err}"
+    );
+    for p in [&live, &fresh, &other] {
+        assert!(p.exists(), "{} is kept", p.display());
+        assert!(
+            !err.contains(&*p.file_name().unwrap().to_string_lossy()),
+            "{err}"
+        );
+    }
+    drop(holder);
 }

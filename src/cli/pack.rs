@@ -247,6 +247,12 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     let result = pack::pack(&a.album, &a.archive, &opts, &bar);
     bar.finish();
     let report = result.with_context(|| format!("could not pack {}", a.album.display()))?;
+    for path in &report.removed_partials {
+        eprintln!(
+            "av1pack: removed {}, a partial archive left by an interrupted pack",
+            path.display()
+        );
+    }
     if !g.quiet {
         let mut smaller = 0;
         for (path, reason) in &report.verbatim {
