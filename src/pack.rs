@@ -171,23 +171,18 @@ const PARTIAL_SUFFIX: &str = ".av1pack-partial";
 /// created, before its writer locked it).
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Takes the advisory lock that marks a partial archive as being written.
-fn lock_partial(file: &File) {
+/// Takes the advisory lock that marks a partial archive as being written (held until `file`
+/// closes); false when another process holds it, or the filesystem has no locks.
+fn lock_partial(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on an open descriptor that `file` owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        log::debug!(
-            "could not lock the partial archive: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// Removes partial archives named `PREFIX*.av1pack-partial` in `dir` that no process holds
 /// (their pack was killed: SIGKILL, a crash, a power cut) and that are older than
 /// [`STALE_AFTER`]; returns their paths. Packs that are still writing hold a lock on theirs.
 fn remove_stale_partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    use std::os::fd::AsRawFd;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -209,10 +204,7 @@ fn remove_stale_partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= STALE_AFTER);
-        // SAFETY: flock on an open descriptor that `file` owns; released when it closes.
-        let free =
-            old && unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if free && std::fs::remove_file(&path).is_ok() {
+        if old && lock_partial(&file) && std::fs::remove_file(&path).is_ok() {
             log::info!("{}: removed, left by an interrupted pack", path.display());
             removed.push(path);
         }
@@ -383,7 +375,13 @@ pub fn pack(
     let (tmp_file, tmp_path) = tmp.into_parts();
     let _partial = Partial::register(tmp_path.to_path_buf());
     // Held while this process lives: a later pack sees the file is in use.
-    lock_partial(&tmp_file);
+    if !lock_partial(&tmp_file) {
+        log::debug!(
+            "{}: not locked ({}): a later pack may take it for a killed one's once it is a minute old",
+            tmp_path.display(),
+            io::Error::last_os_error()
+        );
+    }
     let blobs = tempfile::tempfile_in(&parent).map_err(|error| PackError::Io {
         path: parent.clone(),
         error,
@@ -716,7 +714,7 @@ struct Decoded {
     alpha: Option<image::GrayImage>,
     /// The file's size: what keeping it as it is costs at most (a JPEG may take less, in its
     /// Lepton form: see `Budget`).
-    kept_size: u64,
+    file_size: u64,
 }
 
 /// A tile read and placed on its canvas (or why it could not be).
@@ -788,8 +786,8 @@ struct Ready {
     entry: Box<ImageEntry>,
     canvas: Vec<u8>,
     alpha: Option<Vec<u8>>,
-    /// The whole file's size (see `Decoded::kept_size`).
-    kept_size: u64,
+    /// The whole file's size (see `Decoded::file_size`).
+    file_size: u64,
 }
 
 /// What coding did with one tile; `pixels` (decoded) are kept for images in several tiles,
@@ -1191,12 +1189,7 @@ impl Budget {
     /// the overhead); `None` when coding is smaller. `measure` gives the exact size (JPEGs at
     /// their Lepton size), called only when the files' own size and [`LEPTON_FLOOR`] of the
     /// JPEGs' do not decide, and remembered in `exact`.
-    fn beats(
-        &self,
-        coded: u64,
-        exact: &mut Option<u64>,
-        measure: impl FnOnce() -> u64,
-    ) -> Option<u64> {
+    fn beats(&mut self, coded: u64, measure: impl FnOnce() -> u64) -> Option<u64> {
         let total = coded.saturating_add(self.overhead);
         if total >= self.raw {
             return Some(self.raw);
@@ -1205,7 +1198,7 @@ impl Budget {
         if total < floor {
             return None;
         }
-        let exact = *exact.get_or_insert_with(measure);
+        let exact = *self.exact.get_or_insert_with(measure);
         (total >= exact).then_some(exact)
     }
 }
@@ -1391,13 +1384,12 @@ impl GopCoder<'_> {
         };
         let alpha_bytes = alpha_gop.as_ref().map_or(0, |a| a.bytes);
         let attempts = self.attempts();
-        let share = tile_share;
         // Coding must beat keeping the files (JPEGs Lepton-compressed, the rest as they are).
-        let original: u64 = batch.iter().map(|r| share(r, r.kept_size)).sum();
+        let original: u64 = batch.iter().map(|r| tile_share(r, r.file_size)).sum();
         let jpeg: u64 = batch
             .iter()
             .filter(|r| r.entry.format == ImageFormat::Jpeg)
-            .map(|r| share(r, r.kept_size))
+            .map(|r| tile_share(r, r.file_size))
             .sum();
         // Metadata blocks are stored in the index beside the frames, and the index twice:
         // they count against the budget as many times (an album's EXIF thumbnails made coded
@@ -1416,7 +1408,7 @@ impl GopCoder<'_> {
                             | archive::MetaBlock::Trailer(data) => data.len() as u64 + 8,
                         })
                         .sum();
-                    share(r, bytes)
+                    tile_share(r, bytes)
                 })
                 .sum::<u64>();
         let mut budget = Budget {
@@ -1438,14 +1430,14 @@ impl GopCoder<'_> {
                 ahead.take(),
             )? {
                 Attempt::Coded(p, j) => (p, j),
-                Attempt::TooBig(coded, original) => {
+                Attempt::TooBig(coded, kept) => {
                     // Higher quality only costs more: the original files are the better deal.
                     let files = match batch.len() {
                         1 => "a file".to_string(),
                         n => format!("{n} files"),
                     };
                     let reason = format!(
-                        "{SMALLER_AS_IS} ({coded} coded bytes, {alpha_bytes} of alpha and {metadata} of metadata vs {original} kept as {files})"
+                        "{SMALLER_AS_IS} ({coded} coded bytes, {alpha_bytes} of alpha and {metadata} of metadata vs {kept} kept as {files})"
                     );
                     log::debug!(
                         "{}: frames {}..: {reason}",
@@ -1617,17 +1609,6 @@ impl GopCoder<'_> {
         }
     }
 
-    /// What keeping the batch's files would take, when that is no more than coding it in
-    /// `coded` bytes (plus the budget's overhead); `None` when coding is smaller. JPEG files
-    /// are measured with Lepton only when neither their own size nor [`LEPTON_FLOOR`] of it
-    /// decides.
-    fn beats_coding(&mut self, batch: &[Ready], budget: &mut Budget, coded: u64) -> Option<u64> {
-        let mut exact = budget.exact;
-        let kept = budget.beats(coded, &mut exact, || self.kept_exactly(batch));
-        budget.exact = exact;
-        kept
-    }
-
     /// The batch's files as the archive would keep them: JPEGs at their Lepton size (where
     /// Lepton takes them and is smaller), shares of it for tiles.
     fn kept_exactly(&mut self, batch: &[Ready]) -> u64 {
@@ -1641,10 +1622,10 @@ impl GopCoder<'_> {
                         std::fs::read(&items[item].abs)
                             .ok()
                             .and_then(|b| crate::lepton::compressed_size(&b))
-                            .map_or(r.kept_size, |n| (n as u64).min(r.kept_size))
+                            .map_or(r.file_size, |n| (n as u64).min(r.file_size))
                     })
                 } else {
-                    r.kept_size
+                    r.file_size
                 };
                 tile_share(r, whole)
             })
@@ -1674,7 +1655,7 @@ impl GopCoder<'_> {
             Some(_) => {}
         }
         let coded: u64 = packets.iter().map(|p| p.data.len() as u64).sum();
-        if let Some(kept) = self.beats_coding(batch, budget, coded) {
+        if let Some(kept) = budget.beats(coded, || self.kept_exactly(batch)) {
             return Ok(Attempt::TooBig(coded, kept));
         }
         let frames = self.decode_back(self.opts.codec, &extradata, &packets, batch.len())?;
@@ -1841,7 +1822,7 @@ fn prepare(d: &Decoded, job: Job, t: usize, alpha_t: Option<usize>, cw: u32, ch:
         entry,
         canvas,
         alpha,
-        kept_size: d.kept_size,
+        file_size: d.file_size,
     }
 }
 
@@ -1924,12 +1905,12 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
         rendered: Rendered { size: 0, hash: 0 },
         score: None,
     };
-    let kept_size = bytes.len() as u64;
+    let file_size = bytes.len() as u64;
     Ok(Decoded {
         entry,
         rgb,
         alpha,
-        kept_size,
+        file_size,
     })
 }
 
@@ -1949,7 +1930,7 @@ mod tests {
     #[test]
     fn lepton_is_measured_only_when_it_decides() {
         // 1,000 bytes of files, 800 of them JPEG, 50 of metadata beside the frames.
-        let b = Budget {
+        let mut b = Budget {
             overhead: 50,
             raw: 1000,
             jpeg: 800,
@@ -1957,22 +1938,22 @@ mod tests {
         };
         let never = || -> u64 { panic!("measured although the sizes decide") };
         // Frames plus overhead at least the files' own size: keep the files.
-        assert_eq!(b.beats(950, &mut None, never), Some(1000));
+        assert_eq!(b.beats(950, never), Some(1000));
         // Below 200 + 3/5 of 800 = 680: coding wins whatever Lepton gives.
-        assert_eq!(b.beats(629, &mut None, never), None);
+        assert_eq!(b.beats(629, never), None);
+        assert_eq!(b.exact, None);
         // In between, the Lepton size decides, measured once and remembered.
-        let mut exact = None;
-        assert_eq!(b.beats(700, &mut exact, || 760), None);
-        assert_eq!(exact, Some(760));
-        assert_eq!(b.beats(710, &mut exact, never), Some(760));
+        assert_eq!(b.beats(700, || 760), None);
+        assert_eq!(b.exact, Some(760));
+        assert_eq!(b.beats(710, never), Some(760));
         // No JPEG: the files' own size is exact.
-        let png = Budget {
+        let mut png = Budget {
             overhead: 0,
             raw: 1000,
             jpeg: 0,
             exact: None,
         };
-        assert_eq!(png.beats(999, &mut None, never), None);
-        assert_eq!(png.beats(1000, &mut None, never), Some(1000));
+        assert_eq!(png.beats(999, never), None);
+        assert_eq!(png.beats(1000, never), Some(1000));
     }
 }
