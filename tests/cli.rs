@@ -13,8 +13,17 @@ fn os(s: &str) -> &OsStr {
 }
 
 fn pack(src: &Path, dest: &Path) {
-    let o = run(&[os("pack"), src.as_os_str(), dest.as_os_str()]);
-    assert!(o.status.success(), "pack failed: {}", stderr(&o));
+    pack_with(&[], src, dest);
+}
+
+/// `av1pack pack FLAGS SRC DEST`, which must succeed; returns what it printed on stderr.
+fn pack_with(flags: &[&str], src: &Path, dest: &Path) -> String {
+    let mut args: Vec<&OsStr> = vec![os("pack")];
+    args.extend(flags.iter().map(|f| os(f)));
+    args.extend([src.as_os_str(), dest.as_os_str()]);
+    let o = run(&args);
+    assert!(o.status.success(), "pack {flags:?} failed: {}", stderr(&o));
+    stderr(&o)
 }
 
 fn unpack(archive: &Path, out: &Path) {
@@ -27,14 +36,7 @@ fn unpack(archive: &Path, out: &Path) {
 /// archive stores it), are smaller than its file (so each image goes through the codec rather
 /// than being kept as is). SSIMULACRA2 is about 50 to 65 there.
 fn pack_coded(dest: &Path) {
-    let o = run(&[
-        os("pack"),
-        os("--crf"),
-        os("26"),
-        sample_album().as_os_str(),
-        dest.as_os_str(),
-    ]);
-    assert!(o.status.success(), "pack failed: {}", stderr(&o));
+    pack_with(&["--crf", "26"], &sample_album(), dest);
 }
 
 /// Asserts that `restored` holds the same tree as `original`: names, kinds, mtimes, modes,
@@ -425,13 +427,7 @@ fn bad_input_to_pack() {
         &["out.mkv", "already exists", "--force"],
     );
     assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
-    let o = run(&[
-        os("pack"),
-        os("--force"),
-        sample_album().as_os_str(),
-        dest.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_with(&["--force"], &sample_album(), &dest);
     assert_eq!(leftovers(t), vec!["out.mkv".to_string()]);
     // Bad settings are refused before any work.
     assert_fails(
@@ -617,18 +613,9 @@ fn huge_images_are_tiled_without_seams() {
         .save(album.join("strip.png"))
         .unwrap();
     let archive = tmp.path().join("huge.mkv");
-    let o = run(&[
-        os("pack"),
-        // Coded once at a fixed high quality (the scoring below is what is checked), kept
-        // quick for the suite.
-        os("--crf"),
-        os("6"),
-        os("--preset"),
-        os("ultrafast"),
-        album.as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    // Coded once at a fixed high quality (the scoring below is what is checked), kept
+    // quick for the suite.
+    pack_with(&["--crf", "6", "--preset", "ultrafast"], &album, &archive);
     let a = av1pack::archive::Archive::open(&archive).unwrap();
     let tiles = |name: &[u8]| {
         let e = a.index.entries.iter().find(|e| e.path == name).unwrap();
@@ -683,14 +670,7 @@ fn exif_orientation_travels_with_unturned_pixels() {
     assert!(o.status.success(), "{}", stderr(&o));
     let archive = tmp.path().join("a.mkv");
     // Low quality, so that the photo is coded (its EXIF counts twice against its frame).
-    let o = run(&[
-        os("pack"),
-        os("--crf"),
-        os("26"),
-        album.as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_with(&["--crf", "26"], &album, &archive);
     let out = tmp.path().join("out");
     unpack(&archive, &out);
     let back = out.join("turned.jpg");
@@ -740,18 +720,10 @@ fn lossless_quality_gives_every_pixel_back() {
         img.save(album.join(format!("burst/{i}.png"))).unwrap();
     }
     let archive = tmp.path().join("a.mkv");
-    let o = run(&[
-        os("pack"),
-        os("--quality"),
-        os("lossless"),
-        album.as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let err = pack_with(&["--quality", "lossless"], &album, &archive);
     assert!(
-        stderr(&o).contains("bar55.jpg (lossless mode keeps JPEG files as they are"),
-        "{}",
-        stderr(&o)
+        err.contains("bar55.jpg (lossless mode keeps JPEG files as they are"),
+        "{err}"
     );
     let o = run(&[os("info"), os("--json"), archive.as_os_str()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -803,14 +775,7 @@ fn metadata_counts_as_often_as_it_is_stored() {
     std::fs::write(album.join("tagged.jpg"), &file).unwrap();
     let archive = tmp.path().join("a.mkv");
     // A low rate: the frame alone costs far less than the file.
-    let o = run(&[
-        os("pack"),
-        os("--crf"),
-        os("30"),
-        album.as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_with(&["--crf", "30"], &album, &archive);
     let size = std::fs::metadata(&archive).unwrap().len();
     assert!(
         size < file.len() as u64,
@@ -848,14 +813,7 @@ fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
     }
     let archive = tmp.path().join("a.mkv");
     // Lossless mode keeps JPEG files as they are.
-    let o = run(&[
-        os("pack"),
-        os("--quality"),
-        os("lossless"),
-        album.as_os_str(),
-        archive.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_with(&["--quality", "lossless"], &album, &archive);
     let size = std::fs::metadata(&archive).unwrap().len();
     // Lepton saves about a fifth on camera JPEGs; the archive's own overhead is a few KB.
     assert!(

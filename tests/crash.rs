@@ -26,6 +26,14 @@ fn album(root: &Path) -> std::path::PathBuf {
     album
 }
 
+/// Packs `album` to `dest`, which must succeed: how long it took and what it printed on stderr.
+fn pack_ok(album: &Path, dest: &Path) -> (Duration, String) {
+    let start = Instant::now();
+    let o = bin().arg("pack").arg(album).arg(dest).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    (start.elapsed(), stderr(&o))
+}
+
 /// Names in `dir` other than the album folder and the reference archive.
 fn traces(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -41,15 +49,7 @@ fn sigkill_during_pack_never_leaves_a_partial_archive() {
     let t = tmp.path();
     let album = album(t);
     let reference = t.join("reference.mkv");
-    let start = Instant::now();
-    let o = bin()
-        .arg("pack")
-        .arg(&album)
-        .arg(&reference)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let full = start.elapsed();
+    let (full, _) = pack_ok(&album, &reference);
     let reference = std::fs::read(&reference).unwrap();
     // Kill early (scanning), in the middle (coding), and near the end (writing, renaming).
     let mut killed_before_the_end = 0;
@@ -100,15 +100,7 @@ fn interrupted_pack_removes_its_partial_archive() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let album = album(t);
-    let start = Instant::now();
-    let o = bin()
-        .arg("pack")
-        .arg(&album)
-        .arg(t.join("reference.mkv"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let full = start.elapsed();
+    let (full, _) = pack_ok(&album, &t.join("reference.mkv"));
     let mut removed = 0;
     for (sig, frac) in [
         (libc::SIGINT, 0.3),
@@ -184,14 +176,7 @@ fn partial_archives_of_killed_packs_are_removed_by_the_next_pack() {
     // Another destination's.
     let other = old(".b.mkv.k1ll3d.av1pack-partial");
 
-    let o = bin()
-        .arg("pack")
-        .arg(&album)
-        .arg(t.join("a.mkv"))
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert!(o.status.success(), "{err}");
+    let (_, err) = pack_ok(&album, &t.join("a.mkv"));
     assert!(!stale.exists(), "the killed pack's file is removed");
     assert!(
         err.contains(".a.mkv.k1ll3d.av1pack-partial")
