@@ -18,7 +18,7 @@
 //! even count; p90: nearest rank).
 
 use av1pack::archive::{Archive, EntryKind, ImageEntry};
-use av1pack::frames::image_from_frame;
+use av1pack::frames::decoded_from_frame;
 use av1pack::frames::source::{FrameSource, SourceOptions};
 use av1pack::media::VideoDecoder;
 use av1pack::render::{self, OutputFormat};
@@ -119,11 +119,13 @@ fn time_parts(archive: &Archive, img: &ImageEntry) -> Result<(f64, f64), String>
             return Err("frame never came out of the decoder".into());
         }
     };
-    let pixels =
-        av1pack::pixels::Picture::opaque(image_from_frame(img, &frame).map_err(|e| e.to_string())?);
+    let renderer = render::Renderer::for_archive(&archive.index.renderer);
+    let planes = renderer.uses_planes(img, OutputFormat::Original);
+    let pixels = decoded_from_frame(img, &frame, planes).map_err(|e| e.to_string())?;
     let decode_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let bytes = render::render(img, &pixels, OutputFormat::Original).map_err(|e| e.to_string())?;
+    let bytes = render::render_decoded(img, &pixels, OutputFormat::Original, renderer)
+        .map_err(|e| e.to_string())?;
     let render_ms = t.elapsed().as_secs_f64() * 1e3;
     std::hint::black_box(bytes.len());
     Ok((decode_ms, render_ms))

@@ -11,7 +11,7 @@ use crate::archive::{
     self, ArchiveWriter, ColorModel, Entry, EntryKind, ImageEntry, ImageFormat, Index, Rendered,
     Settings, Tile, Track,
 };
-use crate::frames::{Assembly, Piece, Plane, Use};
+use crate::frames::{self, Assembly, Piece, Plane, Use};
 use crate::media::{self, Codec, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
 use crate::order::{self, Order};
 use crate::pixels::{self, Picture};
@@ -1303,7 +1303,7 @@ impl GopCoder<'_> {
         drop(encoder);
         let frames = self.decode_back(Codec::H264, &extradata, &packets, canvases.len())?;
         for (k, (f, c)) in frames.iter().zip(&canvases).enumerate() {
-            let same = f.as_ref().is_some_and(|f| f.rgb == **c);
+            let same = f.as_ref().is_some_and(|f| f.canvas_rgb() == **c);
             if !same {
                 return Ok(Err(format!(
                     "alpha plane {k} of the group did not come back exactly from lossless coding"
@@ -1679,15 +1679,17 @@ impl GopCoder<'_> {
                 None => None,
             };
             let decoded = Picture {
-                rgb: cut(&f.rgb)?,
+                rgb: frames::tile_rgb(&tile, f)
+                    .map_err(|_| PackError::Pipeline("tile outside canvas".into()))?,
                 alpha: alpha.clone(),
             };
-            let file =
-                render::render(&r.entry, &decoded, OutputFormat::Original).map_err(|error| {
-                    PackError::Render {
-                        path: format!("frame {}", f.pts),
-                        error,
-                    }
+            // The file the mount and unpack will make (from the frame's planes, or from RGB).
+            let original = OutputFormat::Original;
+            let file = frames::render_from_planes(&r.entry, f, original, render::Renderer::V3)
+                .unwrap_or_else(|| render::render(&r.entry, &decoded, original))
+                .map_err(|error| PackError::Render {
+                    path: format!("frame {}", f.pts),
+                    error,
                 })?;
             let keep = (r.job.tiles > 1).then(|| decoded.clone());
             let score = if lossless {

@@ -140,6 +140,130 @@ impl Picture {
     }
 }
 
+/// Y'CbCr planes of an image (full-range BT.601, 4:4:4: what the video frames hold),
+/// borrowed: `width`×`height` pixels, rows `stride` bytes apart in each plane.
+#[derive(Debug, Clone, Copy)]
+pub struct YccRef<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub stride: usize,
+    pub y: &'a [u8],
+    pub cb: &'a [u8],
+    pub cr: &'a [u8],
+}
+
+impl YccRef<'_> {
+    fn rows(&self) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
+        let w = self.width as usize;
+        (0..self.height as usize).map(move |r| {
+            let a = r * self.stride;
+            (&self.y[a..a + w], &self.cb[a..a + w], &self.cr[a..a + w])
+        })
+    }
+
+    /// An owned, tightly packed copy, turned back upright when the image was stored rotated
+    /// (as [`extract`] turns RGB).
+    pub fn to_owned_upright(&self, rotated: bool) -> Ycc {
+        let (w, h) = (self.width, self.height);
+        let n = w as usize * h as usize;
+        let mut planes = Vec::with_capacity(n * 3);
+        for k in 0..3 {
+            for (y, cb, cr) in self.rows() {
+                planes.extend_from_slice([y, cb, cr][k]);
+            }
+        }
+        if !rotated {
+            return Ycc {
+                width: w,
+                height: h,
+                planes,
+            };
+        }
+        let mut upright = Vec::with_capacity(n * 3);
+        for plane in planes.chunks_exact(n.max(1)).take(3) {
+            let g = GrayImage::from_raw(w, h, plane.to_vec()).unwrap_or_default();
+            upright.extend_from_slice(image::imageops::rotate270(&g).as_raw());
+        }
+        Ycc {
+            width: h,
+            height: w,
+            planes: upright,
+        }
+    }
+
+    /// As packed RGB.
+    pub fn to_rgb(&self) -> RgbImage {
+        let w = self.width as usize;
+        let mut rgb = vec![0u8; w * self.height as usize * 3];
+        for ((y, cb, cr), out) in self.rows().zip(rgb.chunks_exact_mut((w * 3).max(1))) {
+            crate::media::color::ycbcr_to_rgb_row(y, cb, cr, out);
+        }
+        RgbImage::from_raw(self.width, self.height, rgb).unwrap_or_default()
+    }
+}
+
+/// Y'CbCr planes of an image, owned and tightly packed (Y', then Cb, then Cr).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ycc {
+    pub width: u32,
+    pub height: u32,
+    planes: Vec<u8>,
+}
+
+impl Ycc {
+    pub fn as_ref(&self) -> YccRef<'_> {
+        let n = self.width as usize * self.height as usize;
+        YccRef {
+            width: self.width,
+            height: self.height,
+            stride: self.width as usize,
+            y: &self.planes[..n],
+            cb: &self.planes[n..2 * n],
+            cr: &self.planes[2 * n..3 * n],
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.planes.len() as u64
+    }
+}
+
+/// A decoded image as it came out of the video: Y'CbCr planes for a whole, opaque image
+/// coded as Y'CbCr (the renderer makes JPEGs straight from them), RGB pixels otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Ycc(Ycc),
+    Picture(Picture),
+}
+
+impl Decoded {
+    /// The pixels as RGB (and alpha).
+    pub fn into_picture(self) -> Picture {
+        match self {
+            Decoded::Ycc(y) => Picture::opaque(y.as_ref().to_rgb()),
+            Decoded::Picture(p) => p,
+        }
+    }
+
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Decoded::Ycc(y) => (y.width, y.height),
+            Decoded::Picture(p) => p.rgb.dimensions(),
+        }
+    }
+
+    /// Bytes of pixel data held.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Decoded::Ycc(y) => y.bytes(),
+            Decoded::Picture(p) => {
+                p.rgb.as_raw().len() as u64
+                    + p.alpha.as_ref().map_or(0, |a| a.as_raw().len() as u64)
+            }
+        }
+    }
+}
+
 /// A grey plane as an RGB image with R = G = B (how alpha planes travel through the video
 /// path: the colour conversion keeps grey exactly, so lossless coding keeps them exactly).
 pub fn grey_to_rgb(g: &GrayImage) -> RgbImage {
@@ -257,6 +381,38 @@ mod tests {
             &GrayImage::from_raw(1, 2, vec![7, 9]).unwrap(),
         ));
         assert_eq!(back.as_raw(), &vec![7, 9]);
+    }
+
+    #[test]
+    fn planes_turn_upright_as_rgb_does() {
+        // A 5×3 stored image in planes of stride 7 (a canvas wider than the image).
+        let (w, h, stride) = (5u32, 3u32, 7usize);
+        let plane = |k: u8| -> Vec<u8> {
+            (0..stride * h as usize)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(k * 50))
+                .collect()
+        };
+        let (y, cb, cr) = (plane(0), plane(1), plane(2));
+        let stored = YccRef {
+            width: w,
+            height: h,
+            stride,
+            y: &y,
+            cb: &cb,
+            cr: &cr,
+        };
+        let flat = stored.to_owned_upright(false);
+        assert_eq!((flat.width, flat.height), (5, 3));
+        assert_eq!(flat.as_ref().to_rgb(), stored.to_rgb());
+        assert_eq!(&flat.as_ref().cb[..5], &cb[..5]);
+        assert_eq!(&flat.as_ref().cb[5..10], &cb[7..12]);
+        let upright = stored.to_owned_upright(true);
+        assert_eq!((upright.width, upright.height), (3, 5));
+        assert_eq!(
+            upright.as_ref().to_rgb(),
+            image::imageops::rotate270(&stored.to_rgb())
+        );
+        assert_eq!(upright.bytes(), 45);
     }
 
     #[test]

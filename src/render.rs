@@ -6,7 +6,7 @@
 
 use crate::archive::{ColorModel, ImageEntry, ImageFormat, MetaBlock};
 use crate::meta;
-use crate::pixels::Picture;
+use crate::pixels::{Decoded, Picture, YccRef};
 use image::RgbImage;
 use std::io::Cursor;
 
@@ -15,7 +15,54 @@ pub const JPEG_QUALITY: u8 = 97;
 
 /// Identifies the renderer's exact output. Bump when anything below changes the bytes.
 pub const RENDERER_ID: &str =
+    "av1pack-render-3;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444-islow;image-0.25.10";
+
+/// The renderer before JPEGs were made from the decoded planes (archives of 2026-11).
+pub const RENDERER_V2_ID: &str =
     "av1pack-render-2;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444-islow;image-0.25.10";
+
+/// The renderers this av1pack reproduces byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renderer {
+    /// `av1pack-render-2`: every file from RGB pixels.
+    V2,
+    /// `av1pack-render-3` ([`RENDERER_ID`]): as V2, except that the JPEG of a whole, opaque
+    /// image coded as Y'CbCr is compressed straight from the decoded planes (no conversion to
+    /// RGB and back).
+    V3,
+}
+
+impl Renderer {
+    /// The renderer an archive's recorded sizes come from, if this av1pack has it.
+    pub fn of(id: &str) -> Option<Renderer> {
+        match id {
+            RENDERER_ID => Some(Renderer::V3),
+            RENDERER_V2_ID => Some(Renderer::V2),
+            _ => None,
+        }
+    }
+
+    /// The renderer to serve an archive with: its own when known, else this one's.
+    pub fn for_archive(id: &str) -> Renderer {
+        Renderer::of(id).unwrap_or(Renderer::V3)
+    }
+
+    /// Whether `entry`'s file is made from Y'CbCr planes (when its frame has them): a whole,
+    /// opaque image that comes out as a JPEG.
+    pub fn uses_planes(self, entry: &ImageEntry, format: OutputFormat) -> bool {
+        self == Renderer::V3
+            && entry.tiles.len() == 1
+            && entry.alpha.is_empty()
+            && target(entry, format) == ImageFormat::Jpeg
+    }
+}
+
+fn target(entry: &ImageEntry, format: OutputFormat) -> ImageFormat {
+    match format {
+        OutputFormat::Png => ImageFormat::Png,
+        OutputFormat::Original => entry.format,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -43,10 +90,7 @@ pub fn render(
     pic: &Picture,
     format: OutputFormat,
 ) -> Result<Vec<u8>, RenderError> {
-    let target = match format {
-        OutputFormat::Png => ImageFormat::Png,
-        OutputFormat::Original => entry.format,
-    };
+    let target = target(entry, format);
     let rgb = &pic.rgb;
     let grey = entry.color == ColorModel::Grey;
     let pixels: std::borrow::Cow<'_, [u8]> = if grey {
@@ -124,6 +168,70 @@ pub fn render(
     }
 }
 
+/// Renders a decoded image as `renderer` does: a JPEG straight from Y'CbCr planes where
+/// [`Renderer::uses_planes`] says so, else through RGB pixels with [`render`].
+pub fn render_decoded(
+    entry: &ImageEntry,
+    decoded: &Decoded,
+    format: OutputFormat,
+    renderer: Renderer,
+) -> Result<Vec<u8>, RenderError> {
+    match decoded {
+        Decoded::Ycc(ycc) if renderer.uses_planes(entry, format) => {
+            render_planes(entry, ycc.as_ref())
+        }
+        Decoded::Ycc(ycc) => render(entry, &Picture::opaque(ycc.as_ref().to_rgb()), format),
+        Decoded::Picture(pic) => render(entry, pic, format),
+    }
+}
+
+/// The JPEG of a whole, opaque image from its decoded Y'CbCr planes (grey images from Y'
+/// alone), with the original's metadata.
+pub fn render_planes(entry: &ImageEntry, ycc: YccRef<'_>) -> Result<Vec<u8>, RenderError> {
+    let (w, h) = (ycc.width, ycc.height);
+    if w == 0 || h == 0 || w > 65_535 || h > 65_535 {
+        return Err(RenderError::TooLarge(w, h));
+    }
+    // What libjpeg-turbo reads of each plane (the crate panics on less).
+    let need = ycc.stride * (h as usize - 1) + w as usize;
+    if ycc.stride < w as usize || [ycc.y, ycc.cb, ycc.cr].iter().any(|p| p.len() < need) {
+        return Err(RenderError::TooLarge(w, h));
+    }
+    let mut c = jpeg_compressor()?;
+    let jpeg = if entry.color == ColorModel::Grey {
+        c.set_subsamp(turbojpeg::Subsamp::Gray)?;
+        let image = turbojpeg::Image {
+            pixels: ycc.y,
+            width: w as usize,
+            pitch: ycc.stride,
+            height: h as usize,
+            format: turbojpeg::PixelFormat::GRAY,
+        };
+        c.compress_to_vec(image)?
+    } else {
+        let planes = turbojpeg::YuvPlanesImage {
+            y_plane: ycc.y,
+            u_plane: ycc.cb,
+            v_plane: ycc.cr,
+            width: w as usize,
+            height: h as usize,
+            y_stride: ycc.stride,
+            u_stride: ycc.stride,
+            v_stride: ycc.stride,
+            subsamp: turbojpeg::Subsamp::None,
+        };
+        c.compress_yuv_planes_to_vec(&planes)?
+    };
+    Ok(meta::splice_jpeg(&jpeg, &entry.metadata))
+}
+
+fn jpeg_compressor() -> Result<turbojpeg::Compressor, RenderError> {
+    let mut c = turbojpeg::Compressor::new()?;
+    c.set_quality(i32::from(JPEG_QUALITY))?;
+    c.set_optimize(false)?;
+    Ok(c)
+}
+
 /// A baseline JPEG through libjpeg-turbo (the copy bundled with turbojpeg-sys, pinned in
 /// Cargo.toml). Its accurate integer DCT gives the same bytes with or without SIMD, so the size
 /// pack records holds on every x86-64 and ARM machine. Huffman tables are the standard ones:
@@ -145,10 +253,8 @@ fn jpeg_file(pixels: &[u8], w: u32, h: u32, grey: bool) -> Result<Vec<u8>, Rende
         height: h as usize,
         format,
     };
-    let mut c = turbojpeg::Compressor::new()?;
-    c.set_quality(i32::from(JPEG_QUALITY))?;
+    let mut c = jpeg_compressor()?;
     c.set_subsamp(subsamp)?;
-    c.set_optimize(false)?;
     Ok(c.compress_to_vec(image)?)
 }
 

@@ -152,12 +152,13 @@ pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbR
         opts.threads.max(1),
         opts.threads.max(1),
         |i| matches!(index.entries[i].kind, EntryKind::Image(_)),
-        |i, pic: crate::pixels::Picture| {
+        |_| false,
+        |i, pic: crate::pixels::Decoded| {
             let e = &index.entries[i];
             let EntryKind::Image(img) = &e.kind else {
                 return;
             };
-            let img = apply_exif_orientation(pic.into_dynamic(), &img.metadata);
+            let img = apply_exif_orientation(pic.into_picture().into_dynamic(), &img.metadata);
             note(store(&img, e, opts), e);
         },
     )?;

@@ -183,12 +183,13 @@ pub fn unpack(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let write_image = |i: usize, pic: crate::pixels::Picture| {
+    let renderer = render::Renderer::for_archive(&index.renderer);
+    let write_image = |i: usize, pic: crate::pixels::Decoded| {
         let e = &index.entries[i];
         let (EntryKind::Image(img), Some(target)) = (&e.kind, &targets[i]) else {
             return;
         };
-        let result = render::render(img, &pic, opts.format)
+        let result = render::render_decoded(img, &pic, opts.format, renderer)
             .map_err(|err| err.to_string())
             .and_then(|bytes| {
                 write_whole(target, &bytes, e, opts.force).map_err(|err| err.to_string())?;
@@ -220,6 +221,7 @@ pub fn unpack(
         opts.threads,
         workers,
         |i| targets[i].is_some(),
+        |img| renderer.uses_planes(img, opts.format),
         write_image,
     )?;
     for (i, why) in lost {

@@ -2,7 +2,7 @@
 
 use crate::archive::{Archive, EntryKind};
 use crate::frames::{self, FrameError};
-use crate::pixels::Picture;
+use crate::pixels::{Decoded, Picture};
 use crate::quality;
 use crate::render::{self, OutputFormat};
 use crate::unpack::safe_relative;
@@ -177,7 +177,8 @@ pub fn verify(
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
-    let score_image = |i: usize, pic: Picture| {
+    let renderer = render::Renderer::for_archive(&index.renderer);
+    let score_image = |i: usize, pic: Decoded| {
         let e = &index.entries[i];
         let EntryKind::Image(img) = &e.kind else {
             return;
@@ -185,7 +186,8 @@ pub fn verify(
         let result = (|| -> Result<ImageScore, String> {
             let rel = safe_relative(&e.path).ok_or("unsafe path")?;
             let original = load_original(&originals.join(rel))?;
-            let file = render::render(img, &pic, format).map_err(|e| e.to_string())?;
+            let file =
+                render::render_decoded(img, &pic, format, renderer).map_err(|e| e.to_string())?;
             drop(pic);
             let served = Picture::from_dynamic(
                 image::load_from_memory(&file)
@@ -234,7 +236,14 @@ pub fn verify(
             Err(why) => problem(e.path_lossy(), why),
         }
     };
-    for (i, why) in frames::each_image(archive, 2, workers, |_| true, score_image)? {
+    for (i, why) in frames::each_image(
+        archive,
+        2,
+        workers,
+        |_| true,
+        |img| renderer.uses_planes(img, format),
+        score_image,
+    )? {
         problem(index.entries[i].path_lossy(), why);
     }
     let mut r = report

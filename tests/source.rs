@@ -183,3 +183,141 @@ fn eight_threads_in_random_order_get_identical_bytes() {
         }
     });
 }
+
+/// JPEG images (landscape, portrait, grey) coded as video: their files are made straight
+/// from the decoded Y'CbCr planes, by pack (to record the sizes), unpack and the mount alike.
+fn jpeg_album(root: &Path) -> std::path::PathBuf {
+    let a = root.join("jpegs");
+    std::fs::create_dir_all(&a).unwrap();
+    let save = |img: image::DynamicImage, name: &str| {
+        let mut f = std::fs::File::create(a.join(name)).unwrap();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, 95);
+        enc.encode_image(&img).unwrap();
+    };
+    for i in 0..8u32 {
+        let mut img = pattern(320, 200, 3);
+        for y in 50..110 {
+            for x in (10 + i * 20)..(70 + i * 20) {
+                img.put_pixel(x, y, image::Rgb([240, 200, (i * 30) as u8]));
+            }
+        }
+        save(
+            image::DynamicImage::ImageRgb8(img.clone()),
+            &format!("land{i}.jpg"),
+        );
+        if i < 3 {
+            let turned = image::imageops::rotate90(&img);
+            save(
+                image::DynamicImage::ImageRgb8(turned),
+                &format!("port{i}.jpg"),
+            );
+            let grey = image::DynamicImage::ImageRgb8(img).into_luma8();
+            save(
+                image::DynamicImage::ImageLuma8(grey),
+                &format!("grey{i}.jpg"),
+            );
+        }
+    }
+    a
+}
+
+/// Every image's served file: its size and checksum are the ones the index recorded.
+fn assert_served_as_recorded(src: &FrameSource, order: &[usize]) -> usize {
+    let mut images = 0;
+    for &i in order {
+        let e = &src.archive().index.entries[i];
+        let EntryKind::Image(img) = &e.kind else {
+            continue;
+        };
+        let got = src.read(i, 0, img.rendered.size as usize + 10).unwrap();
+        assert_eq!(got.len() as u64, img.rendered.size, "{}", e.path_lossy());
+        assert_eq!(
+            xxhash_rust::xxh3::xxh3_64(&got),
+            img.rendered.hash,
+            "{}: served bytes are the ones pack recorded",
+            e.path_lossy()
+        );
+        images += 1;
+    }
+    images
+}
+
+#[test]
+fn jpegs_are_served_as_pack_recorded_from_the_decoded_planes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = jpeg_album(tmp.path());
+    let dest = tmp.path().join("j.mkv");
+    let opts = PackOptions {
+        gop: 4,
+        crf: Some(26.0),
+        target: None,
+        ..PackOptions::default()
+    };
+    pack::pack(&album, &dest, &opts, &Quiet).unwrap();
+    let archive = Arc::new(Archive::open(&dest).unwrap());
+    assert_eq!(archive.index.renderer, av1pack::render::RENDERER_ID);
+    let coded = archive
+        .index
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Image(_)))
+        .count();
+    assert_eq!(coded, 14, "every JPEG is coded as video");
+    let restored = tmp.path().join("restored");
+    let u = UnpackOptions {
+        format: OutputFormat::Original,
+        force: false,
+        threads: 2,
+    };
+    let report = unpack::unpack(&archive, &restored, &u, &Quiet).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(
+        report.rendered_differently, 0,
+        "unpack makes what pack recorded"
+    );
+    let n = archive.index.entries.len();
+    let forward: Vec<usize> = (0..n).collect();
+    let backward: Vec<usize> = (0..n).rev().collect();
+    // In order with the prefetcher (files rendered from the frames the decoder hands out),
+    // and backwards without it (planes cached on the way to a later frame).
+    for (order, prefetch) in [(&forward, 2), (&backward, 0)] {
+        let src = FrameSource::new(
+            Arc::clone(&archive),
+            SourceOptions {
+                prefetch,
+                ..SourceOptions::default()
+            },
+        );
+        assert_eq!(assert_served_as_recorded(&src, order), 14);
+        served_equals_unpacked(&src, &restored, order);
+    }
+    // The served JPEGs look like the originals, turned and grey ones included.
+    for e in &archive.index.entries {
+        if matches!(e.kind, EntryKind::Image(_)) {
+            let name = e.path_lossy();
+            assert_looks_the_same(&album.join(&name), &restored.join(&name), 45.0);
+        }
+    }
+}
+
+/// An archive packed by the renderer before this one (`av1pack-render-2`, kept in
+/// tests/golden): unpack and the mount still make exactly the files it recorded.
+#[test]
+fn archives_of_the_previous_renderer_are_served_as_recorded() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/render-v2.mkv");
+    let archive = Arc::new(Archive::open(Path::new(path)).unwrap());
+    assert_eq!(archive.index.renderer, av1pack::render::RENDERER_V2_ID);
+    let n = archive.index.entries.len();
+    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
+    let images = assert_served_as_recorded(&src, &(0..n).collect::<Vec<_>>());
+    assert_eq!(images, 7, "landscape, portrait and grey JPEGs");
+    let tmp = tempfile::tempdir().unwrap();
+    let u = UnpackOptions {
+        format: OutputFormat::Original,
+        force: false,
+        threads: 2,
+    };
+    let report = unpack::unpack(&archive, &tmp.path().join("out"), &u, &Quiet).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.rendered_differently, 0);
+}

@@ -71,9 +71,9 @@ fn default_log_file(archive: &std::path::Path) -> Option<PathBuf> {
 pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     // Opened here, before any fork, so that a bad archive is reported at once.
     let archive = Archive::open(&a.archive)?;
-    if archive.index.renderer != render::RENDERER_ID {
+    if render::Renderer::of(&archive.index.renderer).is_none() {
         log::warn!(
-            "{}: packed by a renderer ({}) other than this av1pack's ({}): images whose rendered size comes out different will read as I/O errors rather than with a wrong size",
+            "{}: packed by a renderer ({}) that this av1pack ({}) does not have: images whose rendered size comes out different will read as I/O errors rather than with a wrong size",
             a.archive.display(),
             archive.index.renderer,
             render::RENDERER_ID

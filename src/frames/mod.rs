@@ -3,9 +3,10 @@
 
 pub mod source;
 
-use crate::archive::{Archive, EntryKind, ImageEntry, Index, ReadError};
+use crate::archive::{Archive, EntryKind, ImageEntry, Index, ReadError, Tile};
 use crate::media::{DecodedFrame, MediaError, VideoDecoder};
-use crate::pixels::{self, Picture};
+use crate::pixels::{self, Decoded, Picture, YccRef};
+use crate::render::{self, OutputFormat, RenderError, Renderer};
 use image::{GrayImage, RgbImage};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{mpsc, Mutex};
@@ -83,6 +84,27 @@ pub fn is_simple(img: &ImageEntry) -> bool {
     img.tiles.len() == 1 && img.alpha.is_empty()
 }
 
+/// A tile's pixels out of its decoded frame, upright, as RGB.
+pub fn tile_rgb(tile: &Tile, frame: &DecodedFrame) -> Result<RgbImage, FrameError> {
+    let (sw, sh) = stored_size(tile);
+    let raw = frame.rgb(sw, sh).ok_or(FrameError::BadTile)?;
+    let stored = RgbImage::from_raw(sw, sh, raw).ok_or(FrameError::BadTile)?;
+    Ok(if tile.rotated {
+        image::imageops::rotate270(&stored)
+    } else {
+        stored
+    })
+}
+
+/// A tile's size on its canvas (turned when it was stored rotated).
+fn stored_size(tile: &Tile) -> (u32, u32) {
+    if tile.rotated {
+        (tile.height, tile.width)
+    } else {
+        (tile.width, tile.height)
+    }
+}
+
 /// Takes the tile `u` refers to out of its decoded frame.
 pub fn piece_from_frame(
     img: &ImageEntry,
@@ -94,32 +116,57 @@ pub fn piece_from_frame(
         Plane::Alpha => &img.alpha,
     };
     let tile = tiles.get(u.tile).ok_or(FrameError::BadTile)?;
-    let rgb = pixels::extract(
-        &frame.rgb,
-        frame.width,
-        frame.height,
-        tile.width,
-        tile.height,
-        tile.rotated,
-    )
-    .ok_or(FrameError::BadTile)?;
+    let rgb = tile_rgb(tile, frame)?;
     Ok(match u.plane {
         Plane::Color => Piece::Color(rgb),
         Plane::Alpha => Piece::Alpha(pixels::first_channel(&rgb)),
     })
 }
 
-/// The image of a single-tile entry from the decoded frame that holds it.
-pub fn image_from_frame(entry: &ImageEntry, frame: &DecodedFrame) -> Result<RgbImage, FrameError> {
-    let u = Use {
-        entry: 0,
-        plane: Plane::Color,
-        tile: 0,
-    };
-    match piece_from_frame(entry, u, frame)? {
-        Piece::Color(rgb) => Ok(rgb),
-        Piece::Alpha(_) => Err(FrameError::BadTile),
+/// The Y'CbCr planes of a whole, opaque image as they stand in its frame (top-left corner,
+/// row stride of the canvas), when the frame holds Y'CbCr and the image is not stored turned.
+pub fn planes_in_frame<'f>(img: &ImageEntry, frame: &'f DecodedFrame) -> Option<YccRef<'f>> {
+    match img.tiles.as_slice() {
+        [tile] if !tile.rotated && img.alpha.is_empty() => frame.ycc(tile.width, tile.height),
+        _ => None,
     }
+}
+
+/// The decoded image of a whole, opaque entry (`is_simple`): its Y'CbCr planes when `planes`
+/// and the frame holds Y'CbCr, else RGB.
+pub fn decoded_from_frame(
+    img: &ImageEntry,
+    frame: &DecodedFrame,
+    planes: bool,
+) -> Result<Decoded, FrameError> {
+    let tile = img.tiles.first().ok_or(FrameError::BadTile)?;
+    if planes {
+        let (sw, sh) = stored_size(tile);
+        if let Some(ycc) = frame.ycc(sw, sh) {
+            return Ok(Decoded::Ycc(ycc.to_owned_upright(tile.rotated)));
+        }
+    }
+    Ok(Decoded::Picture(Picture::opaque(tile_rgb(tile, frame)?)))
+}
+
+/// The file of a whole, opaque image rendered straight from its frame's Y'CbCr planes, when
+/// `renderer` makes it from planes and the frame holds Y'CbCr (None: render from RGB).
+pub fn render_from_planes(
+    img: &ImageEntry,
+    frame: &DecodedFrame,
+    format: OutputFormat,
+    renderer: Renderer,
+) -> Option<Result<Vec<u8>, RenderError>> {
+    if !renderer.uses_planes(img, format) {
+        return None;
+    }
+    if let Some(ycc) = planes_in_frame(img, frame) {
+        return Some(render::render_planes(img, ycc));
+    }
+    let tile = img.tiles.first()?;
+    let (sw, sh) = stored_size(tile);
+    let ycc = frame.ycc(sw, sh)?.to_owned_upright(tile.rotated);
+    Some(render::render_planes(img, ycc.as_ref()))
 }
 
 /// An image being put together from its tiles (colour and alpha).
@@ -293,14 +340,16 @@ impl<'a> TrackFrames<'a> {
 
 /// Decodes every colour track in order (with `decoder_threads`), pulling alpha tracks along
 /// as their planes are needed, and hands the pixels of each coded image (for which `want`
-/// says yes) to `work`, run on `workers` threads while decoding goes on. Returns the images
+/// says yes) to `work`: Y'CbCr planes where `planes` says yes and the frame has them
+/// (see [`decoded_from_frame`]), RGB otherwise, run on `workers` threads while decoding goes on. Returns the images
 /// that could not be had, with the reason (damaged data, a tile outside its frame).
 pub fn each_image(
     archive: &Archive,
     decoder_threads: usize,
     workers: usize,
     want: impl Fn(usize) -> bool + Sync,
-    work: impl Fn(usize, Picture) + Sync,
+    planes: impl Fn(&ImageEntry) -> bool + Sync,
+    work: impl Fn(usize, Decoded) + Sync,
 ) -> Result<Vec<(usize, String)>, FrameError> {
     let index = &archive.index;
     let users = frame_users(index);
@@ -312,7 +361,7 @@ pub fn each_image(
         .filter(|(_, us)| us.iter().any(|u| u.plane == Plane::Color))
         .map(|(&(t, _), _)| t)
         .collect();
-    let (tx, rx) = mpsc::sync_channel::<(usize, Picture)>(workers * 2);
+    let (tx, rx) = mpsc::sync_channel::<(usize, Decoded)>(workers * 2);
     let rx = Mutex::new(rx);
     std::thread::scope(|s| -> Result<(), FrameError> {
         for _ in 0..workers {
@@ -348,33 +397,32 @@ pub fn each_image(
                 if u.plane != plane || !want(u.entry) || done.contains(&u.entry) {
                     continue;
                 }
-                let piece = match piece_from_frame(img, u, frame) {
-                    Ok(p) => p,
+                // A whole, opaque image comes out of its frame as it is; others are put
+                // together from their tiles and alpha planes.
+                let got = if is_simple(img) {
+                    match u.plane {
+                        Plane::Color => decoded_from_frame(img, frame, planes(img)).map(Some),
+                        Plane::Alpha => Ok(None),
+                    }
+                } else {
+                    piece_from_frame(img, u, frame).and_then(|piece| {
+                        let asm = match pending.entry(u.entry) {
+                            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(Assembly::new(img)?)
+                            }
+                        };
+                        Ok(asm.add(img, u, &piece).map(Decoded::Picture))
+                    })
+                };
+                let pic = match got {
+                    Ok(pic) => pic,
                     Err(err) => {
                         done.insert(u.entry);
                         pending.remove(&u.entry);
                         failed.push((u.entry, err.to_string()));
                         continue;
                     }
-                };
-                let pic = if is_simple(img) {
-                    match piece {
-                        Piece::Color(rgb) => Some(Picture::opaque(rgb)),
-                        Piece::Alpha(_) => None,
-                    }
-                } else {
-                    let asm = match pending.entry(u.entry) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => match Assembly::new(img) {
-                            Ok(a) => v.insert(a),
-                            Err(err) => {
-                                done.insert(u.entry);
-                                failed.push((u.entry, err.to_string()));
-                                continue;
-                            }
-                        },
-                    };
-                    asm.add(img, u, &piece)
                 };
                 if let Some(pic) = pic {
                     pending.remove(&u.entry);

@@ -5,11 +5,14 @@
 //!
 //! No FUSE here: `crate::serve` adapts this to the filesystem core.
 
-use super::{is_simple, piece_from_frame, Assembly, FrameError, Piece, Plane, Use};
+use super::{
+    decoded_from_frame, is_simple, piece_from_frame, render_from_planes, Assembly, FrameError,
+    Piece, Plane, Use,
+};
 use crate::archive::{Archive, EntryKind, Index};
-use crate::media::VideoDecoder;
-use crate::pixels::Picture;
-use crate::render::{self, OutputFormat};
+use crate::media::{DecodedFrame, VideoDecoder};
+use crate::pixels::Decoded;
+use crate::render::{self, OutputFormat, Renderer};
 use lru::LruCache;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,7 +98,7 @@ enum Key {
 
 #[derive(Clone)]
 enum Value {
-    Pixels(Arc<Picture>),
+    Pixels(Arc<Decoded>),
     Piece(Arc<Piece>),
     File(Arc<Vec<u8>>),
 }
@@ -103,10 +106,7 @@ enum Value {
 impl Value {
     fn bytes(&self) -> u64 {
         match self {
-            Value::Pixels(p) => {
-                p.rgb.as_raw().len() as u64
-                    + p.alpha.as_ref().map_or(0, |a| a.as_raw().len() as u64)
-            }
+            Value::Pixels(p) => p.bytes(),
             Value::Piece(p) => p.bytes(),
             Value::File(f) => f.len() as u64,
         }
@@ -159,9 +159,21 @@ struct TrackMap {
     gop_end: HashMap<usize, usize>,
 }
 
+/// What a decode brought back for the key asked for: the cached value, or the decoded frame
+/// itself when the file is rendered straight from it.
+enum Found {
+    Value(Value),
+    Frame(DecodedFrame),
+}
+
 struct Inner {
     archive: Arc<Archive>,
+    /// Frame buffers given back after rendering from them, for the decoders' next frames
+    /// (a fresh frame-sized buffer costs a page fault per 4 KiB).
+    spare_frames: Mutex<Vec<Vec<u8>>>,
     opts: SourceOptions,
+    /// How the archive's recorded files were made (and so how to make them again).
+    renderer: Renderer,
     maps: Vec<TrackMap>,
     users: HashMap<(usize, u64), Vec<Use>>,
     cache: Mutex<Cache>,
@@ -231,6 +243,8 @@ impl FrameSource {
         let users = super::frame_users(index);
         let prefetch = opts.prefetch;
         let inner = Arc::new(Inner {
+            renderer: Renderer::for_archive(&index.renderer),
+            spare_frames: Mutex::new(Vec::new()),
             cache: Mutex::new(Cache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
@@ -504,9 +518,14 @@ impl Inner {
     fn render_file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
         let e = &self.archive.index.entries[entry];
         if let EntryKind::Verbatim { blob, .. } = &e.kind {
-            // A file stored compressed: decoded and checked against its recorded hash.
+            // A file stored compressed: decoded and checked against its recorded hash, then
+            // cached, so that reading it in pieces decodes it once.
             return match self.archive.read_file(blob) {
-                Ok(bytes) => Ok(Arc::new(bytes)),
+                Ok(bytes) => {
+                    let bytes = Arc::new(bytes);
+                    lock(&self.cache)?.insert(Key::File(entry), Value::File(Arc::clone(&bytes)));
+                    Ok(bytes)
+                }
                 Err(err) => {
                     if lock(&self.bad)?.insert(entry) {
                         log::error!("{}: stored bytes are damaged: {err}", e.path_lossy());
@@ -518,14 +537,81 @@ impl Inner {
         let EntryKind::Image(img) = &e.kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
+        if self.renderer.uses_planes(img, self.opts.format) {
+            // Rendered straight from the decoder's frame when it is decoded for this file,
+            // or from the planes cached when the frame came out on the way to another.
+            if let Some(Value::Pixels(pixels)) = self.cached(Key::Pixels(entry))? {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return self.render_pixels(entry, &pixels);
+            }
+            let first = Use {
+                entry,
+                plane: Plane::Color,
+                tile: 0,
+            };
+            return match self.value(Key::File(entry), first)? {
+                Found::Value(Value::File(f)) => Ok(f),
+                Found::Value(Value::Pixels(pixels)) => self.render_pixels(entry, &pixels),
+                Found::Frame(frame) => self.render_frame(entry, frame),
+                Found::Value(Value::Piece(_)) => Err(FrameError::Internal(
+                    "cache holds the wrong kind of value".into(),
+                )),
+            };
+        }
         let pixels = self.pixels(entry)?;
+        self.render_pixels(entry, &pixels)
+    }
+
+    /// Whether `entry`'s file is rendered straight from `frame`'s planes.
+    fn renders_from_frame(&self, entry: usize, frame: &DecodedFrame) -> bool {
+        match &self.archive.index.entries[entry].kind {
+            EntryKind::Image(img) => !frame.gbr && self.renderer.uses_planes(img, self.opts.format),
+            _ => false,
+        }
+    }
+
+    /// Renders `entry`'s file from the decoded frame that holds it, then keeps the frame's
+    /// buffer for a decoder's next frame.
+    fn render_frame(&self, entry: usize, frame: DecodedFrame) -> Result<Arc<Vec<u8>>, FrameError> {
+        let EntryKind::Image(img) = &self.archive.index.entries[entry].kind else {
+            return Err(FrameError::Internal("not an image".into()));
+        };
         let started = Instant::now();
-        let bytes = render::render(img, &pixels, self.opts.format)
-            .map_err(|err| FrameError::Internal(format!("render: {err}")))?;
-        self.stats.files_rendered.fetch_add(1, Ordering::Relaxed);
+        let bytes = render_from_planes(img, &frame, self.opts.format, self.renderer)
+            .ok_or_else(|| FrameError::Internal("frame has no Y'CbCr planes".into()))?
+            .map_err(|err| FrameError::Internal(format!("render: {err}")));
         self.stats
             .render_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if let Ok(mut spare) = self.spare_frames.lock() {
+            if spare.len() < cores() {
+                spare.push(frame.into_buffer());
+            }
+        }
+        self.accept(entry, bytes?)
+    }
+
+    fn render_pixels(&self, entry: usize, pixels: &Decoded) -> Result<Arc<Vec<u8>>, FrameError> {
+        let EntryKind::Image(img) = &self.archive.index.entries[entry].kind else {
+            return Err(FrameError::Internal("not an image".into()));
+        };
+        let started = Instant::now();
+        let bytes = render::render_decoded(img, pixels, self.opts.format, self.renderer)
+            .map_err(|err| FrameError::Internal(format!("render: {err}")))?;
+        self.stats
+            .render_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.accept(entry, bytes)
+    }
+
+    /// Checks a freshly rendered file of `entry` against what the index recorded (size always,
+    /// checksum with the same renderer) and caches it.
+    fn accept(&self, entry: usize, bytes: Vec<u8>) -> Result<Arc<Vec<u8>>, FrameError> {
+        let e = &self.archive.index.entries[entry];
+        let EntryKind::Image(img) = &e.kind else {
+            return Err(FrameError::Internal("not an image".into()));
+        };
+        self.stats.files_rendered.fetch_add(1, Ordering::Relaxed);
         if self.opts.format == OutputFormat::Original {
             if bytes.len() as u64 != img.rendered.size {
                 if lock(&self.bad)?.insert(entry) {
@@ -542,7 +628,7 @@ impl Inner {
             }
             if xxh3_64(&bytes) != img.rendered.hash {
                 // With the same renderer, different bytes can only come from damaged data.
-                let same_renderer = self.archive.index.renderer == render::RENDERER_ID;
+                let same_renderer = Renderer::of(&self.archive.index.renderer).is_some();
                 if lock(&self.bad)?.insert(entry) {
                     if same_renderer {
                         log::error!(
@@ -570,7 +656,7 @@ impl Inner {
 
     /// Decoded pixels of an image entry: one frame's worth, or put together from its tiles
     /// and alpha plane.
-    fn pixels(&self, entry: usize) -> Result<Arc<Picture>, FrameError> {
+    fn pixels(&self, entry: usize) -> Result<Arc<Decoded>, FrameError> {
         let e = &self.archive.index.entries[entry];
         let EntryKind::Image(img) = &e.kind else {
             return Err(FrameError::Internal("not an image".into()));
@@ -582,7 +668,7 @@ impl Inner {
         };
         if is_simple(img) {
             return match self.value(Key::Pixels(entry), first)? {
-                Value::Pixels(p) => Ok(p),
+                Found::Value(Value::Pixels(p)) => Ok(p),
                 _ => Err(FrameError::Internal(
                     "cache holds the wrong kind of value".into(),
                 )),
@@ -599,14 +685,14 @@ impl Inner {
         let mut pic = None;
         for (plane, tile) in uses {
             let u = Use { entry, plane, tile };
-            let Value::Piece(piece) = self.value(Key::Piece(u), u)? else {
+            let Found::Value(Value::Piece(piece)) = self.value(Key::Piece(u), u)? else {
                 return Err(FrameError::Internal(
                     "cache holds the wrong kind of value".into(),
                 ));
             };
             pic = asm.add(img, u, &piece);
         }
-        let pic = Arc::new(pic.ok_or(FrameError::BadTile)?);
+        let pic = Arc::new(Decoded::Picture(pic.ok_or(FrameError::BadTile)?));
         let mut cache = lock(&self.cache)?;
         // The tiles are in the picture now: drop them (their bytes leave the count too).
         let pieces = (0..img.tiles.len())
@@ -622,7 +708,7 @@ impl Inner {
     }
 
     /// The cached value under `key`, decoding the frame that holds tile `u` when it is not.
-    fn value(&self, key: Key, u: Use) -> Result<Value, FrameError> {
+    fn value(&self, key: Key, u: Use) -> Result<Found, FrameError> {
         let EntryKind::Image(img) = &self.archive.index.entries[u.entry].kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
@@ -640,7 +726,7 @@ impl Inner {
         loop {
             if let Some(v) = self.cached(key)? {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(v);
+                return Ok(Found::Value(v));
             }
             // One decode per GOP: wait while another thread decodes this one, then look again.
             {
@@ -719,7 +805,7 @@ impl Inner {
     /// Decodes track `t` from the keyframe `gop` (or onwards from where a decoder stands)
     /// until frame `f` has come out, caching the pixels of every image decoded on the way.
     /// Returns the pixels of `want` (an entry on frame `f`), whatever the cache keeps.
-    fn decode_until(&self, t: usize, gop: usize, f: u64, want: Key) -> Result<Value, FrameError> {
+    fn decode_until(&self, t: usize, gop: usize, f: u64, want: Key) -> Result<Found, FrameError> {
         let track = self
             .archive
             .index
@@ -763,7 +849,7 @@ impl Inner {
             .get(&gop)
             .copied()
             .unwrap_or(track.packets.len());
-        let mut wanted = None;
+        let mut wanted: Option<Found> = None;
         let started = Instant::now();
         let result = (|| -> Result<bool, FrameError> {
             loop {
@@ -771,18 +857,34 @@ impl Inner {
                     self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
                     let pts = frame.pts as u64;
                     d.last_out = Some(pts);
-                    for &u in self.users.get(&(t, pts)).map(Vec::as_slice).unwrap_or(&[]) {
+                    let users = self.users.get(&(t, pts)).map(Vec::as_slice).unwrap_or(&[]);
+                    if let (Key::File(entry), [u]) = (want, users) {
+                        if u.entry == entry && self.renders_from_frame(entry, &frame) {
+                            // The file is rendered from this frame once the decoder is free
+                            // for the next one; a spare buffer takes the frame's place.
+                            if let Some(buf) = lock(&self.spare_frames)?.pop() {
+                                d.decoder.lend(buf);
+                            }
+                            wanted = Some(Found::Frame(frame));
+                            if pts >= f && d.next_packet <= end {
+                                return Ok(true);
+                            }
+                            continue;
+                        }
+                    }
+                    for &u in users {
                         if let EntryKind::Image(img) = &self.archive.index.entries[u.entry].kind {
-                            let piece = piece_from_frame(img, u, &frame)?;
-                            let (key, value) = match piece {
-                                Piece::Color(rgb) if is_simple(img) => (
-                                    Key::Pixels(u.entry),
-                                    Value::Pixels(Arc::new(Picture::opaque(rgb))),
-                                ),
-                                piece => (Key::Piece(u), Value::Piece(Arc::new(piece))),
+                            let planes = self.renderer.uses_planes(img, self.opts.format);
+                            let (key, value) = if is_simple(img) && u.plane == Plane::Color {
+                                let decoded = decoded_from_frame(img, &frame, planes)?;
+                                let key = Key::Pixels(u.entry);
+                                (key, Value::Pixels(Arc::new(decoded)))
+                            } else {
+                                let piece = piece_from_frame(img, u, &frame)?;
+                                (Key::Piece(u), Value::Piece(Arc::new(piece)))
                             };
-                            if key == want {
-                                wanted = Some(value.clone());
+                            if key == want || want == Key::File(u.entry) {
+                                wanted = Some(Found::Value(value.clone()));
                             }
                             lock(&self.cache)?.insert(key, value);
                         }
@@ -811,7 +913,7 @@ impl Inner {
         self.stats
             .decode_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let found = |w: Option<Value>| w.ok_or(FrameError::Missing { track: t, frame: f });
+        let found = |w: Option<Found>| w.ok_or(FrameError::Missing { track: t, frame: f });
         match result {
             Ok(true) if d.next_packet <= end => {
                 self.give_back(Some(d));

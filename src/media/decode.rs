@@ -1,20 +1,82 @@
 use super::{color, init, MediaError};
+use crate::pixels::YccRef;
 use ffmpeg_next::{codec, decoder, format::Pixel, frame, Packet};
 
-/// A decoded frame as packed RGB of the whole canvas.
+/// A decoded frame: the three planes of the whole canvas, as the decoder gave them.
 pub struct DecodedFrame {
     /// Frame number (presentation order) inside the track.
     pub pts: i64,
     pub width: u32,
     pub height: u32,
-    pub rgb: Vec<u8>,
+    /// Y', Cb, Cr (full-range BT.601, the JPEG matrix), or G, B, R when `gbr`: three planes of
+    /// `width`×`height` bytes one after the other.
+    planes: Vec<u8>,
+    /// The planes hold G, B, R as they are (lossless RGB coding).
+    pub gbr: bool,
+}
+
+impl DecodedFrame {
+    fn plane(&self, k: usize) -> &[u8] {
+        let n = self.width as usize * self.height as usize;
+        &self.planes[k * n..(k + 1) * n]
+    }
+
+    /// The Y'CbCr planes of the canvas' top-left `w`×`h` corner (row stride: the canvas
+    /// width), or None for an RGB-coded frame or a corner outside the canvas.
+    pub fn ycc(&self, w: u32, h: u32) -> Option<YccRef<'_>> {
+        if self.gbr || w == 0 || h == 0 || w > self.width || h > self.height {
+            return None;
+        }
+        Some(YccRef {
+            width: w,
+            height: h,
+            stride: self.width as usize,
+            y: self.plane(0),
+            cb: self.plane(1),
+            cr: self.plane(2),
+        })
+    }
+
+    /// The canvas' top-left `w`×`h` corner as packed RGB (None when outside the canvas).
+    pub fn rgb(&self, w: u32, h: u32) -> Option<Vec<u8>> {
+        if w > self.width || h > self.height {
+            return None;
+        }
+        let (w, cw) = (w as usize, self.width as usize);
+        let mut rgb = vec![0u8; w * h as usize * 3];
+        let (p0, p1, p2) = (self.plane(0), self.plane(1), self.plane(2));
+        for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
+            let a = row * cw;
+            let (p0, p1, p2) = (&p0[a..a + w], &p1[a..a + w], &p2[a..a + w]);
+            if self.gbr {
+                for (i, px) in out.chunks_exact_mut(3).enumerate() {
+                    px[0] = p2[i];
+                    px[1] = p0[i];
+                    px[2] = p1[i];
+                }
+            } else {
+                color::ycbcr_to_rgb_row(p0, p1, p2, out);
+            }
+        }
+        Some(rgb)
+    }
+
+    /// The frame's buffer, for [`VideoDecoder::lend`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.planes
+    }
+
+    /// The whole canvas as packed RGB.
+    pub fn canvas_rgb(&self) -> Vec<u8> {
+        self.rgb(self.width, self.height).unwrap_or_default()
+    }
 }
 
 /// A decoder for one track, fed with packets read from the archive.
 pub struct VideoDecoder {
     dec: decoder::Video,
     frame: frame::Video,
-    /// An RGB buffer handed back with [`VideoDecoder::recycle`], reused by the next frame
+    /// A plane buffer handed back with [`VideoDecoder::recycle`], reused by the next frame
     /// (a fresh multi-megabyte buffer per frame costs page faults on every frame).
     spare: Vec<u8>,
 }
@@ -93,8 +155,13 @@ impl VideoDecoder {
 
     /// Hands a frame's buffer back once its pixels have been copied out, for the next frame.
     pub fn recycle(&mut self, frame: DecodedFrame) {
-        if frame.rgb.capacity() > self.spare.capacity() {
-            self.spare = frame.rgb;
+        self.lend(frame.planes);
+    }
+
+    /// Gives the decoder a buffer (of an earlier frame) to put its next frame in.
+    pub fn lend(&mut self, buf: Vec<u8>) {
+        if buf.capacity() > self.spare.capacity() {
+            self.spare = buf;
         }
     }
 
@@ -120,34 +187,25 @@ impl VideoDecoder {
         };
         let (w, h) = (f.width() as usize, f.height() as usize);
         let pts = f.pts().or_else(|| f.timestamp()).unwrap_or(-1);
-        let mut rgb = std::mem::take(&mut self.spare);
-        rgb.clear();
-        rgb.resize(w * h * 3, 0);
-        let (d0, d1, d2) = (f.data(0), f.data(1), f.data(2));
-        let (s0, s1, s2) = (f.stride(0), f.stride(1), f.stride(2));
-        for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
-            let (a, b, c) = (row * s0, row * s1, row * s2);
-            let (Some(y), Some(cb), Some(cr)) =
-                (d0.get(a..a + w), d1.get(b..b + w), d2.get(c..c + w))
-            else {
-                return Err(MediaError::BadFrame("plane shorter than the frame".into()));
-            };
-            if gbr {
-                // Planes hold G, B, R as they are (lossless RGB coding).
-                for (i, px) in out.chunks_exact_mut(3).enumerate() {
-                    px[0] = cr[i];
-                    px[1] = y[i];
-                    px[2] = cb[i];
-                }
-            } else {
-                color::ycbcr_to_rgb_row(y, cb, cr, out);
+        let mut planes = std::mem::take(&mut self.spare);
+        planes.clear();
+        planes.reserve(w * h * 3);
+        for k in 0..3 {
+            let (data, stride) = (f.data(k), f.stride(k));
+            for row in 0..h {
+                let a = row * stride;
+                let Some(line) = data.get(a..a + w) else {
+                    return Err(MediaError::BadFrame("plane shorter than the frame".into()));
+                };
+                planes.extend_from_slice(line);
             }
         }
         Ok(Some(DecodedFrame {
             pts,
             width: w as u32,
             height: h as u32,
-            rgb,
+            planes,
+            gbr,
         }))
     }
 }
