@@ -36,6 +36,16 @@ fn series_album(root: &Path) -> std::path::PathBuf {
     a
 }
 
+/// Unpacks `archive` into `out` in the original formats.
+fn unpack_to(archive: &Archive, out: &Path) -> unpack::UnpackReport {
+    let u = UnpackOptions {
+        format: OutputFormat::Original,
+        force: false,
+        threads: 2,
+    };
+    unpack::unpack(archive, out, &u, &Quiet).unwrap()
+}
+
 fn packed(root: &Path, gop: u32) -> (Arc<Archive>, std::path::PathBuf) {
     let album = series_album(root);
     let dest = root.join("s.mkv");
@@ -48,12 +58,7 @@ fn packed(root: &Path, gop: u32) -> (Arc<Archive>, std::path::PathBuf) {
     assert!(report.images >= 19, "{report:?}");
     let restored = root.join("restored");
     let archive = Archive::open(&dest).unwrap();
-    let u = UnpackOptions {
-        format: OutputFormat::Original,
-        force: false,
-        threads: 2,
-    };
-    let report = unpack::unpack(&archive, &restored, &u, &Quiet).unwrap();
+    let report = unpack_to(&archive, &restored);
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     (Arc::new(archive), restored)
 }
@@ -264,12 +269,7 @@ fn jpegs_are_served_as_pack_recorded_from_the_decoded_planes() {
         .count();
     assert_eq!(coded, 14, "every JPEG is coded as video");
     let restored = tmp.path().join("restored");
-    let u = UnpackOptions {
-        format: OutputFormat::Original,
-        force: false,
-        threads: 2,
-    };
-    let report = unpack::unpack(&archive, &restored, &u, &Quiet).unwrap();
+    let report = unpack_to(&archive, &restored);
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(
         report.rendered_differently, 0,
@@ -312,12 +312,7 @@ fn archives_of_the_previous_renderer_are_served_as_recorded() {
     let images = assert_served_as_recorded(&src, &(0..n).collect::<Vec<_>>());
     assert_eq!(images, 7, "landscape, portrait and grey JPEGs");
     let tmp = tempfile::tempdir().unwrap();
-    let u = UnpackOptions {
-        format: OutputFormat::Original,
-        force: false,
-        threads: 2,
-    };
-    let report = unpack::unpack(&archive, &tmp.path().join("out"), &u, &Quiet).unwrap();
+    let report = unpack_to(&archive, &tmp.path().join("out"));
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.rendered_differently, 0);
 }
