@@ -1678,30 +1678,46 @@ impl GopCoder<'_> {
                 Some(c) => Some(pixels::first_channel(&cut(c)?)),
                 None => None,
             };
-            let decoded = Picture {
-                rgb: frames::tile_rgb(&tile, f)
-                    .map_err(|_| PackError::Pipeline("tile outside canvas".into()))?,
-                alpha: alpha.clone(),
+            // The decoded pixels as RGB, made only where they are used: a JPEG made from the
+            // frame's planes is scored on its own decoded bytes.
+            let decoded = || -> Result<Picture, PackError> {
+                Ok(Picture {
+                    rgb: frames::tile_rgb(&tile, f)
+                        .map_err(|_| PackError::Pipeline("tile outside canvas".into()))?,
+                    alpha: alpha.clone(),
+                })
             };
             // The file the mount and unpack will make (from the frame's planes, or from RGB).
             let original = OutputFormat::Original;
-            let file = frames::render_from_planes(&r.entry, f, original, render::Renderer::V3)
-                .unwrap_or_else(|| render::render(&r.entry, &decoded, original))
-                .map_err(|error| PackError::Render {
-                    path: format!("frame {}", f.pts),
-                    error,
-                })?;
-            let keep = (r.job.tiles > 1).then(|| decoded.clone());
+            let (file, rgb) =
+                match frames::render_from_planes(&r.entry, f, original, render::Renderer::V3) {
+                    Some(file) => (file, None),
+                    None => {
+                        let rgb = decoded()?;
+                        (render::render(&r.entry, &rgb, original), Some(rgb))
+                    }
+                };
+            let file = file.map_err(|error| PackError::Render {
+                path: format!("frame {}", f.pts),
+                error,
+            })?;
+            // Tiles of a larger image are kept for its assembly; lossless coding compares them.
+            let rgb = match rgb {
+                None if r.job.tiles > 1 || lossless => Some(decoded()?),
+                rgb => rgb,
+            };
+            let keep = if r.job.tiles > 1 { rgb.clone() } else { None };
             let score = if lossless {
                 // Pixel-exact or not: no perceptual score needed.
-                let exact = decoded.rgb == cut(&r.canvas)?;
+                let original = cut(&r.canvas)?;
+                let exact = rgb.as_ref().is_some_and(|p| p.rgb == original);
                 Some(if exact { 100.0 } else { 0.0 })
             } else if scoring {
                 let original = Picture {
                     rgb: cut(&r.canvas)?,
-                    alpha,
+                    alpha: alpha.clone(),
                 };
-                let served = served_pixels(&r.entry, &file, decoded)?;
+                let served = served_pixels(&r.entry, &file, move || rgb.map_or_else(decoded, Ok))?;
                 Some(
                     quality::score_picture(&original, &served)
                         .map_err(|e| PackError::Pipeline(format!("scoring: {e}")))?
@@ -1751,13 +1767,19 @@ impl GopCoder<'_> {
 }
 
 /// The pixels a user gets from a served file: for lossy formats, the file decoded again.
-fn served_pixels(entry: &ImageEntry, file: &[u8], decoded: Picture) -> Result<Picture, PackError> {
+/// The pixels a viewer gets from the served file: the file decoded where the renderer is lossy
+/// (JPEG, grey), else the decoded pixels themselves (`decoded`, made only then).
+fn served_pixels(
+    entry: &ImageEntry,
+    file: &[u8],
+    decoded: impl FnOnce() -> Result<Picture, PackError>,
+) -> Result<Picture, PackError> {
     match (entry.format, entry.color) {
         (ImageFormat::Jpeg, _) | (_, ColorModel::Grey) => Ok(Picture::from_dynamic(
             image::load_from_memory(file)
                 .map_err(|e| PackError::Pipeline(format!("rendered file does not decode: {e}")))?,
         )),
-        _ => Ok(decoded),
+        _ => decoded(),
     }
 }
 
