@@ -8,6 +8,9 @@ use crate::archive::MetaBlock;
 pub struct JpegFacts {
     /// Number of colour components in the frame header (4 = CMYK/YCCK).
     pub components: u8,
+    /// Three components with the chroma at half resolution both ways (4:2:0): luma sampled
+    /// 2×2, Cb and Cr 1×1.
+    pub chroma_halved: bool,
 }
 
 /// APPn and COM segments before the first scan, in file order.
@@ -44,6 +47,12 @@ pub fn jpeg_blocks(bytes: &[u8]) -> (Vec<MetaBlock>, JpegFacts) {
                 if marker != 0xC4 && marker != 0xC8 && marker != 0xCC && data.len() >= 6 =>
             {
                 facts.components = data[5];
+                // Then per component: id, sampling factors (h << 4 | v), table.
+                let sampling = |k: usize| data.get(6 + 3 * k + 1).copied();
+                facts.chroma_halved = data[5] == 3
+                    && sampling(0) == Some(0x22)
+                    && sampling(1) == Some(0x11)
+                    && sampling(2) == Some(0x11);
             }
             _ => {}
         }

@@ -1689,14 +1689,18 @@ impl GopCoder<'_> {
             };
             // The file the mount and unpack will make (from the frame's planes, or from RGB).
             let original = OutputFormat::Original;
-            let (file, rgb) =
-                match frames::render_from_planes(&r.entry, f, original, render::Renderer::V3) {
-                    Some(file) => (file, None),
-                    None => {
-                        let rgb = decoded()?;
-                        (render::render(&r.entry, &rgb, original), Some(rgb))
-                    }
-                };
+            let (file, rgb) = match frames::render_from_planes(
+                &r.entry,
+                f,
+                original,
+                render::Renderer::CURRENT,
+            ) {
+                Some(file) => (file, None),
+                None => {
+                    let rgb = decoded()?;
+                    (render::render(&r.entry, &rgb, original), Some(rgb))
+                }
+            };
             let file = file.map_err(|error| PackError::Render {
                 path: format!("frame {}", f.pts),
                 error,
@@ -1856,7 +1860,7 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
         format,
         width,
         height,
-        color,
+        mut color,
         alpha,
     } = *probe
     else {
@@ -1868,6 +1872,9 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
             let (blocks, facts) = meta::jpeg_blocks(&bytes);
             if facts.components == 4 {
                 return Err("CMYK JPEG: kept as is".into());
+            }
+            if facts.chroma_halved && color == ColorModel::Rgb {
+                color = ColorModel::Rgb420;
             }
             // A truncated JPEG is kept exactly as it is; a few bytes after the image (often a
             // newline) travel as a trailer, more (an embedded video...) keep the file verbatim.
@@ -1910,7 +1917,7 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
             image::DynamicImage::ImageLuma8(decoded.into_luma8()).into_rgb8(),
             None,
         ),
-        (ColorModel::Rgb, false) => (decoded.into_rgb8(), None),
+        (ColorModel::Rgb | ColorModel::Rgb420, false) => (decoded.into_rgb8(), None),
         (_, true) => {
             let pic = Picture::from_dynamic(decoded);
             (pic.rgb, pic.alpha)

@@ -191,6 +191,69 @@ impl YccRef<'_> {
         }
     }
 
+    /// Cb and Cr at half resolution both ways (4:2:0): tightly packed planes of
+    /// ⌈w/2⌉×⌈h/2⌉.
+    ///
+    /// Each sample is taken with the taps (−1, 3, 3, −1)/4 across and down (samples beyond the
+    /// edge repeat the edge), the exact inverse of the triangle ("fancy") upsampling with
+    /// which JPEG decoders bring 4:2:0 chroma to full size: chroma that came from a 4:2:0 JPEG
+    /// comes back as it was, where a plain 2×2 mean would blur it once more each time.
+    pub fn halved_chroma(&self) -> (Vec<u8>, Vec<u8>) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut cb = vec![0u8; cw * ch];
+        let mut cr = vec![0u8; cw * ch];
+        if cw == 0 || ch == 0 {
+            return (cb, cr);
+        }
+        // Down first (four full rows into one, scaled by 4), then across the result (scaled
+        // by 4 again): each output row is one pass over a single filtered row.
+        let mut down = vec![0i16; w];
+        let (mut even, mut odd) = (vec![0i16; cw], vec![0i16; cw]);
+        for (plane, out) in [(self.cb, &mut cb), (self.cr, &mut cr)] {
+            let row = |i: usize| &plane[i.min(h - 1) * self.stride..][..w];
+            for (j, dst) in out.chunks_exact_mut(cw).enumerate() {
+                let (a, b, c, d) = (
+                    row((2 * j).saturating_sub(1)),
+                    row(2 * j),
+                    row(2 * j + 1),
+                    row(2 * j + 2),
+                );
+                for ((((v, &a), &b), &c), &d) in down.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+                    *v = 3 * (i16::from(b) + i16::from(c)) - i16::from(a) - i16::from(d);
+                }
+                // Columns 2k and 2k+1; beyond the right edge the last column repeats.
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(down.chunks(2)) {
+                    *e = pair[0];
+                    *o = pair[pair.len() - 1];
+                }
+                let left = even[0];
+                let right = if w % 2 == 0 {
+                    odd[cw - 1]
+                } else {
+                    even[cw - 1]
+                };
+                dst[0] = taps(left, even[0], odd[0], even.get(1).copied().unwrap_or(right));
+                if cw > 2 {
+                    let inner = dst[1..cw - 1]
+                        .iter_mut()
+                        .zip(&odd[..cw - 2])
+                        .zip(&even[1..cw - 1])
+                        .zip(&odd[1..cw - 1])
+                        .zip(&even[2..]);
+                    for ((((o, &a), &b), &c), &d) in inner {
+                        *o = taps(a, b, c, d);
+                    }
+                }
+                if cw > 1 {
+                    let k = cw - 1;
+                    dst[k] = taps(odd[k - 1], even[k], odd[k], right);
+                }
+            }
+        }
+        (cb, cr)
+    }
+
     /// As packed RGB.
     pub fn to_rgb(&self) -> RgbImage {
         let w = self.width as usize;
@@ -200,6 +263,14 @@ impl YccRef<'_> {
         }
         RgbImage::from_raw(self.width, self.height, rgb).unwrap_or_default()
     }
+}
+
+/// One half-resolution sample from four filtered (×4) values across: (−1, 3, 3, −1)/4,
+/// then the ×16 of both passes undone with rounding.
+#[inline(always)]
+fn taps(a: i16, b: i16, c: i16, d: i16) -> u8 {
+    // At most 3 × (1530 + 1530) + 2 × 510 = 10200 either way: no overflow in i16.
+    ((3 * (b + c) - a - d + 8) >> 4).clamp(0, 255) as u8
 }
 
 /// Y'CbCr planes of an image, owned and tightly packed (Y', then Cb, then Cr).
@@ -328,6 +399,72 @@ pub fn paste<P: image::Pixel>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Half-size chroma brought to `w`×`h` as a JPEG decoder does (triangle weights 3/4 and
+    /// 1/4 each way, the edge repeated), rounded to 8 bits.
+    fn fancy_upsample(c: &[u8], cw: usize, ch: usize, w: usize, h: usize) -> Vec<u8> {
+        let at = |i: isize, j: isize| {
+            f64::from(
+                c[j.clamp(0, ch as isize - 1) as usize * cw + i.clamp(0, cw as isize - 1) as usize],
+            )
+        };
+        let mut out = Vec::with_capacity(w * h);
+        for y in 0..h as isize {
+            let (j, dj) = (y / 2, if y % 2 == 0 { -1 } else { 1 });
+            for x in 0..w as isize {
+                let (i, di) = (x / 2, if x % 2 == 0 { -1 } else { 1 });
+                let v =
+                    9.0 * at(i, j) + 3.0 * at(i + di, j) + 3.0 * at(i, j + dj) + at(i + di, j + dj);
+                out.push((v / 16.0).round() as u8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn halved_chroma_undoes_a_decoders_upsampling() {
+        for (w, h) in [(16usize, 10usize), (17, 11), (2, 2), (6, 2), (7, 5)] {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            // Chroma with detail at every sample, clear of 0 and 255.
+            let cb: Vec<u8> = (0..cw * ch)
+                .map(|k| 40 + ((k * 37 + k / cw * 11) % 170) as u8)
+                .collect();
+            let cr: Vec<u8> = (0..cw * ch)
+                .map(|k| 60 + ((k * 53 + 7) % 130) as u8)
+                .collect();
+            let (up_b, up_r) = (
+                fancy_upsample(&cb, cw, ch, w, h),
+                fancy_upsample(&cr, cw, ch, w, h),
+            );
+            let y = vec![128u8; w * h];
+            let ycc = YccRef {
+                width: w as u32,
+                height: h as u32,
+                stride: w,
+                y: &y,
+                cb: &up_b,
+                cr: &up_r,
+            };
+            let (got_b, got_r) = ycc.halved_chroma();
+            assert_eq!((got_b.len(), got_r.len()), (cw * ch, cw * ch));
+            for (want, got) in [(&cb, &got_b), (&cr, &got_r)] {
+                for j in 0..ch {
+                    for i in 0..cw {
+                        // An odd size leaves the last column (row) half the data to go on.
+                        let edge = (w % 2 == 1 && i + 1 == cw) || (h % 2 == 1 && j + 1 == ch);
+                        if edge {
+                            continue;
+                        }
+                        let (a, b) = (want[j * cw + i], got[j * cw + i]);
+                        assert!(
+                            a.abs_diff(b) <= 1,
+                            "{w}x{h} at ({i},{j}): {a} came back as {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn ladder_bounds_waste() {

@@ -10,11 +10,16 @@ use crate::pixels::{Decoded, Picture, YccRef};
 use image::RgbImage;
 use std::io::Cursor;
 
-/// JPEG quality of rendered JPEGs (baseline, 4:4:4, standard Huffman tables, accurate DCT).
+/// JPEG quality of rendered JPEGs (baseline, 4:4:4, or 4:2:0 where the original was,
+/// standard Huffman tables, accurate DCT).
 pub const JPEG_QUALITY: u8 = 97;
 
 /// Identifies the renderer's exact output. Bump when anything below changes the bytes.
 pub const RENDERER_ID: &str =
+    "av1pack-render-4;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;image-0.25.10";
+
+/// The renderer before JPEGs of 4:2:0 originals were made 4:2:0 (archives of 2026-12-01).
+pub const RENDERER_V3_ID: &str =
     "av1pack-render-3;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444-islow;image-0.25.10";
 
 /// The renderer before JPEGs were made from the decoded planes (archives of 2026-11).
@@ -26,17 +31,25 @@ pub const RENDERER_V2_ID: &str =
 pub enum Renderer {
     /// `av1pack-render-2`: every file from RGB pixels.
     V2,
-    /// `av1pack-render-3` ([`RENDERER_ID`]): as V2, except that the JPEG of a whole, opaque
-    /// image coded as Y'CbCr is compressed straight from the decoded planes (no conversion to
-    /// RGB and back).
+    /// `av1pack-render-3`: as V2, except that the JPEG of a whole, opaque image coded as
+    /// Y'CbCr is compressed straight from the decoded planes (no conversion to RGB and back).
     V3,
+    /// `av1pack-render-4` ([`RENDERER_ID`]): as V3, and the JPEG of an image whose original
+    /// was 4:2:0 ([`ColorModel::Rgb420`], index format 4) is 4:2:0 too. A version 3 index holds
+    /// no such image, so V4 renders every V3 archive as V3 did; the id is kept apart so that a
+    /// size recorded by this renderer is never taken for one of V3's.
+    V4,
 }
 
 impl Renderer {
+    /// The renderer whose id ([`RENDERER_ID`]) pack records.
+    pub const CURRENT: Renderer = Renderer::V4;
+
     /// The renderer an archive's recorded sizes come from, if this av1pack has it.
     pub fn of(id: &str) -> Option<Renderer> {
         match id {
-            RENDERER_ID => Some(Renderer::V3),
+            RENDERER_ID => Some(Renderer::V4),
+            RENDERER_V3_ID => Some(Renderer::V3),
             RENDERER_V2_ID => Some(Renderer::V2),
             _ => None,
         }
@@ -44,13 +57,13 @@ impl Renderer {
 
     /// The renderer to serve an archive with: its own when known, else this one's.
     pub fn for_archive(id: &str) -> Renderer {
-        Renderer::of(id).unwrap_or(Renderer::V3)
+        Renderer::of(id).unwrap_or(Renderer::CURRENT)
     }
 
     /// Whether `entry`'s file is made from Y'CbCr planes (when its frame has them): a whole,
     /// opaque image that comes out as a JPEG.
     pub fn uses_planes(self, entry: &ImageEntry, format: OutputFormat) -> bool {
-        self == Renderer::V3
+        self != Renderer::V2
             && entry.tiles.len() == 1
             && entry.alpha.is_empty()
             && target(entry, format) == ImageFormat::Jpeg
@@ -138,7 +151,7 @@ pub fn render(
     match target {
         ImageFormat::Png => png_file(&pixels, w, h, grey, false, &entry.metadata),
         ImageFormat::Jpeg => {
-            let jpeg = jpeg_file(&pixels, w, h, grey)?;
+            let jpeg = jpeg_file(&pixels, w, h, entry.color)?;
             Ok(meta::splice_jpeg(&jpeg, &entry.metadata))
         }
         ImageFormat::Bmp
@@ -208,6 +221,27 @@ pub fn render_planes(entry: &ImageEntry, ycc: YccRef<'_>) -> Result<Vec<u8>, Ren
             format: turbojpeg::PixelFormat::GRAY,
         };
         c.compress_to_vec(image)?
+    } else if entry.color == ColorModel::Rgb420 {
+        let (cb, cr) = ycc.halved_chroma();
+        // libjpeg-turbo reads Y' up to an even width and height: an odd size gets its last
+        // column and row repeated (from the image itself, never the canvas beyond it).
+        let even_luma = (w % 2 == 1 || h % 2 == 1).then(|| even_plane(ycc));
+        let (y_plane, y_stride) = match &even_luma {
+            Some(y) => (&y[..], w as usize + w as usize % 2),
+            None => (ycc.y, ycc.stride),
+        };
+        let planes = turbojpeg::YuvPlanesImage {
+            y_plane,
+            u_plane: &cb[..],
+            v_plane: &cr[..],
+            width: w as usize,
+            height: h as usize,
+            y_stride,
+            u_stride: (w as usize).div_ceil(2),
+            v_stride: (w as usize).div_ceil(2),
+            subsamp: turbojpeg::Subsamp::Sub2x2,
+        };
+        c.compress_yuv_planes_to_vec(&planes)?
     } else {
         let planes = turbojpeg::YuvPlanesImage {
             y_plane: ycc.y,
@@ -225,6 +259,22 @@ pub fn render_planes(entry: &ImageEntry, ycc: YccRef<'_>) -> Result<Vec<u8>, Ren
     Ok(meta::splice_jpeg(&jpeg, &entry.metadata))
 }
 
+/// The Y' plane of `ycc` padded to an even width and height by repeating its last column and
+/// row, tightly packed.
+fn even_plane(ycc: YccRef<'_>) -> Vec<u8> {
+    let (w, h) = (ycc.width as usize, ycc.height as usize);
+    let (w2, h2) = (w + w % 2, h + h % 2);
+    let mut out = Vec::with_capacity(w2 * h2);
+    for r in 0..h2 {
+        let row = &ycc.y[r.min(h - 1) * ycc.stride..][..w];
+        out.extend_from_slice(row);
+        if w2 > w {
+            out.push(row[w - 1]);
+        }
+    }
+    out
+}
+
 fn jpeg_compressor() -> Result<turbojpeg::Compressor, RenderError> {
     let mut c = turbojpeg::Compressor::new()?;
     c.set_quality(i32::from(JPEG_QUALITY))?;
@@ -237,14 +287,16 @@ fn jpeg_compressor() -> Result<turbojpeg::Compressor, RenderError> {
 /// pack records holds on every x86-64 and ARM machine. Huffman tables are the standard ones:
 /// optimising them saves about 5 % of the file but more than doubles the time (measured in
 /// docs/BENCHMARKS.md), and the mount renders on every cold read.
-fn jpeg_file(pixels: &[u8], w: u32, h: u32, grey: bool) -> Result<Vec<u8>, RenderError> {
+/// `pixels` are grey for [`ColorModel::Grey`], else RGB; a [`ColorModel::Rgb420`] image is
+/// made 4:2:0 by libjpeg-turbo's own downsampling.
+fn jpeg_file(pixels: &[u8], w: u32, h: u32, color: ColorModel) -> Result<Vec<u8>, RenderError> {
     if w > 65_535 || h > 65_535 {
         return Err(RenderError::TooLarge(w, h));
     }
-    let (format, subsamp) = if grey {
-        (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
-    } else {
-        (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None)
+    let (format, subsamp) = match color {
+        ColorModel::Grey => (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray),
+        ColorModel::Rgb => (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None),
+        ColorModel::Rgb420 => (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::Sub2x2),
     };
     let image = turbojpeg::Image {
         pixels,

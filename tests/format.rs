@@ -3,6 +3,17 @@
 use av1pack::archive::codec::{self, IndexError, MAX_INDEX_BYTES};
 use av1pack::archive::*;
 
+/// The sample of a version 3 index: the same as a version 4 one holding no `Rgb420`.
+fn sample_index_v3() -> Index {
+    let mut idx = sample_index();
+    for e in &mut idx.entries {
+        if let EntryKind::Image(img) = &mut e.kind {
+            img.color = ColorModel::Rgb;
+        }
+    }
+    idx
+}
+
 fn sample_index() -> Index {
     Index {
         tool_version: "0.1.0".into(),
@@ -68,7 +79,7 @@ fn sample_index() -> Index {
                 mode: 0o644,
                 kind: EntryKind::Image(Box::new(ImageEntry {
                     format: ImageFormat::Jpeg,
-                    color: ColorModel::Rgb,
+                    color: ColorModel::Rgb420,
                     width: 1080,
                     height: 1920,
                     original_size: 123_456,
@@ -143,7 +154,9 @@ fn sample_index() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v3.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v4.bin");
+/// Written by the av1pack of format version 3 (kept, not regenerated).
+const GOLDEN_V3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v3.bin");
 
 #[test]
 fn index_bytes_match_the_golden_file() {
@@ -155,12 +168,19 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 3);
+    assert_eq!(codec::FORMAT_VERSION, 4);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
     );
     assert_eq!(codec::decode_index(&golden).unwrap(), sample_index());
+}
+
+#[test]
+fn version_3_indexes_still_decode() {
+    let golden = std::fs::read(GOLDEN_V3).unwrap();
+    assert_eq!(&golden[8..12], &3u32.to_le_bytes());
+    assert_eq!(codec::decode_index(&golden).unwrap(), sample_index_v3());
 }
 
 #[test]
@@ -191,7 +211,7 @@ fn hostile_headers_are_refused_before_allocating() {
         Err(IndexError::TooLarge(_))
     ));
     let mut b = codec::encode_index(&sample_index()).unwrap();
-    for v in [1u32, 2, 4] {
+    for v in [1u32, 2, 5] {
         b[8..12].copy_from_slice(&v.to_le_bytes());
         assert!(matches!(
             codec::decode_index(&b),

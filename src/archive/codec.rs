@@ -10,8 +10,11 @@ use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// 2: packets carry an xxh3-64 of their payload (`Packet::hash`); a second copy of the index
-/// at the end of the file, found through a trailer.
-pub const FORMAT_VERSION: u32 = 3;
+/// at the end of the file, found through a trailer. 3: `Blob::coding`. 4: `ColorModel::Rgb420`.
+pub const FORMAT_VERSION: u32 = 4;
+/// The oldest version this av1pack reads: a version 3 index is a version 4 index that holds
+/// no `ColorModel::Rgb420` (the variant was added at the end, so the bytes decode alike).
+pub const OLDEST_READ_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// Upper bound for an index payload: 256 MiB is ~2 million entries.
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;
@@ -26,7 +29,7 @@ pub enum IndexError {
     #[error("not an av1pack index (bad magic)")]
     BadMagic,
     #[error(
-        "index format version {0} is not supported (this av1pack reads version {FORMAT_VERSION})"
+        "index format version {0} is not supported (this av1pack reads versions {OLDEST_READ_VERSION} to {FORMAT_VERSION})"
     )]
     UnsupportedVersion(u32),
     #[error("index is truncated ({have} of {need} bytes)")]
@@ -73,7 +76,7 @@ pub fn payload_len(header: &[u8]) -> Result<u64, IndexError> {
         return Err(IndexError::BadMagic);
     }
     let version = u32::from_le_bytes(le4(&header[8..12]));
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(IndexError::UnsupportedVersion(version));
     }
     let len = u64::from_le_bytes(le8(&header[12..20]));

@@ -184,6 +184,9 @@ impl ImageFormat {
 pub enum ColorModel {
     Rgb,
     Grey,
+    /// Colour from a JPEG that held its chroma at half resolution both ways (4:2:0): the
+    /// renderer makes its JPEGs the same way (format version 4).
+    Rgb420,
 }
 
 /// An image coded as video.
