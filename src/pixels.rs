@@ -223,9 +223,12 @@ impl YccRef<'_> {
                     *v = 3 * (i16::from(b) + i16::from(c)) - i16::from(a) - i16::from(d);
                 }
                 // Columns 2k and 2k+1; beyond the right edge the last column repeats.
-                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(down.chunks(2)) {
-                    *e = pair[0];
-                    *o = pair[pair.len() - 1];
+                let pairs = down.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    (even[cw - 1], odd[cw - 1]) = (*last, *last);
+                }
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                    (*e, *o) = (pair[0], pair[1]);
                 }
                 let left = even[0];
                 let right = if w % 2 == 0 {
