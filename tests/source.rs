@@ -362,3 +362,65 @@ fn archives_of_the_previous_renderer_are_served_as_recorded() {
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     assert_eq!(report.rendered_differently, 0);
 }
+
+/// Two readers of neighbouring JPEGs at the end of a GOP, arriving together: whichever
+/// decodes, the other finds the planes that came out on the way and renders from them, so the
+/// GOP is decoded once (before, the one that waited decoded the whole GOP again).
+#[test]
+fn two_readers_of_one_gop_share_its_decode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = jpeg_album(tmp.path());
+    let dest = tmp.path().join("j.mkv");
+    let opts = PackOptions {
+        gop: 4,
+        crf: Some(18.0),
+        target: None,
+        ..PackOptions::default()
+    };
+    pack::pack(&album, &dest, &opts, &Quiet).unwrap();
+    let archive = Arc::new(Archive::open(&dest).unwrap());
+    let track = &archive.index.tracks[0];
+    let gop_len = track
+        .packets
+        .iter()
+        .skip(1)
+        .position(|p| p.keyframe)
+        .map_or(track.packets.len(), |i| i + 1);
+    assert!(gop_len >= 2, "a GOP of {gop_len} frames");
+    let on_frame = |f: u64| {
+        archive
+            .index
+            .entries
+            .iter()
+            .position(|e| match &e.kind {
+                EntryKind::Image(img) => img.tiles[0].track == 0 && img.tiles[0].frame == f,
+                _ => false,
+            })
+            .unwrap()
+    };
+    let pair = [on_frame(gop_len as u64 - 2), on_frame(gop_len as u64 - 1)];
+    for round in 0..6 {
+        let src = FrameSource::new(
+            Arc::clone(&archive),
+            SourceOptions {
+                prefetch: 0,
+                ..SourceOptions::default()
+            },
+        );
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for &entry in &pair {
+                let (src, start) = (&src, &start);
+                s.spawn(move || {
+                    start.wait();
+                    src.file(entry).unwrap()
+                });
+            }
+        });
+        assert_eq!(
+            src.stats().frames_decoded.load(Ordering::Relaxed) as usize,
+            gop_len,
+            "round {round}: the GOP's {gop_len} frames decoded once"
+        );
+    }
+}

@@ -723,10 +723,18 @@ impl Inner {
             .get(t)
             .and_then(|m| m.gop_of_frame.get(&f))
             .ok_or(FrameError::Missing { track: t, frame: f })?;
+        // A file rendered from planes may find them cached instead: they came out of a
+        // decode that another thread ran while this one waited.
+        let planes = match key {
+            Key::File(entry) => Some(Key::Pixels(entry)),
+            _ => None,
+        };
         loop {
-            if let Some(v) = self.cached(key)? {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Found::Value(v));
+            for k in std::iter::once(key).chain(planes) {
+                if let Some(v) = self.cached(k)? {
+                    self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Found::Value(v));
+                }
             }
             // One decode per GOP: wait while another thread decodes this one, then look again.
             {
@@ -765,8 +773,11 @@ impl Inner {
                 return Ok(None);
             }
             if !pool.idle.is_empty() {
-                // Reuse the least recently returned idle decoder (it will be reset or replaced).
-                let d = pool.idle.remove(0);
+                // Reuse an idle decoder that holds no place in a GOP (a GOP decoded to its end
+                // resets its decoder), else the least recently returned (it will be reset or
+                // replaced): one stopped inside a GOP is kept for the reader who goes on there.
+                let spent = pool.idle.iter().position(|d| d.last_out.is_none());
+                let d = pool.idle.remove(spent.unwrap_or(0));
                 if d.track == t {
                     return Ok(Some(d));
                 }
@@ -849,6 +860,10 @@ impl Inner {
             .get(&gop)
             .copied()
             .unwrap_or(track.packets.len());
+        log::debug!(
+            "track {t}: decoding GOP {gop} from packet {} to frame {f} for {want:?}",
+            d.next_packet
+        );
         let mut wanted: Option<Found> = None;
         let started = Instant::now();
         let result = (|| -> Result<bool, FrameError> {
