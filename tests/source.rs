@@ -363,6 +363,37 @@ fn archives_of_the_previous_renderer_are_served_as_recorded() {
     assert_eq!(report.rendered_differently, 0);
 }
 
+/// An archive of `av1pack-render-3` (kept in tests/golden: 4:2:0 JPEGs, landscape and
+/// portrait, made by ffmpeg and packed by the build of 2026-12-01, index format 3): it opens, and
+/// its JPEGs are served 4:4:4 as it recorded them (its index marks no image 4:2:0), each
+/// exactly the size the index lists.
+#[test]
+fn archives_of_render_3_keep_their_4_4_4_jpegs() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/render-v3.mkv");
+    let archive = Arc::new(Archive::open(Path::new(path)).unwrap());
+    assert_eq!(archive.index.renderer, av1pack::render::RENDERER_V3_ID);
+    let n = archive.index.entries.len();
+    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
+    assert_eq!(
+        assert_served_as_recorded(&src, &(0..n).collect::<Vec<_>>()),
+        6
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let report = unpack_to(&archive, &out);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.rendered_differently, 0);
+    let mut samplings = Vec::new();
+    for e in &archive.index.entries {
+        let bytes = std::fs::read(out.join(e.path_lossy())).unwrap();
+        let sampling = turbojpeg::read_header(&bytes).unwrap().subsamp;
+        samplings.push((e.path_lossy(), format!("{sampling:?}")));
+    }
+    samplings.sort();
+    let full = samplings.iter().filter(|(_, s)| s == "None").count();
+    assert_eq!(full, 6, "{samplings:?}");
+}
+
 /// Two readers of neighbouring JPEGs at the end of a GOP, arriving together: whichever
 /// decodes, the other finds the planes that came out on the way and renders from them, so the
 /// GOP is decoded once (before, the one that waited decoded the whole GOP again).
