@@ -338,6 +338,17 @@ pub fn pack(
             }
         }
     }
+    // Portrait images are turned to share a canvas with landscape ones; a track that holds
+    // none (a folder of scanned pages, say) keeps them upright on a portrait canvas instead,
+    // which spares turning every image on the way in and every read on the way out.
+    for plan in &mut plans {
+        if plan.items.iter().all(|j| j.rotated) {
+            (plan.width, plan.height) = (plan.height, plan.width);
+            for job in &mut plan.items {
+                job.rotated = false;
+            }
+        }
+    }
     if opts.order != Order::Path {
         order_tracks(&mut plans, &items, &probes, opts.order);
     }

@@ -1,7 +1,8 @@
 //! Placing an image on a track's canvas and taking it back out.
 //!
 //! An image is stored at the canvas' top-left corner, turned 90° clockwise when it is
-//! portrait (so portrait photos share landscape canvases), and the rest of the canvas is
+//! portrait (so portrait photos share landscape canvases; pack keeps a track of portrait
+//! images only upright on a portrait canvas instead), and the rest of the canvas is
 //! filled by repeating the image's last column and last row: cheap to code, unlike black.
 
 use image::{GrayImage, RgbImage};

@@ -455,3 +455,63 @@ fn two_readers_of_one_gop_share_its_decode() {
         );
     }
 }
+
+/// Portrait images share a landscape canvas turned on their side; a canvas that only portrait
+/// images use is turned itself and they are stored upright. Either way the mount and unpack
+/// give them back upright, at their size, as recorded.
+#[test]
+fn portrait_images_alone_are_stored_upright() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("pages");
+    std::fs::create_dir_all(&album).unwrap();
+    for i in 0..3u32 {
+        pattern(120, 160, i)
+            .save(album.join(format!("page{i}.png")))
+            .unwrap();
+    }
+    pattern(200, 150, 7).save(album.join("wide.png")).unwrap();
+    pattern(150, 200, 8).save(album.join("tall.png")).unwrap();
+    let dest = tmp.path().join("p.mkv");
+    let opts = PackOptions {
+        gop: 4,
+        crf: Some(14.0),
+        target: None,
+        ..PackOptions::default()
+    };
+    pack::pack(&album, &dest, &opts, &Quiet).unwrap();
+    let archive = Arc::new(Archive::open(&dest).unwrap());
+    let mut stored = std::collections::BTreeMap::new();
+    for e in &archive.index.entries {
+        if let EntryKind::Image(img) = &e.kind {
+            let tile = img.tiles[0];
+            let track = &archive.index.tracks[tile.track as usize];
+            stored.insert(e.path_lossy(), (track.width, track.height, tile.rotated));
+        }
+    }
+    let expected: std::collections::BTreeMap<String, (u32, u32, bool)> = [
+        ("page0.png", (128, 160, false)),
+        ("page1.png", (128, 160, false)),
+        ("page2.png", (128, 160, false)),
+        ("tall.png", (208, 160, true)),
+        ("wide.png", (208, 160, false)),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v))
+    .collect();
+    assert_eq!(
+        stored, expected,
+        "canvas (width, height) and turn of each image"
+    );
+    let n = archive.index.entries.len();
+    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
+    assert_eq!(
+        assert_served_as_recorded(&src, &(0..n).collect::<Vec<_>>()),
+        5
+    );
+    let restored = tmp.path().join("restored");
+    let report = unpack_to(&archive, &restored);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    for name in expected.keys() {
+        assert_looks_the_same(&album.join(name), &restored.join(name), 75.0);
+    }
+}
