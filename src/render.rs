@@ -221,38 +221,37 @@ pub fn render_planes(entry: &ImageEntry, ycc: YccRef<'_>) -> Result<Vec<u8>, Ren
             format: turbojpeg::PixelFormat::GRAY,
         };
         c.compress_to_vec(image)?
-    } else if entry.color == ColorModel::Rgb420 {
-        let (cb, cr) = ycc.halved_chroma();
-        // libjpeg-turbo reads Y' up to an even width and height: an odd size gets its last
-        // column and row repeated (from the image itself, never the canvas beyond it).
-        let even_luma = (w % 2 == 1 || h % 2 == 1).then(|| even_plane(ycc));
+    } else {
+        // 4:2:0 where the original was: half-size chroma, and Y' up to an even width and
+        // height, which libjpeg-turbo reads (an odd size gets its last column and row
+        // repeated from the image itself, never the canvas beyond it).
+        let halved = entry.color == ColorModel::Rgb420;
+        let chroma = halved.then(|| ycc.halved_chroma());
+        let odd = halved && (w % 2 == 1 || h % 2 == 1);
+        let even_luma = odd.then(|| even_plane(ycc));
         let (y_plane, y_stride) = match &even_luma {
             Some(y) => (&y[..], w as usize + w as usize % 2),
             None => (ycc.y, ycc.stride),
         };
+        let (u_plane, v_plane, c_stride, subsamp) = match &chroma {
+            Some((cb, cr)) => (
+                &cb[..],
+                &cr[..],
+                (w as usize).div_ceil(2),
+                turbojpeg::Subsamp::Sub2x2,
+            ),
+            None => (ycc.cb, ycc.cr, ycc.stride, turbojpeg::Subsamp::None),
+        };
         let planes = turbojpeg::YuvPlanesImage {
             y_plane,
-            u_plane: &cb[..],
-            v_plane: &cr[..],
+            u_plane,
+            v_plane,
             width: w as usize,
             height: h as usize,
             y_stride,
-            u_stride: (w as usize).div_ceil(2),
-            v_stride: (w as usize).div_ceil(2),
-            subsamp: turbojpeg::Subsamp::Sub2x2,
-        };
-        c.compress_yuv_planes_to_vec(&planes)?
-    } else {
-        let planes = turbojpeg::YuvPlanesImage {
-            y_plane: ycc.y,
-            u_plane: ycc.cb,
-            v_plane: ycc.cr,
-            width: w as usize,
-            height: h as usize,
-            y_stride: ycc.stride,
-            u_stride: ycc.stride,
-            v_stride: ycc.stride,
-            subsamp: turbojpeg::Subsamp::None,
+            u_stride: c_stride,
+            v_stride: c_stride,
+            subsamp,
         };
         c.compress_yuv_planes_to_vec(&planes)?
     };
