@@ -9,16 +9,31 @@ pub struct DecodedFrame {
     pub width: u32,
     pub height: u32,
     /// Y', Cb, Cr (full-range BT.601, the JPEG matrix), or G, B, R when `gbr`: three planes of
-    /// `width`×`height` bytes one after the other.
-    planes: Vec<u8>,
+    /// `height` rows of `stride` bytes.
+    planes: Planes,
+    /// Bytes from one row to the next, in every plane.
+    stride: usize,
     /// The planes hold G, B, R as they are (lossless RGB coding).
     pub gbr: bool,
 }
 
+/// Where a frame's planes are.
+enum Planes {
+    /// Copied out, one after the other (when the decoder's planes have different strides).
+    Owned(Vec<u8>),
+    /// The decoder's own frame, held by reference (no copy of its pixels).
+    Frame(frame::Video),
+}
+
 impl DecodedFrame {
     fn plane(&self, k: usize) -> &[u8] {
-        let n = self.width as usize * self.height as usize;
-        &self.planes[k * n..(k + 1) * n]
+        match &self.planes {
+            Planes::Owned(v) => {
+                let n = self.stride * self.height as usize;
+                &v[k * n..(k + 1) * n]
+            }
+            Planes::Frame(f) => f.data(k),
+        }
     }
 
     /// The Y'CbCr planes of the canvas' top-left `w`×`h` corner (row stride: the canvas
@@ -30,7 +45,7 @@ impl DecodedFrame {
         Some(YccRef {
             width: w,
             height: h,
-            stride: self.width as usize,
+            stride: self.stride,
             y: self.plane(0),
             cb: self.plane(1),
             cr: self.plane(2),
@@ -42,7 +57,7 @@ impl DecodedFrame {
         if w > self.width || h > self.height {
             return None;
         }
-        let (w, cw) = (w as usize, self.width as usize);
+        let (w, cw) = (w as usize, self.stride);
         let mut rgb = vec![0u8; w * h as usize * 3];
         let (p0, p1, p2) = (self.plane(0), self.plane(1), self.plane(2));
         for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
@@ -61,9 +76,13 @@ impl DecodedFrame {
         Some(rgb)
     }
 
-    /// The frame's buffer, for [`VideoDecoder::lend`].
+    /// The frame's buffer, for [`VideoDecoder::lend`] (empty when the planes are the
+    /// decoder's own, which go back to its pool when the frame is dropped).
     pub fn into_buffer(self) -> Vec<u8> {
-        self.planes
+        match self.planes {
+            Planes::Owned(v) => v,
+            Planes::Frame(_) => Vec::new(),
+        }
     }
 
     /// The whole canvas as packed RGB.
@@ -155,7 +174,7 @@ impl VideoDecoder {
 
     /// Hands a frame's buffer back once its pixels have been copied out, for the next frame.
     pub fn recycle(&mut self, frame: DecodedFrame) {
-        self.lend(frame.planes);
+        self.lend(frame.into_buffer());
     }
 
     /// Gives the decoder a buffer (of an earlier frame) to put its next frame in.
@@ -187,6 +206,23 @@ impl VideoDecoder {
         };
         let (w, h) = (f.width() as usize, f.height() as usize);
         let pts = f.pts().or_else(|| f.timestamp()).unwrap_or(-1);
+        let stride = f.stride(0);
+        if f.planes() == 3
+            && (1..3).all(|k| f.stride(k) == stride)
+            && stride >= w
+            && (0..3).all(|k| f.data(k).len() >= stride * h)
+        {
+            // The usual case: hand out the decoder's frame itself (a reference to its buffer).
+            let frame = std::mem::replace(&mut self.frame, frame::Video::empty());
+            return Ok(Some(DecodedFrame {
+                pts,
+                width: w as u32,
+                height: h as u32,
+                planes: Planes::Frame(frame),
+                stride,
+                gbr,
+            }));
+        }
         let mut planes = std::mem::take(&mut self.spare);
         planes.clear();
         planes.reserve(w * h * 3);
@@ -204,7 +240,8 @@ impl VideoDecoder {
             pts,
             width: w as u32,
             height: h as u32,
-            planes,
+            planes: Planes::Owned(planes),
+            stride: w,
             gbr,
         }))
     }
