@@ -499,3 +499,61 @@ fn portrait_images_alone_are_stored_upright() {
         assert_looks_the_same(&album.join(name), &restored.join(name), 75.0);
     }
 }
+
+/// Reading the first image of a GOP has the prefetchers decode the next GOP whole and render
+/// its files (a second core works ahead of the reader), and nothing beyond it: prefetching
+/// follows the reader. Reading everything in order then decodes every frame exactly once.
+#[test]
+fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = jpeg_album(tmp.path());
+    let archive = pack_gop4(&album, &tmp.path().join("j.mkv"), 18.0);
+    let track = &archive.index.tracks[0];
+    let keys: Vec<usize> = (0..track.packets.len())
+        .filter(|&i| track.packets[i].keyframe)
+        .chain([track.packets.len()])
+        .collect();
+    assert!(keys.len() >= 3, "track 0 has two GOPs at least: {keys:?}");
+    let (first_len, second_len) = (keys[1] - keys[0], keys[2] - keys[1]);
+    let on_frame = |f: u64| {
+        archive
+            .index
+            .entries
+            .iter()
+            .position(|e| match &e.kind {
+                EntryKind::Image(img) => img.tiles[0].track == 0 && img.tiles[0].frame == f,
+                _ => false,
+            })
+            .unwrap()
+    };
+    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
+    let stats = src.stats();
+    let first = on_frame(0);
+    let size = archive.index.entries[first].served_size() as usize;
+    assert_eq!(src.read(first, 0, size).unwrap().len(), size);
+    // The first image, and every image of the second GOP, rendered without being asked for.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (stats.files_rendered.load(Ordering::Relaxed) as usize) < 1 + second_len {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second GOP was not rendered ahead: {:?}",
+            stats
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let decoded = stats.frames_decoded.load(Ordering::Relaxed) as usize;
+    assert!(
+        decoded <= first_len + second_len,
+        "{decoded} frames decoded for one read: no further than the next GOP"
+    );
+    let order: Vec<usize> = (0..archive.index.entries.len()).collect();
+    let images = assert_served_as_recorded(&src, &order);
+    let frames: usize = archive.index.tracks.iter().map(|t| t.packets.len()).sum();
+    assert_eq!(images, frames, "one image per frame in this album");
+    assert_eq!(
+        stats.frames_decoded.load(Ordering::Relaxed) as usize,
+        frames,
+        "reading in order with the prefetchers decodes every frame once"
+    );
+}

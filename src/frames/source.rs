@@ -196,10 +196,19 @@ struct Inner {
     blobs_checked: Mutex<HashMap<usize, bool>>,
 }
 
+/// Work for the prefetchers.
+#[derive(Clone, Copy, Debug)]
+enum Ahead {
+    /// Render this entry's file.
+    File(usize),
+    /// Decode the whole GOP that holds this entry's first tile, rendering every file on it.
+    Gop(usize),
+}
+
 /// Rendered image files of an archive, decoded on demand.
 pub struct FrameSource {
     inner: Arc<Inner>,
-    prefetch_tx: Option<mpsc::SyncSender<usize>>,
+    prefetch_tx: Option<mpsc::SyncSender<Ahead>>,
     prefetchers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -273,7 +282,7 @@ impl FrameSource {
             // A short queue: when it is full, prefetch requests are dropped, so a reader that
             // stops reading stops the prefetching too. One worker per core: decoding is
             // sequential (one decoder continues forward) but renders overlap.
-            let (tx, rx) = mpsc::sync_channel::<usize>(prefetch);
+            let (tx, rx) = mpsc::sync_channel::<Ahead>(prefetch);
             let rx = Arc::new(Mutex::new(rx));
             let workers = cores();
             let handles = (0..workers)
@@ -287,9 +296,13 @@ impl FrameSource {
                                 Ok(rx) => rx.recv(),
                                 Err(_) => return,
                             };
-                            let Ok(entry) = next else { return };
-                            if let Err(e) = worker.file(entry) {
-                                log::debug!("prefetch of entry {entry} failed: {e}");
+                            let Ok(job) = next else { return };
+                            let result = match job {
+                                Ahead::File(entry) => worker.file(entry).map(drop),
+                                Ahead::Gop(entry) => worker.read_ahead_gop(entry),
+                            };
+                            if let Err(e) = result {
+                                log::debug!("prefetch {job:?} failed: {e}");
                             }
                         })
                         .ok()
@@ -352,39 +365,47 @@ impl FrameSource {
         self.inner.file(entry)
     }
 
-    /// Asks the prefetcher for the next images in index order, and for the first image of the
-    /// GOP after this one, so that a second core decodes that GOP while the first continues
-    /// this one (requests are dropped when the queue is full).
+    /// Asks the prefetchers for the whole GOP after this one (a second core decodes it, and
+    /// renders its files, while the first continues this one) and for the next images in
+    /// index order. Requests are dropped when the queue is full, so a reader who stops reading
+    /// stops the prefetching too.
     fn prefetch_after(&self, entry: usize) {
         let Some(tx) = &self.prefetch_tx else { return };
         let entries = &self.inner.archive.index.entries;
-        let mut wanted: Vec<usize> = entries
-            .iter()
-            .enumerate()
-            .skip(entry + 1)
-            .filter(|(_, e)| matches!(e.kind, EntryKind::Image(_)))
-            .take(self.inner.opts.prefetch)
-            .map(|(i, _)| i)
-            .collect();
+        let mut wanted: Vec<Ahead> = Vec::new();
         if let Some(next_gop) = self.inner.next_gop_entry(entry) {
-            if !wanted.contains(&next_gop) {
-                wanted.insert(wanted.len().min(1), next_gop);
+            if self.inner.gop_wanted(next_gop) {
+                wanted.push(Ahead::Gop(next_gop));
             }
         }
-        for i in wanted {
-            let cached = self
-                .inner
-                .cache
-                .lock()
-                .map(|c| c.lru.contains(&Key::File(i)))
-                .unwrap_or(true);
-            let rendering = self
-                .inner
-                .rendering
-                .lock()
-                .map(|r| r.contains(&i))
-                .unwrap_or(true);
-            if !cached && !rendering && tx.try_send(i).is_err() {
+        wanted.extend(
+            entries
+                .iter()
+                .enumerate()
+                .skip(entry + 1)
+                .filter(|(_, e)| matches!(e.kind, EntryKind::Image(_)))
+                .take(self.inner.opts.prefetch)
+                .map(|(i, _)| Ahead::File(i)),
+        );
+        for job in wanted {
+            if let Ahead::File(i) = job {
+                let cached = self
+                    .inner
+                    .cache
+                    .lock()
+                    .map(|c| c.lru.contains(&Key::File(i)))
+                    .unwrap_or(true);
+                let rendering = self
+                    .inner
+                    .rendering
+                    .lock()
+                    .map(|r| r.contains(&i))
+                    .unwrap_or(true);
+                if cached || rendering {
+                    continue;
+                }
+            }
+            if tx.try_send(job).is_err() {
                 break;
             }
         }
@@ -429,6 +450,88 @@ impl Inner {
             .map(|u| u.entry)
     }
 
+    /// Track, keyframe packet, and first and last frame numbers of the GOP that holds
+    /// `entry`'s first tile.
+    fn gop_span(&self, entry: usize) -> Option<(usize, usize, u64, u64)> {
+        let EntryKind::Image(img) = &self.archive.index.entries.get(entry)?.kind else {
+            return None;
+        };
+        let tile = img.tiles.first()?;
+        let t = tile.track as usize;
+        let map = self.maps.get(t)?;
+        let gop = *map.gop_of_frame.get(&tile.frame)?;
+        let len = map.gop_end.get(&gop)?.checked_sub(gop)? as u64;
+        // A closed GOP's keyframe comes first in decoding order and shows first.
+        let first = self.archive.index.tracks.get(t)?.packets.get(gop)?.pts;
+        Some((t, gop, first, first + len.checked_sub(1)?))
+    }
+
+    /// Whether decoding the GOP of `entry` ahead would bring anything: it is not being decoded
+    /// now, and some image on it has neither its file nor its pixels in the cache.
+    fn gop_wanted(&self, entry: usize) -> bool {
+        let Some((t, gop, first, last)) = self.gop_span(entry) else {
+            return false;
+        };
+        if self
+            .in_flight
+            .lock()
+            .map_or(true, |b| b.contains(&(t, gop)))
+        {
+            return false;
+        }
+        let Ok(cache) = self.cache.lock() else {
+            return false;
+        };
+        (first..=last).any(|pts| {
+            self.users.get(&(t, pts)).is_some_and(|users| {
+                users.iter().any(|u| {
+                    !cache.lru.contains(&Key::File(u.entry))
+                        && !cache.lru.contains(&Key::Pixels(u.entry))
+                        && !cache.lru.contains(&Key::Piece(*u))
+                })
+            })
+        })
+    }
+
+    /// Decodes the whole GOP that holds `entry`'s first tile and renders every whole image on
+    /// it into the cache (a prefetcher's job: reading in order finds them ready). Nothing to do
+    /// when another thread decodes that GOP already.
+    fn read_ahead_gop(&self, entry: usize) -> Result<(), FrameError> {
+        let Some((t, gop, _, last)) = self.gop_span(entry) else {
+            return Ok(());
+        };
+        if !self.gop_wanted(entry) || !lock(&self.in_flight)?.insert((t, gop)) {
+            return Ok(());
+        }
+        let result = self.with_worker_slot(|| self.decode_until(t, gop, last, None));
+        if let Ok(mut busy) = self.in_flight.lock() {
+            busy.remove(&(t, gop));
+        }
+        self.in_flight_cv.notify_all();
+        result.map(drop)
+    }
+
+    /// Renders `entry`'s file from `frame` (on the way through a GOP decoded ahead) into the
+    /// cache.
+    fn render_on_the_way(&self, entry: usize, frame: &DecodedFrame) -> Result<(), FrameError> {
+        let EntryKind::Image(img) = &self.archive.index.entries[entry].kind else {
+            return Err(FrameError::Internal("not an image".into()));
+        };
+        let started = Instant::now();
+        let bytes = if self.renders_from_frame(entry, frame) {
+            render_from_planes(img, frame, self.opts.format, self.renderer)
+                .ok_or_else(|| FrameError::Internal("frame has no Y'CbCr planes".into()))?
+        } else {
+            let decoded = decoded_from_frame(img, frame, false)?;
+            render::render_decoded(img, &decoded, self.opts.format, self.renderer)
+        }
+        .map_err(|err| FrameError::Internal(format!("render: {err}")))?;
+        self.stats
+            .render_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.accept(entry, bytes).map(drop)
+    }
+
     fn cached(&self, key: Key) -> Result<Option<Value>, FrameError> {
         let mut c = lock(&self.cache)?;
         Ok(c.lru.get(&key).cloned())
@@ -455,7 +558,7 @@ impl Inner {
                 }
                 busy.insert(entry);
             }
-            let result = self.with_worker_slot(|| self.render_file(entry));
+            let result = self.render_file(entry);
             if let Ok(mut busy) = self.rendering.lock() {
                 busy.remove(&entry);
             }
@@ -520,7 +623,7 @@ impl Inner {
         if let EntryKind::Verbatim { blob, .. } = &e.kind {
             // A file stored compressed: decoded and checked against its recorded hash, then
             // cached, so that reading it in pieces decodes it once.
-            return match self.archive.read_file(blob) {
+            return match self.with_worker_slot(|| Ok(self.archive.read_file(blob)))? {
                 Ok(bytes) => {
                     let bytes = Arc::new(bytes);
                     lock(&self.cache)?.insert(Key::File(entry), Value::File(Arc::clone(&bytes)));
@@ -577,15 +680,21 @@ impl Inner {
             return Err(FrameError::Internal("not an image".into()));
         };
         let started = Instant::now();
-        let bytes = render_from_planes(img, &frame, self.opts.format, self.renderer)
-            .ok_or_else(|| FrameError::Internal("frame has no Y'CbCr planes".into()))?
+        let bytes = self
+            .with_worker_slot(|| {
+                render_from_planes(img, &frame, self.opts.format, self.renderer)
+                    .ok_or_else(|| FrameError::Internal("frame has no Y'CbCr planes".into()))
+            })?
             .map_err(|err| FrameError::Internal(format!("render: {err}")));
         self.stats
             .render_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Ok(mut spare) = self.spare_frames.lock() {
-            if spare.len() < cores() {
-                spare.push(frame.into_buffer());
+        let buf = frame.into_buffer();
+        if buf.capacity() > 0 {
+            if let Ok(mut spare) = self.spare_frames.lock() {
+                if spare.len() < cores() {
+                    spare.push(buf);
+                }
             }
         }
         self.accept(entry, bytes?)
@@ -596,8 +705,10 @@ impl Inner {
             return Err(FrameError::Internal("not an image".into()));
         };
         let started = Instant::now();
-        let bytes = render::render_decoded(img, pixels, self.opts.format, self.renderer)
-            .map_err(|err| FrameError::Internal(format!("render: {err}")))?;
+        let bytes = self.with_worker_slot(|| {
+            render::render_decoded(img, pixels, self.opts.format, self.renderer)
+                .map_err(|err| FrameError::Internal(format!("render: {err}")))
+        })?;
         self.stats
             .render_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -736,21 +847,23 @@ impl Inner {
                     return Ok(Found::Value(v));
                 }
             }
-            // One decode per GOP: wait while another thread decodes this one, then look again.
+            // One decode per GOP: while another thread decodes this one, look again each time
+            // a frame comes out of it (this one's may be among them) and when it ends.
             {
                 let mut busy = lock(&self.in_flight)?;
                 if busy.contains(&(t, gop)) {
-                    while busy.contains(&(t, gop)) {
-                        busy = self
-                            .in_flight_cv
+                    drop(
+                        self.in_flight_cv
                             .wait(busy)
-                            .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
-                    }
+                            .map_err(|_| FrameError::Internal("lock poisoned".into()))?,
+                    );
                     continue;
                 }
                 busy.insert((t, gop));
             }
-            let result = self.decode_until(t, gop, f, key);
+            let result = self
+                .with_worker_slot(|| self.decode_until(t, gop, f, Some(key)))
+                .and_then(|w| w.ok_or(FrameError::Missing { track: t, frame: f }));
             if let Ok(mut busy) = self.in_flight.lock() {
                 busy.remove(&(t, gop));
             }
@@ -814,9 +927,16 @@ impl Inner {
     }
 
     /// Decodes track `t` from the keyframe `gop` (or onwards from where a decoder stands)
-    /// until frame `f` has come out, caching the pixels of every image decoded on the way.
-    /// Returns the pixels of `want` (an entry on frame `f`), whatever the cache keeps.
-    fn decode_until(&self, t: usize, gop: usize, f: u64, want: Key) -> Result<Found, FrameError> {
+    /// until frame `f` has come out, caching what every image decoded on the way needs:
+    /// its pixels, or, with no `want` (a GOP decoded ahead), the rendered file of a whole
+    /// image. Returns the pixels of `want` (an entry on frame `f`), whatever the cache keeps.
+    fn decode_until(
+        &self,
+        t: usize,
+        gop: usize,
+        f: u64,
+        want: Option<Key>,
+    ) -> Result<Option<Found>, FrameError> {
         let track = self
             .archive
             .index
@@ -873,7 +993,7 @@ impl Inner {
                     let pts = frame.pts as u64;
                     d.last_out = Some(pts);
                     let users = self.users.get(&(t, pts)).map(Vec::as_slice).unwrap_or(&[]);
-                    if let (Key::File(entry), [u]) = (want, users) {
+                    if let (Some(Key::File(entry)), [u]) = (want, users) {
                         if u.entry == entry && self.renders_from_frame(entry, &frame) {
                             // The file is rendered from this frame once the decoder is free
                             // for the next one; a spare buffer takes the frame's place.
@@ -881,6 +1001,23 @@ impl Inner {
                                 d.decoder.lend(buf);
                             }
                             wanted = Some(Found::Frame(frame));
+                            if pts >= f && d.next_packet <= end {
+                                return Ok(true);
+                            }
+                            continue;
+                        }
+                    }
+                    if let (None, [u]) = (want, users) {
+                        let simple = match &self.archive.index.entries[u.entry].kind {
+                            EntryKind::Image(img) => is_simple(img) && u.plane == Plane::Color,
+                            _ => false,
+                        };
+                        if simple && self.cached(Key::File(u.entry))?.is_none() {
+                            if let Err(e) = self.render_on_the_way(u.entry, &frame) {
+                                log::debug!("render ahead of entry {} failed: {e}", u.entry);
+                            }
+                            d.decoder.recycle(frame);
+                            self.in_flight_cv.notify_all();
                             if pts >= f && d.next_packet <= end {
                                 return Ok(true);
                             }
@@ -898,11 +1035,14 @@ impl Inner {
                                 let piece = piece_from_frame(img, u, &frame)?;
                                 (Key::Piece(u), Value::Piece(Arc::new(piece)))
                             };
-                            if key == want || want == Key::File(u.entry) {
+                            if want == Some(key) || want == Some(Key::File(u.entry)) {
                                 wanted = Some(Found::Value(value.clone()));
                             }
                             lock(&self.cache)?.insert(key, value);
                         }
+                    }
+                    if !users.is_empty() {
+                        self.in_flight_cv.notify_all();
                     }
                     d.decoder.recycle(frame);
                     // After the end of the GOP was signalled, drain it whole: the decoder is
@@ -928,11 +1068,10 @@ impl Inner {
         self.stats
             .decode_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let found = |w: Option<Found>| w.ok_or(FrameError::Missing { track: t, frame: f });
         match result {
             Ok(true) if d.next_packet <= end => {
                 self.give_back(Some(d));
-                found(wanted)
+                Ok(wanted)
             }
             Ok(true) => {
                 // Drained with EOF: the decoder must be reset before it is used again.
@@ -940,7 +1079,7 @@ impl Inner {
                 d.next_packet = d.gop_start;
                 d.last_out = None;
                 self.give_back(Some(d));
-                found(wanted)
+                Ok(wanted)
             }
             Ok(false) => {
                 self.give_back(None);
