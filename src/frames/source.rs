@@ -14,12 +14,16 @@ use crate::media::{DecodedFrame, VideoDecoder};
 use crate::pixels::Decoded;
 use crate::render::{self, OutputFormat, Renderer};
 use lru::LruCache;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
+
+/// Reads remembered to tell reading in order from reading at random (several readers in
+/// order at once each keep theirs apart).
+const RECENT_READS: usize = 16;
 
 /// Memory the decoders of one track may hold.
 const DECODER_MEMORY: u64 = 96 << 20;
@@ -209,6 +213,9 @@ enum Ahead {
 pub struct FrameSource {
     inner: Arc<Inner>,
     prefetch_tx: Option<mpsc::SyncSender<Ahead>>,
+    /// The images whose reads began most recently, newest last: a read that follows one of
+    /// them in archive order is part of a reading in order.
+    recent: Mutex<VecDeque<usize>>,
     prefetchers: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -315,6 +322,7 @@ impl FrameSource {
         FrameSource {
             inner,
             prefetch_tx,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_READS)),
             prefetchers,
         }
     }
@@ -365,17 +373,37 @@ impl FrameSource {
         self.inner.file(entry)
     }
 
-    /// Asks the prefetchers for the whole GOP after this one (a second core decodes it, and
-    /// renders its files, while the first continues this one) and for the next images in
-    /// index order. Requests are dropped when the queue is full, so a reader who stops reading
-    /// stops the prefetching too.
+    /// Whether the read of `entry` follows a recent read of the image before it in archive
+    /// order; remembers it.
+    fn in_order(&self, entry: usize) -> bool {
+        let entries = &self.inner.archive.index.entries;
+        let before = entries[..entry]
+            .iter()
+            .rposition(|e| matches!(e.kind, EntryKind::Image(_)));
+        let Ok(mut recent) = self.recent.lock() else {
+            return false;
+        };
+        let follows = before.is_some_and(|b| recent.contains(&b));
+        if recent.len() == RECENT_READS {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+        follows
+    }
+
+    /// Asks the prefetchers for the next images in index order and, when the reader reads in
+    /// order, for the whole GOP after this one (a second core decodes it, and renders its
+    /// files, while the first continues this one). Requests are dropped when the queue is
+    /// full, so a reader who stops reading stops the prefetching too.
     fn prefetch_after(&self, entry: usize) {
         let Some(tx) = &self.prefetch_tx else { return };
         let entries = &self.inner.archive.index.entries;
         let mut wanted: Vec<Ahead> = Vec::new();
-        if let Some(next_gop) = self.inner.next_gop_entry(entry) {
-            if self.inner.gop_wanted(next_gop) {
-                wanted.push(Ahead::Gop(next_gop));
+        if self.in_order(entry) {
+            if let Some(next_gop) = self.inner.next_gop_entry(entry) {
+                if self.inner.gop_wanted(next_gop) {
+                    wanted.push(Ahead::Gop(next_gop));
+                }
             }
         }
         wanted.extend(
@@ -640,9 +668,10 @@ impl Inner {
         let EntryKind::Image(img) = &e.kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
-        if self.renderer.uses_planes(img, self.opts.format) {
+        if is_simple(img) || self.renderer.uses_planes(img, self.opts.format) {
             // Rendered straight from the decoder's frame when it is decoded for this file,
-            // or from the planes cached when the frame came out on the way to another.
+            // or from the pixels cached when the frame came out on the way to another; or
+            // found rendered, when a GOP decoded ahead brought it while this waited.
             if let Some(Value::Pixels(pixels)) = self.cached(Key::Pixels(entry))? {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return self.render_pixels(entry, &pixels);
