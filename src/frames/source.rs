@@ -708,16 +708,12 @@ impl Inner {
         let EntryKind::Image(img) = &self.archive.index.entries[entry].kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
-        let started = Instant::now();
         let bytes = self
-            .with_worker_slot(|| {
+            .rendering(|| {
                 render_from_planes(img, &frame, self.opts.format, self.renderer)
                     .ok_or_else(|| FrameError::Internal("frame has no Y'CbCr planes".into()))
             })?
             .map_err(|err| FrameError::Internal(format!("render: {err}")));
-        self.stats
-            .render_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let buf = frame.into_buffer();
         if buf.capacity() > 0 {
             if let Ok(mut spare) = self.spare_frames.lock() {
@@ -733,15 +729,23 @@ impl Inner {
         let EntryKind::Image(img) = &self.archive.index.entries[entry].kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
-        let started = Instant::now();
-        let bytes = self.with_worker_slot(|| {
+        let bytes = self.rendering(|| {
             render::render_decoded(img, pixels, self.opts.format, self.renderer)
                 .map_err(|err| FrameError::Internal(format!("render: {err}")))
         })?;
-        self.stats
-            .render_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.accept(entry, bytes)
+    }
+
+    /// Runs the render `f` in a worker slot, counting its time (not the wait for the slot).
+    fn rendering<T>(&self, f: impl FnOnce() -> Result<T, FrameError>) -> Result<T, FrameError> {
+        self.with_worker_slot(|| {
+            let started = Instant::now();
+            let result = f();
+            self.stats
+                .render_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            result
+        })
     }
 
     /// Checks a freshly rendered file of `entry` against what the index recorded (size always,
