@@ -106,7 +106,9 @@ pub struct Args {
     /// x265-params for hevc, aom-params for av1 (e.g. "aq-mode=3:deblock=-1,-1").
     #[arg(long, alias = "x264-params", default_value = "")]
     pub encoder_params: String,
-    /// Encoder threads. The archive's bytes depend on it, not on the machine.
+    /// Encoder threads: canvases up to 1080p code this many GOPs side by side with one thread
+    /// each, larger ones one GOP at a time with all of them. The archive's bytes depend on it,
+    /// not on the machine.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// How long a video player shows each image when the archive plays as a slideshow
