@@ -462,14 +462,8 @@ impl Drop for FrameSource {
 impl Inner {
     /// The image on the first frame of the GOP after the one holding `entry`'s first tile.
     fn next_gop_entry(&self, entry: usize) -> Option<usize> {
-        let EntryKind::Image(img) = &self.archive.index.entries.get(entry)?.kind else {
-            return None;
-        };
-        let tile = img.tiles.first()?;
-        let t = tile.track as usize;
-        let map = self.maps.get(t)?;
-        let gop = *map.gop_of_frame.get(&tile.frame)?;
-        let next = *map.gop_end.get(&gop)?;
+        let (t, gop, _, _) = self.gop_span(entry)?;
+        let next = *self.maps.get(t)?.gop_end.get(&gop)?;
         let pts = self.archive.index.tracks.get(t)?.packets.get(next)?.pts;
         self.users
             .get(&(t, pts))?
