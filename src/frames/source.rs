@@ -539,7 +539,6 @@ impl Inner {
         let EntryKind::Image(img) = &self.archive.index.entries[entry].kind else {
             return Err(FrameError::Internal("not an image".into()));
         };
-        let started = Instant::now();
         let bytes = if self.renders_from_frame(entry, frame) {
             render_from_planes(img, frame, self.opts.format, self.renderer)
                 .ok_or_else(|| FrameError::Internal("frame has no Y'CbCr planes".into()))?
@@ -548,9 +547,6 @@ impl Inner {
             render::render_decoded(img, &decoded, self.opts.format, self.renderer)
         }
         .map_err(|err| FrameError::Internal(format!("render: {err}")))?;
-        self.stats
-            .render_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.accept(entry, bytes).map(drop)
     }
 
@@ -1013,6 +1009,8 @@ impl Inner {
         );
         let mut wanted: Option<Found> = None;
         let started = Instant::now();
+        // Time spent rendering files on the way (counted as rendering, not decoding).
+        let mut rendered_ahead = std::time::Duration::ZERO;
         let result = (|| -> Result<bool, FrameError> {
             loop {
                 while let Some(frame) = d.decoder.receive()? {
@@ -1040,9 +1038,11 @@ impl Inner {
                             _ => false,
                         };
                         if simple && self.cached(Key::File(u.entry))?.is_none() {
+                            let render = Instant::now();
                             if let Err(e) = self.render_on_the_way(u.entry, &frame) {
                                 log::debug!("render ahead of entry {} failed: {e}", u.entry);
                             }
+                            rendered_ahead += render.elapsed();
                             d.decoder.recycle(frame);
                             self.in_flight_cv.notify_all();
                             if pts >= f && d.next_packet <= end {
@@ -1092,9 +1092,13 @@ impl Inner {
                 }
             }
         })();
+        let decoding = started.elapsed().saturating_sub(rendered_ahead);
         self.stats
             .decode_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(decoding.as_micros() as u64, Ordering::Relaxed);
+        self.stats
+            .render_us
+            .fetch_add(rendered_ahead.as_micros() as u64, Ordering::Relaxed);
         match result {
             Ok(true) if d.next_packet <= end => {
                 self.give_back(Some(d));
