@@ -172,9 +172,6 @@ enum Found {
 
 struct Inner {
     archive: Arc<Archive>,
-    /// Frame buffers given back after rendering from them, for the decoders' next frames
-    /// (a fresh frame-sized buffer costs a page fault per 4 KiB).
-    spare_frames: Mutex<Vec<Vec<u8>>>,
     opts: SourceOptions,
     /// How the archive's recorded files were made (and so how to make them again).
     renderer: Renderer,
@@ -260,7 +257,6 @@ impl FrameSource {
         let prefetch = opts.prefetch;
         let inner = Arc::new(Inner {
             renderer: Renderer::for_archive(&index.renderer),
-            spare_frames: Mutex::new(Vec::new()),
             cache: Mutex::new(Cache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
@@ -692,8 +688,7 @@ impl Inner {
         }
     }
 
-    /// Renders `entry`'s file from the decoded frame that holds it, then keeps the frame's
-    /// buffer for a decoder's next frame.
+    /// Renders `entry`'s file from the decoded frame that holds it.
     fn render_frame(&self, entry: usize, frame: DecodedFrame) -> Result<Arc<Vec<u8>>, FrameError> {
         let EntryKind::Image(img) = &self.archive.index.entries[entry].kind else {
             return Err(FrameError::Internal("not an image".into()));
@@ -704,14 +699,8 @@ impl Inner {
                     .ok_or_else(|| FrameError::Internal("frame has no Y'CbCr planes".into()))
             })?
             .map_err(|err| FrameError::Internal(format!("render: {err}")));
-        let buf = frame.into_buffer();
-        if buf.capacity() > 0 {
-            if let Ok(mut spare) = self.spare_frames.lock() {
-                if spare.len() < cores() {
-                    spare.push(buf);
-                }
-            }
-        }
+        // The frame goes back to the decoder's pool here.
+        drop(frame);
         self.accept(entry, bytes?)
     }
 
@@ -1020,11 +1009,8 @@ impl Inner {
                     let users = self.users.get(&(t, pts)).map(Vec::as_slice).unwrap_or(&[]);
                     if let (Some(Key::File(entry)), [u]) = (want, users) {
                         if u.entry == entry && self.renders_from_frame(entry, &frame) {
-                            // The file is rendered from this frame once the decoder is free
-                            // for the next one; a spare buffer takes the frame's place.
-                            if let Some(buf) = lock(&self.spare_frames)?.pop() {
-                                d.decoder.lend(buf);
-                            }
+                            // The file is rendered from this frame (the decoder's own,
+                            // held by reference) once the decoder is free for the next one.
                             wanted = Some(Found::Frame(frame));
                             if pts >= f && d.next_packet <= end {
                                 return Ok(true);

@@ -78,7 +78,7 @@ impl DecodedFrame {
 
     /// The frame's buffer, for [`VideoDecoder::lend`] (empty when the planes are the
     /// decoder's own, which go back to its pool when the frame is dropped).
-    pub fn into_buffer(self) -> Vec<u8> {
+    fn into_buffer(self) -> Vec<u8> {
         match self.planes {
             Planes::Owned(v) => v,
             Planes::Frame(_) => Vec::new(),
@@ -178,7 +178,7 @@ impl VideoDecoder {
     }
 
     /// Gives the decoder a buffer (of an earlier frame) to put its next frame in.
-    pub fn lend(&mut self, buf: Vec<u8>) {
+    fn lend(&mut self, buf: Vec<u8>) {
         if buf.capacity() > self.spare.capacity() {
             self.spare = buf;
         }
