@@ -30,20 +30,23 @@ pub fn looks_like_jpeg(data: &[u8]) -> bool {
 /// decoding it with the decoder the archive's readers use), and it is smaller. `None`
 /// otherwise: the file is then stored as it is.
 pub fn compress(jpeg: &[u8]) -> Option<Vec<u8>> {
-    let coded = encode(jpeg)?;
+    checked(encode(jpeg)?, jpeg)
+}
+
+/// `coded` (from [`encode`]) if it decodes to `jpeg` exactly and is smaller: what
+/// [`compress`] gives, for a file whose Lepton form was made before (to measure its size).
+pub fn checked(coded: Vec<u8>, jpeg: &[u8]) -> Option<Vec<u8>> {
+    if coded.len() >= jpeg.len() {
+        return None;
+    }
     let back = decompress(&coded, jpeg.len() as u64).ok()?;
-    (back == jpeg && coded.len() < jpeg.len()).then_some(coded)
+    (back == jpeg).then_some(coded)
 }
 
-/// The size of a JPEG file's Lepton form, without the decode that checks it (what pack's
-/// budget needs; storing goes through [`compress`], which checks). `None` when Lepton does not
-/// take the file.
-pub fn compressed_size(jpeg: &[u8]) -> Option<usize> {
-    encode(jpeg).map(|c| c.len())
-}
-
-/// Lepton's encoder alone (no check), panics caught.
-fn encode(jpeg: &[u8]) -> Option<Vec<u8>> {
+/// Lepton's encoder alone, without the decode that checks it (pack's budget needs the size;
+/// storing goes through [`checked`] or [`compress`]), panics caught. `None` when Lepton does
+/// not take the file.
+pub fn encode(jpeg: &[u8]) -> Option<Vec<u8>> {
     if !looks_like_jpeg(jpeg) {
         return None;
     }
@@ -128,11 +131,18 @@ mod tests {
     }
 
     #[test]
-    fn compressed_size_is_the_size_compress_gives() {
+    fn encode_then_check_is_compress() {
         let jpeg = sample_jpeg();
         let coded = compress(&jpeg).expect("Lepton takes a baseline JPEG");
-        assert_eq!(compressed_size(&jpeg), Some(coded.len()));
-        assert_eq!(compressed_size(b"not a jpeg"), None);
+        let unchecked = encode(&jpeg).expect("Lepton takes a baseline JPEG");
+        assert_eq!(unchecked, coded);
+        assert_eq!(checked(unchecked.clone(), &jpeg), Some(coded));
+        // Another file's Lepton form does not pass for this one.
+        let mut other = jpeg.clone();
+        let n = other.len();
+        other[n / 2] ^= 0x10;
+        assert_eq!(checked(unchecked, &other), None);
+        assert_eq!(encode(b"not a jpeg"), None);
     }
 
     #[test]

@@ -422,7 +422,7 @@ pub fn pack(
     for (i, item) in items.iter().enumerate() {
         if let Some(Probe::Verbatim(reason)) = &probes[i] {
             log::info!("{}: stored as is: {reason}", item.abs.display());
-            let blob = store_verbatim(&mut writer, item)?;
+            let blob = store_verbatim(&mut writer, item, None)?;
             progress.file_done(&String::from_utf8_lossy(&item.rel), blob.file_size());
             kinds[i] = Some(EntryKind::Verbatim {
                 blob,
@@ -436,10 +436,12 @@ pub fn pack(
         for (i, outcome) in results {
             kinds[i] = Some(match outcome {
                 Outcome::Image(img) => EntryKind::Image(img),
+                Outcome::Stored(blob, reason) => EntryKind::Verbatim { blob, reason },
                 Outcome::Failed(reason) | Outcome::Smaller(reason) => {
+                    // The judge stores what it keeps; this is only a fallback.
                     let item = &items[i];
                     log::info!("{}: stored as is: {reason}", item.abs.display());
-                    let blob = store_verbatim(&mut writer, item)?;
+                    let blob = store_verbatim(&mut writer, item, None)?;
                     EntryKind::Verbatim { blob, reason }
                 }
             });
@@ -667,7 +669,13 @@ fn umask() -> u32 {
 
 /// Stores a file kept as it is: JPEG files Lepton-compressed when that gives them back
 /// exactly and is smaller, other files byte for byte.
-fn store_verbatim(writer: &mut ArchiveWriter, item: &Item) -> Result<archive::Blob, PackError> {
+/// Stores a file as it is (a JPEG in its Lepton form where that is exact and smaller).
+/// `lepton`: the file's Lepton form when it was made before (to measure it), checked here.
+fn store_verbatim(
+    writer: &mut ArchiveWriter,
+    item: &Item,
+    lepton: Option<Vec<u8>>,
+) -> Result<archive::Blob, PackError> {
     let io_err = |error| PackError::Io {
         path: item.abs.clone(),
         error,
@@ -692,7 +700,11 @@ fn store_verbatim(writer: &mut ArchiveWriter, item: &Item) -> Result<archive::Bl
                 "the file changed while it was read",
             )));
         }
-        if let Some(coded) = crate::lepton::compress(&data) {
+        let coded = match lepton {
+            Some(coded) => crate::lepton::checked(coded, &data),
+            None => crate::lepton::compress(&data),
+        };
+        if let Some(coded) = coded {
             let mut blob = writer
                 .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
                 .map_err(write_err)?;
@@ -716,6 +728,8 @@ enum Outcome {
     Failed(String),
     /// Coded fine, but the original file is smaller: kept as it is.
     Smaller(String),
+    /// Kept as it is (for either reason above), and already stored.
+    Stored(archive::Blob, String),
 }
 
 /// An image read and decoded, ready to be cut into tiles and placed on canvases.
@@ -962,7 +976,7 @@ fn encode_track(
         next_frame: 0,
         alpha,
         items,
-        lepton_sizes: HashMap::new(),
+        lepton: HashMap::new(),
         threads,
     };
     let coder = new_coder(alpha_t.map(|t| AlphaTrack {
@@ -1194,14 +1208,42 @@ struct Judge<'a, 'w> {
 
 impl Judge<'_, '_> {
     fn step(&mut self, step: Step) -> Result<(), PackError> {
+        let from = self.assembler.out.len();
         match step {
-            Step::Tile(done) => self.assembler.take(done),
+            Step::Tile(done) => self.assembler.take(done)?,
             Step::Gop(batch, ahead) => {
                 let done = self.coder.code(batch, self.writer, ahead)?;
-                done.into_iter().try_for_each(|d| self.assembler.take(d))
+                done.into_iter().try_for_each(|d| self.assembler.take(d))?;
             }
         }
+        // Files kept as they are go into the archive now, while the next GOPs are coded,
+        // with the Lepton form made to measure them (checked as it is stored).
+        for (i, outcome) in self.assembler.out[from..].iter_mut() {
+            let reason = match outcome {
+                Outcome::Failed(r) | Outcome::Smaller(r) => std::mem::take(r),
+                _ => continue,
+            };
+            let item = &self.coder.items[*i];
+            log::info!("{}: stored as is: {reason}", item.abs.display());
+            let lepton = self.coder.lepton.get_mut(i).and_then(|l| l.coded.take());
+            let blob = store_verbatim(self.writer, item, lepton)?;
+            *outcome = Outcome::Stored(blob, reason);
+        }
+        // Lepton forms of files coded as video are no longer needed (their sizes are kept
+        // for the other tiles of large images).
+        for form in self.coder.lepton.values_mut() {
+            form.coded = None;
+        }
+        Ok(())
     }
+}
+
+/// A JPEG file's Lepton form, measured for a GOP's budget.
+struct LeptonForm {
+    /// Its size (the file's own size when Lepton does not take it or is not smaller).
+    size: u64,
+    /// The unchecked Lepton bytes, until the GOP's files are stored or coded.
+    coded: Option<Vec<u8>>,
 }
 
 /// The alpha track that goes with a colour track: coded losslessly, GOP by GOP beside it.
@@ -1228,8 +1270,9 @@ struct GopCoder<'a> {
     alpha: Option<AlphaTrack>,
     /// The walked items (to read a JPEG again for its Lepton size).
     items: &'a [Item],
-    /// Lepton sizes measured so far, by item (a JPEG in several tiles is measured once).
-    lepton_sizes: HashMap<usize, u64>,
+    /// Lepton forms measured so far, by item (a JPEG in several tiles is measured once): the
+    /// size, and the bytes until the GOP is judged (stored then if the file is kept).
+    lepton: HashMap<usize, LeptonForm>,
     /// Threads of one encoder session (see [`session_threads`]).
     threads: usize,
 }
@@ -1689,12 +1732,20 @@ impl GopCoder<'_> {
                 let whole = if r.entry.format == ImageFormat::Jpeg {
                     let item = r.job.item;
                     let items = self.items;
-                    *self.lepton_sizes.entry(item).or_insert_with(|| {
-                        std::fs::read(&items[item].abs)
-                            .ok()
-                            .and_then(|b| crate::lepton::compressed_size(&b))
-                            .map_or(r.file_size, |n| (n as u64).min(r.file_size))
-                    })
+                    self.lepton
+                        .entry(item)
+                        .or_insert_with(|| {
+                            let coded = std::fs::read(&items[item].abs)
+                                .ok()
+                                .and_then(|b| crate::lepton::encode(&b));
+                            LeptonForm {
+                                size: coded
+                                    .as_ref()
+                                    .map_or(r.file_size, |c| (c.len() as u64).min(r.file_size)),
+                                coded,
+                            }
+                        })
+                        .size
                 } else {
                     r.file_size
                 };
@@ -1984,11 +2035,8 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
     // `into_*` reuses the decoded buffer when it already has the right layout (no copy of a
     // 12 MP photo on the hot path).
     let (rgb, alpha) = match (color, alpha) {
-        (ColorModel::Grey, false) => (
-            image::DynamicImage::ImageLuma8(decoded.into_luma8()).into_rgb8(),
-            None,
-        ),
-        (ColorModel::Rgb | ColorModel::Rgb420, false) => (decoded.into_rgb8(), None),
+        (ColorModel::Grey, false) => (pixels::grey_to_rgb(&decoded.into_luma8()), None),
+        (ColorModel::Rgb | ColorModel::Rgb420, false) => (pixels::into_rgb8(decoded), None),
         (_, true) => {
             let pic = Picture::from_dynamic(decoded);
             (pic.rgb, pic.alpha)

@@ -108,15 +108,22 @@ impl Picture {
     /// Colour and (when it has one) alpha of a decoded image file, at 8 bits.
     pub fn from_dynamic(img: image::DynamicImage) -> Self {
         if !img.color().has_alpha() {
-            return Picture::opaque(img.into_rgb8());
+            return Picture::opaque(into_rgb8(img));
         }
-        let rgba = img.into_rgba8();
-        let (w, h) = rgba.dimensions();
+        let (w, h) = (img.width(), img.height());
         let mut rgb = Vec::with_capacity(w as usize * h as usize * 3);
         let mut alpha = Vec::with_capacity(w as usize * h as usize);
-        for px in rgba.as_raw().chunks_exact(4) {
-            rgb.extend_from_slice(&px[..3]);
-            alpha.push(px[3]);
+        if let image::DynamicImage::ImageLumaA8(la) = &img {
+            for px in la.as_raw().chunks_exact(2) {
+                rgb.extend_from_slice(&[px[0], px[0], px[0]]);
+                alpha.push(px[1]);
+            }
+        } else {
+            let rgba = img.into_rgba8();
+            for px in rgba.as_raw().chunks_exact(4) {
+                rgb.extend_from_slice(&px[..3]);
+                alpha.push(px[3]);
+            }
         }
         Picture {
             rgb: RgbImage::from_raw(w, h, rgb).unwrap_or_default(),
@@ -341,6 +348,15 @@ impl Decoded {
 
 /// A grey plane as an RGB image with R = G = B (how alpha planes travel through the video
 /// path: the colour conversion keeps grey exactly, so lossless coding keeps them exactly).
+/// A decoded image as 8-bit RGB. Grey is spread to three channels here: the `image` crate's
+/// own conversion goes through floating point per pixel (7 % of packing a grey series).
+pub fn into_rgb8(img: image::DynamicImage) -> RgbImage {
+    match img {
+        image::DynamicImage::ImageLuma8(g) => grey_to_rgb(&g),
+        other => other.into_rgb8(),
+    }
+}
+
 pub fn grey_to_rgb(g: &GrayImage) -> RgbImage {
     let mut raw = Vec::with_capacity(g.as_raw().len() * 3);
     for &v in g.as_raw() {
@@ -403,6 +419,23 @@ pub fn paste<P: image::Pixel>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grey_is_spread_as_the_image_crate_spreads_it() {
+        // Every grey level, with and without alpha: the same pixels as image's conversion.
+        let g = GrayImage::from_fn(256, 3, |x, _| image::Luma([x as u8]));
+        let ours = into_rgb8(image::DynamicImage::ImageLuma8(g.clone()));
+        let theirs = image::DynamicImage::ImageLuma8(g).into_rgb8();
+        assert_eq!(ours, theirs);
+        let la = image::GrayAlphaImage::from_fn(256, 2, |x, y| {
+            image::LumaA([x as u8, (x as u8).wrapping_mul(7) ^ y as u8])
+        });
+        let theirs = image::DynamicImage::ImageLumaA8(la.clone()).into_rgba8();
+        let ours = Picture::from_dynamic(image::DynamicImage::ImageLumaA8(la));
+        let rgba: Vec<u8> = theirs.as_raw().to_vec();
+        let back = ours.into_dynamic().into_rgba8().into_raw();
+        assert_eq!(back, rgba);
+    }
 
     /// Half-size chroma brought to `w`×`h` as a JPEG decoder does (triangle weights 3/4 and
     /// 1/4 each way, the edge repeated), rounded to 8 bits.

@@ -114,6 +114,8 @@ fn init_logging(verbose: u8, quiet: bool) {
         .filter_level(level)
         // fuser reports an unmount done by someone else as a failure: noise for users.
         .filter_module("fuser", log::LevelFilter::Error)
+        // lepton_jpeg reports its thread counts for every file at info: noise under -v.
+        .filter_module("lepton_jpeg", level.min(log::LevelFilter::Warn))
         .format_timestamp(None)
         .format_target(false)
         .parse_env("AV1PACK_LOG")
