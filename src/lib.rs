@@ -12,6 +12,7 @@ pub mod media;
 pub mod meta;
 pub mod order;
 pub mod pack;
+pub mod par;
 pub mod pixels;
 pub mod quality;
 pub mod render;

@@ -668,58 +668,101 @@ fn umask() -> u32 {
 }
 
 /// Stores a file kept as it is: JPEG files Lepton-compressed when that gives them back
-/// exactly and is smaller, other files byte for byte.
-/// Stores a file as it is (a JPEG in its Lepton form where that is exact and smaller).
-/// `lepton`: the file's Lepton form when it was made before (to measure it), checked here.
+/// exactly and is smaller, other files byte for byte. `lepton`: the file's Lepton form when
+/// it was made before (to measure it), checked here.
 fn store_verbatim(
     writer: &mut ArchiveWriter,
     item: &Item,
     lepton: Option<Vec<u8>>,
 ) -> Result<archive::Blob, PackError> {
-    let io_err = |error| PackError::Io {
+    let form = verbatim_form(item, lepton)?;
+    write_verbatim(writer, item, form)
+}
+
+/// How a kept file goes into the archive (worked out apart from writing, so that the Lepton
+/// work of several files can run in parallel).
+enum VerbatimForm {
+    /// A JPEG's checked Lepton form, with the original's size and hash.
+    Lepton {
+        coded: Vec<u8>,
+        size: u64,
+        hash: u64,
+    },
+    /// The file's bytes, read already.
+    Bytes(Vec<u8>),
+    /// Streamed from the file as it is written.
+    File,
+}
+
+fn io_error(item: &Item) -> impl Fn(io::Error) -> PackError + '_ {
+    |error| PackError::Io {
         path: item.abs.clone(),
         error,
-    };
-    let write_err = |e| match e {
-        archive::WriteError::Io(error) => io_err(error),
-        other => PackError::Write(other),
-    };
-    let mut f = File::open(&item.abs).map_err(io_err)?;
-    let len = f.metadata().map_err(io_err)?.len();
-    let name = String::from_utf8_lossy(&item.rel).into_owned();
+    }
+}
+
+/// Reads a kept file and, for a JPEG, makes (or checks) its Lepton form.
+fn verbatim_form(item: &Item, lepton: Option<Vec<u8>>) -> Result<VerbatimForm, PackError> {
+    let io_err = io_error(item);
+    let mut f = File::open(&item.abs).map_err(&io_err)?;
+    let len = f.metadata().map_err(&io_err)?.len();
     let mut head = [0u8; 3];
     let jpeg = len <= crate::lepton::MAX_SIZE as u64
         && f.read_exact(&mut head).is_ok()
         && head == [0xFF, 0xD8, 0xFF];
-    if jpeg {
-        let mut data = Vec::with_capacity(len as usize);
-        f.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        f.read_to_end(&mut data).map_err(io_err)?;
-        if data.len() as u64 != len {
-            return Err(io_err(std::io::Error::other(
-                "the file changed while it was read",
-            )));
-        }
-        let coded = match lepton {
-            Some(coded) => crate::lepton::checked(coded, &data),
-            None => crate::lepton::compress(&data),
-        };
-        if let Some(coded) = coded {
+    if !jpeg {
+        return Ok(VerbatimForm::File);
+    }
+    let mut data = Vec::with_capacity(len as usize);
+    f.seek(SeekFrom::Start(0)).map_err(&io_err)?;
+    f.read_to_end(&mut data).map_err(&io_err)?;
+    if data.len() as u64 != len {
+        return Err(io_err(std::io::Error::other(
+            "the file changed while it was read",
+        )));
+    }
+    let coded = match lepton {
+        Some(coded) => crate::lepton::checked(coded, &data),
+        None => crate::lepton::compress(&data),
+    };
+    Ok(match coded {
+        Some(coded) => VerbatimForm::Lepton {
+            coded,
+            size: len,
+            hash: xxh3_64(&data),
+        },
+        None => VerbatimForm::Bytes(data),
+    })
+}
+
+fn write_verbatim(
+    writer: &mut ArchiveWriter,
+    item: &Item,
+    form: VerbatimForm,
+) -> Result<archive::Blob, PackError> {
+    let io_err = io_error(item);
+    let write_err = |e| match e {
+        archive::WriteError::Io(error) => io_err(error),
+        other => PackError::Write(other),
+    };
+    let name = String::from_utf8_lossy(&item.rel).into_owned();
+    match form {
+        VerbatimForm::Lepton { coded, size, hash } => {
             let mut blob = writer
                 .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
                 .map_err(write_err)?;
-            blob.coding = archive::BlobCoding::Lepton {
-                size: len,
-                hash: xxh3_64(&data),
-            };
-            return Ok(blob);
+            blob.coding = archive::BlobCoding::Lepton { size, hash };
+            Ok(blob)
         }
-        return writer
-            .add_blob(&name, &mut data.as_slice(), len)
-            .map_err(write_err);
+        VerbatimForm::Bytes(data) => writer
+            .add_blob(&name, &mut data.as_slice(), data.len() as u64)
+            .map_err(write_err),
+        VerbatimForm::File => {
+            let mut f = File::open(&item.abs).map_err(&io_err)?;
+            let len = f.metadata().map_err(&io_err)?.len();
+            writer.add_blob(&name, &mut f, len).map_err(write_err)
+        }
     }
-    f.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    writer.add_blob(&name, &mut f, len).map_err(write_err)
 }
 
 enum Outcome {
@@ -746,6 +789,8 @@ struct Decoded {
 struct Loaded {
     job: Job,
     result: Result<Ready, String>,
+    /// The track's last tile: its GOP is the last one.
+    last: bool,
 }
 
 /// Quality the pack loop must reach for every image (SSIMULACRA2 of the served file against
@@ -994,7 +1039,8 @@ fn encode_track(
         let loader = s.spawn(move || {
             // The image being cut into tiles (its tiles come one after another).
             let mut current: Option<(usize, Result<Decoded, String>)> = None;
-            for (job, item, probe) in jobs {
+            let n = jobs.len();
+            for (k, (job, item, probe)) in jobs.into_iter().enumerate() {
                 if current.as_ref().map(|c| c.0) != Some(job.item) {
                     drop(current.take()); // free the last image before decoding the next
                     current = Some((job.item, load(&item, &probe)));
@@ -1004,7 +1050,8 @@ fn encode_track(
                     Some(Err(e)) => Err(e.clone()),
                     None => Err("not loaded".into()),
                 };
-                if load_tx.send(Loaded { job, result }).is_err() {
+                let last = k + 1 == n;
+                if load_tx.send(Loaded { job, result, last }).is_err() {
                     break;
                 }
             }
@@ -1062,8 +1109,12 @@ fn encode_track(
                 if !overlap {
                     return deliver(Step::Gop(batch, None), failure);
                 }
+                // The track's last GOP gets every thread: nothing is coded after it, so one
+                // thread would leave the other cores idle while it finishes (a second of a
+                // docpages pack ran on one core).
+                let threads = if all { opts.threads.max(1) } else { threads };
                 coding.push_back(s.spawn(move || {
-                    let coded = coder.encode(&batch, crf, qp);
+                    let coded = coder.encode(&batch, crf, qp, threads);
                     (batch, coded)
                 }));
             }
@@ -1092,6 +1143,7 @@ fn encode_track(
         };
         for loaded in load_rx {
             let job = loaded.job;
+            let last = loaded.last;
             let item = &items[job.item];
             match loaded.result {
                 Err(reason) => {
@@ -1123,10 +1175,10 @@ fn encode_track(
                     batch.push(ready)
                 }
             }
-            if batch.len() as u32 >= gop
+            if (batch.len() as u32 >= gop || (last && !batch.is_empty()))
                 && !send_gop(
                     Some(std::mem::take(&mut batch)),
-                    false,
+                    last,
                     &mut deliver,
                     &mut failure,
                 )
@@ -1217,16 +1269,33 @@ impl Judge<'_, '_> {
             }
         }
         // Files kept as they are go into the archive now, while the next GOPs are coded,
-        // with the Lepton form made to measure them (checked as it is stored).
+        // with the Lepton form made to measure them (checked here, files in parallel).
+        let kept: Vec<(usize, Option<Vec<u8>>)> = self.assembler.out[from..]
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Failed(_) | Outcome::Smaller(_)))
+            .map(|&(i, _)| {
+                let lepton = self.coder.lepton.get_mut(&i).and_then(|l| l.coded.take());
+                (i, lepton)
+            })
+            .collect();
+        let items = self.coder.items;
+        let forms = crate::par::map(&kept, |(i, lepton)| {
+            verbatim_form(&items[*i], lepton.clone())
+        })
+        .map_err(|e| PackError::Pipeline(format!("storing kept files: {e}")))?;
+        let mut forms = kept.iter().map(|k| k.0).zip(forms);
         for (i, outcome) in self.assembler.out[from..].iter_mut() {
             let reason = match outcome {
                 Outcome::Failed(r) | Outcome::Smaller(r) => std::mem::take(r),
                 _ => continue,
             };
-            let item = &self.coder.items[*i];
+            let item = &items[*i];
             log::info!("{}: stored as is: {reason}", item.abs.display());
-            let lepton = self.coder.lepton.get_mut(i).and_then(|l| l.coded.take());
-            let blob = store_verbatim(self.writer, item, lepton)?;
+            let form = match forms.next() {
+                Some((k, form)) if k == *i => form?,
+                _ => return Err(PackError::Pipeline("kept files out of step".into())),
+            };
+            let blob = write_verbatim(self.writer, item, form)?;
             *outcome = Outcome::Stored(blob, reason);
         }
         // Lepton forms of files coded as video are no longer needed (their sizes are kept
@@ -1240,7 +1309,7 @@ impl Judge<'_, '_> {
 
 /// A JPEG file's Lepton form, measured for a GOP's budget.
 struct LeptonForm {
-    /// Its size (the file's own size when Lepton does not take it or is not smaller).
+    /// Its size (`u64::MAX` when Lepton does not take the file).
     size: u64,
     /// The unchecked Lepton bytes, until the GOP's files are stored or coded.
     coded: Option<Vec<u8>>,
@@ -1678,16 +1747,20 @@ impl GopCoder<'_> {
             .collect())
     }
 
-    /// Codes the batch once at `crf`/`qp` (one encoder session). Reads only the track's
+    /// Codes the batch once at `crf`/`qp` (one encoder session of `threads` threads). Reads only the track's
     /// settings, so it can run on another thread while the previous GOP is judged.
     fn encode(
         &self,
         batch: &[Ready],
         crf: Option<f32>,
         qp: Option<u32>,
+        threads: usize,
     ) -> Result<Encoded, PackError> {
-        let mut encoder =
-            VideoEncoder::new(&self.config(crf, qp)).map_err(|e| self.media_err(e))?;
+        let config = EncoderConfig {
+            threads,
+            ..self.config(crf, qp)
+        };
+        let mut encoder = VideoEncoder::new(&config).map_err(|e| self.media_err(e))?;
         for r in batch {
             encoder.encode(&r.canvas).map_err(|e| self.media_err(e))?;
         }
@@ -1726,26 +1799,36 @@ impl GopCoder<'_> {
     /// The batch's files as the archive would keep them: JPEGs at their Lepton size (where
     /// Lepton takes them and is smaller), shares of it for tiles.
     fn kept_exactly(&mut self, batch: &[Ready]) -> u64 {
+        // The JPEGs not measured yet, Lepton-coded in parallel.
+        let mut todo: Vec<usize> = batch
+            .iter()
+            .filter(|r| r.entry.format == ImageFormat::Jpeg)
+            .map(|r| r.job.item)
+            .filter(|i| !self.lepton.contains_key(i))
+            .collect();
+        todo.dedup();
+        let items = self.items;
+        // A failed worker leaves its files unmeasured: they count at their own size.
+        let coded = crate::par::map(&todo, |&i| {
+            std::fs::read(&items[i].abs)
+                .ok()
+                .and_then(|b| crate::lepton::encode(&b))
+        })
+        .unwrap_or_else(|e| {
+            log::warn!("{}: Lepton sizes: {e}", self.track_name);
+            vec![None; todo.len()]
+        });
+        for (i, coded) in todo.into_iter().zip(coded) {
+            let size = coded.as_ref().map_or(u64::MAX, |c| c.len() as u64);
+            self.lepton.insert(i, LeptonForm { size, coded });
+        }
         batch
             .iter()
             .map(|r| {
                 let whole = if r.entry.format == ImageFormat::Jpeg {
-                    let item = r.job.item;
-                    let items = self.items;
                     self.lepton
-                        .entry(item)
-                        .or_insert_with(|| {
-                            let coded = std::fs::read(&items[item].abs)
-                                .ok()
-                                .and_then(|b| crate::lepton::encode(&b));
-                            LeptonForm {
-                                size: coded
-                                    .as_ref()
-                                    .map_or(r.file_size, |c| (c.len() as u64).min(r.file_size)),
-                                coded,
-                            }
-                        })
-                        .size
+                        .get(&r.job.item)
+                        .map_or(r.file_size, |l| l.size.min(r.file_size))
                 } else {
                     r.file_size
                 };
@@ -1768,7 +1851,7 @@ impl GopCoder<'_> {
             extradata, packets, ..
         } = match ahead {
             Some(e) if e.crf == crf && e.qp == qp => e,
-            _ => self.encode(batch, crf, qp)?,
+            _ => self.encode(batch, crf, qp, self.threads)?,
         };
         match &self.extradata {
             None => self.extradata = Some(extradata.clone()),
@@ -1861,33 +1944,11 @@ impl GopCoder<'_> {
                 pixels: keep,
             })
         };
-        let workers = thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, batch.len().max(1));
-        let per = batch.len().div_ceil(workers).max(1);
-        let judged: Vec<Judged> = thread::scope(|s| {
-            let handles: Vec<_> = batch
-                .chunks(per)
-                .zip(frames.chunks(per))
-                .map(|(rs, fs)| {
-                    let judge = &judge;
-                    s.spawn(move || {
-                        rs.iter()
-                            .zip(fs)
-                            .map(|(r, f)| judge(r, f))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                })
-                .collect();
-            let mut all = Vec::with_capacity(batch.len());
-            for h in handles {
-                all.extend(
-                    h.join()
-                        .map_err(|_| PackError::Pipeline("scoring thread panicked".into()))??,
-                );
-            }
-            Ok::<_, PackError>(all)
-        })?;
+        let pairs: Vec<_> = batch.iter().zip(&frames).collect();
+        let judged = crate::par::map(&pairs, |(r, f)| judge(r, f))
+            .map_err(|_| PackError::Pipeline("scoring thread panicked".into()))?
+            .into_iter()
+            .collect::<Result<Vec<Judged>, PackError>>()?;
         Ok(Attempt::Coded(packets, judged))
     }
 }
