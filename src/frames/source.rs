@@ -396,6 +396,12 @@ impl FrameSource {
         let entries = &self.inner.archive.index.entries;
         let mut wanted: Vec<Ahead> = Vec::new();
         if self.in_order(entry) {
+            // The rest of this GOP in one go (one worker decodes on and renders each file as
+            // its frame comes out: file by file, the workers took turns on the one decoder),
+            // and the next GOP on another core.
+            if self.inner.gop_wanted(entry) {
+                wanted.push(Ahead::Gop(entry));
+            }
             if let Some(next_gop) = self.inner.next_gop_entry(entry) {
                 if self.inner.gop_wanted(next_gop) {
                     wanted.push(Ahead::Gop(next_gop));
