@@ -600,4 +600,18 @@ fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
         frames,
         "reading in order with the prefetchers decodes every frame once"
     );
+    // What the cache holds then is files: frames left for a reader to render from (when a
+    // core was idle) made way once their file was rendered.
+    let files: u64 = archive
+        .index
+        .entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Image(_) | EntryKind::Verbatim { .. }))
+        .map(|e| e.served_size())
+        .sum();
+    assert!(
+        src.cached_bytes() <= files,
+        "{} bytes cached for {files} bytes of files",
+        src.cached_bytes()
+    );
 }

@@ -587,6 +587,11 @@ impl Inner {
         }
     }
 
+    /// Whether fewer decodes and renders run than there are cores (one core, at least, idle).
+    fn core_idle(&self) -> bool {
+        self.busy_workers.lock().is_ok_and(|n| *n < cores())
+    }
+
     /// Runs `f` once fewer than `cores()` decodes or renders are running.
     fn with_worker_slot<T>(
         &self,
@@ -666,7 +671,7 @@ impl Inner {
             // found rendered, when a GOP decoded ahead brought it while this waited.
             if let Some(Value::Pixels(pixels)) = self.cached(Key::Pixels(entry))? {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return self.render_pixels(entry, &pixels);
+                return self.render_cached_pixels(entry, &pixels);
             }
             let first = Use {
                 entry,
@@ -675,7 +680,7 @@ impl Inner {
             };
             return match self.value(Key::File(entry), first)? {
                 Found::Value(Value::File(f)) => Ok(f),
-                Found::Value(Value::Pixels(pixels)) => self.render_pixels(entry, &pixels),
+                Found::Value(Value::Pixels(pixels)) => self.render_cached_pixels(entry, &pixels),
                 Found::Frame(frame) => self.render_frame(entry, frame),
                 Found::Value(Value::Piece(_)) => Err(FrameError::Internal(
                     "cache holds the wrong kind of value".into(),
@@ -708,6 +713,21 @@ impl Inner {
         // The frame goes back to the decoder's pool here.
         drop(frame);
         self.accept(entry, bytes?)
+    }
+
+    /// Renders a whole image's file from its pixels found in the cache, which then make way
+    /// (a frame's planes are 4:4:4: 24 times the bytes of the file at 1080p).
+    fn render_cached_pixels(
+        &self,
+        entry: usize,
+        pixels: &Decoded,
+    ) -> Result<Arc<Vec<u8>>, FrameError> {
+        let file = self.render_pixels(entry, pixels)?;
+        let mut cache = lock(&self.cache)?;
+        if let Some(v) = cache.lru.pop(&Key::Pixels(entry)) {
+            cache.bytes = cache.bytes.saturating_sub(v.bytes());
+        }
+        Ok(file)
     }
 
     fn render_pixels(&self, entry: usize, pixels: &Decoded) -> Result<Arc<Vec<u8>>, FrameError> {
@@ -1029,6 +1049,27 @@ impl Inner {
                             EntryKind::Image(img) => is_simple(img) && u.plane == Plane::Color,
                             _ => false,
                         };
+                        if simple
+                            && self.core_idle()
+                            && self.renders_from_frame(u.entry, &frame)
+                            && self.cached(Key::File(u.entry))?.is_none()
+                        {
+                            // A core is idle (the end of a sequential read: one GOP left):
+                            // the reader renders the file from these planes on its own
+                            // thread while this one decodes on.
+                            if let EntryKind::Image(img) = &self.archive.index.entries[u.entry].kind
+                            {
+                                let decoded = decoded_from_frame(img, &frame, true)?;
+                                lock(&self.cache)?
+                                    .insert(Key::Pixels(u.entry), Value::Pixels(Arc::new(decoded)));
+                            }
+                            d.decoder.recycle(frame);
+                            self.in_flight_cv.notify_all();
+                            if pts >= f && d.next_packet <= end {
+                                return Ok(true);
+                            }
+                            continue;
+                        }
                         if simple && self.cached(Key::File(u.entry))?.is_none() {
                             let render = Instant::now();
                             if let Err(e) = self.render_on_the_way(u.entry, &frame) {
