@@ -789,8 +789,8 @@ struct Decoded {
 struct Loaded {
     job: Job,
     result: Result<Ready, String>,
-    /// The track's last tile: its GOP is the last one.
-    last: bool,
+    /// Tiles of the track after this one.
+    left: usize,
 }
 
 /// Quality the pack loop must reach for every image (SSIMULACRA2 of the served file against
@@ -1050,8 +1050,8 @@ fn encode_track(
                     Some(Err(e)) => Err(e.clone()),
                     None => Err("not loaded".into()),
                 };
-                let last = k + 1 == n;
-                if load_tx.send(Loaded { job, result, last }).is_err() {
+                let left = n - k - 1;
+                if load_tx.send(Loaded { job, result, left }).is_err() {
                     break;
                 }
             }
@@ -1102,6 +1102,7 @@ fn encode_track(
         // error).
         let mut send_gop = |batch: Option<Vec<Ready>>,
                             all: bool,
+                            wide: bool,
                             deliver: &mut dyn FnMut(Step, &mut Option<PackError>) -> bool,
                             failure: &mut Option<PackError>|
          -> bool {
@@ -1109,10 +1110,10 @@ fn encode_track(
                 if !overlap {
                     return deliver(Step::Gop(batch, None), failure);
                 }
-                // The track's last GOP gets every thread: nothing is coded after it, so one
-                // thread would leave the other cores idle while it finishes (a second of a
-                // docpages pack ran on one core).
-                let threads = if all { opts.threads.max(1) } else { threads };
+                // The track's last GOPs get every thread: fewer sessions than cores are left
+                // to run side by side, and one thread each would leave cores idle while they
+                // finish (two seconds of a 10 s burst-1080p pack ran on one core).
+                let threads = if wide { opts.threads.max(1) } else { threads };
                 coding.push_back(s.spawn(move || {
                     let coded = coder.encode(&batch, crf, qp, threads);
                     (batch, coded)
@@ -1143,7 +1144,9 @@ fn encode_track(
         };
         for loaded in load_rx {
             let job = loaded.job;
-            let last = loaded.last;
+            let left = loaded.left;
+            // Among the track's last `sessions` GOPs (by the tiles left after this one).
+            let near_end = |left: usize| left <= (sessions - 1) * gop as usize;
             let item = &items[job.item];
             match loaded.result {
                 Err(reason) => {
@@ -1153,7 +1156,7 @@ fn encode_track(
                         pixels: None,
                     };
                     // Steps reach the judge in track order: the GOPs before this tile first.
-                    if !send_gop(None, true, &mut deliver, &mut failure)
+                    if !send_gop(None, true, false, &mut deliver, &mut failure)
                         || !deliver(Step::Tile(done), &mut failure)
                     {
                         break;
@@ -1166,6 +1169,7 @@ fn encode_track(
                         && !send_gop(
                             Some(std::mem::take(&mut batch)),
                             false,
+                            near_end(left + 1),
                             &mut deliver,
                             &mut failure,
                         )
@@ -1175,10 +1179,11 @@ fn encode_track(
                     batch.push(ready)
                 }
             }
-            if (batch.len() as u32 >= gop || (last && !batch.is_empty()))
+            if (batch.len() as u32 >= gop || (left == 0 && !batch.is_empty()))
                 && !send_gop(
                     Some(std::mem::take(&mut batch)),
-                    last,
+                    left == 0,
+                    near_end(left),
                     &mut deliver,
                     &mut failure,
                 )
@@ -1195,7 +1200,7 @@ fn encode_track(
         }
         if failure.is_none() {
             let last = (!batch.is_empty()).then_some(batch);
-            send_gop(last, true, &mut deliver, &mut failure);
+            send_gop(last, true, true, &mut deliver, &mut failure);
         }
         loader
             .join()
