@@ -107,8 +107,8 @@ pub struct Args {
     #[arg(long, alias = "x264-params", default_value = "")]
     pub encoder_params: String,
     /// Encoder threads: canvases up to 1080p code this many GOPs side by side with one thread
-    /// each, larger ones one GOP at a time with all of them. The archive's bytes depend on it,
-    /// not on the machine.
+    /// each (a track's last GOPs with all of them), larger ones one GOP at a time with all of
+    /// them. The archive's bytes depend on it, not on the machine.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// How long a video player shows each image when the archive plays as a slideshow
