@@ -437,12 +437,9 @@ pub fn pack(
             kinds[i] = Some(match outcome {
                 Outcome::Image(img) => EntryKind::Image(img),
                 Outcome::Stored(blob, reason) => EntryKind::Verbatim { blob, reason },
-                Outcome::Failed(reason) | Outcome::Smaller(reason) => {
-                    // The judge stores what it keeps; this is only a fallback.
-                    let item = &items[i];
-                    log::info!("{}: stored as is: {reason}", item.abs.display());
-                    let blob = store_verbatim(&mut writer, item, None)?;
-                    EntryKind::Verbatim { blob, reason }
+                // The judge stores every file it keeps (`Judge::step`).
+                Outcome::Failed(_) | Outcome::Smaller(_) => {
+                    return Err(PackError::Pipeline("a kept file was not stored".into()));
                 }
             });
         }
@@ -1021,7 +1018,8 @@ fn encode_track(
         next_frame: 0,
         alpha,
         items,
-        lepton: HashMap::new(),
+        lepton_sizes: HashMap::new(),
+        lepton_bytes: HashMap::new(),
         threads,
     };
     let coder = new_coder(alpha_t.map(|t| AlphaTrack {
@@ -1275,49 +1273,36 @@ impl Judge<'_, '_> {
         }
         // Files kept as they are go into the archive now, while the next GOPs are coded,
         // with the Lepton form made to measure them (checked here, files in parallel).
-        let kept: Vec<(usize, Option<Vec<u8>>)> = self.assembler.out[from..]
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Failed(_) | Outcome::Smaller(_)))
-            .map(|&(i, _)| {
-                let lepton = self.coder.lepton.get_mut(&i).and_then(|l| l.coded.take());
-                (i, lepton)
+        // (position in `out`, item, its Lepton bytes)
+        let kept: Vec<(usize, usize, Option<Vec<u8>>)> = (from..self.assembler.out.len())
+            .filter_map(|k| {
+                let (i, outcome) = &self.assembler.out[k];
+                matches!(outcome, Outcome::Failed(_) | Outcome::Smaller(_))
+                    .then(|| (k, *i, self.coder.lepton_bytes.remove(i)))
             })
             .collect();
         let items = self.coder.items;
-        let forms = crate::par::map(&kept, |(i, lepton)| {
+        let forms = crate::par::map(&kept, |(_, i, lepton)| {
             verbatim_form(&items[*i], lepton.clone())
         })
         .map_err(|e| PackError::Pipeline(format!("storing kept files: {e}")))?;
-        let mut forms = kept.iter().map(|k| k.0).zip(forms);
-        for (i, outcome) in self.assembler.out[from..].iter_mut() {
-            let reason = match outcome {
-                Outcome::Failed(r) | Outcome::Smaller(r) => std::mem::take(r),
-                _ => continue,
+        for ((k, i, _), form) in kept.iter().zip(forms) {
+            let (Outcome::Failed(reason) | Outcome::Smaller(reason)) = std::mem::replace(
+                &mut self.assembler.out[*k].1,
+                Outcome::Failed(String::new()),
+            ) else {
+                continue;
             };
             let item = &items[*i];
             log::info!("{}: stored as is: {reason}", item.abs.display());
-            let form = match forms.next() {
-                Some((k, form)) if k == *i => form?,
-                _ => return Err(PackError::Pipeline("kept files out of step".into())),
-            };
-            let blob = write_verbatim(self.writer, item, form)?;
-            *outcome = Outcome::Stored(blob, reason);
+            let blob = write_verbatim(self.writer, item, form?)?;
+            self.assembler.out[*k].1 = Outcome::Stored(blob, reason);
         }
         // Lepton forms of files coded as video are no longer needed (their sizes are kept
         // for the other tiles of large images).
-        for form in self.coder.lepton.values_mut() {
-            form.coded = None;
-        }
+        self.coder.lepton_bytes.clear();
         Ok(())
     }
-}
-
-/// A JPEG file's Lepton form, measured for a GOP's budget.
-struct LeptonForm {
-    /// Its size (`u64::MAX` when Lepton does not take the file).
-    size: u64,
-    /// The unchecked Lepton bytes, until the GOP's files are stored or coded.
-    coded: Option<Vec<u8>>,
 }
 
 /// The alpha track that goes with a colour track: coded losslessly, GOP by GOP beside it.
@@ -1344,9 +1329,12 @@ struct GopCoder<'a> {
     alpha: Option<AlphaTrack>,
     /// The walked items (to read a JPEG again for its Lepton size).
     items: &'a [Item],
-    /// Lepton forms measured so far, by item (a JPEG in several tiles is measured once): the
-    /// size, and the bytes until the GOP is judged (stored then if the file is kept).
-    lepton: HashMap<usize, LeptonForm>,
+    /// Lepton sizes measured so far, by item (a JPEG in several tiles is measured once);
+    /// `u64::MAX` where Lepton does not take the file.
+    lepton_sizes: HashMap<usize, u64>,
+    /// The unchecked Lepton bytes measured for the GOP being judged: stored with a file that
+    /// is kept, dropped once the GOP is judged.
+    lepton_bytes: HashMap<usize, Vec<u8>>,
     /// Threads of one encoder session (see [`session_threads`]).
     threads: usize,
 }
@@ -1809,7 +1797,7 @@ impl GopCoder<'_> {
             .iter()
             .filter(|r| r.entry.format == ImageFormat::Jpeg)
             .map(|r| r.job.item)
-            .filter(|i| !self.lepton.contains_key(i))
+            .filter(|i| !self.lepton_sizes.contains_key(i))
             .collect();
         todo.dedup();
         let items = self.items;
@@ -1825,15 +1813,18 @@ impl GopCoder<'_> {
         });
         for (i, coded) in todo.into_iter().zip(coded) {
             let size = coded.as_ref().map_or(u64::MAX, |c| c.len() as u64);
-            self.lepton.insert(i, LeptonForm { size, coded });
+            self.lepton_sizes.insert(i, size);
+            if let Some(c) = coded {
+                self.lepton_bytes.insert(i, c);
+            }
         }
         batch
             .iter()
             .map(|r| {
                 let whole = if r.entry.format == ImageFormat::Jpeg {
-                    self.lepton
+                    self.lepton_sizes
                         .get(&r.job.item)
-                        .map_or(r.file_size, |l| l.size.min(r.file_size))
+                        .map_or(r.file_size, |&n| n.min(r.file_size))
                 } else {
                     r.file_size
                 };

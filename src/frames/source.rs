@@ -1046,36 +1046,30 @@ impl Inner {
                     }
                     if let (None, [u]) = (want, users) {
                         let simple = match &self.archive.index.entries[u.entry].kind {
-                            EntryKind::Image(img) => is_simple(img) && u.plane == Plane::Color,
-                            _ => false,
+                            EntryKind::Image(img) if is_simple(img) && u.plane == Plane::Color => {
+                                Some(img)
+                            }
+                            _ => None,
                         };
-                        if simple
-                            && self.core_idle()
-                            && self.renders_from_frame(u.entry, &frame)
-                            && self.cached(Key::File(u.entry))?.is_none()
-                        {
-                            // A core is idle (the end of a sequential read: one GOP left):
-                            // the reader renders the file from these planes on its own
-                            // thread while this one decodes on.
-                            if let EntryKind::Image(img) = &self.archive.index.entries[u.entry].kind
-                            {
+                        let unrendered = match simple {
+                            Some(img) => self.cached(Key::File(u.entry))?.is_none().then_some(img),
+                            None => None,
+                        };
+                        if let Some(img) = unrendered {
+                            if self.core_idle() && self.renders_from_frame(u.entry, &frame) {
+                                // A core is idle (the end of a sequential read: one GOP
+                                // left): the reader renders the file from these planes on its
+                                // own thread while this one decodes on.
                                 let decoded = decoded_from_frame(img, &frame, true)?;
                                 lock(&self.cache)?
                                     .insert(Key::Pixels(u.entry), Value::Pixels(Arc::new(decoded)));
+                            } else {
+                                let render = Instant::now();
+                                if let Err(e) = self.render_on_the_way(u.entry, &frame) {
+                                    log::debug!("render ahead of entry {} failed: {e}", u.entry);
+                                }
+                                rendered_ahead += render.elapsed();
                             }
-                            d.decoder.recycle(frame);
-                            self.in_flight_cv.notify_all();
-                            if pts >= f && d.next_packet <= end {
-                                return Ok(true);
-                            }
-                            continue;
-                        }
-                        if simple && self.cached(Key::File(u.entry))?.is_none() {
-                            let render = Instant::now();
-                            if let Err(e) = self.render_on_the_way(u.entry, &frame) {
-                                log::debug!("render ahead of entry {} failed: {e}", u.entry);
-                            }
-                            rendered_ahead += render.elapsed();
                             d.decoder.recycle(frame);
                             self.in_flight_cv.notify_all();
                             if pts >= f && d.next_packet <= end {
