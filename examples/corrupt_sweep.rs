@@ -57,7 +57,7 @@ fn layout(a: &Archive) -> Layout {
                     }
                 }
             }
-            EntryKind::Dir | EntryKind::Symlink { .. } => {}
+            EntryKind::Dir | EntryKind::Symlink { .. } | EntryKind::Copy { .. } => {}
         }
         entries.push((e.path_lossy(), ranges));
     }

@@ -4,6 +4,7 @@ pub mod album;
 pub mod archive;
 pub mod cli;
 pub mod daemon;
+pub mod dedupe;
 pub mod frames;
 pub mod fs;
 pub mod fuse;

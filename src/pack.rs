@@ -6,6 +6,7 @@
 //! record its size and hash).
 
 use crate::album::{self, Found, Item, Probe, ScanError};
+use crate::archive::codec::MAX_INDEX_BYTES;
 use crate::archive::writer::TrackSpec;
 use crate::archive::{
     self, ArchiveWriter, ColorModel, Entry, EntryKind, ImageEntry, ImageFormat, Index, Rendered,
@@ -16,7 +17,7 @@ use crate::media::{self, Codec, EncoderConfig, MediaError, VideoDecoder, VideoEn
 use crate::order::{self, Order};
 use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
-use crate::{meta, quality};
+use crate::{dedupe, meta, quality};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -128,6 +129,8 @@ pub struct PackReport {
     pub original_bytes: u64,
     pub archive_bytes: u64,
     pub tracks: usize,
+    /// Files with the same bytes as an earlier file of the album, stored once.
+    pub copies: usize,
     /// Partial archives for the same destination left by packs that were killed, removed.
     pub removed_partials: Vec<PathBuf>,
 }
@@ -268,14 +271,22 @@ pub fn pack(
         return Err(PackError::Exists(dest.to_owned()));
     }
     let items = album::walk(src)?;
+    // A file with the same bytes as an earlier one is packed once: its entry takes the
+    // earlier one's (frames or stored bytes), with its own name, time and mode.
+    let copy_of = dedupe::copies(&items);
     let mut probes: Vec<Option<Probe>> = Vec::with_capacity(items.len());
     let mut report = PackReport::default();
     let mut total_bytes = 0;
-    for item in &items {
+    for (item, copy) in items.iter().zip(&copy_of) {
         match item.found {
             Found::File { size } => {
                 report.files += 1;
                 total_bytes += size;
+                if copy.is_some() {
+                    report.copies += 1;
+                    probes.push(None);
+                    continue;
+                }
                 let probe = match album::probe(&item.abs)? {
                     Probe::Image {
                         format: ImageFormat::Jpeg,
@@ -444,6 +455,18 @@ pub fn pack(
             });
         }
     }
+    for (i, copy) in copy_of.iter().enumerate() {
+        let Some(o) = *copy else { continue };
+        kinds[i] = kinds[o].clone();
+        log::info!(
+            "{}: the same bytes as {}: stored once",
+            items[i].abs.display(),
+            items[o].abs.display()
+        );
+        if let Found::File { size } = items[i].found {
+            progress.file_done(&String::from_utf8_lossy(&items[i].rel), size);
+        }
+    }
     let tracks = canvases
         .iter()
         .enumerate()
@@ -460,6 +483,8 @@ pub fn pack(
         .collect();
 
     let mut entries = Vec::with_capacity(items.len());
+    // Metadata the copies repeat when the index is read, within what a reader accepts.
+    let mut repeated = 0u64;
     for (i, item) in items.into_iter().enumerate() {
         let kind = match item.found {
             Found::Dir => EntryKind::Dir,
@@ -482,6 +507,16 @@ pub fn pack(
             )),
             _ => {}
         }
+        let kind = match (copy_of[i], &kind) {
+            (Some(of), EntryKind::Image(img))
+                if repeated + archive::metadata_bytes(img) <= MAX_INDEX_BYTES / 4 =>
+            {
+                repeated += archive::metadata_bytes(img);
+                EntryKind::Copy { of: of as u64 }
+            }
+            (Some(of), EntryKind::Verbatim { .. }) => EntryKind::Copy { of: of as u64 },
+            _ => kind,
+        };
         entries.push(Entry {
             path: item.rel,
             mtime: item.mtime,

@@ -3,9 +3,17 @@
 use av1pack::archive::codec::{self, IndexError, MAX_INDEX_BYTES};
 use av1pack::archive::*;
 
+/// The sample of a version 4 index: the version 5 sample without its copies.
+fn sample_index_v4() -> Index {
+    let mut idx = sample_index();
+    idx.entries
+        .retain(|e| !matches!(e.kind, EntryKind::Copy { .. }));
+    idx
+}
+
 /// The sample of a version 3 index: the same as a version 4 one holding no `Rgb420`.
 fn sample_index_v3() -> Index {
-    let mut idx = sample_index();
+    let mut idx = sample_index_v4();
     for e in &mut idx.entries {
         if let EntryKind::Image(img) = &mut e.kind {
             img.color = ColorModel::Rgb;
@@ -14,7 +22,44 @@ fn sample_index_v3() -> Index {
     idx
 }
 
+/// The sample as decoding gives it: every copy holds its original's kind.
+fn resolved(mut idx: Index) -> Index {
+    for i in 0..idx.entries.len() {
+        if let EntryKind::Copy { of } = idx.entries[i].kind {
+            idx.entries[i].kind = idx.entries[of as usize].kind.clone();
+        }
+    }
+    idx
+}
+
+/// Copies of the sample's image (entry 1) and of its kept JPEG (entry 3).
+fn sample_copies() -> Vec<Entry> {
+    vec![
+        Entry {
+            path: b"copy of caf\xe9.jpg".to_vec(),
+            mtime: Timestamp {
+                secs: 1_700_000_000,
+                nanos: 0,
+            },
+            mode: 0o600,
+            kind: EntryKind::Copy { of: 1 },
+        },
+        Entry {
+            path: b"kept (1).jpg".to_vec(),
+            mtime: Timestamp::default(),
+            mode: 0o644,
+            kind: EntryKind::Copy { of: 3 },
+        },
+    ]
+}
+
 fn sample_index() -> Index {
+    let mut idx = sample_index_without_copies();
+    idx.entries.extend(sample_copies());
+    idx
+}
+
+fn sample_index_without_copies() -> Index {
     Index {
         tool_version: "0.1.0".into(),
         renderer: "renderer-x".into(),
@@ -154,7 +199,9 @@ fn sample_index() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v4.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v5.bin");
+/// Written by the av1pack of format version 4 (kept, not regenerated).
+const GOLDEN_V4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v4.bin");
 /// Written by the av1pack of format version 3 (kept, not regenerated).
 const GOLDEN_V3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v3.bin");
 
@@ -168,12 +215,64 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 4);
+    assert_eq!(codec::FORMAT_VERSION, 5);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
     );
-    assert_eq!(codec::decode_index(&golden).unwrap(), sample_index());
+    let decoded = codec::decode_index(&golden).unwrap();
+    assert_eq!(decoded, resolved(sample_index()));
+    // The copies keep their own names, times and modes, and take their originals' kinds.
+    let n = decoded.entries.len();
+    assert_eq!(decoded.entries[n - 2].path, b"copy of caf\xe9.jpg");
+    assert_eq!(decoded.entries[n - 2].mode, 0o600);
+    assert_eq!(decoded.entries[n - 2].kind, decoded.entries[1].kind);
+    assert_eq!(decoded.entries[n - 1].kind, decoded.entries[3].kind);
+}
+
+#[test]
+fn version_4_indexes_still_decode() {
+    let golden = std::fs::read(GOLDEN_V4).unwrap();
+    assert_eq!(&golden[8..12], &4u32.to_le_bytes());
+    assert_eq!(codec::decode_index(&golden).unwrap(), sample_index_v4());
+}
+
+/// A copy must point at an earlier file, and copies may not repeat more metadata than an
+/// index may hold.
+#[test]
+fn copies_of_what_is_not_an_earlier_file_are_refused() {
+    let refused = |idx: &Index| {
+        let b = codec::encode_index(idx).unwrap();
+        matches!(codec::decode_index(&b), Err(IndexError::Malformed(_)))
+    };
+    let n = sample_index().entries.len() as u64;
+    // Entry 0 is a folder, entry 4 a symlink, the last entry comes after, and beyond the end.
+    for of in [0, 4, n - 1, n, u64::MAX] {
+        let mut idx = sample_index();
+        idx.entries.last_mut().unwrap().kind = EntryKind::Copy { of };
+        assert!(refused(&idx), "copy of entry {of}");
+    }
+    // 300 copies of an image with 1 MiB of metadata would make 300 MiB in memory.
+    let mut idx = sample_index_without_copies();
+    if let EntryKind::Image(img) = &mut idx.entries[1].kind {
+        img.metadata = vec![MetaBlock::Trailer(vec![0; 1 << 20])];
+    }
+    for k in 0..300 {
+        idx.entries.push(Entry {
+            path: format!("copy {k}").into_bytes(),
+            mtime: Timestamp::default(),
+            mode: 0o644,
+            kind: EntryKind::Copy { of: 1 },
+        });
+    }
+    assert!(refused(&idx), "300 MiB of repeated metadata");
+    // Three are fine.
+    idx.entries.truncate(idx.entries.len() - 297);
+    let b = codec::encode_index(&idx).unwrap();
+    assert_eq!(
+        codec::decode_index(&b).unwrap().entries.len(),
+        idx.entries.len()
+    );
 }
 
 #[test]
@@ -211,7 +310,7 @@ fn hostile_headers_are_refused_before_allocating() {
         Err(IndexError::TooLarge(_))
     ));
     let mut b = codec::encode_index(&sample_index()).unwrap();
-    for v in [1u32, 2, 5] {
+    for v in [1u32, 2, 6] {
         b[8..12].copy_from_slice(&v.to_le_bytes());
         assert!(matches!(
             codec::decode_index(&b),

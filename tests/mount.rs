@@ -527,3 +527,115 @@ fn an_hevc_coded_image_is_served_like_unpack_gives_it() {
     );
     assert_looks_the_same(&album.join("frame 2.png"), &served, 90.0);
 }
+
+/// Packs `album` with `flags` and returns the archive's size.
+fn pack_sized(flags: &[&str], album: &Path, archive: &Path) -> u64 {
+    let o = bin()
+        .arg("pack")
+        .args(flags)
+        .arg(album)
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "pack {flags:?}: {}", stderr(&o));
+    std::fs::metadata(archive).unwrap().len()
+}
+
+/// Copies of files (the same bytes under other names, in other folders) are stored once:
+/// the archive grows by their index entries only. Unpack and the mount give each copy the
+/// bytes its original gets, with the copy's own time (and, from unpack, mode). Coded images
+/// (one with an alpha plane), a kept JPEG (Lepton) and a text file are copied.
+#[test]
+fn copies_are_stored_once_and_served_under_every_name() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(sample_album())
+        .arg(&album)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    // Coded (--crf 26 codes every image) and kept (lossless keeps JPEG files, Lepton-coded).
+    let modes: [&[&str]; 2] = [&["--crf", "26"], &["--quality", "lossless"]];
+    let plain: Vec<u64> = modes
+        .iter()
+        .enumerate()
+        .map(|(k, flags)| pack_sized(flags, &album, &tmp.path().join(format!("plain{k}.mkv"))))
+        .collect();
+    let copies = [
+        ("2005/anne_helene.jpg", "copies/anne_helene (1).jpg"),
+        ("icons/digikam.png", "copies/deeper/digikam.png"),
+        ("scans/gnucash-guide-p22.png", "copies/p22.png"),
+        ("notes/README.md", "copies/README copy.md"),
+    ];
+    let mut copied_bytes = 0;
+    for (k, (from, to)) in copies.iter().enumerate() {
+        let to = album.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        copied_bytes += std::fs::copy(album.join(from), &to).unwrap();
+        // Their own times and modes.
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000 + k as u64);
+        std::fs::File::options()
+            .write(true)
+            .open(&to)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for (k, flags) in modes.iter().enumerate() {
+        let archive = tmp.path().join(format!("copies{k}.mkv"));
+        let size = pack_sized(flags, &album, &archive);
+        assert!(
+            size < plain[k] + 1024 * copies.len() as u64,
+            "{flags:?}: {size} bytes with {copied_bytes} bytes of copies, {} without",
+            plain[k]
+        );
+        let out = tmp.path().join(format!("out{k}"));
+        let o = bin()
+            .arg("unpack")
+            .arg(&archive)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m = mount(&archive, &tmp.path().join(format!("mnt{k}")), &[]);
+        for (from, to) in copies {
+            let original = std::fs::read(out.join(from)).unwrap();
+            let copy = std::fs::read(out.join(to)).unwrap();
+            assert!(
+                copy == original,
+                "{flags:?}: unpacked {to} differs from {from}"
+            );
+            let (src_meta, out_meta) = (
+                album.join(to).metadata().unwrap(),
+                out.join(to).metadata().unwrap(),
+            );
+            assert_eq!(src_meta.mtime(), out_meta.mtime(), "{flags:?}: {to}");
+            assert_eq!(
+                out_meta.permissions().mode() & 0o777,
+                0o600,
+                "{flags:?}: {to}"
+            );
+            let served = std::fs::read(m.dir.join(to)).unwrap();
+            let stat = m.dir.join(to).metadata().unwrap();
+            assert_eq!(stat.len(), served.len() as u64, "{flags:?}: {to}");
+            assert_eq!(stat.mtime(), src_meta.mtime(), "{flags:?}: {to}");
+            assert!(served == original, "{flags:?}: mounted {to} differs");
+        }
+        // The text file and, in lossless mode, the JPEG come back bit for bit.
+        for (from, to) in copies {
+            if to.ends_with(".md") || k == 1 && to.ends_with(".jpg") {
+                assert_eq!(
+                    std::fs::read(album.join(from)).unwrap(),
+                    std::fs::read(out.join(to)).unwrap(),
+                    "{flags:?}: {to}"
+                );
+            }
+        }
+    }
+}

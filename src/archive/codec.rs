@@ -11,9 +11,11 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// 2: packets carry an xxh3-64 of their payload (`Packet::hash`); a second copy of the index
 /// at the end of the file, found through a trailer. 3: `Blob::coding`. 4: `ColorModel::Rgb420`.
-pub const FORMAT_VERSION: u32 = 4;
-/// The oldest version this av1pack reads: a version 3 index is a version 4 index that holds
-/// no `ColorModel::Rgb420` (the variant was added at the end, so the bytes decode alike).
+/// 5: `EntryKind::Copy`.
+pub const FORMAT_VERSION: u32 = 5;
+/// The oldest version this av1pack reads: a version 3 index is a version 5 index that holds
+/// no `ColorModel::Rgb420` and no `EntryKind::Copy` (both variants were added at the end, so
+/// the bytes decode alike).
 pub const OLDEST_READ_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// Upper bound for an index payload: 256 MiB is ~2 million entries.
@@ -109,8 +111,52 @@ pub fn decode_index(bytes: &[u8]) -> Result<Index, IndexError> {
             payload.len() - used
         )));
     }
+    let mut index = index;
+    resolve_copies(&mut index)?;
     validate(&index)?;
     Ok(index)
+}
+
+/// Gives every copy entry its original's kind. A copy must follow its original, which must be
+/// a file; the metadata the copies repeat may not exceed [`MAX_INDEX_BYTES`] in all (checked
+/// before anything is repeated), so that a small hostile index cannot make a huge one in memory.
+fn resolve_copies(index: &mut Index) -> Result<(), IndexError> {
+    use super::EntryKind;
+    let entries = &index.entries;
+    let mut repeated = 0u64;
+    let mut copies = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let EntryKind::Copy { of } = e.kind else {
+            continue;
+        };
+        // The original, followed through earlier copies (pack writes none, but they resolve).
+        let mut o = usize::try_from(of).ok().filter(|&o| o < i);
+        while let Some(EntryKind::Copy { of }) = o.map(|o| &entries[o].kind) {
+            o = usize::try_from(*of).ok().filter(|&next| Some(next) < o);
+        }
+        match o.map(|o| (o, &entries[o].kind)) {
+            Some((o, EntryKind::Verbatim { .. })) => copies.push((i, o)),
+            Some((o, EntryKind::Image(img))) => {
+                repeated = repeated.saturating_add(super::metadata_bytes(img));
+                copies.push((i, o));
+            }
+            _ => {
+                return Err(IndexError::Malformed(format!(
+                    "{} is a copy of entry {of}, which is not an earlier file",
+                    e.path_lossy()
+                )))
+            }
+        }
+    }
+    if repeated > MAX_INDEX_BYTES {
+        return Err(IndexError::Malformed(format!(
+            "copies repeat {repeated} bytes of metadata"
+        )));
+    }
+    for (i, o) in copies {
+        index.entries[i].kind = index.entries[o].kind.clone();
+    }
+    Ok(())
 }
 
 /// Structural checks a reader relies on, so that later code can index without panicking.

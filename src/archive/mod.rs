@@ -106,6 +106,11 @@ pub enum EntryKind {
         reason: String,
     },
     Image(Box<ImageEntry>),
+    /// A file with the same bytes as entry `of` (an earlier file entry): stored once. Only on
+    /// disk: decoding the index gives the copy entry `of`'s kind (format version 5).
+    Copy {
+        of: u64,
+    },
 }
 
 /// Bytes of the original file kept in the archive's attachment area.
@@ -238,6 +243,25 @@ pub enum MetaBlock {
     Trailer(Vec<u8>),
 }
 
+impl MetaBlock {
+    /// Bytes of data the block holds.
+    pub fn len(&self) -> usize {
+        match self {
+            MetaBlock::JpegSegment { data, .. } | MetaBlock::PngChunk { data, .. } => data.len(),
+            MetaBlock::Trailer(data) => data.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bytes of metadata an image entry holds.
+pub fn metadata_bytes(img: &ImageEntry) -> u64 {
+    img.metadata.iter().map(|m| m.len() as u64).sum()
+}
+
 /// Size and hash of the rendered file, so that the mount knows sizes without decoding.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rendered {
@@ -253,7 +277,8 @@ impl Entry {
     /// Size of the file as unpack and the mount give it back.
     pub fn served_size(&self) -> u64 {
         match &self.kind {
-            EntryKind::Dir | EntryKind::Symlink { .. } => 0,
+            // A decoded index holds no copies (they take their original's kind).
+            EntryKind::Dir | EntryKind::Symlink { .. } | EntryKind::Copy { .. } => 0,
             EntryKind::Verbatim { blob, .. } => blob.file_size(),
             EntryKind::Image(img) => img.rendered.size,
         }
@@ -262,7 +287,7 @@ impl Entry {
     /// Size of the original file.
     pub fn original_size(&self) -> u64 {
         match &self.kind {
-            EntryKind::Dir | EntryKind::Symlink { .. } => 0,
+            EntryKind::Dir | EntryKind::Symlink { .. } | EntryKind::Copy { .. } => 0,
             EntryKind::Verbatim { blob, .. } => blob.file_size(),
             EntryKind::Image(img) => img.original_size,
         }

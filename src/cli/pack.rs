@@ -272,6 +272,12 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         if smaller > 0 {
             eprintln!("av1pack: {smaller} images kept as their original files: smaller than coded at this quality");
         }
+        if report.copies > 0 {
+            eprintln!(
+                "av1pack: {} files are copies of others (the same bytes): each content stored once",
+                report.copies
+            );
+        }
         let ratio = report.archive_bytes as f64 / report.original_bytes.max(1) as f64;
         eprintln!(
             "av1pack: packed {} files ({} images as video in {} tracks, {} kept as is), {} folders, {} symlinks: {} → {} ({:.2}× the originals)",
