@@ -280,17 +280,26 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         }
         let ratio = report.archive_bytes as f64 / report.original_bytes.max(1) as f64;
         eprintln!(
-            "av1pack: packed {} files ({} images as video in {} tracks, {} kept as is), {} folders, {} symlinks: {} → {} ({:.2}× the originals)",
-            report.files,
-            report.images,
-            report.tracks,
+            "av1pack: packed {} ({} as video in {}, {} kept as is), {}, {}: {} → {} ({:.2}× the originals)",
+            count(report.files, "file"),
+            count(report.images, "image"),
+            count(report.tracks, "track"),
             report.verbatim.len(),
-            report.dirs,
-            report.symlinks,
+            count(report.dirs, "folder"),
+            count(report.symlinks, "symlink"),
             human_bytes(report.original_bytes),
             human_bytes(report.archive_bytes),
             ratio
         );
     }
     Ok(exit::OK)
+}
+
+/// "1 file", "2 files".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
