@@ -3,6 +3,7 @@
 pub mod album;
 pub mod archive;
 pub mod cli;
+pub mod compress;
 pub mod daemon;
 pub mod dedupe;
 pub mod frames;

@@ -17,7 +17,7 @@ use crate::media::{self, Codec, EncoderConfig, MediaError, VideoDecoder, VideoEn
 use crate::order::{self, Order};
 use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
-use crate::{dedupe, meta, quality};
+use crate::{compress, dedupe, meta, quality};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -720,6 +720,12 @@ enum VerbatimForm {
         size: u64,
         hash: u64,
     },
+    /// Any other file's checked zstd form, with the original's size and hash.
+    Zstd {
+        coded: Vec<u8>,
+        size: u64,
+        hash: u64,
+    },
     /// The file's bytes, read already.
     Bytes(Vec<u8>),
     /// Streamed from the file as it is written.
@@ -733,16 +739,20 @@ fn io_error(item: &Item) -> impl Fn(io::Error) -> PackError + '_ {
     }
 }
 
-/// Reads a kept file and, for a JPEG, makes (or checks) its Lepton form.
+/// Reads a kept file and, for a JPEG, makes (or checks) its Lepton form; any other file is
+/// zstd-compressed when its start promises that it pays.
 fn verbatim_form(item: &Item, lepton: Option<Vec<u8>>) -> Result<VerbatimForm, PackError> {
     let io_err = io_error(item);
     let mut f = File::open(&item.abs).map_err(&io_err)?;
     let len = f.metadata().map_err(&io_err)?.len();
-    let mut head = [0u8; 3];
-    let jpeg = len <= crate::lepton::MAX_SIZE as u64
-        && f.read_exact(&mut head).is_ok()
-        && head == [0xFF, 0xD8, 0xFF];
-    if !jpeg {
+    let mut head = Vec::with_capacity(compress::PROBE);
+    (&mut f)
+        .take(compress::PROBE as u64)
+        .read_to_end(&mut head)
+        .map_err(&io_err)?;
+    let jpeg = len <= crate::lepton::MAX_SIZE as u64 && head.starts_with(&[0xFF, 0xD8, 0xFF]);
+    let squeeze = !jpeg && len <= compress::MAX_SIZE as u64 && compress::promising(&head);
+    if !jpeg && !squeeze {
         return Ok(VerbatimForm::File);
     }
     let mut data = Vec::with_capacity(len as usize);
@@ -752,6 +762,16 @@ fn verbatim_form(item: &Item, lepton: Option<Vec<u8>>) -> Result<VerbatimForm, P
         return Err(io_err(std::io::Error::other(
             "the file changed while it was read",
         )));
+    }
+    if squeeze {
+        return Ok(match compress::compress(&data) {
+            Some(coded) => VerbatimForm::Zstd {
+                coded,
+                size: len,
+                hash: xxh3_64(&data),
+            },
+            None => VerbatimForm::Bytes(data),
+        });
     }
     let coded = match lepton {
         Some(coded) => crate::lepton::checked(coded, &data),
@@ -784,6 +804,13 @@ fn write_verbatim(
                 .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
                 .map_err(write_err)?;
             blob.coding = archive::BlobCoding::Lepton { size, hash };
+            Ok(blob)
+        }
+        VerbatimForm::Zstd { coded, size, hash } => {
+            let mut blob = writer
+                .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
+                .map_err(write_err)?;
+            blob.coding = archive::BlobCoding::Zstd { size, hash };
             Ok(blob)
         }
         VerbatimForm::Bytes(data) => writer

@@ -870,3 +870,107 @@ fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
         }
     }
 }
+
+/// Kept files that compress (a sidecar's text, an uncompressed 16-bit TIFF) are stored
+/// zstd-compressed, checked, and come back bit for bit; incompressible ones are stored as they
+/// are. A flipped byte in a compressed one is named by unpack, which restores the others.
+#[test]
+fn compressible_kept_files_are_stored_smaller_and_come_back_bit_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(album.join("sidecars")).unwrap();
+    let xmp: String = (0..3000)
+        .map(|i| format!("<rdf:li xmp:Rating=\"{}\">IMG_{i:04}.JPG</rdf:li>\n", i % 5))
+        .collect();
+    std::fs::write(album.join("sidecars/album.xmp"), &xmp).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..150_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(album.join("noise.bin"), &noise).unwrap();
+    // 16-bit images are kept as they are; the image crate writes TIFF uncompressed. A scan:
+    // white paper around a patch of detail.
+    let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(300, 200, |x, y| {
+        if (100..160).contains(&x) && (50..90).contains(&y) {
+            image::Rgb([(x * 200) as u16, (y * 300) as u16, ((x + y) * 100) as u16])
+        } else {
+            image::Rgb([65535, 65535, 65000])
+        }
+    });
+    deep.save(album.join("deep.tif")).unwrap();
+    let kept: Vec<PathBuf> = files(&album)
+        .into_iter()
+        .filter(|r| album.join(r).is_file())
+        .collect();
+    let originals: u64 = kept
+        .iter()
+        .map(|r| std::fs::metadata(album.join(r)).unwrap().len())
+        .sum();
+    let archive = tmp.path().join("a.mkv");
+    pack(&album, &archive);
+    let a = av1pack::archive::Archive::open(&archive).unwrap();
+    let coding = |name: &str| {
+        let e = a
+            .index
+            .entries
+            .iter()
+            .find(|e| e.path_lossy() == name)
+            .unwrap();
+        match &e.kind {
+            av1pack::archive::EntryKind::Verbatim { blob, .. } => (blob.coding, a.blob_range(blob)),
+            other => panic!("{name} is not kept as a file: {other:?}"),
+        }
+    };
+    use av1pack::archive::BlobCoding;
+    for name in ["sidecars/album.xmp", "deep.tif"] {
+        let (c, _) = coding(name);
+        assert!(matches!(c, BlobCoding::Zstd { .. }), "{name}: {c:?}");
+    }
+    assert_eq!(coding("noise.bin").0, BlobCoding::Stored);
+    let size = std::fs::metadata(&archive).unwrap().len();
+    // The text alone shrinks by more than 100 KB; the noise does not shrink.
+    assert!(
+        size + 100_000 < originals,
+        "archive {size} bytes for {originals} bytes of files"
+    );
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    for rel in &kept {
+        assert_eq!(
+            std::fs::read(album.join(&rel)).unwrap(),
+            std::fs::read(out.join(&rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+    let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("3 files kept as is, identical to the originals"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // One flipped byte in the compressed sidecar.
+    let (_, range) = coding("sidecars/album.xmp");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[(range.start + range.end) as usize / 2] ^= 0x40;
+    let damaged = tmp.path().join("damaged.mkv");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out2 = tmp.path().join("out2");
+    let o = run(&[os("unpack"), damaged.as_os_str(), out2.as_os_str()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sidecars/album.xmp"), "{}", stderr(&o));
+    for name in ["noise.bin", "deep.tif"] {
+        assert_eq!(
+            std::fs::read(album.join(name)).unwrap(),
+            std::fs::read(out2.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}

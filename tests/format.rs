@@ -3,12 +3,9 @@
 use av1pack::archive::codec::{self, IndexError, MAX_INDEX_BYTES};
 use av1pack::archive::*;
 
-/// The sample of a version 4 index: the version 5 sample without its copies.
+/// The sample of a version 4 index: the version 5 sample without its zstd blob and copies.
 fn sample_index_v4() -> Index {
-    let mut idx = sample_index();
-    idx.entries
-        .retain(|e| !matches!(e.kind, EntryKind::Copy { .. }));
-    idx
+    sample_index_without_copies()
 }
 
 /// The sample of a version 3 index: the same as a version 4 one holding no `Rgb420`.
@@ -53,8 +50,26 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
+/// What version 5 added: a zstd-compressed kept file, and copies.
 fn sample_index() -> Index {
     let mut idx = sample_index_without_copies();
+    idx.entries.push(Entry {
+        path: b"sidecar.xmp".to_vec(),
+        mtime: Timestamp::default(),
+        mode: 0o644,
+        kind: EntryKind::Verbatim {
+            blob: Blob {
+                offset: 900,
+                len: 300,
+                hash: 10,
+                coding: BlobCoding::Zstd {
+                    size: 4000,
+                    hash: 11,
+                },
+            },
+            reason: "not an image".into(),
+        },
+    });
     idx.entries.extend(sample_copies());
     idx
 }

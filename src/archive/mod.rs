@@ -134,6 +134,9 @@ pub enum BlobCoding {
     /// A JPEG file recompressed with Lepton (lossless, bit-exact); `size` and `hash` (xxh3-64)
     /// are the original file's.
     Lepton { size: u64, hash: u64 },
+    /// Any other file compressed with zstd (format version 5); `size` and `hash` are the
+    /// original file's.
+    Zstd { size: u64, hash: u64 },
 }
 
 impl Blob {
@@ -141,7 +144,7 @@ impl Blob {
     pub fn file_size(&self) -> u64 {
         match self.coding {
             BlobCoding::Stored => self.len,
-            BlobCoding::Lepton { size, .. } => size,
+            BlobCoding::Lepton { size, .. } | BlobCoding::Zstd { size, .. } => size,
         }
     }
 
@@ -149,7 +152,7 @@ impl Blob {
     pub fn file_hash(&self) -> u64 {
         match self.coding {
             BlobCoding::Stored => self.hash,
-            BlobCoding::Lepton { hash, .. } => hash,
+            BlobCoding::Lepton { hash, .. } | BlobCoding::Zstd { hash, .. } => hash,
         }
     }
 
