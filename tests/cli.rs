@@ -942,8 +942,8 @@ fn compressible_kept_files_are_stored_smaller_and_come_back_bit_exact() {
     unpack(&archive, &out);
     for rel in &kept {
         assert_eq!(
-            std::fs::read(album.join(&rel)).unwrap(),
-            std::fs::read(out.join(&rel)).unwrap(),
+            std::fs::read(album.join(rel)).unwrap(),
+            std::fs::read(out.join(rel)).unwrap(),
             "{}",
             rel.display()
         );
