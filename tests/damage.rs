@@ -4,7 +4,7 @@
 
 mod common;
 
-use av1pack::archive::{Archive, EntryKind};
+use av1pack::archive::{Archive, BlobCoding, EntryKind};
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,10 +35,21 @@ fn fixture() -> Fixture {
         img.save(album.join(format!("burst/shot {i:02}.png")))
             .unwrap();
     }
-    for (name, len) in [("a.txt", 3000usize), ("b.bin", 20_000), ("c.txt", 500)] {
+    // Text that compresses (stored zstd-compressed) and noise that does not (stored as is).
+    for (name, len) in [("a.txt", 3000usize), ("c.txt", 500)] {
         let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         std::fs::write(album.join(name), data).unwrap();
     }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(album.join("b.bin"), noise).unwrap();
     let archive = dir.join("album.mkv");
     let o = bin()
         .args(["pack", "-q", "--crf", "20", "--gop", "4"])
@@ -235,32 +246,50 @@ fn both_index_copies_damaged_is_refused_with_one_line() {
     assert!(got.is_empty());
 }
 
+/// A damaged file stored as it is comes out as found, named; a damaged compressed one is
+/// named and not written (it cannot be decoded into anything trustworthy). The others are
+/// restored exactly either way.
 #[test]
 fn a_damaged_stored_file_is_named_and_the_rest_restored() {
     let fx = fixture();
     let a = open(&fx.archive);
-    let (e, blob) = a
-        .index
-        .entries
-        .iter()
-        .find_map(|e| match &e.kind {
-            EntryKind::Verbatim { blob, .. } if e.path == b"b.bin" => Some((e, *blob)),
-            _ => None,
-        })
-        .unwrap();
-    let r = a.blob_range(&blob);
-    let damaged = fx.damaged("blob.mkv", |b| b[r.start as usize + 777] ^= 0x80);
-    let (o, got) = fx.unpack(&damaged);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(err.contains("b.bin") && err.contains("damaged"), "{err}");
-    let (same, differ) = fx.compare(&got);
-    assert_eq!(
-        differ,
-        vec![e.path_lossy()],
-        "only the damaged file differs"
+    let blob_of = |name: &[u8]| {
+        a.index
+            .entries
+            .iter()
+            .find_map(|e| match &e.kind {
+                EntryKind::Verbatim { blob, .. } if e.path == name => Some(*blob),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (stored, compressed) = (blob_of(b"b.bin"), blob_of(b"a.txt"));
+    assert!(stored.is_stored(), "{stored:?}");
+    assert!(
+        matches!(compressed.coding, BlobCoding::Zstd { .. }),
+        "{compressed:?}"
     );
-    assert_eq!(same.len(), 12);
+    for (name, blob, written) in [("b.bin", stored, true), ("a.txt", compressed, false)] {
+        let r = a.blob_range(&blob);
+        let mid = (r.start + r.end) as usize / 2;
+        let damaged = fx.damaged(&format!("{name}.mkv"), |b| b[mid] ^= 0x80);
+        let (o, got) = fx.unpack(&damaged);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(4), "{err}");
+        assert!(err.contains(name) && err.contains("damaged"), "{err}");
+        let (same, differ) = fx.compare(&got);
+        if written {
+            assert_eq!(
+                differ,
+                vec![name.to_string()],
+                "only the damaged file differs"
+            );
+        } else {
+            assert!(differ.is_empty(), "{differ:?}");
+            assert!(!got.keys().any(|p| p.to_string_lossy() == name));
+        }
+        assert_eq!(same.len(), 12, "{name}");
+    }
 }
 
 #[test]
