@@ -420,7 +420,9 @@ fn kept_jpegs_stored_with_lepton_are_served_exactly() {
         .entries
         .iter()
         .filter_map(|e| match &e.kind {
-            EntryKind::Verbatim { blob, .. } if !blob.is_stored() => {
+            EntryKind::Verbatim { blob, .. }
+                if matches!(blob.coding, av1pack::archive::BlobCoding::Lepton { .. }) =>
+            {
                 Some((e.path_lossy(), a.blob_range(blob)))
             }
             _ => None,
