@@ -6,8 +6,9 @@
 //! small trial, not a full pass. The compressed form is decoded and compared before it is
 //! kept, as the Lepton form of a JPEG is.
 
-/// Largest file compressed (read whole into memory at pack time, and by readers).
-pub const MAX_SIZE: usize = crate::lepton::MAX_SIZE;
+/// Largest file compressed: pack holds it about three times over (the file, its compressed
+/// form, and the check's decoded copy), for two files at once; readers hold it whole.
+pub const MAX_SIZE: usize = 32 << 20;
 /// Smallest file worth it: below this the blob's own overhead eats the gain.
 pub const MIN_SIZE: usize = 256;
 /// Bytes of the file's start tried first.
