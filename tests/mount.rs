@@ -597,6 +597,15 @@ fn copies_are_stored_once_and_served_under_every_name() {
             "{flags:?}: {size} bytes with {copied_bytes} bytes of copies, {} without",
             plain[k]
         );
+        // `info` counts them.
+        let o = bin()
+            .args(["info", "--json"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(info["copies"], copies.len(), "{flags:?}: {info}");
         let out = tmp.path().join(format!("out{k}"));
         let o = bin()
             .arg("unpack")

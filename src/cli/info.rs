@@ -1,5 +1,5 @@
 use super::{exit, human_bytes, Global};
-use crate::archive::{Archive, EntryKind};
+use crate::archive::{Archive, BlobCoding, EntryKind, Index};
 use std::path::PathBuf;
 
 /// Show an archive's settings, counts and sizes.
@@ -25,6 +25,11 @@ struct Info<'a> {
     entries: usize,
     images: usize,
     verbatim: usize,
+    /// Files kept as they are, by how their bytes are stored.
+    verbatim_lepton: usize,
+    verbatim_zstd: usize,
+    /// Files stored once with an earlier file of the same bytes (sharing its frames or bytes).
+    copies: usize,
     dirs: usize,
     symlinks: usize,
     original_bytes: u64,
@@ -81,6 +86,20 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         .iter()
         .map(|t| u64::from(t.width) * u64::from(t.height) * t.packets.len() as u64)
         .sum();
+    // Copies share their original's stored bytes or frames.
+    let mut storage = std::collections::HashSet::new();
+    let copies = idx
+        .entries
+        .iter()
+        .filter(|e| match &e.kind {
+            EntryKind::Verbatim { blob, .. } => !storage.insert((u32::MAX, blob.offset, 0)),
+            EntryKind::Image(img) => img.tiles.first().is_some_and(|t| {
+                !storage.insert((t.track, t.frame, u64::from(t.x) << 32 | u64::from(t.y)))
+            }),
+            _ => false,
+        })
+        .count();
+    let coding = |c: fn(&BlobCoding) -> bool| count_kept(idx, c);
     let info = Info {
         archive: a.archive.display().to_string(),
         archive_bytes: archive.file_len(),
@@ -96,6 +115,9 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         entries: idx.entries.len(),
         images: count(|k| matches!(k, EntryKind::Image(_))),
         verbatim: count(|k| matches!(k, EntryKind::Verbatim { .. })),
+        verbatim_lepton: coding(|c| matches!(c, BlobCoding::Lepton { .. })),
+        verbatim_zstd: coding(|c| matches!(c, BlobCoding::Zstd { .. })),
+        copies,
         dirs: count(|k| matches!(k, EntryKind::Dir)),
         symlinks: count(|k| matches!(k, EntryKind::Symlink { .. })),
         original_bytes: original,
@@ -144,6 +166,20 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         "entries:    {} ({} images as video, {} files kept as is, {} folders, {} symlinks)",
         info.entries, info.images, info.verbatim, info.dirs, info.symlinks
     );
+    if info.verbatim > 0 {
+        println!(
+            "kept files: {} Lepton-compressed JPEGs, {} zstd-compressed, {} as they are",
+            info.verbatim_lepton,
+            info.verbatim_zstd,
+            info.verbatim - info.verbatim_lepton - info.verbatim_zstd
+        );
+    }
+    if info.copies > 0 {
+        println!(
+            "copies:     {} files stored once with an earlier file of the same bytes",
+            info.copies
+        );
+    }
     println!("originals:  {}", human_bytes(info.original_bytes));
     println!(
         "restored:   {} (what unpack and the mount give back)",
@@ -164,4 +200,12 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
 
 fn canvas_pixels_nonzero(info: &Info<'_>) -> bool {
     info.tracks.iter().any(|t| t.2 > 0)
+}
+
+/// Files kept as they are whose bytes are stored as `coding` says.
+fn count_kept(idx: &Index, coding: fn(&BlobCoding) -> bool) -> usize {
+    idx.entries
+        .iter()
+        .filter(|e| matches!(&e.kind, EntryKind::Verbatim { blob, .. } if coding(&blob.coding)))
+        .count()
 }
