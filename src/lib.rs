@@ -16,6 +16,7 @@ pub mod order;
 pub mod pack;
 pub mod par;
 pub mod pixels;
+pub mod pngz;
 pub mod quality;
 pub mod render;
 pub mod report;

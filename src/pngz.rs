@@ -1,0 +1,863 @@
+//! PNG files kept bit-exact with their image data re-coded: the one place that uses zlib and
+//! liblzma.
+//!
+//! A PNG's image data is a zlib stream of filtered rows, and zlib's 32 KiB window cannot see
+//! the line of text, the button or the toolbar that repeats a few hundred rows further down.
+//! Here the stream is inflated, the rows unfiltered, and the pixels compressed with LZMA,
+//! whose window holds the whole image; what the file needs besides (the bytes before and
+//! after its IDAT chunks, each row's filter type, the IDAT chunk lengths) goes along. To give
+//! the file back, the rows are filtered again and deflated with the zlib settings that made
+//! the original stream: those are found at pack time by deflating again and comparing, and a
+//! file whose stream no zlib setting reproduces (another deflater wrote it) is not recoded.
+//! Pack decodes the result and compares it with the file before it keeps it, as for Lepton.
+//!
+//! Coded form (all integers little-endian):
+//!
+//! ```text
+//! "AVPZ" version:u8=1 transform:u8 level:u8 strategy:u8 mem_level:u8 window_bits:u8
+//! rows:u32 row_bytes:u32 bpp:u8 prefix_len:u32 suffix_len:u32 idat_count:u32 idat_len:u32*idat_count
+//! xz stream of: prefix ‖ suffix ‖ filter type of each row ‖ pixels (rows unfiltered)
+//! ```
+//!
+//! `transform` 1: an 8-bit RGB or RGBA image whose red, green and blue are equal everywhere
+//! (a grey page saved as colour) keeps one of the three; 0: the rows as they are.
+
+use std::io::{Read, Write};
+
+/// Largest unfiltered image data recoded (rows × row bytes): pack holds it about four times
+/// over (pixels, filtered rows, the LZMA encoder's window, the check), for two files at once.
+pub const MAX_PIXEL_BYTES: u64 = 64 << 20;
+/// Largest PNG file recoded.
+pub const MAX_SIZE: usize = 64 << 20;
+/// LZMA preset (xz -6: an 8 MiB window, about 94 MiB to encode, 9 MiB to decode).
+const PRESET: u32 = 6;
+const MAGIC: &[u8; 4] = b"AVPZ";
+const VERSION: u8 = 1;
+const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PngzError {
+    #[error("recoded PNG data is damaged: {0}")]
+    Damaged(&'static str),
+    #[error("recoded PNG data: {0}")]
+    Lzma(#[from] std::io::Error),
+    #[error("zlib refused to deflate (code {0})")]
+    Zlib(i32),
+    #[error("recoded PNG gives {got} bytes where {want} were recorded")]
+    Size { got: usize, want: u64 },
+}
+
+/// Whether a file's first bytes are a PNG signature.
+pub fn is_png(head: &[u8]) -> bool {
+    head.starts_with(&SIGNATURE)
+}
+
+/// What the recoder learned of a PNG file.
+struct Layout {
+    /// Bytes before the first IDAT chunk and after the last one.
+    prefix: std::ops::Range<usize>,
+    suffix: std::ops::Range<usize>,
+    idat_lens: Vec<u32>,
+    /// The concatenated IDAT data (a zlib stream).
+    zlib: Vec<u8>,
+    rows: u32,
+    row_bytes: u32,
+    bpp: u8,
+    /// Channels of 8 bits for transform 1 (3 or 4), else 0.
+    rgb8: u8,
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Finds the IDAT chunks and reads the header; `None` for anything this recoder does not
+/// take (interlaced images, IDAT chunks not in one run, damaged structure).
+fn layout(file: &[u8]) -> Option<Layout> {
+    if !is_png(file) {
+        return None;
+    }
+    let mut at = SIGNATURE.len();
+    let (mut width, mut height, mut depth, mut colour) = (0u32, 0u32, 0u8, 0u8);
+    let mut first = None;
+    let mut end = None;
+    let mut idat_lens = Vec::new();
+    let mut zlib = Vec::new();
+    let mut seen_ihdr = false;
+    while at < file.len() {
+        let len = be32(file, at)? as usize;
+        let kind = file.get(at + 4..at + 8)?;
+        let data = file.get(at + 8..at.checked_add(8 + len)?)?;
+        let next = at.checked_add(12 + len)?;
+        if next > file.len() {
+            return None;
+        }
+        match kind {
+            b"IHDR" => {
+                if data.len() != 13 || seen_ihdr {
+                    return None;
+                }
+                seen_ihdr = true;
+                width = be32(data, 0)?;
+                height = be32(data, 4)?;
+                depth = data[8];
+                colour = data[9];
+                if data[10] != 0 || data[11] != 0 || data[12] != 0 {
+                    // Another compression or filter method, or interlaced.
+                    return None;
+                }
+            }
+            b"IDAT" => {
+                match (first, end) {
+                    (None, _) => first = Some(at),
+                    (Some(_), Some(e)) if e != at => return None,
+                    _ => {}
+                }
+                end = Some(next);
+                idat_lens.push(u32::try_from(len).ok()?);
+                zlib.extend_from_slice(data);
+            }
+            b"IEND" => break,
+            _ => {}
+        }
+        at = next;
+    }
+    let (first, end) = (first?, end?);
+    let channels: u64 = match colour {
+        0 => 1,
+        2 => 3,
+        3 => 1,
+        4 => 2,
+        6 => 4,
+        _ => return None,
+    };
+    let ok_depth = match colour {
+        0 => matches!(depth, 1 | 2 | 4 | 8 | 16),
+        3 => matches!(depth, 1 | 2 | 4 | 8),
+        _ => matches!(depth, 8 | 16),
+    };
+    if !seen_ihdr || !ok_depth || width == 0 || height == 0 {
+        return None;
+    }
+    let bits = channels * u64::from(depth);
+    let row_bytes = (u64::from(width) * bits).div_ceil(8);
+    if u64::from(height) * (row_bytes + 1) > MAX_PIXEL_BYTES {
+        return None;
+    }
+    let rgb8 = if depth == 8 && (colour == 2 || colour == 6) {
+        channels as u8
+    } else {
+        0
+    };
+    Some(Layout {
+        prefix: 0..first,
+        suffix: end..file.len(),
+        idat_lens,
+        zlib,
+        rows: height,
+        row_bytes: u32::try_from(row_bytes).ok()?,
+        bpp: bits.div_ceil(8).max(1) as u8,
+        rgb8,
+    })
+}
+
+fn paeth(a: u8, b: u8, c: u8) -> u8 {
+    let p = i16::from(a) + i16::from(b) - i16::from(c);
+    let (pa, pb, pc) = (
+        (p - i16::from(a)).abs(),
+        (p - i16::from(b)).abs(),
+        (p - i16::from(c)).abs(),
+    );
+    if pa <= pb && pa <= pc {
+        a
+    } else if pb <= pc {
+        b
+    } else {
+        c
+    }
+}
+
+/// Undoes (`undo`) or applies a row's filter in place: `row` holds the row's bytes, `prev`
+/// the previous row's unfiltered bytes (zeros for the first row).
+fn filter_row(kind: u8, row: &mut [u8], prev: &[u8], bpp: usize, undo: bool) {
+    // Applying works from the end so that each byte's left neighbour is still unfiltered.
+    let n = row.len();
+    let pred = |row: &[u8], i: usize| -> u8 {
+        let a = if i >= bpp { row[i - bpp] } else { 0 };
+        let b = prev[i];
+        let c = if i >= bpp { prev[i - bpp] } else { 0 };
+        match kind {
+            1 => a,
+            2 => b,
+            3 => ((u16::from(a) + u16::from(b)) / 2) as u8,
+            4 => paeth(a, b, c),
+            _ => 0,
+        }
+    };
+    if undo {
+        for i in 0..n {
+            row[i] = row[i].wrapping_add(pred(row, i));
+        }
+    } else {
+        for i in (0..n).rev() {
+            row[i] = row[i].wrapping_sub(pred(row, i));
+        }
+    }
+}
+
+/// A zlib deflate stream with the settings of one candidate.
+struct Deflater {
+    strm: Box<libz_sys::z_stream>,
+}
+
+extern "C" fn z_alloc(
+    _: libz_sys::voidpf,
+    items: libz_sys::uInt,
+    size: libz_sys::uInt,
+) -> libz_sys::voidpf {
+    // SAFETY: calloc with any sizes is sound; zlib checks for null.
+    unsafe { libc::calloc(items as libc::size_t, size as libc::size_t) }
+}
+
+extern "C" fn z_free(_: libz_sys::voidpf, p: libz_sys::voidpf) {
+    // SAFETY: `p` came from `z_alloc` (calloc) or is null.
+    unsafe { libc::free(p) }
+}
+
+impl Deflater {
+    fn new(s: Settings) -> Result<Self, PngzError> {
+        let mut strm = Box::new(libz_sys::z_stream {
+            next_in: std::ptr::null_mut(),
+            avail_in: 0,
+            total_in: 0,
+            next_out: std::ptr::null_mut(),
+            avail_out: 0,
+            total_out: 0,
+            msg: std::ptr::null_mut(),
+            state: std::ptr::null_mut(),
+            zalloc: z_alloc,
+            zfree: z_free,
+            opaque: std::ptr::null_mut(),
+            data_type: 0,
+            adler: 0,
+            reserved: 0,
+        });
+        // SAFETY: `strm` is a valid, boxed (so never moved) stream with our allocator; the
+        // version string and struct size are the ones libz-sys was built against.
+        let code = unsafe {
+            libz_sys::deflateInit2_(
+                &mut *strm,
+                i32::from(s.level),
+                libz_sys::Z_DEFLATED,
+                i32::from(s.window_bits),
+                i32::from(s.mem_level),
+                i32::from(s.strategy),
+                libz_sys::zlibVersion(),
+                std::mem::size_of::<libz_sys::z_stream>() as i32,
+            )
+        };
+        if code != libz_sys::Z_OK {
+            return Err(PngzError::Zlib(code));
+        }
+        Ok(Deflater { strm })
+    }
+
+    /// Deflates `input` (all of it when `finish`), appending up to `room` bytes to `out`;
+    /// returns zlib's code.
+    fn run(&mut self, input: &mut &[u8], out: &mut Vec<u8>, room: usize, finish: bool) -> i32 {
+        out.reserve(room);
+        let start = out.len();
+        let avail_in = input.len().min(u32::MAX as usize) as u32;
+        let room = room.min(u32::MAX as usize) as u32;
+        self.strm.next_in = input.as_ptr() as *mut u8;
+        self.strm.avail_in = avail_in;
+        // SAFETY: `out` has `room` bytes reserved past `start`; zlib writes at most
+        // `avail_out` bytes there and reads at most `avail_in` bytes of `input`.
+        let code = unsafe {
+            self.strm.next_out = out.as_mut_ptr().add(start);
+            self.strm.avail_out = room;
+            let flush = if finish {
+                libz_sys::Z_FINISH
+            } else {
+                libz_sys::Z_NO_FLUSH
+            };
+            let code = libz_sys::deflate(&mut *self.strm, flush);
+            out.set_len(start + (room - self.strm.avail_out) as usize);
+            code
+        };
+        let used = (avail_in - self.strm.avail_in) as usize;
+        *input = &input[used..];
+        code
+    }
+}
+
+impl Drop for Deflater {
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialised by deflateInit2_.
+        unsafe {
+            libz_sys::deflateEnd(&mut *self.strm);
+        }
+    }
+}
+
+/// zlib settings that reproduce a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Settings {
+    level: u8,
+    strategy: u8,
+    mem_level: u8,
+    window_bits: u8,
+}
+
+/// Deflates `data` with `s` in full.
+fn deflate_all(data: &[u8], s: Settings) -> Result<Vec<u8>, PngzError> {
+    let mut d = Deflater::new(s)?;
+    let mut input = data;
+    let mut out = Vec::new();
+    loop {
+        let code = d.run(&mut input, &mut out, data.len() / 2 + (64 << 10), true);
+        match code {
+            libz_sys::Z_STREAM_END => return Ok(out),
+            libz_sys::Z_OK | libz_sys::Z_BUF_ERROR => {}
+            other => return Err(PngzError::Zlib(other)),
+        }
+    }
+}
+
+/// Whether deflating `data` with `s` gives exactly `want`: compared as it goes, so that a
+/// wrong setting usually costs a few KiB of work.
+fn reproduces(data: &[u8], want: &[u8], s: Settings) -> bool {
+    let Ok(mut d) = Deflater::new(s) else {
+        return false;
+    };
+    let mut input = data;
+    let mut out = Vec::with_capacity(64 << 10);
+    let mut pos = 0;
+    loop {
+        out.clear();
+        let take = input.len().min(16 << 10);
+        let finish = take == input.len();
+        let mut piece = &input[..take];
+        let code = d.run(&mut piece, &mut out, 64 << 10, finish);
+        input = &input[take - piece.len()..];
+        let Some(expected) = want.get(pos..pos + out.len()) else {
+            return false;
+        };
+        if expected != out.as_slice() {
+            return false;
+        }
+        pos += out.len();
+        match code {
+            libz_sys::Z_STREAM_END => return pos == want.len() && input.is_empty(),
+            libz_sys::Z_OK | libz_sys::Z_BUF_ERROR => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The zlib settings worth trying for a stream, most likely first, from what its two-byte
+/// header says (window size, and the level class zlib writes into FLEVEL).
+fn candidates(zlib: &[u8]) -> Vec<Settings> {
+    let (Some(&cmf), Some(&flg)) = (zlib.first(), zlib.get(1)) else {
+        return Vec::new();
+    };
+    if cmf & 0x0F != 8 || (u16::from(cmf) << 8 | u16::from(flg)) % 31 != 0 || flg & 0x20 != 0 {
+        return Vec::new();
+    }
+    let window_bits = (cmf >> 4) + 8;
+    if !(9..=15).contains(&window_bits) {
+        return Vec::new();
+    }
+    // zlib's FLEVEL: 0 for levels 0-1 and the Huffman-only and RLE strategies, 1 for 2-5,
+    // 2 for 6, 3 for 7-9.
+    let (levels, strategies): (&[u8], &[u8]) = match flg >> 6 {
+        0 => (&[1, 0, 6, 9, 2, 3, 4, 5, 7, 8], &[0, 1, 2, 3]),
+        1 => (&[2, 3, 4, 5], &[0, 1]),
+        2 => (&[6], &[0, 1]),
+        _ => (&[9, 7, 8], &[0, 1]),
+    };
+    let mut out = Vec::new();
+    for &mem_level in &[8u8, 9] {
+        for &level in levels {
+            for &strategy in strategies {
+                // Huffman-only and RLE only ever write FLEVEL 0; levels 2-9 with the other
+                // strategies never do.
+                if flg >> 6 == 0 && strategy < 2 && level > 1 {
+                    continue;
+                }
+                out.push(Settings {
+                    level,
+                    strategy,
+                    mem_level,
+                    window_bits,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The filtered rows' bytes split into filter types and unfiltered pixels.
+fn unfilter(
+    filtered: &[u8],
+    rows: usize,
+    row_bytes: usize,
+    bpp: usize,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut kinds = Vec::with_capacity(rows);
+    let mut pixels = vec![0u8; rows * row_bytes];
+    let zeros = vec![0u8; row_bytes];
+    for r in 0..rows {
+        let line = &filtered[r * (row_bytes + 1)..(r + 1) * (row_bytes + 1)];
+        let kind = line[0];
+        if kind > 4 {
+            return None;
+        }
+        kinds.push(kind);
+        let (done, rest) = pixels.split_at_mut(r * row_bytes);
+        let row = &mut rest[..row_bytes];
+        row.copy_from_slice(&line[1..]);
+        let prev = if r == 0 {
+            &zeros[..]
+        } else {
+            &done[(r - 1) * row_bytes..]
+        };
+        filter_row(kind, row, prev, bpp, true);
+    }
+    Some((kinds, pixels))
+}
+
+/// The rows filtered again as `kinds` says, each after its filter type byte.
+fn refilter(kinds: &[u8], pixels: &[u8], row_bytes: usize, bpp: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(kinds.len() * (row_bytes + 1));
+    let zeros = vec![0u8; row_bytes];
+    let mut row = vec![0u8; row_bytes];
+    for (r, &kind) in kinds.iter().enumerate() {
+        row.copy_from_slice(&pixels[r * row_bytes..(r + 1) * row_bytes]);
+        let prev = if r == 0 {
+            &zeros[..]
+        } else {
+            &pixels[(r - 1) * row_bytes..r * row_bytes]
+        };
+        filter_row(kind, &mut row, prev, bpp, false);
+        out.push(kind);
+        out.extend_from_slice(&row);
+    }
+    out
+}
+
+/// Keeps one of three equal colour channels (transform 1), or `None` when they differ.
+fn drop_equal_channels(pixels: &[u8], channels: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(pixels.len() / channels * (channels - 2));
+    for px in pixels.chunks_exact(channels) {
+        if px[0] != px[1] || px[1] != px[2] {
+            return None;
+        }
+        out.extend_from_slice(&px[2..]);
+    }
+    Some(out)
+}
+
+fn restore_equal_channels(kept: &[u8], channels: usize) -> Vec<u8> {
+    let per = channels - 2;
+    let mut out = Vec::with_capacity(kept.len() / per * channels);
+    for px in kept.chunks_exact(per) {
+        out.extend_from_slice(&[px[0], px[0]]);
+        out.extend_from_slice(px);
+    }
+    out
+}
+
+fn inflate(zlib: &[u8], size: usize) -> Option<Vec<u8>> {
+    let mut d = flate2::Decompress::new(true);
+    let mut out = Vec::with_capacity(size + 1);
+    // One byte of room more than expected: a stream that holds more is refused.
+    match d.decompress_vec(zlib, &mut out, flate2::FlushDecompress::Finish) {
+        Ok(flate2::Status::StreamEnd) if out.len() == size && d.total_in() == zlib.len() as u64 => {
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// The recoded form of a PNG file, decoded and compared with the file, when it is smaller
+/// than the file; `None` for files it does not take or does not shrink.
+pub fn encode(file: &[u8]) -> Option<Vec<u8>> {
+    if file.len() > MAX_SIZE {
+        return None;
+    }
+    let l = layout(file)?;
+    let (rows, row_bytes, bpp) = (l.rows as usize, l.row_bytes as usize, usize::from(l.bpp));
+    let filtered = inflate(&l.zlib, rows * (row_bytes + 1))?;
+    let settings = candidates(&l.zlib)
+        .into_iter()
+        .find(|&s| reproduces(&filtered, &l.zlib, s))?;
+    let (kinds, pixels) = unfilter(&filtered, rows, row_bytes, bpp)?;
+    drop(filtered);
+    let (transform, pixels) = match l.rgb8 {
+        0 => (0u8, pixels),
+        ch => match drop_equal_channels(&pixels, usize::from(ch)) {
+            Some(kept) => (1, kept),
+            None => (0, pixels),
+        },
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[
+        VERSION,
+        transform,
+        settings.level,
+        settings.strategy,
+        settings.mem_level,
+        settings.window_bits,
+    ]);
+    out.extend_from_slice(&l.rows.to_le_bytes());
+    out.extend_from_slice(&l.row_bytes.to_le_bytes());
+    out.push(l.bpp);
+    out.extend_from_slice(&(l.prefix.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(l.suffix.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(l.idat_lens.len() as u32).to_le_bytes());
+    for n in &l.idat_lens {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    let mut xz = liblzma::write::XzEncoder::new(out, PRESET);
+    for part in [
+        &file[l.prefix.clone()],
+        &file[l.suffix.clone()],
+        &kinds,
+        &pixels,
+    ] {
+        xz.write_all(part).ok()?;
+    }
+    let out = xz.finish().ok()?;
+    if out.len() >= file.len() {
+        return None;
+    }
+    match decode(&out, file.len() as u64) {
+        Ok(back) if back == file => Some(out),
+        Ok(_) => {
+            log::debug!("recoded PNG does not give the file back: not kept");
+            None
+        }
+        Err(e) => {
+            log::debug!("recoded PNG does not decode: {e}");
+            None
+        }
+    }
+}
+
+/// A little-endian reader over the coded form's header.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn bytes(&mut self, n: usize) -> Result<&[u8], PngzError> {
+        if self.0.len() < n {
+            return Err(PngzError::Damaged("header cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, PngzError> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, PngzError> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// The PNG file back from its recoded form; `size` is the recorded size of the file.
+pub fn decode(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
+    let damaged = PngzError::Damaged;
+    let mut f = Fields(coded);
+    if f.bytes(4)? != MAGIC || f.u8()? != VERSION {
+        return Err(damaged("not a recoded PNG of this version"));
+    }
+    let transform = f.u8()?;
+    let settings = Settings {
+        level: f.u8()?,
+        strategy: f.u8()?,
+        mem_level: f.u8()?,
+        window_bits: f.u8()?,
+    };
+    let rows = f.u32()? as usize;
+    let row_bytes = f.u32()? as usize;
+    let bpp = usize::from(f.u8()?);
+    let prefix_len = f.u32()? as u64;
+    let suffix_len = f.u32()? as u64;
+    let idats = f.u32()? as usize;
+    if size > MAX_SIZE as u64
+        || (rows as u64) * (row_bytes as u64 + 1) > MAX_PIXEL_BYTES
+        || idats as u64 > size / 12
+        || prefix_len + suffix_len > size
+        || !(1..=8).contains(&bpp)
+        || transform > 1
+        || settings.level > 9
+        || settings.strategy > 3
+        || !(1..=9).contains(&settings.mem_level)
+        || !(9..=15).contains(&settings.window_bits)
+    {
+        return Err(damaged("header out of range"));
+    }
+    let mut idat_lens = Vec::with_capacity(idats);
+    for _ in 0..idats {
+        idat_lens.push(f.u32()? as usize);
+    }
+    let channels = match (transform, bpp) {
+        (0, _) => 0,
+        (1, 3 | 4) => bpp,
+        _ => return Err(damaged("transform does not fit the pixels")),
+    };
+    // With the grey transform one channel of `channels` is stored.
+    let pixel_bytes = match (rows * row_bytes).checked_div(channels) {
+        None => rows * row_bytes,
+        Some(per_channel) => per_channel * (channels - 2),
+    };
+    let total = prefix_len + suffix_len + rows as u64 + pixel_bytes as u64;
+    let mut payload = Vec::with_capacity(total as usize);
+    liblzma::read::XzDecoder::new(f.0)
+        .take(total + 1)
+        .read_to_end(&mut payload)?;
+    if payload.len() as u64 != total {
+        return Err(damaged("pixel data of the wrong length"));
+    }
+    let (prefix, rest) = payload.split_at(prefix_len as usize);
+    let (suffix, rest) = rest.split_at(suffix_len as usize);
+    let (kinds, pixels) = rest.split_at(rows);
+    if kinds.iter().any(|&k| k > 4) {
+        return Err(damaged("unknown row filter"));
+    }
+    let restored;
+    let pixels = if channels == 0 {
+        pixels
+    } else {
+        restored = restore_equal_channels(pixels, channels);
+        &restored[..]
+    };
+    let filtered = refilter(kinds, pixels, row_bytes, bpp);
+    let zlib = deflate_all(&filtered, settings)?;
+    if idat_lens.iter().sum::<usize>() != zlib.len() {
+        return Err(damaged("IDAT lengths do not add up"));
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    out.extend_from_slice(prefix);
+    let mut at = 0;
+    for n in idat_lens {
+        let data = &zlib[at..at + n];
+        at += n;
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(b"IDAT");
+        out.extend_from_slice(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(&out[start..]);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    out.extend_from_slice(suffix);
+    if out.len() as u64 != size {
+        return Err(PngzError::Size {
+            got: out.len(),
+            want: size,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(&out[start..]);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+
+    /// A PNG as libpng and zlib write one: rows filtered with a mix of filters, deflated
+    /// with `s`, the stream cut into IDAT chunks of `idat` bytes, text before and after.
+    fn png(
+        w: u32,
+        h: u32,
+        depth: u8,
+        colour: u8,
+        pixels: &[u8],
+        s: Settings,
+        idat: usize,
+    ) -> Vec<u8> {
+        let channels = [1, 0, 3, 1, 2, 0, 4][colour as usize];
+        let row_bytes = (w as usize * channels * depth as usize).div_ceil(8);
+        let bpp = (channels * depth as usize).div_ceil(8).max(1);
+        let kinds: Vec<u8> = (0..h as usize).map(|r| (r % 5) as u8).collect();
+        let filtered = refilter(&kinds, pixels, row_bytes, bpp);
+        let zlib = deflate_all(&filtered, s).unwrap();
+        let mut out = SIGNATURE.to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[depth, colour, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &ihdr);
+        if colour == 3 {
+            let palette: Vec<u8> = (0..16u8).flat_map(|i| [i * 16, 255 - i * 16, i]).collect();
+            chunk(&mut out, b"PLTE", &palette);
+        }
+        chunk(
+            &mut out,
+            b"tEXt",
+            b"Comment\0a window with the same button twice",
+        );
+        for piece in zlib.chunks(idat) {
+            chunk(&mut out, b"IDAT", piece);
+        }
+        chunk(&mut out, b"tEXt", b"Software\0after the image data");
+        chunk(&mut out, b"IEND", b"");
+        out
+    }
+
+    /// A user interface's pixels: flat areas, and one "widget" repeated far apart.
+    fn interface(w: usize, h: usize, channels: usize, grey: bool) -> Vec<u8> {
+        let mut px = vec![0u8; w * h * channels];
+        for y in 0..h {
+            for x in 0..w {
+                let widget = ((x % 97) * 7 + (y % 61) * 13) as u8;
+                let v = if (x / 97 + y / 61) % 3 == 0 {
+                    widget
+                } else {
+                    230
+                };
+                for c in 0..channels {
+                    px[(y * w + x) * channels + c] = match (c, grey) {
+                        (3, _) => 255 - (x % 2) as u8,
+                        (_, true) => v,
+                        (c, false) => v.wrapping_add(c as u8 * 40),
+                    };
+                }
+            }
+        }
+        px
+    }
+
+    fn settings(level: u8, strategy: u8) -> Settings {
+        Settings {
+            level,
+            strategy,
+            mem_level: 8,
+            window_bits: 15,
+        }
+    }
+
+    #[test]
+    fn png_files_written_by_zlib_come_back_bit_exact_and_smaller() {
+        let (w, h) = (400, 300);
+        let cases = [
+            ("rgb", 8, 2, interface(w, h, 3, false), settings(9, 1)),
+            (
+                "grey as rgb",
+                8,
+                2,
+                interface(w, h, 3, true),
+                settings(6, 0),
+            ),
+            (
+                "grey as rgba",
+                8,
+                6,
+                interface(w, h, 4, true),
+                settings(9, 0),
+            ),
+            ("rgba", 8, 6, interface(w, h, 4, false), settings(1, 0)),
+            ("grey", 8, 0, interface(w, h, 1, true), settings(3, 1)),
+            (
+                "grey 16-bit",
+                16,
+                0,
+                interface(w * 2, h, 1, true),
+                settings(9, 3),
+            ),
+            (
+                "huffman only",
+                8,
+                0,
+                interface(w, h, 1, true),
+                settings(1, 2),
+            ),
+            (
+                "4-bit palette",
+                4,
+                3,
+                interface(w / 2, h, 1, true)
+                    .iter()
+                    .map(|v| v & 0xF7)
+                    .collect(),
+                settings(9, 0),
+            ),
+        ];
+        for (name, depth, colour, pixels, s) in cases {
+            let file = png(w as u32, h as u32, depth, colour, &pixels, s, 8192);
+            let coded = encode(&file).unwrap_or_else(|| panic!("{name}: not recoded"));
+            assert!(
+                coded.len() * 2 < file.len(),
+                "{name}: {} of {}",
+                coded.len(),
+                file.len()
+            );
+            assert_eq!(decode(&coded, file.len() as u64).unwrap(), file, "{name}");
+            let transform = coded[5];
+            assert_eq!(transform, u8::from(name.starts_with("grey as")), "{name}");
+        }
+    }
+
+    #[test]
+    fn files_it_cannot_give_back_exactly_are_not_recoded() {
+        let (w, h) = (200, 100);
+        let pixels = interface(w, h, 3, false);
+        let good = png(w as u32, h as u32, 8, 2, &pixels, settings(9, 1), 4096);
+        assert!(encode(&good).is_some());
+        // Interlaced.
+        let mut interlaced = good.clone();
+        interlaced[8 + 8 + 12] = 1;
+        assert!(encode(&interlaced).is_none());
+        // A damaged IDAT CRC cannot be written back.
+        let mut bad_crc = good.clone();
+        let n = bad_crc.len();
+        let idat_end = n - 12 - (12 + b"Software\0after the image data".len()) - 1;
+        bad_crc[idat_end] ^= 1;
+        assert!(encode(&bad_crc).is_none());
+        // Cut short, not a PNG, empty.
+        assert!(encode(&good[..good.len() / 2]).is_none());
+        assert!(encode(b"GIF89a not a png").is_none());
+        assert!(encode(b"").is_none());
+    }
+
+    #[test]
+    fn damaged_recoded_data_is_an_error_not_a_panic() {
+        let (w, h) = (120, 80);
+        let file = png(
+            w,
+            h,
+            8,
+            2,
+            &interface(120, 80, 3, true),
+            settings(9, 0),
+            1000,
+        );
+        let coded = encode(&file).unwrap();
+        let size = file.len() as u64;
+        for cut in (0..coded.len()).step_by(7) {
+            assert!(decode(&coded[..cut], size).is_err(), "cut at {cut}");
+        }
+        for at in (0..coded.len()).step_by(3) {
+            let mut bad = coded.clone();
+            bad[at] ^= 0x5A;
+            // A flipped bit either fails or (in a field that does not matter) gives the file.
+            if let Ok(back) = decode(&bad, size) {
+                assert_eq!(back.len() as u64, size);
+            }
+        }
+        assert!(decode(&coded, size + 1).is_err());
+    }
+}
