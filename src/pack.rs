@@ -699,15 +699,32 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-/// Stores a file kept as it is: JPEG files Lepton-compressed when that gives them back
-/// exactly and is smaller, other files byte for byte. `lepton`: the file's Lepton form when
-/// it was made before (to measure it), checked here.
+/// A JPEG's Lepton form or a PNG's `pngz` form, made to measure it, with the xxh3-64 of
+/// the file it was made from.
+#[derive(Clone)]
+enum Recoded {
+    Lepton(Vec<u8>),
+    Png(Vec<u8>, u64),
+}
+
+impl Recoded {
+    fn len(&self) -> usize {
+        match self {
+            Recoded::Lepton(b) | Recoded::Png(b, _) => b.len(),
+        }
+    }
+}
+
+/// Stores a file kept as it is: JPEG files Lepton-compressed and PNG files recoded when that
+/// gives them back exactly and is smaller, other files zstd-compressed where that pays, or
+/// byte for byte. `recoded`: the file's recoded form when it was made before (to measure
+/// it), checked here.
 fn store_verbatim(
     writer: &mut ArchiveWriter,
     item: &Item,
-    lepton: Option<Vec<u8>>,
+    recoded: Option<Recoded>,
 ) -> Result<archive::Blob, PackError> {
-    let form = verbatim_form(item, lepton)?;
+    let form = verbatim_form(item, recoded)?;
     write_verbatim(writer, item, form)
 }
 
@@ -716,6 +733,12 @@ fn store_verbatim(
 enum VerbatimForm {
     /// A JPEG's checked Lepton form, with the original's size and hash.
     Lepton {
+        coded: Vec<u8>,
+        size: u64,
+        hash: u64,
+    },
+    /// A PNG's checked `pngz` form, with the original's size and hash.
+    Png {
         coded: Vec<u8>,
         size: u64,
         hash: u64,
@@ -739,9 +762,10 @@ fn io_error(item: &Item) -> impl Fn(io::Error) -> PackError + '_ {
     }
 }
 
-/// Reads a kept file and, for a JPEG, makes (or checks) its Lepton form; any other file is
-/// zstd-compressed when its start promises that it pays.
-fn verbatim_form(item: &Item, lepton: Option<Vec<u8>>) -> Result<VerbatimForm, PackError> {
+/// Reads a kept file and, for a JPEG, makes (or checks) its Lepton form, for a PNG its
+/// `pngz` form; any other file (or a PNG that does not recode) is zstd-compressed when its
+/// start promises that it pays.
+fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimForm, PackError> {
     let io_err = io_error(item);
     let mut f = File::open(&item.abs).map_err(&io_err)?;
     let len = f.metadata().map_err(&io_err)?.len();
@@ -751,8 +775,9 @@ fn verbatim_form(item: &Item, lepton: Option<Vec<u8>>) -> Result<VerbatimForm, P
         .read_to_end(&mut head)
         .map_err(&io_err)?;
     let jpeg = len <= crate::lepton::MAX_SIZE as u64 && head.starts_with(&[0xFF, 0xD8, 0xFF]);
+    let png = len <= crate::pngz::MAX_SIZE as u64 && crate::pngz::is_png(&head);
     let squeeze = !jpeg && len <= compress::MAX_SIZE as u64 && compress::promising(&head);
-    if !jpeg && !squeeze {
+    if !jpeg && !png && !squeeze {
         return Ok(VerbatimForm::File);
     }
     let mut data = Vec::with_capacity(len as usize);
@@ -762,6 +787,23 @@ fn verbatim_form(item: &Item, lepton: Option<Vec<u8>>) -> Result<VerbatimForm, P
         return Err(io_err(std::io::Error::other(
             "the file changed while it was read",
         )));
+    }
+    if png {
+        let hash = xxh3_64(&data);
+        let coded = match recoded.take() {
+            Some(Recoded::Png(coded, made_from)) if made_from == hash => Some(coded),
+            _ => crate::pngz::encode(&data),
+        };
+        if let Some(coded) = coded {
+            return Ok(VerbatimForm::Png {
+                coded,
+                size: len,
+                hash,
+            });
+        }
+        if !squeeze {
+            return Ok(VerbatimForm::Bytes(data));
+        }
     }
     if squeeze {
         return Ok(match compress::compress(&data) {
@@ -773,9 +815,9 @@ fn verbatim_form(item: &Item, lepton: Option<Vec<u8>>) -> Result<VerbatimForm, P
             None => VerbatimForm::Bytes(data),
         });
     }
-    let coded = match lepton {
-        Some(coded) => crate::lepton::checked(coded, &data),
-        None => crate::lepton::compress(&data),
+    let coded = match recoded {
+        Some(Recoded::Lepton(coded)) => crate::lepton::checked(coded, &data),
+        _ => crate::lepton::compress(&data),
     };
     Ok(match coded {
         Some(coded) => VerbatimForm::Lepton {
@@ -811,6 +853,13 @@ fn write_verbatim(
                 .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
                 .map_err(write_err)?;
             blob.coding = archive::BlobCoding::Zstd { size, hash };
+            Ok(blob)
+        }
+        VerbatimForm::Png { coded, size, hash } => {
+            let mut blob = writer
+                .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
+                .map_err(write_err)?;
+            blob.coding = archive::BlobCoding::Png { size, hash };
             Ok(blob)
         }
         VerbatimForm::Bytes(data) => writer
@@ -1080,8 +1129,8 @@ fn encode_track(
         next_frame: 0,
         alpha,
         items,
-        lepton_sizes: HashMap::new(),
-        lepton_bytes: HashMap::new(),
+        kept_sizes: HashMap::new(),
+        kept_forms: HashMap::new(),
         threads,
     };
     let coder = new_coder(alpha_t.map(|t| AlphaTrack {
@@ -1334,13 +1383,13 @@ impl Judge<'_, '_> {
             }
         }
         // Files kept as they are go into the archive now, while the next GOPs are coded,
-        // with the Lepton form made to measure them (checked here, files in parallel).
-        // (position in `out`, item, its Lepton bytes)
-        let kept: Vec<(usize, usize, Option<Vec<u8>>)> = (from..self.assembler.out.len())
+        // with the recoded form made to measure them (checked here, files in parallel).
+        // (position in `out`, item, its recoded form)
+        let kept: Vec<(usize, usize, Option<Recoded>)> = (from..self.assembler.out.len())
             .filter_map(|k| {
                 let (i, outcome) = &self.assembler.out[k];
                 matches!(outcome, Outcome::Failed(_) | Outcome::Smaller(_))
-                    .then(|| (k, *i, self.coder.lepton_bytes.remove(i)))
+                    .then(|| (k, *i, self.coder.kept_forms.remove(i)))
             })
             .collect();
         let items = self.coder.items;
@@ -1360,9 +1409,9 @@ impl Judge<'_, '_> {
             let blob = write_verbatim(self.writer, item, form?)?;
             self.assembler.out[*k].1 = Outcome::Stored(blob, reason);
         }
-        // Lepton forms of files coded as video are no longer needed (their sizes are kept
+        // Recoded forms of files coded as video are no longer needed (their sizes are kept
         // for the other tiles of large images).
-        self.coder.lepton_bytes.clear();
+        self.coder.kept_forms.clear();
         Ok(())
     }
 }
@@ -1389,14 +1438,15 @@ struct GopCoder<'a> {
     extradata: Option<Vec<u8>>,
     next_frame: u64,
     alpha: Option<AlphaTrack>,
-    /// The walked items (to read a JPEG again for its Lepton size).
+    /// The walked items (to read a JPEG or PNG again for its recoded size).
     items: &'a [Item],
-    /// Lepton sizes measured so far, by item (a JPEG in several tiles is measured once);
-    /// `u64::MAX` where Lepton does not take the file.
-    lepton_sizes: HashMap<usize, u64>,
-    /// The unchecked Lepton bytes measured for the GOP being judged: stored with a file that
-    /// is kept, dropped once the GOP is judged.
-    lepton_bytes: HashMap<usize, Vec<u8>>,
+    /// Sizes of the JPEG (Lepton) and PNG (`pngz`) files' recoded forms measured so far, by
+    /// item (an image in several tiles is measured once); `u64::MAX` where the file does not
+    /// recode.
+    kept_sizes: HashMap<usize, u64>,
+    /// The recoded forms measured for the GOP being judged: stored with a file that is kept,
+    /// dropped once the GOP is judged.
+    kept_forms: HashMap<usize, Recoded>,
     /// Threads of one encoder session (see [`session_threads`]).
     threads: usize,
 }
@@ -1409,8 +1459,8 @@ enum Attempt {
 }
 
 /// What a GOP's coding must beat: keeping its files as the archive would keep them, JPEG files
-/// Lepton-compressed, the rest as they are. Lepton sizes cost about as much time as coding,
-/// so they are measured only when the answer depends on them.
+/// Lepton-compressed, PNG files recoded (`pngz`), the rest as they are. Recoded sizes cost
+/// about as much time as coding, so they are measured only when the answer depends on them.
 struct Budget {
     /// Metadata stored beside the frames, and the alpha track's bytes.
     overhead: u64,
@@ -1418,21 +1468,25 @@ struct Budget {
     raw: u64,
     /// The part of `raw` that is JPEG files.
     jpeg: u64,
-    /// `raw` with the JPEG files at their Lepton size, once measured.
+    /// The part of `raw` that is PNG files.
+    png: u64,
+    /// `raw` with the JPEG and PNG files at their recoded size, once measured.
     exact: Option<u64>,
 }
 
 impl Budget {
     /// What keeping the files takes, when that is no more than `coded` bytes of frames (plus
-    /// the overhead); `None` when coding is smaller. `measure` gives the exact size (JPEGs at
-    /// their Lepton size), called only when the files' own size and [`LEPTON_FLOOR`] of the
-    /// JPEGs' do not decide, and remembered in `exact`.
+    /// the overhead); `None` when coding is smaller. `measure` gives the exact size (JPEGs and
+    /// PNGs at their recoded size), called only when the files' own size, [`LEPTON_FLOOR`] of
+    /// the JPEGs' and nothing of the PNGs' do not decide, and remembered in `exact`.
     fn beats(&mut self, coded: u64, measure: impl FnOnce() -> u64) -> Option<u64> {
         let total = coded.saturating_add(self.overhead);
         if total >= self.raw {
             return Some(self.raw);
         }
-        let floor = self.raw - self.jpeg + self.jpeg * LEPTON_FLOOR.0 / LEPTON_FLOOR.1;
+        // A PNG of text or a user interface recodes to a fifth of its size or less: no
+        // floor is safe for PNGs.
+        let floor = self.raw - self.jpeg - self.png + self.jpeg * LEPTON_FLOOR.0 / LEPTON_FLOOR.1;
         if total < floor {
             return None;
         }
@@ -1624,11 +1678,14 @@ impl GopCoder<'_> {
         let attempts = self.attempts();
         // Coding must beat keeping the files (JPEGs Lepton-compressed, the rest as they are).
         let original: u64 = batch.iter().map(|r| tile_share(r, r.file_size)).sum();
-        let jpeg: u64 = batch
-            .iter()
-            .filter(|r| r.entry.format == ImageFormat::Jpeg)
-            .map(|r| tile_share(r, r.file_size))
-            .sum();
+        let share_of = |format: ImageFormat| -> u64 {
+            batch
+                .iter()
+                .filter(|r| r.entry.format == format)
+                .map(|r| tile_share(r, r.file_size))
+                .sum()
+        };
+        let (jpeg, png) = (share_of(ImageFormat::Jpeg), share_of(ImageFormat::Png));
         // Metadata blocks are stored in the index beside the frames, and the index twice:
         // they count against the budget as many times (an album's EXIF thumbnails made coded
         // JPEGs 1.02x the originals at --crf 18 when they counted once).
@@ -1653,6 +1710,7 @@ impl GopCoder<'_> {
             overhead: metadata + alpha_bytes,
             raw: original,
             jpeg,
+            png,
             exact: None,
         };
         let mut last = None;
@@ -1851,40 +1909,44 @@ impl GopCoder<'_> {
         }
     }
 
-    /// The batch's files as the archive would keep them: JPEGs at their Lepton size (where
-    /// Lepton takes them and is smaller), shares of it for tiles.
+    /// The batch's files as the archive would keep them: JPEGs at their Lepton size and PNGs
+    /// at their recoded size (where that takes them and is smaller), shares of it for tiles.
     fn kept_exactly(&mut self, batch: &[Ready]) -> u64 {
-        // The JPEGs not measured yet, Lepton-coded in parallel.
-        let mut todo: Vec<usize> = batch
+        let recodes = |f: ImageFormat| matches!(f, ImageFormat::Jpeg | ImageFormat::Png);
+        // The files not measured yet, recoded in parallel.
+        let mut todo: Vec<(usize, ImageFormat)> = batch
             .iter()
-            .filter(|r| r.entry.format == ImageFormat::Jpeg)
-            .map(|r| r.job.item)
-            .filter(|i| !self.lepton_sizes.contains_key(i))
+            .filter(|r| recodes(r.entry.format))
+            .map(|r| (r.job.item, r.entry.format))
+            .filter(|(i, _)| !self.kept_sizes.contains_key(i))
             .collect();
         todo.dedup();
         let items = self.items;
         // A failed worker leaves its files unmeasured: they count at their own size.
-        let coded = crate::par::map(&todo, |&i| {
-            std::fs::read(&items[i].abs)
-                .ok()
-                .and_then(|b| crate::lepton::encode(&b))
+        let coded = crate::par::map(&todo, |&(i, format)| {
+            let bytes = std::fs::read(&items[i].abs).ok()?;
+            if format == ImageFormat::Jpeg {
+                crate::lepton::encode(&bytes).map(Recoded::Lepton)
+            } else {
+                crate::pngz::encode(&bytes).map(|c| Recoded::Png(c, xxh3_64(&bytes)))
+            }
         })
         .unwrap_or_else(|e| {
-            log::warn!("{}: Lepton sizes: {e}", self.track_name);
+            log::warn!("{}: recoded sizes: {e}", self.track_name);
             vec![None; todo.len()]
         });
-        for (i, coded) in todo.into_iter().zip(coded) {
+        for ((i, _), coded) in todo.into_iter().zip(coded) {
             let size = coded.as_ref().map_or(u64::MAX, |c| c.len() as u64);
-            self.lepton_sizes.insert(i, size);
+            self.kept_sizes.insert(i, size);
             if let Some(c) = coded {
-                self.lepton_bytes.insert(i, c);
+                self.kept_forms.insert(i, c);
             }
         }
         batch
             .iter()
             .map(|r| {
-                let whole = if r.entry.format == ImageFormat::Jpeg {
-                    self.lepton_sizes
+                let whole = if recodes(r.entry.format) {
+                    self.kept_sizes
                         .get(&r.job.item)
                         .map_or(r.file_size, |&n| n.min(r.file_size))
                 } else {
@@ -2214,6 +2276,7 @@ mod tests {
             overhead: 50,
             raw: 1000,
             jpeg: 800,
+            png: 0,
             exact: None,
         };
         let never = || -> u64 { panic!("measured although the sizes decide") };
@@ -2231,9 +2294,21 @@ mod tests {
             overhead: 0,
             raw: 1000,
             jpeg: 0,
+            png: 0,
             exact: None,
         };
         assert_eq!(png.beats(999, never), None);
         assert_eq!(png.beats(1000, never), Some(1000));
+        // PNG files: any coding below their own size is measured against their recoded size.
+        let mut png = Budget {
+            overhead: 0,
+            raw: 1000,
+            jpeg: 0,
+            png: 1000,
+            exact: None,
+        };
+        assert_eq!(png.beats(1000, never), Some(1000));
+        assert_eq!(png.beats(400, || 300), Some(300));
+        assert_eq!(png.beats(200, never), None);
     }
 }

@@ -50,8 +50,31 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
-/// What version 5 added: a zstd-compressed kept file, and copies.
+/// What version 6 added: a kept PNG file with its image data recoded.
 fn sample_index() -> Index {
+    let mut idx = sample_index_v5();
+    idx.entries.push(Entry {
+        path: b"screenshot.png".to_vec(),
+        mtime: Timestamp::default(),
+        mode: 0o644,
+        kind: EntryKind::Verbatim {
+            blob: Blob {
+                offset: 1200,
+                len: 500,
+                hash: 12,
+                coding: BlobCoding::Png {
+                    size: 2000,
+                    hash: 13,
+                },
+            },
+            reason: "smaller as it is".into(),
+        },
+    });
+    idx
+}
+
+/// What version 5 added: a zstd-compressed kept file, and copies.
+fn sample_index_v5() -> Index {
     let mut idx = sample_index_without_copies();
     idx.entries.push(Entry {
         path: b"sidecar.xmp".to_vec(),
@@ -214,7 +237,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v5.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v6.bin");
+/// Written by the av1pack of format version 5 (kept, not regenerated).
+const GOLDEN_V5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v5.bin");
 /// Written by the av1pack of format version 4 (kept, not regenerated).
 const GOLDEN_V4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v4.bin");
 /// Written by the av1pack of format version 3 (kept, not regenerated).
@@ -230,13 +255,21 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 5);
+    assert_eq!(codec::FORMAT_VERSION, 6);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
     );
     let decoded = codec::decode_index(&golden).unwrap();
     assert_eq!(decoded, resolved(sample_index()));
+}
+
+#[test]
+fn version_5_indexes_still_decode() {
+    let golden = std::fs::read(GOLDEN_V5).unwrap();
+    assert_eq!(&golden[8..12], &5u32.to_le_bytes());
+    let decoded = codec::decode_index(&golden).unwrap();
+    assert_eq!(decoded, resolved(sample_index_v5()));
     // The copies keep their own names, times and modes, and take their originals' kinds.
     let n = decoded.entries.len();
     assert_eq!(decoded.entries[n - 2].path, b"copy of caf\xe9.jpg");
@@ -325,7 +358,7 @@ fn hostile_headers_are_refused_before_allocating() {
         Err(IndexError::TooLarge(_))
     ));
     let mut b = codec::encode_index(&sample_index()).unwrap();
-    for v in [1u32, 2, 6] {
+    for v in [1u32, 2, 7] {
         b[8..12].copy_from_slice(&v.to_le_bytes());
         assert!(matches!(
             codec::decode_index(&b),

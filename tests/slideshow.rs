@@ -13,15 +13,18 @@ fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
-/// Packs the sample album coded once at `--crf 18` (every photo goes through the codec).
+/// Packs the sample album with its pages coded as video (`album_with_video_pages`, in the
+/// folder of `dest`), coded once at `--crf 18`: the icon and the three pages go through the codec,
+/// the photos (Lepton) and the screenshot (recoded PNG) are kept smaller as files.
 fn pack_slides(dest: &Path, slide: &str) {
+    let album = album_with_video_pages(dest.parent().unwrap());
     let o = run(&[
         os("pack"),
         os("--crf"),
         os("18"),
         os("--slide-seconds"),
         os(slide),
-        sample_album().as_os_str(),
+        album.as_os_str(),
         dest.as_os_str(),
     ]);
     assert!(o.status.success(), "pack failed: {}", stderr(&o));
@@ -64,7 +67,10 @@ fn ffprobe_shows_one_chapter_per_image_with_its_path_and_duration() {
     let archive = tmp.path().join("a.mkv");
     pack_slides(&archive, "2.5");
     let images = coded_images(&archive);
-    assert!(images.len() >= 5, "the sample codes several images");
+    assert!(
+        images.len() >= 4,
+        "the sample codes several images: {images:?}"
+    );
 
     let v = ffprobe_json(&archive, "-show_chapters");
     let chapters = v["chapters"].as_array().unwrap();

@@ -137,6 +137,10 @@ pub enum BlobCoding {
     /// Any other file compressed with zstd (format version 5); `size` and `hash` are the
     /// original file's.
     Zstd { size: u64, hash: u64 },
+    /// A PNG file whose image data is re-coded (`crate::pngz`, format version 6): the pixels
+    /// LZMA-compressed, deflated back bit-exact on reading; `size` and `hash` are the
+    /// original file's.
+    Png { size: u64, hash: u64 },
 }
 
 impl Blob {
@@ -144,7 +148,9 @@ impl Blob {
     pub fn file_size(&self) -> u64 {
         match self.coding {
             BlobCoding::Stored => self.len,
-            BlobCoding::Lepton { size, .. } | BlobCoding::Zstd { size, .. } => size,
+            BlobCoding::Lepton { size, .. }
+            | BlobCoding::Zstd { size, .. }
+            | BlobCoding::Png { size, .. } => size,
         }
     }
 
@@ -152,7 +158,9 @@ impl Blob {
     pub fn file_hash(&self) -> u64 {
         match self.coding {
             BlobCoding::Stored => self.hash,
-            BlobCoding::Lepton { hash, .. } | BlobCoding::Zstd { hash, .. } => hash,
+            BlobCoding::Lepton { hash, .. }
+            | BlobCoding::Zstd { hash, .. }
+            | BlobCoding::Png { hash, .. } => hash,
         }
     }
 

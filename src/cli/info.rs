@@ -28,6 +28,8 @@ struct Info<'a> {
     /// Files kept as they are, by how their bytes are stored.
     verbatim_lepton: usize,
     verbatim_zstd: usize,
+    /// PNG files with their image data recoded (`pngz`).
+    verbatim_png: usize,
     /// Files stored once with an earlier file of the same bytes (sharing its frames or bytes).
     copies: usize,
     dirs: usize,
@@ -117,6 +119,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         verbatim: count(|k| matches!(k, EntryKind::Verbatim { .. })),
         verbatim_lepton: coding(|c| matches!(c, BlobCoding::Lepton { .. })),
         verbatim_zstd: coding(|c| matches!(c, BlobCoding::Zstd { .. })),
+        verbatim_png: coding(|c| matches!(c, BlobCoding::Png { .. })),
         copies,
         dirs: count(|k| matches!(k, EntryKind::Dir)),
         symlinks: count(|k| matches!(k, EntryKind::Symlink { .. })),
@@ -168,10 +171,11 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     );
     if info.verbatim > 0 {
         println!(
-            "kept files: {} Lepton-compressed JPEGs, {} zstd-compressed, {} as they are",
+            "kept files: {} Lepton-compressed JPEGs, {} PNGs with their pixels LZMA-recoded, {} zstd-compressed, {} as they are",
             info.verbatim_lepton,
+            info.verbatim_png,
             info.verbatim_zstd,
-            info.verbatim - info.verbatim_lepton - info.verbatim_zstd
+            info.verbatim - info.verbatim_lepton - info.verbatim_png - info.verbatim_zstd
         );
     }
     if info.copies > 0 {

@@ -201,3 +201,23 @@ pub fn rgb_of(path: &Path) -> image::RgbImage {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .to_rgb8()
 }
+
+/// A copy of the sample album in `dir` with its scanned pages saved again by the `image`
+/// crate (same pixels, no ancillary chunks). Pack recodes only PNG files whose image data
+/// zlib wrote (`av1pack::pngz`), and keeps the sample's own pages that way, smaller than
+/// their frames; these pages it codes as video, which tests of tracks and frames need.
+pub fn album_with_video_pages(dir: &Path) -> PathBuf {
+    let dest = dir.join("album-video-pages");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(sample_album())
+        .arg(&dest)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+    for entry in std::fs::read_dir(dest.join("scans")).unwrap() {
+        let p = entry.unwrap().path();
+        image::open(&p).unwrap().save(&p).unwrap();
+    }
+    dest
+}
