@@ -791,7 +791,9 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
     if png {
         let hash = xxh3_64(&data);
         let coded = match recoded.take() {
-            Some(Recoded::Png(coded, made_from)) if made_from == hash => Some(coded),
+            Some(Recoded::Png(coded, made_from)) if made_from == hash => {
+                crate::pngz::checked(coded, &data)
+            }
             _ => crate::pngz::encode(&data),
         };
         if let Some(coded) = coded {
@@ -1928,7 +1930,8 @@ impl GopCoder<'_> {
             if format == ImageFormat::Jpeg {
                 crate::lepton::encode(&bytes).map(Recoded::Lepton)
             } else {
-                crate::pngz::encode(&bytes).map(|c| Recoded::Png(c, xxh3_64(&bytes)))
+                // Checked by decoding only if the file is kept (`verbatim_form`).
+                crate::pngz::measure(&bytes).map(|c| Recoded::Png(c, xxh3_64(&bytes)))
             }
         })
         .unwrap_or_else(|e| {

@@ -29,8 +29,11 @@ use std::io::{Read, Write};
 pub const MAX_PIXEL_BYTES: u64 = 64 << 20;
 /// Largest PNG file recoded.
 pub const MAX_SIZE: usize = 64 << 20;
-/// LZMA preset (xz -6: an 8 MiB window, about 94 MiB to encode, 9 MiB to decode).
+/// LZMA preset (xz -6: a window of up to 8 MiB, no larger than the data (`xz_encoder`); at
+/// most about 94 MiB to encode and 9 MiB to decode).
 const PRESET: u32 = 6;
+/// The zlib settings search deflates at most about this many times the image's bytes.
+const SEARCH_BUDGET: usize = 4;
 const MAGIC: &[u8; 4] = b"AVPZ";
 const VERSION: u8 = 1;
 const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
@@ -326,9 +329,10 @@ fn deflate_all(data: &[u8], s: Settings) -> Result<Vec<u8>, PngzError> {
 
 /// Whether deflating `data` with `s` gives exactly `want`: compared as it goes, so that a
 /// wrong setting usually costs a few KiB of work.
-fn reproduces(data: &[u8], want: &[u8], s: Settings) -> bool {
+/// Also returns how many bytes of `data` it deflated.
+fn reproduces(data: &[u8], want: &[u8], s: Settings) -> (bool, usize) {
     let Ok(mut d) = Deflater::new(s) else {
-        return false;
+        return (false, 0);
     };
     let mut input = data;
     let mut out = Vec::with_capacity(64 << 10);
@@ -341,16 +345,18 @@ fn reproduces(data: &[u8], want: &[u8], s: Settings) -> bool {
         let code = d.run(&mut piece, &mut out, 64 << 10, finish);
         input = &input[take - piece.len()..];
         let Some(expected) = want.get(pos..pos + out.len()) else {
-            return false;
+            return (false, data.len() - input.len());
         };
         if expected != out.as_slice() {
-            return false;
+            return (false, data.len() - input.len());
         }
         pos += out.len();
         match code {
-            libz_sys::Z_STREAM_END => return pos == want.len() && input.is_empty(),
+            libz_sys::Z_STREAM_END => {
+                return (pos == want.len() && input.is_empty(), data.len());
+            }
             libz_sys::Z_OK | libz_sys::Z_BUF_ERROR => {}
-            _ => return false,
+            _ => return (false, data.len() - input.len()),
         }
     }
 }
@@ -483,15 +489,45 @@ fn inflate(zlib: &[u8], size: usize) -> Option<Vec<u8>> {
 /// The recoded form of a PNG file, decoded and compared with the file, when it is smaller
 /// than the file; `None` for files it does not take or does not shrink.
 pub fn encode(file: &[u8]) -> Option<Vec<u8>> {
+    checked(measure(file)?, file)
+}
+
+/// `coded` if it decodes to `file` exactly.
+pub fn checked(coded: Vec<u8>, file: &[u8]) -> Option<Vec<u8>> {
+    match decode(&coded, file.len() as u64) {
+        Ok(back) if back == file => Some(coded),
+        Ok(_) => {
+            log::debug!("recoded PNG does not give the file back: not kept");
+            None
+        }
+        Err(e) => {
+            log::debug!("recoded PNG does not decode: {e}");
+            None
+        }
+    }
+}
+
+/// The recoded form of a PNG file when it is smaller than the file, not yet checked by
+/// decoding it (`checked`): to measure what keeping the file costs.
+pub fn measure(file: &[u8]) -> Option<Vec<u8>> {
     if file.len() > MAX_SIZE {
         return None;
     }
     let l = layout(file)?;
     let (rows, row_bytes, bpp) = (l.rows as usize, l.row_bytes as usize, usize::from(l.bpp));
     let filtered = inflate(&l.zlib, rows * (row_bytes + 1))?;
-    let settings = candidates(&l.zlib)
-        .into_iter()
-        .find(|&s| reproduces(&filtered, &l.zlib, s))?;
+    // Candidates are tried most likely first; a wrong one usually fails at the stream's
+    // first block, which for a small or flat image is all of it. The search stops once it has
+    // deflated SEARCH_BUDGET times the image's bytes.
+    let mut spent = 0;
+    let settings = candidates(&l.zlib).into_iter().find(|&s| {
+        if spent > SEARCH_BUDGET * filtered.len() {
+            return false;
+        }
+        let (found, read) = reproduces(&filtered, &l.zlib, s);
+        spent += read;
+        found
+    })?;
     let (kinds, pixels) = unfilter(&filtered, rows, row_bytes, bpp)?;
     drop(filtered);
     let (transform, pixels) = match l.rgb8 {
@@ -520,30 +556,32 @@ pub fn encode(file: &[u8]) -> Option<Vec<u8>> {
     for n in &l.idat_lens {
         out.extend_from_slice(&n.to_le_bytes());
     }
-    let mut xz = liblzma::write::XzEncoder::new(out, PRESET);
-    for part in [
+    let parts = [
         &file[l.prefix.clone()],
         &file[l.suffix.clone()],
         &kinds,
         &pixels,
-    ] {
+    ];
+    let mut xz = liblzma::write::XzEncoder::new_stream(
+        out,
+        xz_encoder(parts.iter().map(|p| p.len()).sum())?,
+    );
+    for part in parts {
         xz.write_all(part).ok()?;
     }
     let out = xz.finish().ok()?;
-    if out.len() >= file.len() {
-        return None;
-    }
-    match decode(&out, file.len() as u64) {
-        Ok(back) if back == file => Some(out),
-        Ok(_) => {
-            log::debug!("recoded PNG does not give the file back: not kept");
-            None
-        }
-        Err(e) => {
-            log::debug!("recoded PNG does not decode: {e}");
-            None
-        }
-    }
+    (out.len() < file.len()).then_some(out)
+}
+
+/// An xz encoder at `PRESET` whose dictionary is no larger than the data (from 4 KiB up to
+/// the preset's 8 MiB): the same bytes out for less memory to set up, here and when reading.
+fn xz_encoder(len: usize) -> Option<liblzma::stream::Stream> {
+    let dict = len.clamp(4 << 10, 8 << 20).next_power_of_two() as u32;
+    let mut options = liblzma::stream::LzmaOptions::new_preset(PRESET).ok()?;
+    options.dict_size(dict);
+    let mut filters = liblzma::stream::Filters::new();
+    filters.lzma2(&options);
+    liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc64).ok()
 }
 
 /// A little-endian reader over the coded form's header.
