@@ -731,23 +731,11 @@ fn store_verbatim(
 /// How a kept file goes into the archive (worked out apart from writing, so that the Lepton
 /// work of several files can run in parallel).
 enum VerbatimForm {
-    /// A JPEG's checked Lepton form, with the original's size and hash.
-    Lepton {
+    /// A checked Lepton (JPEG), `pngz` (PNG) or zstd form, and how it is coded (with the
+    /// original's size and hash).
+    Coded {
         coded: Vec<u8>,
-        size: u64,
-        hash: u64,
-    },
-    /// A PNG's checked `pngz` form, with the original's size and hash.
-    Png {
-        coded: Vec<u8>,
-        size: u64,
-        hash: u64,
-    },
-    /// Any other file's checked zstd form, with the original's size and hash.
-    Zstd {
-        coded: Vec<u8>,
-        size: u64,
-        hash: u64,
+        coding: archive::BlobCoding,
     },
     /// The file's bytes, read already.
     Bytes(Vec<u8>),
@@ -788,8 +776,8 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
             "the file changed while it was read",
         )));
     }
+    let hash = xxh3_64(&data);
     if png {
-        let hash = xxh3_64(&data);
         let coded = match recoded.take() {
             Some(Recoded::Png(coded, made_from)) if made_from == hash => {
                 crate::pngz::checked(coded, &data)
@@ -797,10 +785,9 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
             _ => crate::pngz::encode(&data),
         };
         if let Some(coded) = coded {
-            return Ok(VerbatimForm::Png {
+            return Ok(VerbatimForm::Coded {
                 coded,
-                size: len,
-                hash,
+                coding: archive::BlobCoding::Png { size: len, hash },
             });
         }
         if !squeeze {
@@ -809,10 +796,9 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
     }
     if squeeze {
         return Ok(match compress::compress(&data) {
-            Some(coded) => VerbatimForm::Zstd {
+            Some(coded) => VerbatimForm::Coded {
                 coded,
-                size: len,
-                hash: xxh3_64(&data),
+                coding: archive::BlobCoding::Zstd { size: len, hash },
             },
             None => VerbatimForm::Bytes(data),
         });
@@ -822,10 +808,9 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
         _ => crate::lepton::compress(&data),
     };
     Ok(match coded {
-        Some(coded) => VerbatimForm::Lepton {
+        Some(coded) => VerbatimForm::Coded {
             coded,
-            size: len,
-            hash: xxh3_64(&data),
+            coding: archive::BlobCoding::Lepton { size: len, hash },
         },
         None => VerbatimForm::Bytes(data),
     })
@@ -843,25 +828,11 @@ fn write_verbatim(
     };
     let name = String::from_utf8_lossy(&item.rel).into_owned();
     match form {
-        VerbatimForm::Lepton { coded, size, hash } => {
+        VerbatimForm::Coded { coded, coding } => {
             let mut blob = writer
                 .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
                 .map_err(write_err)?;
-            blob.coding = archive::BlobCoding::Lepton { size, hash };
-            Ok(blob)
-        }
-        VerbatimForm::Zstd { coded, size, hash } => {
-            let mut blob = writer
-                .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
-                .map_err(write_err)?;
-            blob.coding = archive::BlobCoding::Zstd { size, hash };
-            Ok(blob)
-        }
-        VerbatimForm::Png { coded, size, hash } => {
-            let mut blob = writer
-                .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
-                .map_err(write_err)?;
-            blob.coding = archive::BlobCoding::Png { size, hash };
+            blob.coding = coding;
             Ok(blob)
         }
         VerbatimForm::Bytes(data) => writer

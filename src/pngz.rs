@@ -682,15 +682,8 @@ pub fn decode(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
     out.extend_from_slice(prefix);
     let mut at = 0;
     for n in idat_lens {
-        let data = &zlib[at..at + n];
+        push_chunk(&mut out, b"IDAT", &zlib[at..at + n]);
         at += n;
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(b"IDAT");
-        out.extend_from_slice(data);
-        let mut crc = flate2::Crc::new();
-        crc.update(&out[start..]);
-        out.extend_from_slice(&crc.sum().to_be_bytes());
     }
     out.extend_from_slice(suffix);
     if out.len() as u64 != size {
@@ -702,19 +695,22 @@ pub fn decode(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
     Ok(out)
 }
 
+/// Appends a PNG chunk: length, type, data, CRC of type and data.
+fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let mut crc = flate2::Crc::new();
+    crc.update(&out[start..]);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let mut crc = flate2::Crc::new();
-        crc.update(&out[start..]);
-        out.extend_from_slice(&crc.sum().to_be_bytes());
-    }
+    use super::push_chunk as chunk;
 
     /// A PNG as libpng and zlib write one: rows filtered with a mix of filters, deflated
     /// with `s`, the stream cut into IDAT chunks of `idat` bytes, text before and after.

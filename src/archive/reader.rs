@@ -219,25 +219,22 @@ impl Archive {
         if stored.len() as u64 != blob.len || xxh3_64(&stored) != blob.hash {
             return Err(ReadError::Corrupt(start));
         }
-        let file = match blob.coding {
-            BlobCoding::Stored => stored,
+        let decoded = match blob.coding {
+            BlobCoding::Stored => Ok(stored),
             BlobCoding::Lepton { size, .. } => {
-                crate::lepton::decompress(&stored, size).map_err(|e| {
-                    log::debug!("blob at {start}: {e}");
-                    ReadError::Corrupt(start)
-                })?
+                crate::lepton::decompress(&stored, size).map_err(|e| e.to_string())
             }
             BlobCoding::Zstd { size, .. } => {
-                crate::compress::decompress(&stored, size).map_err(|e| {
-                    log::debug!("blob at {start}: {e}");
-                    ReadError::Corrupt(start)
-                })?
+                crate::compress::decompress(&stored, size).map_err(|e| e.to_string())
             }
-            BlobCoding::Png { size, .. } => crate::pngz::decode(&stored, size).map_err(|e| {
-                log::debug!("blob at {start}: {e}");
-                ReadError::Corrupt(start)
-            })?,
+            BlobCoding::Png { size, .. } => {
+                crate::pngz::decode(&stored, size).map_err(|e| e.to_string())
+            }
         };
+        let file = decoded.map_err(|e| {
+            log::debug!("blob at {start}: {e}");
+            ReadError::Corrupt(start)
+        })?;
         if file.len() as u64 != blob.file_size() || xxh3_64(&file) != blob.file_hash() {
             return Err(ReadError::Corrupt(start));
         }
