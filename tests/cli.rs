@@ -798,6 +798,44 @@ fn metadata_counts_as_often_as_it_is_stored() {
     assert_eq!(std::fs::read(out.join("tagged.jpg")).unwrap(), file);
 }
 
+/// Each of `rels` has the same bytes under `a` as under `b`.
+fn assert_same_files<P: AsRef<Path>>(a: &Path, b: &Path, rels: impl IntoIterator<Item = P>) {
+    for rel in rels {
+        let rel = rel.as_ref();
+        assert_eq!(
+            std::fs::read(a.join(rel)).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+}
+
+/// Flips one byte in the middle of `range` of `archive` (a kept file's stored bytes): unpack
+/// exits 4 naming `name` and restores every other file of `album` (`rels`) bit for bit.
+fn damaged_kept_file_is_named(
+    tmp: &Path,
+    archive: &Path,
+    album: &Path,
+    range: std::ops::Range<u64>,
+    name: &str,
+    rels: &[PathBuf],
+) {
+    let mut bytes = std::fs::read(archive).unwrap();
+    bytes[(range.start + range.end) as usize / 2] ^= 0x40;
+    let damaged = tmp.join("damaged.mkv");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = tmp.join("out-damaged");
+    let o = run(&[os("unpack"), damaged.as_os_str(), out.as_os_str()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains(name), "{}", stderr(&o));
+    assert_same_files(
+        album,
+        &out,
+        rels.iter().filter(|r| r.to_string_lossy() != name),
+    );
+}
+
 #[test]
 fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
@@ -834,14 +872,7 @@ fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
     }
     let out = tmp.path().join("out");
     unpack(&archive, &out);
-    for rel in files(&album) {
-        assert_eq!(
-            std::fs::read(album.join(&rel)).unwrap(),
-            std::fs::read(out.join(&rel)).unwrap(),
-            "{}",
-            rel.display()
-        );
-    }
+    assert_same_files(&album, &out, files(&album));
     let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -854,24 +885,7 @@ fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
     );
     // One flipped byte in a stored JPEG: unpack names it, exits 4, restores the others.
     let (name, range) = victim.unwrap();
-    let mut bytes = std::fs::read(&archive).unwrap();
-    bytes[(range.start + range.end) as usize / 2] ^= 0x40;
-    let damaged = tmp.path().join("damaged.mkv");
-    std::fs::write(&damaged, &bytes).unwrap();
-    let out2 = tmp.path().join("out2");
-    let o = run(&[os("unpack"), damaged.as_os_str(), out2.as_os_str()]);
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&name), "{}", stderr(&o));
-    for rel in files(&album) {
-        if rel.to_string_lossy() != name {
-            assert_eq!(
-                std::fs::read(album.join(&rel)).unwrap(),
-                std::fs::read(out2.join(&rel)).unwrap(),
-                "{}",
-                rel.display()
-            );
-        }
-    }
+    damaged_kept_file_is_named(tmp.path(), &archive, &album, range, &name, &files(&album));
 }
 
 /// The sample's scanned pages (PNG files written by zlib) are kept with their pixels recoded:
@@ -923,14 +937,7 @@ fn kept_pngs_are_recoded_smaller_and_come_back_bit_exact() {
     assert_eq!(recoded, 3);
     let out = tmp.path().join("out");
     unpack(&archive, &out);
-    for rel in &pages {
-        assert_eq!(
-            std::fs::read(album.join(rel)).unwrap(),
-            std::fs::read(out.join(rel)).unwrap(),
-            "{}",
-            rel.display()
-        );
-    }
+    assert_same_files(&album, &out, &pages);
     let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
@@ -945,24 +952,7 @@ fn kept_pngs_are_recoded_smaller_and_come_back_bit_exact() {
         "{text}"
     );
     let (name, range) = victim.unwrap();
-    let mut bytes = std::fs::read(&archive).unwrap();
-    bytes[(range.start + range.end) as usize / 2] ^= 0x40;
-    let damaged = tmp.path().join("damaged.mkv");
-    std::fs::write(&damaged, &bytes).unwrap();
-    let out2 = tmp.path().join("out2");
-    let o = run(&[os("unpack"), damaged.as_os_str(), out2.as_os_str()]);
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&name), "{}", stderr(&o));
-    for rel in &pages {
-        if rel.to_string_lossy() != name {
-            assert_eq!(
-                std::fs::read(album.join(rel)).unwrap(),
-                std::fs::read(out2.join(rel)).unwrap(),
-                "{}",
-                rel.display()
-            );
-        }
-    }
+    damaged_kept_file_is_named(tmp.path(), &archive, &album, range, &name, &pages);
 }
 
 /// Kept files that compress (a sidecar's text, an uncompressed 16-bit TIFF) are stored
@@ -1034,14 +1024,7 @@ fn compressible_kept_files_are_stored_smaller_and_come_back_bit_exact() {
     );
     let out = tmp.path().join("out");
     unpack(&archive, &out);
-    for rel in &kept {
-        assert_eq!(
-            std::fs::read(album.join(rel)).unwrap(),
-            std::fs::read(out.join(rel)).unwrap(),
-            "{}",
-            rel.display()
-        );
-    }
+    assert_same_files(&album, &out, &kept);
     let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -1052,19 +1035,12 @@ fn compressible_kept_files_are_stored_smaller_and_come_back_bit_exact() {
     );
     // One flipped byte in the compressed sidecar.
     let (_, range) = coding("sidecars/album.xmp");
-    let mut bytes = std::fs::read(&archive).unwrap();
-    bytes[(range.start + range.end) as usize / 2] ^= 0x40;
-    let damaged = tmp.path().join("damaged.mkv");
-    std::fs::write(&damaged, &bytes).unwrap();
-    let out2 = tmp.path().join("out2");
-    let o = run(&[os("unpack"), damaged.as_os_str(), out2.as_os_str()]);
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("sidecars/album.xmp"), "{}", stderr(&o));
-    for name in ["noise.bin", "deep.tif"] {
-        assert_eq!(
-            std::fs::read(album.join(name)).unwrap(),
-            std::fs::read(out2.join(name)).unwrap(),
-            "{name}"
-        );
-    }
+    damaged_kept_file_is_named(
+        tmp.path(),
+        &archive,
+        &album,
+        range,
+        "sidecars/album.xmp",
+        &kept,
+    );
 }
