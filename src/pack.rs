@@ -737,6 +737,13 @@ enum VerbatimForm {
         coded: Vec<u8>,
         coding: archive::BlobCoding,
     },
+    /// A PNG's checked recoded form as a member of a group (`pngz::member`), with the
+    /// file's size and hash.
+    PngMember {
+        member: Vec<u8>,
+        size: u64,
+        hash: u64,
+    },
     /// The file's bytes, read already.
     Bytes(Vec<u8>),
     /// Streamed from the file as it is written.
@@ -784,11 +791,18 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
             }
             _ => crate::pngz::encode(&data),
         };
-        if let Some(coded) = coded {
-            return Ok(VerbatimForm::Coded {
-                coded,
-                coding: archive::BlobCoding::Png { size: len, hash },
-            });
+        // The checked coded form's payload goes into a group with other PNGs' (the xz
+        // stream's own check covers the step back to it).
+        match coded.map(|c| crate::pngz::member(&c, len)) {
+            Some(Ok(member)) => {
+                return Ok(VerbatimForm::PngMember {
+                    member,
+                    size: len,
+                    hash,
+                })
+            }
+            Some(Err(e)) => log::debug!("{}: recoded PNG: {e}", item.abs.display()),
+            None => {}
         }
         if !squeeze {
             return Ok(VerbatimForm::Bytes(data));
@@ -835,6 +849,9 @@ fn write_verbatim(
             blob.coding = coding;
             Ok(blob)
         }
+        VerbatimForm::PngMember { member, size, hash } => writer
+            .add_png_member(&member, size, hash)
+            .map_err(write_err),
         VerbatimForm::Bytes(data) => writer
             .add_blob(&name, &mut data.as_slice(), data.len() as u64)
             .map_err(write_err),

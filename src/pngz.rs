@@ -21,6 +21,11 @@
 //!
 //! `transform` 1: an 8-bit RGB or RGBA image whose red, green and blue are equal everywhere
 //! (a grey page saved as colour) keeps one of the three; 0: the rows as they are.
+//!
+//! Version 2 (a *member*) is the same with the payload not compressed: pack puts members of
+//! many PNGs one after the other into a *group* of up to [`GROUP_BYTES`] and compresses the
+//! group as one xz stream (`compress_group`), so that LZMA finds the toolbar of one
+//! screenshot in the next one too (screenshots: 0.6× the bytes of one stream per file).
 
 use std::io::{Read, Write};
 
@@ -29,13 +34,23 @@ use std::io::{Read, Write};
 pub const MAX_PIXEL_BYTES: u64 = 64 << 20;
 /// Largest PNG file recoded.
 pub const MAX_SIZE: usize = 64 << 20;
-/// LZMA preset (xz -6: a window of up to 8 MiB, no larger than the data (`xz_encoder`); at
-/// most about 94 MiB to encode and 9 MiB to decode).
+/// LZMA preset (xz -6), with a window no larger than the data (`xz_encoder`): up to 8 MiB
+/// for one file (at most about 94 MiB to encode, 9 MiB to decode), up to 16 MiB for a group
+/// (about 190 MiB to encode, 17 MiB to decode).
 const PRESET: u32 = 6;
 /// The zlib settings search deflates at most about this many times the image's bytes.
 const SEARCH_BUDGET: usize = 4;
 const MAGIC: &[u8; 4] = b"AVPZ";
+/// The payload is an xz stream.
 const VERSION: u8 = 1;
+/// The payload as it is (a member of a group).
+const VERSION_MEMBER: u8 = 2;
+/// Pack closes a group before a member that would take it beyond this many bytes (a member
+/// larger than this is a group of its own). Reading one member decodes its whole group.
+pub const GROUP_BYTES: usize = 16 << 20;
+/// Largest group a reader decodes: one member of the largest PNG recoded (its pixels, the
+/// bytes around them, one IDAT length per 12 bytes of file, the header), or `GROUP_BYTES`.
+pub const MAX_GROUP_BYTES: u64 = MAX_PIXEL_BYTES + (MAX_SIZE as u64) * 4 / 3 + 64;
 const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
 
 #[derive(Debug, thiserror::Error)]
@@ -564,7 +579,7 @@ pub fn measure(file: &[u8]) -> Option<Vec<u8>> {
     ];
     let mut xz = liblzma::write::XzEncoder::new_stream(
         out,
-        xz_encoder(parts.iter().map(|p| p.len()).sum())?,
+        xz_encoder(parts.iter().map(|p| p.len()).sum(), 8 << 20)?,
     );
     for part in parts {
         xz.write_all(part).ok()?;
@@ -574,9 +589,9 @@ pub fn measure(file: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// An xz encoder at `PRESET` whose dictionary is no larger than the data (from 4 KiB up to
-/// the preset's 8 MiB): the same bytes out for less memory to set up, here and when reading.
-fn xz_encoder(len: usize) -> Option<liblzma::stream::Stream> {
-    let dict = len.clamp(4 << 10, 8 << 20).next_power_of_two() as u32;
+/// `most`): the same bytes out for less memory to set up, here and when reading.
+fn xz_encoder(len: usize, most: usize) -> Option<liblzma::stream::Stream> {
+    let dict = len.clamp(4 << 10, most).next_power_of_two() as u32;
     let mut options = liblzma::stream::LzmaOptions::new_preset(PRESET).ok()?;
     options.dict_size(dict);
     let mut filters = liblzma::stream::Filters::new();
@@ -605,13 +620,30 @@ impl Fields<'_> {
     }
 }
 
-/// The PNG file back from its recoded form; `size` is the recorded size of the file.
-pub fn decode(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
+/// The coded form's header, read and checked against the recorded size of the file.
+struct Header {
+    version: u8,
+    settings: Settings,
+    rows: usize,
+    row_bytes: usize,
+    bpp: usize,
+    prefix_len: u64,
+    suffix_len: u64,
+    idat_lens: Vec<usize>,
+    /// With the grey transform, the colour channels of which one is stored; else 0.
+    channels: usize,
+    /// Length of the payload (prefix, suffix, filter types, pixels).
+    payload_len: u64,
+}
+
+/// Reads the header of a coded form or a member; returns it with the rest of the bytes.
+fn header(coded: &[u8], size: u64) -> Result<(Header, &[u8]), PngzError> {
     let damaged = PngzError::Damaged;
     let mut f = Fields(coded);
-    if f.bytes(4)? != MAGIC || f.u8()? != VERSION {
-        return Err(damaged("not a recoded PNG of this version"));
-    }
+    let version = match (f.bytes(4)? == MAGIC, f.u8()?) {
+        (true, v @ (VERSION | VERSION_MEMBER)) => v,
+        _ => return Err(damaged("not a recoded PNG of this version")),
+    };
     let transform = f.u8()?;
     let settings = Settings {
         level: f.u8()?,
@@ -652,11 +684,99 @@ pub fn decode(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
         None => rows * row_bytes,
         Some(per_channel) => per_channel * (channels - 2),
     };
-    let total = prefix_len + suffix_len + rows as u64 + pixel_bytes as u64;
-    let mut payload = Vec::with_capacity(total as usize);
-    liblzma::read::XzDecoder::new(f.0)
-        .take(total + 1)
-        .read_to_end(&mut payload)?;
+    let header = Header {
+        version,
+        settings,
+        rows,
+        row_bytes,
+        bpp,
+        prefix_len,
+        suffix_len,
+        idat_lens,
+        channels,
+        payload_len: prefix_len + suffix_len + rows as u64 + pixel_bytes as u64,
+    };
+    Ok((header, f.0))
+}
+
+/// The member form (version 2) of a coded form: the same header, the payload decompressed.
+/// `size` is the size of the file.
+pub fn member(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
+    let (h, rest) = header(coded, size)?;
+    if h.version != VERSION {
+        return Err(PngzError::Damaged("not a coded form"));
+    }
+    let head = &coded[..coded.len() - rest.len()];
+    let mut out = Vec::with_capacity(head.len() + h.payload_len as usize);
+    out.extend_from_slice(head);
+    out[MAGIC.len()] = VERSION_MEMBER;
+    liblzma::read::XzDecoder::new(rest)
+        .take(h.payload_len + 1)
+        .read_to_end(&mut out)?;
+    if (out.len() - head.len()) as u64 != h.payload_len {
+        return Err(PngzError::Damaged("pixel data of the wrong length"));
+    }
+    Ok(out)
+}
+
+/// Compresses a group of members as one xz stream (checked by decoding it); `None` if
+/// liblzma fails.
+pub fn compress_group(group: &[u8]) -> Option<Vec<u8>> {
+    let mut xz =
+        liblzma::write::XzEncoder::new_stream(Vec::new(), xz_encoder(group.len(), GROUP_BYTES)?);
+    xz.write_all(group).ok()?;
+    let coded = xz.finish().ok()?;
+    match decompress_group(&coded, group.len() as u64) {
+        Ok(back) if back == group => Some(coded),
+        _ => {
+            log::warn!("a group of recoded PNGs does not decode to itself");
+            None
+        }
+    }
+}
+
+/// A group back from its xz stream; `len` is its recorded length.
+pub fn decompress_group(coded: &[u8], len: u64) -> Result<Vec<u8>, PngzError> {
+    if len > MAX_GROUP_BYTES {
+        return Err(PngzError::Damaged("group too large"));
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    liblzma::read::XzDecoder::new(coded)
+        .take(len + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 != len {
+        return Err(PngzError::Damaged("group of the wrong length"));
+    }
+    Ok(out)
+}
+
+/// The PNG file back from its coded form or a member; `size` is the recorded size of the
+/// file.
+pub fn decode(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
+    let damaged = PngzError::Damaged;
+    let (h, rest) = header(coded, size)?;
+    let Header {
+        settings,
+        rows,
+        row_bytes,
+        bpp,
+        prefix_len,
+        suffix_len,
+        idat_lens,
+        channels,
+        payload_len: total,
+        ..
+    } = h;
+    let mut owned = Vec::new();
+    let payload = if h.version == VERSION_MEMBER {
+        rest
+    } else {
+        owned.reserve_exact(total as usize);
+        liblzma::read::XzDecoder::new(rest)
+            .take(total + 1)
+            .read_to_end(&mut owned)?;
+        &owned[..]
+    };
     if payload.len() as u64 != total {
         return Err(damaged("pixel data of the wrong length"));
     }
@@ -707,8 +827,18 @@ fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An RGB user-interface image of `w` × `h` written as libpng and zlib (level 9) write
+    /// one, with a flat "dialog" of grey `shade` at row `y`: for other modules' tests.
+    pub(crate) fn zlib_png(w: usize, h: usize, y: usize, shade: u8) -> Vec<u8> {
+        let mut px = interface(w, h, 3, false);
+        for row in px.chunks_exact_mut(w * 3).skip(y).take(40) {
+            row[..w.min(200) * 3].fill(shade);
+        }
+        png(w as u32, h as u32, 8, 2, &px, settings(9, 0), 8192)
+    }
 
     use super::push_chunk as chunk;
 
@@ -893,5 +1023,56 @@ mod tests {
             }
         }
         assert!(decode(&coded, size + 1).is_err());
+    }
+
+    /// Screens of one program differ a little; a group finds what they share.
+    #[test]
+    fn members_grouped_come_back_bit_exact_and_smaller_than_one_by_one() {
+        let (w, h) = (300, 200);
+        let base = interface(w, h, 3, false);
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|k| {
+                let mut px = base.clone();
+                // A different dialog on each screen.
+                for y in 40 + k * 30..60 + k * 30 {
+                    for x in 50..150 {
+                        px[(y * w + x) * 3 + k % 3] = (60 * k) as u8;
+                    }
+                }
+                png(w as u32, h as u32, 8, 2, &px, settings(9, 0), 8192)
+            })
+            .collect();
+        let coded: Vec<Vec<u8>> = files.iter().map(|f| encode(f).unwrap()).collect();
+        let mut group = Vec::new();
+        let mut ranges = Vec::new();
+        for (f, c) in files.iter().zip(&coded) {
+            let m = member(c, f.len() as u64).unwrap();
+            assert_eq!(m[4], VERSION_MEMBER);
+            assert_eq!(decode(&m, f.len() as u64).unwrap(), *f);
+            ranges.push(group.len()..group.len() + m.len());
+            group.extend_from_slice(&m);
+        }
+        let xz = compress_group(&group).unwrap();
+        let one_by_one: usize = coded.iter().map(Vec::len).sum();
+        assert!(
+            xz.len() * 3 < one_by_one * 2,
+            "group {} vs one by one {one_by_one}",
+            xz.len()
+        );
+        let back = decompress_group(&xz, group.len() as u64).unwrap();
+        for (f, r) in files.iter().zip(ranges) {
+            assert_eq!(decode(&back[r], f.len() as u64).unwrap(), *f);
+        }
+        // The recorded length is checked; damage is an error.
+        assert!(decompress_group(&xz, group.len() as u64 - 1).is_err());
+        assert!(decompress_group(&xz, group.len() as u64 + 1).is_err());
+        assert!(decompress_group(&xz, MAX_GROUP_BYTES + 1).is_err());
+        let mut bad = xz.clone();
+        bad[xz.len() / 2] ^= 0x10;
+        assert!(decompress_group(&bad, group.len() as u64).is_err());
+        // A member is not a coded form, and a member cut short does not decode.
+        let m = member(&coded[0], files[0].len() as u64).unwrap();
+        assert!(member(&m, files[0].len() as u64).is_err());
+        assert!(decode(&m[..m.len() - 1], files[0].len() as u64).is_err());
     }
 }

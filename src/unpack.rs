@@ -131,11 +131,19 @@ pub fn unpack(
         }
     }
 
-    // Verbatim files.
-    for (e, target) in index.entries.iter().zip(&targets) {
-        let (EntryKind::Verbatim { blob, .. }, Some(target)) = (&e.kind, target) else {
-            continue;
-        };
+    // Verbatim files, in the order of their bytes in the archive (the members of a group of
+    // recoded PNGs one after the other: the group is decoded once).
+    let mut kept: Vec<_> = index
+        .entries
+        .iter()
+        .zip(&targets)
+        .filter_map(|(e, target)| match (&e.kind, target) {
+            (EntryKind::Verbatim { blob, .. }, Some(target)) => Some((e, blob, target)),
+            _ => None,
+        })
+        .collect();
+    kept.sort_by_key(|(_, blob, _)| blob.offset);
+    for (e, blob, target) in kept {
         let result = (|| -> io::Result<bool> {
             ensure_parent(target)?;
             if !blob.is_stored() {

@@ -170,6 +170,7 @@ fn ls_and_info_describe_the_archive() {
     assert_eq!(v["images"], 6);
     assert_eq!(v["verbatim"], 4);
     assert_eq!(v["verbatim_png"], 3);
+    assert_eq!(v["png_groups"], 1);
     assert_eq!(v["alpha_tracks"].as_array().unwrap().len(), 1);
     let original: u64 = files(&sample_album())
         .iter()
@@ -821,6 +822,19 @@ fn damaged_kept_file_is_named(
     name: &str,
     rels: &[PathBuf],
 ) {
+    damaged_kept_files_are_named(tmp, archive, album, range, &[name], rels);
+}
+
+/// The same for bytes that several files share (a group of recoded PNGs): unpack names each
+/// of `names` and restores every other file.
+fn damaged_kept_files_are_named(
+    tmp: &Path,
+    archive: &Path,
+    album: &Path,
+    range: std::ops::Range<u64>,
+    names: &[&str],
+    rels: &[PathBuf],
+) {
     let mut bytes = std::fs::read(archive).unwrap();
     bytes[(range.start + range.end) as usize / 2] ^= 0x40;
     let damaged = tmp.join("damaged.mkv");
@@ -828,12 +842,15 @@ fn damaged_kept_file_is_named(
     let out = tmp.join("out-damaged");
     let o = run(&[os("unpack"), damaged.as_os_str(), out.as_os_str()]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains(name), "{}", stderr(&o));
-    assert_same_files(
-        album,
-        &out,
-        rels.iter().filter(|r| r.to_string_lossy() != name),
-    );
+    for name in names {
+        assert!(stderr(&o).contains(name), "{name}: {}", stderr(&o));
+    }
+    let others: Vec<&PathBuf> = rels
+        .iter()
+        .filter(|r| !names.contains(&&*r.to_string_lossy()))
+        .collect();
+    assert_eq!(others.len() + names.len(), rels.len());
+    assert_same_files(album, &out, others);
 }
 
 #[test]
@@ -888,10 +905,11 @@ fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
     damaged_kept_file_is_named(tmp.path(), &archive, &album, range, &name, &files(&album));
 }
 
-/// The sample's scanned pages (PNG files written by zlib) are kept with their pixels recoded:
-/// at the default quality that is smaller than their frames, at a third of the files or less,
-/// and unpack, verify and the mount's reader give the files back bit for bit. A flipped byte
-/// in one is named by unpack, which restores the others.
+/// The sample's scanned pages (PNG files written by zlib) are kept with their pixels recoded,
+/// in one group compressed together: at the default quality that is smaller than their
+/// frames, at a third of the files or less, and unpack, verify and the mount's reader give the
+/// files back bit for bit. A flipped byte in the group is named by unpack for each page in it;
+/// the file beside them comes back.
 #[test]
 fn kept_pngs_are_recoded_smaller_and_come_back_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
@@ -909,6 +927,7 @@ fn kept_pngs_are_recoded_smaller_and_come_back_bit_exact() {
         .iter()
         .map(|p| std::fs::metadata(album.join(p)).unwrap().len())
         .sum();
+    std::fs::write(album.join("notes.txt"), b"scanned at 300 dpi\n").unwrap();
     let archive = tmp.path().join("a.mkv");
     pack_with(&[], &album, &archive);
     let size = std::fs::metadata(&archive).unwrap().len();
@@ -917,42 +936,56 @@ fn kept_pngs_are_recoded_smaller_and_come_back_bit_exact() {
         "archive {size} bytes for {originals} bytes of PNG files"
     );
     let a = av1pack::archive::Archive::open(&archive).unwrap();
-    let mut victim = None;
-    let mut recoded = 0;
+    let mut group = None;
+    let mut recoded = Vec::new();
     for e in &a.index.entries {
-        if let av1pack::archive::EntryKind::Verbatim { blob, .. } = &e.kind {
-            assert!(
-                matches!(blob.coding, av1pack::archive::BlobCoding::Png { .. }),
-                "{}: {:?}",
-                e.path_lossy(),
-                blob.coding
-            );
-            assert!(blob.len * 3 < blob.file_size(), "{}", e.path_lossy());
-            let original = std::fs::read(album.join(e.path_lossy())).unwrap();
-            assert_eq!(a.read_file(blob).unwrap(), original, "{}", e.path_lossy());
-            recoded += 1;
-            victim.get_or_insert((e.path_lossy(), a.blob_range(blob)));
+        let av1pack::archive::EntryKind::Verbatim { blob, .. } = &e.kind else {
+            continue;
+        };
+        if e.path_lossy() == "notes.txt" {
+            continue;
         }
+        assert!(
+            matches!(blob.coding, av1pack::archive::BlobCoding::PngGrouped { .. }),
+            "{}: {:?}",
+            e.path_lossy(),
+            blob.coding
+        );
+        // All three pages in one group, which is a third of the pages or less.
+        assert_eq!(*group.get_or_insert(a.blob_range(blob)), a.blob_range(blob));
+        assert!(blob.len * 3 < originals, "{}", e.path_lossy());
+        let original = std::fs::read(album.join(e.path_lossy())).unwrap();
+        assert_eq!(a.read_file(blob).unwrap(), original, "{}", e.path_lossy());
+        recoded.push(e.path_lossy());
     }
-    assert_eq!(recoded, 3);
+    assert_eq!(recoded.len(), 3);
     let out = tmp.path().join("out");
     unpack(&archive, &out);
-    assert_same_files(&album, &out, &pages);
+    assert_same_files(&album, &out, files(&album));
     let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("3 files kept as is, identical to the originals"),
+        text.contains("4 files kept as is, identical to the originals"),
         "{text}"
     );
     let o = run(&[os("info"), archive.as_os_str()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("3 PNGs with their pixels LZMA-recoded"),
+        text.contains("3 PNGs with their pixels LZMA-recoded (in 1 group)"),
         "{text}"
     );
-    let (name, range) = victim.unwrap();
-    damaged_kept_file_is_named(tmp.path(), &archive, &album, range, &name, &pages);
+    // Three files share the group's bytes; they are not copies of each other.
+    assert!(!text.contains("copies:"), "{text}");
+    let names: Vec<&str> = recoded.iter().map(String::as_str).collect();
+    damaged_kept_files_are_named(
+        tmp.path(),
+        &archive,
+        &album,
+        group.unwrap(),
+        &names,
+        &files(&album),
+    );
 }
 
 /// Kept files that compress (a sidecar's text, an uncompressed 16-bit TIFF) are stored

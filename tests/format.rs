@@ -50,8 +50,36 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
-/// What version 6 added: a kept PNG file with its image data recoded.
+/// What version 7 added: two kept PNG files recoded as members of one group.
 fn sample_index() -> Index {
+    let mut idx = sample_index_v6();
+    for (k, (at, len)) in [(0u64, 700u64), (700, 900)].into_iter().enumerate() {
+        idx.entries.push(Entry {
+            path: format!("screen {k}.png").into_bytes(),
+            mtime: Timestamp::default(),
+            mode: 0o644,
+            kind: EntryKind::Verbatim {
+                blob: Blob {
+                    offset: 1700,
+                    len: 400,
+                    hash: 14,
+                    coding: BlobCoding::PngGrouped {
+                        size: 3000 + k as u64,
+                        hash: 15 + k as u64,
+                        at,
+                        len,
+                        group_len: 1600,
+                    },
+                },
+                reason: "smaller as it is".into(),
+            },
+        });
+    }
+    idx
+}
+
+/// What version 6 added: a kept PNG file with its image data recoded.
+fn sample_index_v6() -> Index {
     let mut idx = sample_index_v5();
     idx.entries.push(Entry {
         path: b"screenshot.png".to_vec(),
@@ -237,7 +265,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v6.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v7.bin");
+/// Written by the av1pack of format version 6 (kept, not regenerated).
+const GOLDEN_V6: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v6.bin");
 /// Written by the av1pack of format version 5 (kept, not regenerated).
 const GOLDEN_V5: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v5.bin");
 /// Written by the av1pack of format version 4 (kept, not regenerated).
@@ -255,13 +285,23 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 6);
+    assert_eq!(codec::FORMAT_VERSION, 7);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
     );
     let decoded = codec::decode_index(&golden).unwrap();
     assert_eq!(decoded, resolved(sample_index()));
+}
+
+#[test]
+fn version_6_indexes_still_decode() {
+    let golden = std::fs::read(GOLDEN_V6).unwrap();
+    assert_eq!(&golden[8..12], &6u32.to_le_bytes());
+    assert_eq!(
+        codec::decode_index(&golden).unwrap(),
+        resolved(sample_index_v6())
+    );
 }
 
 #[test]
@@ -358,7 +398,7 @@ fn hostile_headers_are_refused_before_allocating() {
         Err(IndexError::TooLarge(_))
     ));
     let mut b = codec::encode_index(&sample_index()).unwrap();
-    for v in [1u32, 2, 7] {
+    for v in [1u32, 2, codec::FORMAT_VERSION + 1] {
         b[8..12].copy_from_slice(&v.to_le_bytes());
         assert!(matches!(
             codec::decode_index(&b),

@@ -11,11 +11,11 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// 2: packets carry an xxh3-64 of their payload (`Packet::hash`); a second copy of the index
 /// at the end of the file, found through a trailer. 3: `Blob::coding`. 4: `ColorModel::Rgb420`.
-/// 5: `EntryKind::Copy`. 6: `BlobCoding::Png`.
-pub const FORMAT_VERSION: u32 = 6;
-/// The oldest version this av1pack reads: a version 3 index is a version 6 index that holds
-/// no `ColorModel::Rgb420`, no `EntryKind::Copy` and no `BlobCoding::Png` (each variant was
-/// added at the end, so the bytes decode alike).
+/// 5: `EntryKind::Copy`. 6: `BlobCoding::Png`. 7: `BlobCoding::PngGrouped`.
+pub const FORMAT_VERSION: u32 = 7;
+/// The oldest version this av1pack reads: a version 3 index is a version 7 index that holds
+/// no `ColorModel::Rgb420`, no `EntryKind::Copy`, no `BlobCoding::Png` and no
+/// `BlobCoding::PngGrouped` (each variant was added at the end, so the bytes decode alike).
 pub const OLDEST_READ_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// Upper bound for an index payload: 256 MiB is ~2 million entries.

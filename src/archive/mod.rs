@@ -141,6 +141,17 @@ pub enum BlobCoding {
     /// LZMA-compressed, deflated back bit-exact on reading; `size` and `hash` are the
     /// original file's.
     Png { size: u64, hash: u64 },
+    /// A PNG file recoded as a member of a group (`crate::pngz`, format version 7): the blob
+    /// is the group's xz stream, which its members share; `group_len` is the group's length
+    /// decompressed, `at` and `len` where the member lies in it; `size` and `hash` are the
+    /// original file's.
+    PngGrouped {
+        size: u64,
+        hash: u64,
+        at: u64,
+        len: u64,
+        group_len: u64,
+    },
 }
 
 impl Blob {
@@ -150,7 +161,8 @@ impl Blob {
             BlobCoding::Stored => self.len,
             BlobCoding::Lepton { size, .. }
             | BlobCoding::Zstd { size, .. }
-            | BlobCoding::Png { size, .. } => size,
+            | BlobCoding::Png { size, .. }
+            | BlobCoding::PngGrouped { size, .. } => size,
         }
     }
 
@@ -160,7 +172,8 @@ impl Blob {
             BlobCoding::Stored => self.hash,
             BlobCoding::Lepton { hash, .. }
             | BlobCoding::Zstd { hash, .. }
-            | BlobCoding::Png { hash, .. } => hash,
+            | BlobCoding::Png { hash, .. }
+            | BlobCoding::PngGrouped { hash, .. } => hash,
         }
     }
 

@@ -6,6 +6,7 @@ use super::{codec, Blob, BlobCoding, EntryKind, Index, Packet, INDEX_ATTACHMENT_
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Largest file `read_file` holds in memory at once (larger stored files are read in parts).
@@ -60,7 +61,13 @@ pub struct Archive {
     pub from_copy: bool,
     /// Where the index's framed bytes were read from (first copy, or second).
     index_at: std::ops::Range<u64>,
+    /// Groups of recoded PNGs decoded lately, most recent last (`png_group`).
+    png_groups: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
 }
+
+/// Decoded groups of recoded PNGs kept for the next member read (unpack reads a group's
+/// members one after the other; the mount keeps the files it gives out in its own cache).
+const PNG_GROUP_CACHE_BYTES: usize = 2 * crate::pngz::GROUP_BYTES;
 
 impl Archive {
     pub fn open(path: &Path) -> Result<Archive, ReadError> {
@@ -104,6 +111,7 @@ impl Archive {
             beyond_end: 0,
             from_copy,
             index_at,
+            png_groups: Mutex::new(Vec::new()),
         };
         archive.beyond_end = archive.count_beyond_end();
         if archive.beyond_end > 0 {
@@ -215,6 +223,26 @@ impl Archive {
         if blob.file_size() > MAX_WHOLE_FILE {
             return Err(ReadError::OutOfRange(start));
         }
+        if let BlobCoding::PngGrouped {
+            size,
+            at,
+            len,
+            group_len,
+            ..
+        } = blob.coding
+        {
+            let group = self.png_group(blob, group_len)?;
+            let member = usize::try_from(at)
+                .ok()
+                .zip(usize::try_from(len).ok())
+                .and_then(|(at, len)| group.get(at..at.checked_add(len)?))
+                .ok_or(ReadError::Corrupt(start))?;
+            let file = crate::pngz::decode(member, size).map_err(|e| {
+                log::debug!("blob at {start}: {e}");
+                ReadError::Corrupt(start)
+            })?;
+            return self.checked_file(blob, file);
+        }
         let stored = self.read_blob(blob, 0, blob.len as usize)?;
         if stored.len() as u64 != blob.len || xxh3_64(&stored) != blob.hash {
             return Err(ReadError::Corrupt(start));
@@ -230,15 +258,58 @@ impl Archive {
             BlobCoding::Png { size, .. } => {
                 crate::pngz::decode(&stored, size).map_err(|e| e.to_string())
             }
+            BlobCoding::PngGrouped { .. } => Err("a group member read as a file".into()),
         };
         let file = decoded.map_err(|e| {
             log::debug!("blob at {start}: {e}");
             ReadError::Corrupt(start)
         })?;
+        self.checked_file(blob, file)
+    }
+
+    /// `file` if it has the size and hash that `blob` records.
+    fn checked_file(&self, blob: &Blob, file: Vec<u8>) -> Result<Vec<u8>, ReadError> {
         if file.len() as u64 != blob.file_size() || xxh3_64(&file) != blob.file_hash() {
-            return Err(ReadError::Corrupt(start));
+            return Err(ReadError::Corrupt(self.blob_range(blob).start));
         }
         Ok(file)
+    }
+
+    /// The decoded group of recoded PNGs that `blob` (the group's xz stream) holds, `len`
+    /// bytes long: from the cache of recent groups, or read, checked and decoded (outside the
+    /// cache's lock; two threads may decode the same group at once).
+    fn png_group(&self, blob: &Blob, len: u64) -> Result<Arc<Vec<u8>>, ReadError> {
+        let start = self.blob_range(blob).start;
+        let cached = |groups: &mut Vec<(u64, Arc<Vec<u8>>)>| {
+            let k = groups.iter().position(|(at, _)| *at == start)?;
+            let hit = groups.remove(k);
+            groups.push(hit.clone());
+            Some(hit.1)
+        };
+        // A poisoned lock only means another reader panicked: the cache is still sound.
+        if let Some(g) = cached(&mut self.png_groups.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(g);
+        }
+        if len > crate::pngz::MAX_GROUP_BYTES || blob.len > crate::pngz::MAX_GROUP_BYTES {
+            return Err(ReadError::OutOfRange(start));
+        }
+        let stored = self.read_blob(blob, 0, blob.len as usize)?;
+        if stored.len() as u64 != blob.len || xxh3_64(&stored) != blob.hash {
+            return Err(ReadError::Corrupt(start));
+        }
+        let group = Arc::new(crate::pngz::decompress_group(&stored, len).map_err(|e| {
+            log::debug!("group at {start}: {e}");
+            ReadError::Corrupt(start)
+        })?);
+        let mut groups = self.png_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if cached(&mut groups).is_none() && group.len() <= PNG_GROUP_CACHE_BYTES {
+            groups.push((start, group.clone()));
+            let mut total: usize = groups.iter().map(|(_, g)| g.len()).sum();
+            while total > PNG_GROUP_CACHE_BYTES {
+                total -= groups.remove(0).1.len();
+            }
+        }
+        Ok(group)
     }
 
     /// Reads a whole verbatim file through and checks it against its recorded hash.

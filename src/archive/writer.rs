@@ -9,7 +9,9 @@
 //! written last without knowing its own size in advance.
 
 use super::mkv::{self, id, CountingWriter};
-use super::{codec, Blob, Index, Packet, INDEX_ATTACHMENT_NAME, INDEX_COPY_ATTACHMENT_NAME};
+use super::{
+    codec, Blob, EntryKind, Index, Packet, INDEX_ATTACHMENT_NAME, INDEX_COPY_ATTACHMENT_NAME,
+};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 
@@ -30,6 +32,8 @@ pub enum WriteError {
     ExtradataTooLarge { track: usize, len: usize },
     #[error("no such track {0}")]
     NoTrack(usize),
+    #[error("liblzma could not compress a group of recoded PNGs")]
+    PngGroup,
 }
 
 /// What the writer needs to know about a track before any frame is written.
@@ -71,6 +75,10 @@ pub struct ArchiveWriter {
     out: CountingWriter<BufWriter<File>>,
     blobs: CountingWriter<BufWriter<File>>,
     blob_count: u64,
+    /// The group of recoded PNGs being filled (`add_png_member`).
+    png_group: Vec<u8>,
+    /// Groups written: each one's blob and decompressed length.
+    png_groups: Vec<(Blob, u64)>,
     segment_body_start: u64,
     tracks_pos: u64,
     info_pos: u64,
@@ -149,6 +157,8 @@ impl ArchiveWriter {
             out: w,
             blobs: CountingWriter::new(BufWriter::with_capacity(1 << 20, blobs), 0),
             blob_count: 0,
+            png_group: Vec::new(),
+            png_groups: Vec::new(),
             segment_body_start,
             tracks_pos,
             info_pos,
@@ -334,9 +344,75 @@ impl ArchiveWriter {
         })
     }
 
+    /// Adds a recoded PNG's member form (`crate::pngz::member`; `size` and `hash` are the
+    /// file's) to the group being filled, which is written once it is full. The blob returned
+    /// stands for the group until `finish` puts the group's place into the index: it is only
+    /// for an entry of the index given to `finish`.
+    pub fn add_png_member(
+        &mut self,
+        member: &[u8],
+        size: u64,
+        hash: u64,
+    ) -> Result<Blob, WriteError> {
+        if !self.png_group.is_empty()
+            && self.png_group.len() + member.len() > crate::pngz::GROUP_BYTES
+        {
+            self.flush_png_group()?;
+        }
+        let at = self.png_group.len() as u64;
+        self.png_group.extend_from_slice(member);
+        Ok(Blob {
+            // The group's number until `finish`.
+            offset: self.png_groups.len() as u64,
+            len: 0,
+            hash: 0,
+            coding: super::BlobCoding::PngGrouped {
+                size,
+                hash,
+                at,
+                len: member.len() as u64,
+                group_len: 0,
+            },
+        })
+    }
+
+    fn flush_png_group(&mut self) -> Result<(), WriteError> {
+        if self.png_group.is_empty() {
+            return Ok(());
+        }
+        let coded = crate::pngz::compress_group(&self.png_group).ok_or(WriteError::PngGroup)?;
+        let name = format!("av1pack-png-group-{}.xz", self.png_groups.len() + 1);
+        let blob = self.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
+        self.png_groups.push((blob, self.png_group.len() as u64));
+        self.png_group = Vec::new();
+        Ok(())
+    }
+
+    /// Writes the last group of recoded PNGs and puts each group's place into the entries of
+    /// its members.
+    fn place_png_groups(&mut self, index: &mut Index) -> Result<(), WriteError> {
+        self.flush_png_group()?;
+        for e in &mut index.entries {
+            let EntryKind::Verbatim { blob, .. } = &mut e.kind else {
+                continue;
+            };
+            let super::BlobCoding::PngGrouped { group_len, .. } = &mut blob.coding else {
+                continue;
+            };
+            let (group, len) = usize::try_from(blob.offset)
+                .ok()
+                .and_then(|g| self.png_groups.get(g))
+                .ok_or(WriteError::PngGroup)?;
+            *group_len = *len;
+            (blob.offset, blob.len, blob.hash) = (group.offset, group.len, group.hash);
+        }
+        Ok(())
+    }
+
     /// Writes cues, tracks, the index and the attachments; fills `index.tracks` packets and
     /// extradata. Returns the finished file (flushed, not yet synced).
     pub fn finish(mut self, index: &mut Index) -> Result<File, WriteError> {
+        self.place_png_groups(index)?;
         self.flush_cluster()?;
         // Chapters and crops are found through the tiles, before empty tracks are dropped.
         let chapters = self.chapters(index);
@@ -647,5 +723,99 @@ impl<W: Write> Write for HashingWriter<'_, W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{reader::Archive, BlobCoding, Entry, Settings, Timestamp};
+    use xxhash_rust::xxh3::xxh3_64;
+
+    /// Recoded PNGs go into groups of up to `GROUP_BYTES`; each member's entry gets its
+    /// group's place, and every file comes back bit for bit beside an ordinary stored file.
+    #[test]
+    fn recoded_pngs_are_grouped_and_placed_in_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.mkv");
+        let out = File::create(&path).unwrap();
+        let mut w =
+            ArchiveWriter::create(out, tempfile::tempfile().unwrap(), Vec::new(), 25, "t").unwrap();
+        // About 6.7 MiB of pixels each: two fill a group, the third starts the next one.
+        let files: Vec<Vec<u8>> = (0..3)
+            .map(|k| crate::pngz::tests::zlib_png(1500, 1560, 100 + 300 * k, 40 * k as u8))
+            .collect();
+        let mut entries = Vec::new();
+        for (k, f) in files.iter().enumerate() {
+            let coded = crate::pngz::encode(f).unwrap();
+            let member = crate::pngz::member(&coded, f.len() as u64).unwrap();
+            assert!(member.len() > crate::pngz::GROUP_BYTES / 3);
+            assert!(member.len() < crate::pngz::GROUP_BYTES / 2);
+            let blob = w
+                .add_png_member(&member, f.len() as u64, xxh3_64(f))
+                .unwrap();
+            entries.push((format!("page{k}.png"), blob));
+            if k == 0 {
+                let blob = w.add_blob("notes.txt", &mut &b"notes"[..], 5).unwrap();
+                entries.push(("notes.txt".into(), blob));
+            }
+        }
+        let mut index = Index {
+            tool_version: "0".into(),
+            renderer: "r".into(),
+            settings: Settings {
+                codec: "libx264".into(),
+                preset: "medium".into(),
+                crf: None,
+                qp: None,
+                gop: 8,
+                frame_rate: 25,
+                pix_fmt: "yuvj444p".into(),
+            },
+            tracks: Vec::new(),
+            entries: entries
+                .iter()
+                .map(|(name, blob)| Entry {
+                    path: name.clone().into_bytes(),
+                    mtime: Timestamp::default(),
+                    mode: 0o644,
+                    kind: EntryKind::Verbatim {
+                        blob: *blob,
+                        reason: "kept".into(),
+                    },
+                })
+                .collect(),
+        };
+        w.finish(&mut index).unwrap();
+        let a = Archive::open(&path).unwrap();
+        let blobs: Vec<Blob> = a
+            .index
+            .entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::Verbatim { blob, .. } => *blob,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // page0, notes, page1, page2: pages 0 and 1 share a group, page 2 has its own.
+        assert_eq!(blobs[0].offset, blobs[2].offset);
+        assert_ne!(blobs[0].offset, blobs[3].offset);
+        assert!(blobs[1].is_stored());
+        let mut group_lens = Vec::new();
+        for (b, at_start) in [(blobs[0], true), (blobs[2], false), (blobs[3], true)] {
+            let BlobCoding::PngGrouped { at, group_len, .. } = b.coding else {
+                panic!("{:?}", b.coding)
+            };
+            assert_eq!(at == 0, at_start);
+            group_lens.push(group_len);
+        }
+        assert!(group_lens[0] as usize <= crate::pngz::GROUP_BYTES);
+        assert_eq!(group_lens[0], group_lens[1]);
+        let pages = [&files[0], &files[1], &files[2]];
+        for (b, f) in [blobs[0], blobs[2], blobs[3]].iter().zip(pages) {
+            assert_eq!(a.read_file(b).unwrap(), *f);
+            assert!(b.len * 4 < f.len() as u64);
+        }
+        assert_eq!(a.read_file(&blobs[1]).unwrap(), b"notes");
     }
 }

@@ -30,6 +30,8 @@ struct Info<'a> {
     verbatim_zstd: usize,
     /// PNG files with their image data recoded (`pngz`).
     verbatim_png: usize,
+    /// Groups the recoded PNGs are compressed in (format version 7; 0 before).
+    png_groups: usize,
     /// Files stored once with an earlier file of the same bytes (sharing its frames or bytes).
     copies: usize,
     dirs: usize,
@@ -94,7 +96,14 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         .entries
         .iter()
         .filter(|e| match &e.kind {
-            EntryKind::Verbatim { blob, .. } => !storage.insert((u32::MAX, blob.offset, 0)),
+            // Recoded PNGs of one group share its stored bytes, each at its own place.
+            EntryKind::Verbatim { blob, .. } => {
+                let at = match blob.coding {
+                    BlobCoding::PngGrouped { at, .. } => at + 1,
+                    _ => 0,
+                };
+                !storage.insert((u32::MAX, blob.offset, at))
+            }
             EntryKind::Image(img) => img.tiles.first().is_some_and(|t| {
                 !storage.insert((t.track, t.frame, u64::from(t.x) << 32 | u64::from(t.y)))
             }),
@@ -119,7 +128,22 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         verbatim: count(|k| matches!(k, EntryKind::Verbatim { .. })),
         verbatim_lepton: coding(|c| matches!(c, BlobCoding::Lepton { .. })),
         verbatim_zstd: coding(|c| matches!(c, BlobCoding::Zstd { .. })),
-        verbatim_png: coding(|c| matches!(c, BlobCoding::Png { .. })),
+        verbatim_png: coding(|c| {
+            matches!(c, BlobCoding::Png { .. } | BlobCoding::PngGrouped { .. })
+        }),
+        png_groups: idx
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Verbatim { blob, .. }
+                    if matches!(blob.coding, BlobCoding::PngGrouped { .. }) =>
+                {
+                    Some(blob.offset)
+                }
+                _ => None,
+            })
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
         copies,
         dirs: count(|k| matches!(k, EntryKind::Dir)),
         symlinks: count(|k| matches!(k, EntryKind::Symlink { .. })),
@@ -171,9 +195,14 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     );
     if info.verbatim > 0 {
         println!(
-            "kept files: {} Lepton-compressed JPEGs, {} PNGs with their pixels LZMA-recoded, {} zstd-compressed, {} as they are",
+            "kept files: {} Lepton-compressed JPEGs, {} PNGs with their pixels LZMA-recoded{}, {} zstd-compressed, {} as they are",
             info.verbatim_lepton,
             info.verbatim_png,
+            match info.png_groups {
+                0 => String::new(),
+                1 => " (in 1 group)".into(),
+                n => format!(" (in {n} groups)"),
+            },
             info.verbatim_zstd,
             info.verbatim - info.verbatim_lepton - info.verbatim_png - info.verbatim_zstd
         );
