@@ -290,4 +290,15 @@ fn play_refuses_an_archive_without_video() {
     let o = run(&[os("play"), archive.as_os_str()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nothing to play"), "{}", stderr(&o));
+    // Still a Matroska file FFmpeg reads without an error: no video, the file attached.
+    let v = ffprobe_json(&archive, "-show_streams");
+    let streams = v["streams"].as_array().unwrap();
+    assert!(
+        streams.iter().all(|s| s["codec_type"] == "attachment"),
+        "{v}"
+    );
+    assert!(
+        streams.iter().any(|s| s["tags"]["filename"] == "a.txt"),
+        "{v}"
+    );
 }

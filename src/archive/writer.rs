@@ -414,6 +414,15 @@ impl ArchiveWriter {
     pub fn finish(mut self, index: &mut Index) -> Result<File, WriteError> {
         self.place_png_groups(index)?;
         self.flush_cluster()?;
+        if self.numbered == 0 {
+            // No frame at all (every file kept as it is): one empty cluster, without which
+            // FFmpeg's demuxer takes the file for a damaged one.
+            let mut body = Vec::new();
+            mkv::uint(&mut body, id::TIMESTAMP, 0);
+            let mut el = Vec::new();
+            mkv::master(&mut el, id::CLUSTER, &body);
+            self.out.write_all(&el)?;
+        }
         // Chapters and crops are found through the tiles, before empty tracks are dropped.
         let chapters = self.chapters(index);
         self.set_crops(index);
