@@ -705,12 +705,14 @@ fn umask() -> u32 {
 enum Recoded {
     Lepton(Vec<u8>),
     Png(Vec<u8>, u64),
+    /// A `pngz::draft` (the zlib settings not searched for yet).
+    PngDraft(Vec<u8>, u64),
 }
 
 impl Recoded {
     fn len(&self) -> usize {
         match self {
-            Recoded::Lepton(b) | Recoded::Png(b, _) => b.len(),
+            Recoded::Lepton(b) | Recoded::Png(b, _) | Recoded::PngDraft(b, _) => b.len(),
         }
     }
 }
@@ -788,6 +790,9 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
         let coded = match recoded.take() {
             Some(Recoded::Png(coded, made_from)) if made_from == hash => {
                 crate::pngz::checked(coded, &data)
+            }
+            Some(Recoded::PngDraft(draft, made_from)) if made_from == hash => {
+                crate::pngz::settle(draft, &data).and_then(|c| crate::pngz::checked(c, &data))
             }
             _ => crate::pngz::encode(&data),
         };
@@ -1120,6 +1125,7 @@ fn encode_track(
         alpha,
         items,
         kept_sizes: HashMap::new(),
+        draft_sizes: HashMap::new(),
         kept_forms: HashMap::new(),
         threads,
     };
@@ -1434,6 +1440,9 @@ struct GopCoder<'a> {
     /// item (an image in several tiles is measured once); `u64::MAX` where the file does not
     /// recode.
     kept_sizes: HashMap<usize, u64>,
+    /// Sizes of the PNG files' drafts (`pngz::draft`) made so far, by item; `u64::MAX` where
+    /// the file does not recode.
+    draft_sizes: HashMap<usize, u64>,
     /// The recoded forms measured for the GOP being judged: stored with a file that is kept,
     /// dropped once the GOP is judged.
     kept_forms: HashMap<usize, Recoded>,
@@ -1462,27 +1471,45 @@ struct Budget {
     png: u64,
     /// `raw` with the JPEG and PNG files at their recoded size, once measured.
     exact: Option<u64>,
+    /// A floor of `exact` with the PNG files at their drafts' size, once made.
+    drafts: Option<u64>,
 }
 
 impl Budget {
     /// What keeping the files takes, when that is no more than `coded` bytes of frames (plus
     /// the overhead); `None` when coding is smaller. `measure` gives the exact size (JPEGs and
     /// PNGs at their recoded size), called only when the files' own size, [`LEPTON_FLOOR`] of
-    /// the JPEGs' and nothing of the PNGs' do not decide, and remembered in `exact`.
-    fn beats(&mut self, coded: u64, measure: impl FnOnce() -> u64) -> Option<u64> {
+    /// the JPEGs' and nothing of the PNGs' do not decide, nor the PNGs' drafts (`drafts`,
+    /// which spare the zlib settings search, most of a PNG's measuring), and remembered in
+    /// `exact`.
+    fn beats(&mut self, coded: u64, mut measure: impl FnMut(Measure) -> u64) -> Option<u64> {
         let total = coded.saturating_add(self.overhead);
         if total >= self.raw {
             return Some(self.raw);
         }
         // A PNG of text or a user interface recodes to a fifth of its size or less: no
-        // floor is safe for PNGs.
+        // floor is safe for PNGs but their drafts.
         let floor = self.raw - self.jpeg - self.png + self.jpeg * LEPTON_FLOOR.0 / LEPTON_FLOOR.1;
         if total < floor {
             return None;
         }
-        let exact = *self.exact.get_or_insert_with(measure);
+        if self.png > 0
+            && self.exact.is_none()
+            && total < *self.drafts.get_or_insert_with(|| measure(Measure::Drafts))
+        {
+            return None;
+        }
+        let exact = *self.exact.get_or_insert_with(|| measure(Measure::Exact));
         (total >= exact).then_some(exact)
     }
+}
+
+/// What [`Budget::beats`] asks to be measured.
+enum Measure {
+    /// The files with PNGs at their drafts' size and JPEGs at [`LEPTON_FLOOR`] of theirs.
+    Drafts,
+    /// The files as the archive would keep them.
+    Exact,
 }
 
 /// A tile of a huge image weighs its share (by area) of `bytes`, a size of the whole file.
@@ -1702,6 +1729,7 @@ impl GopCoder<'_> {
             jpeg,
             png,
             exact: None,
+            drafts: None,
         };
         let mut last = None;
         let mut n = 0;
@@ -1899,11 +1927,55 @@ impl GopCoder<'_> {
         }
     }
 
+    /// A floor of what keeping the batch's files takes: PNGs at their drafts' size (made here
+    /// in parallel, and kept to be settled if it comes to that), JPEGs at [`LEPTON_FLOOR`] of
+    /// theirs, shares of it for tiles.
+    fn kept_at_least(&mut self, batch: &[Ready]) -> u64 {
+        let mut todo: Vec<usize> = batch
+            .iter()
+            .filter(|r| r.entry.format == ImageFormat::Png)
+            .map(|r| r.job.item)
+            .filter(|i| !self.kept_sizes.contains_key(i) && !self.draft_sizes.contains_key(i))
+            .collect();
+        todo.dedup();
+        let items = self.items;
+        let drafts = crate::par::map(&todo, |&i| {
+            let bytes = std::fs::read(&items[i].abs).ok()?;
+            crate::pngz::draft(&bytes).map(|d| Recoded::PngDraft(d, xxh3_64(&bytes)))
+        })
+        .unwrap_or_else(|e| {
+            log::warn!("{}: recoded sizes: {e}", self.track_name);
+            vec![None; todo.len()]
+        });
+        for (i, draft) in todo.into_iter().zip(drafts) {
+            self.draft_sizes
+                .insert(i, draft.as_ref().map_or(u64::MAX, |d| d.len() as u64));
+            if let Some(d) = draft {
+                self.kept_forms.insert(i, d);
+            }
+        }
+        batch
+            .iter()
+            .map(|r| {
+                let whole = match r.entry.format {
+                    ImageFormat::Png => self
+                        .kept_sizes
+                        .get(&r.job.item)
+                        .or_else(|| self.draft_sizes.get(&r.job.item))
+                        .map_or(r.file_size, |&n| n.min(r.file_size)),
+                    ImageFormat::Jpeg => r.file_size * LEPTON_FLOOR.0 / LEPTON_FLOOR.1,
+                    _ => r.file_size,
+                };
+                tile_share(r, whole)
+            })
+            .sum()
+    }
+
     /// The batch's files as the archive would keep them: JPEGs at their Lepton size and PNGs
     /// at their recoded size (where that takes them and is smaller), shares of it for tiles.
     fn kept_exactly(&mut self, batch: &[Ready]) -> u64 {
         let recodes = |f: ImageFormat| matches!(f, ImageFormat::Jpeg | ImageFormat::Png);
-        // The files not measured yet, recoded in parallel.
+        // The files not measured yet, recoded in parallel (PNGs from their drafts, if made).
         let mut todo: Vec<(usize, ImageFormat)> = batch
             .iter()
             .filter(|r| recodes(r.entry.format))
@@ -1911,22 +1983,29 @@ impl GopCoder<'_> {
             .filter(|(i, _)| !self.kept_sizes.contains_key(i))
             .collect();
         todo.dedup();
+        let jobs: Vec<(usize, ImageFormat, Option<Recoded>)> = todo
+            .into_iter()
+            .map(|(i, f)| (i, f, self.kept_forms.remove(&i)))
+            .collect();
         let items = self.items;
         // A failed worker leaves its files unmeasured: they count at their own size.
-        let coded = crate::par::map(&todo, |&(i, format)| {
-            let bytes = std::fs::read(&items[i].abs).ok()?;
-            if format == ImageFormat::Jpeg {
-                crate::lepton::encode(&bytes).map(Recoded::Lepton)
-            } else {
+        let coded = crate::par::map(&jobs, |(i, format, made)| {
+            let bytes = std::fs::read(&items[*i].abs).ok()?;
+            let hash = xxh3_64(&bytes);
+            match (format, made) {
+                (ImageFormat::Jpeg, _) => crate::lepton::encode(&bytes).map(Recoded::Lepton),
                 // Checked by decoding only if the file is kept (`verbatim_form`).
-                crate::pngz::measure(&bytes).map(|c| Recoded::Png(c, xxh3_64(&bytes)))
+                (_, Some(Recoded::PngDraft(d, from))) if *from == hash => {
+                    crate::pngz::settle(d.clone(), &bytes).map(|c| Recoded::Png(c, hash))
+                }
+                _ => crate::pngz::measure(&bytes).map(|c| Recoded::Png(c, hash)),
             }
         })
         .unwrap_or_else(|e| {
             log::warn!("{}: recoded sizes: {e}", self.track_name);
-            vec![None; todo.len()]
+            vec![None; jobs.len()]
         });
-        for ((i, _), coded) in todo.into_iter().zip(coded) {
+        for ((i, _, _), coded) in jobs.into_iter().zip(coded) {
             let size = coded.as_ref().map_or(u64::MAX, |c| c.len() as u64);
             self.kept_sizes.insert(i, size);
             if let Some(c) = coded {
@@ -1971,7 +2050,10 @@ impl GopCoder<'_> {
             Some(_) => {}
         }
         let coded: u64 = packets.iter().map(|p| p.data.len() as u64).sum();
-        if let Some(kept) = budget.beats(coded, || self.kept_exactly(batch)) {
+        if let Some(kept) = budget.beats(coded, |m| match m {
+            Measure::Drafts => self.kept_at_least(batch),
+            Measure::Exact => self.kept_exactly(batch),
+        }) {
             return Ok(Attempt::TooBig(coded, kept));
         }
         let frames = self.decode_back(self.opts.codec, &extradata, &packets, batch.len())?;
@@ -2269,15 +2351,16 @@ mod tests {
             jpeg: 800,
             png: 0,
             exact: None,
+            drafts: None,
         };
-        let never = || -> u64 { panic!("measured although the sizes decide") };
+        let never = |_: Measure| -> u64 { panic!("measured although the sizes decide") };
         // Frames plus overhead at least the files' own size: keep the files.
         assert_eq!(b.beats(950, never), Some(1000));
         // Below 200 + 3/5 of 800 = 680: coding wins whatever Lepton gives.
         assert_eq!(b.beats(629, never), None);
         assert_eq!(b.exact, None);
         // In between, the Lepton size decides, measured once and remembered.
-        assert_eq!(b.beats(700, || 760), None);
+        assert_eq!(b.beats(700, |_| 760), None);
         assert_eq!(b.exact, Some(760));
         assert_eq!(b.beats(710, never), Some(760));
         // No JPEG: the files' own size is exact.
@@ -2287,6 +2370,7 @@ mod tests {
             jpeg: 0,
             png: 0,
             exact: None,
+            drafts: None,
         };
         assert_eq!(png.beats(999, never), None);
         assert_eq!(png.beats(1000, never), Some(1000));
@@ -2297,9 +2381,37 @@ mod tests {
             jpeg: 0,
             png: 1000,
             exact: None,
+            drafts: None,
         };
         assert_eq!(png.beats(1000, never), Some(1000));
-        assert_eq!(png.beats(400, || 300), Some(300));
+        let sizes = |m: Measure| match m {
+            Measure::Drafts => 300,
+            Measure::Exact => 300,
+        };
+        assert_eq!(png.beats(400, sizes), Some(300));
         assert_eq!(png.beats(200, never), None);
+        // Coding below the PNGs' drafts wins without the zlib settings search; above them the
+        // recoded size (the drafts settled, or the files where no setting is found) decides.
+        let mut png = Budget {
+            overhead: 0,
+            raw: 1000,
+            jpeg: 0,
+            png: 1000,
+            exact: None,
+            drafts: None,
+        };
+        let drafts_only = |m: Measure| match m {
+            Measure::Drafts => 300,
+            Measure::Exact => panic!("searched although the drafts decide"),
+        };
+        assert_eq!(png.beats(250, drafts_only), None);
+        assert_eq!(png.drafts, Some(300));
+        assert_eq!(png.beats(280, never), None);
+        let settled = |m: Measure| match m {
+            Measure::Drafts => panic!("drafts made twice"),
+            Measure::Exact => 1000,
+        };
+        assert_eq!(png.beats(350, settled), None);
+        assert_eq!(png.exact, Some(1000));
     }
 }

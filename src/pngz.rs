@@ -525,24 +525,68 @@ pub fn checked(coded: Vec<u8>, file: &[u8]) -> Option<Vec<u8>> {
 /// The recoded form of a PNG file when it is smaller than the file, not yet checked by
 /// decoding it (`checked`): to measure what keeping the file costs.
 pub fn measure(file: &[u8]) -> Option<Vec<u8>> {
+    recode(file, true)
+}
+
+/// The recoded form of a PNG file without the zlib settings that give its stream back (not
+/// searched for yet: that is most of the work): exactly as long as the recoded form if they
+/// are found, so a lower bound of what keeping the file costs. `settle` completes it.
+pub fn draft(file: &[u8]) -> Option<Vec<u8>> {
+    recode(file, false)
+}
+
+/// A `draft` of `file` completed with the zlib settings that give its stream back; `None`
+/// when no setting does (the file is not recoded).
+pub fn settle(mut draft: Vec<u8>, file: &[u8]) -> Option<Vec<u8>> {
+    let l = layout(file)?;
+    let filtered = inflate(&l.zlib, l.rows as usize * (l.row_bytes as usize + 1))?;
+    let s = search(&filtered, &l.zlib)?;
+    // Magic, version, transform, then the four settings bytes (zeros in a draft).
+    let at = MAGIC.len() + 2;
+    let is_draft = draft.starts_with(MAGIC)
+        && draft.get(MAGIC.len()) == Some(&VERSION)
+        && draft.get(at..at + 4) == Some(&[0u8; 4][..]);
+    if !is_draft {
+        return None;
+    }
+    draft[at..at + 4].copy_from_slice(&[s.level, s.strategy, s.mem_level, s.window_bits]);
+    Some(draft)
+}
+
+/// The zlib settings that deflate `filtered` to `zlib` exactly. Candidates are tried most
+/// likely first; a wrong one usually fails at the stream's first block, which for a small or
+/// flat image is all of it. The search stops once it has deflated SEARCH_BUDGET times the
+/// image's bytes.
+fn search(filtered: &[u8], zlib: &[u8]) -> Option<Settings> {
+    let mut spent = 0;
+    candidates(zlib).into_iter().find(|&s| {
+        if spent > SEARCH_BUDGET * filtered.len() {
+            return false;
+        }
+        let (found, read) = reproduces(filtered, zlib, s);
+        spent += read;
+        found
+    })
+}
+
+/// The recoded form, with the zlib settings searched for (`measure`) or left as zeros
+/// (`draft`).
+fn recode(file: &[u8], with_settings: bool) -> Option<Vec<u8>> {
     if file.len() > MAX_SIZE {
         return None;
     }
     let l = layout(file)?;
     let (rows, row_bytes, bpp) = (l.rows as usize, l.row_bytes as usize, usize::from(l.bpp));
     let filtered = inflate(&l.zlib, rows * (row_bytes + 1))?;
-    // Candidates are tried most likely first; a wrong one usually fails at the stream's
-    // first block, which for a small or flat image is all of it. The search stops once it has
-    // deflated SEARCH_BUDGET times the image's bytes.
-    let mut spent = 0;
-    let settings = candidates(&l.zlib).into_iter().find(|&s| {
-        if spent > SEARCH_BUDGET * filtered.len() {
-            return false;
-        }
-        let (found, read) = reproduces(&filtered, &l.zlib, s);
-        spent += read;
-        found
-    })?;
+    let settings = match with_settings {
+        true => search(&filtered, &l.zlib)?,
+        false => Settings {
+            level: 0,
+            strategy: 0,
+            mem_level: 0,
+            window_bits: 0,
+        },
+    };
     let (kinds, pixels) = unfilter(&filtered, rows, row_bytes, bpp)?;
     drop(filtered);
     let (transform, pixels) = match l.rgb8 {
@@ -973,6 +1017,19 @@ pub(crate) mod tests {
             let transform = coded[5];
             assert_eq!(transform, u8::from(name.starts_with("grey as")), "{name}");
         }
+    }
+
+    /// A draft is as long as the recoded form, does not decode, and settles into it.
+    #[test]
+    fn a_settled_draft_is_the_recoded_form() {
+        let file = zlib_png(200, 150, 30, 90);
+        let d = draft(&file).unwrap();
+        let m = measure(&file).unwrap();
+        assert_eq!(d.len(), m.len());
+        assert!(decode(&d, file.len() as u64).is_err());
+        assert_eq!(settle(d.clone(), &file).unwrap(), m);
+        // A settled form is not a draft.
+        assert!(settle(m, &file).is_none());
     }
 
     #[test]
