@@ -754,13 +754,26 @@ pub fn member(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
     let mut out = Vec::with_capacity(head.len() + h.payload_len as usize);
     out.extend_from_slice(head);
     out[MAGIC.len()] = VERSION_MEMBER;
-    liblzma::read::XzDecoder::new(rest)
-        .take(h.payload_len + 1)
-        .read_to_end(&mut out)?;
-    if (out.len() - head.len()) as u64 != h.payload_len {
-        return Err(PngzError::Damaged("pixel data of the wrong length"));
-    }
+    unxz(
+        rest,
+        h.payload_len,
+        &mut out,
+        "pixel data of the wrong length",
+    )?;
     Ok(out)
+}
+
+/// Appends the xz stream `coded` decompressed to `out`, which must give exactly `len` bytes
+/// (no more are read); `wrong` names the damage otherwise.
+fn unxz(coded: &[u8], len: u64, out: &mut Vec<u8>, wrong: &'static str) -> Result<(), PngzError> {
+    let start = out.len();
+    liblzma::read::XzDecoder::new(coded)
+        .take(len + 1)
+        .read_to_end(out)?;
+    if (out.len() - start) as u64 != len {
+        return Err(PngzError::Damaged(wrong));
+    }
+    Ok(())
 }
 
 /// Compresses a group of members as one xz stream (checked by decoding it); `None` if
@@ -785,12 +798,7 @@ pub fn decompress_group(coded: &[u8], len: u64) -> Result<Vec<u8>, PngzError> {
         return Err(PngzError::Damaged("group too large"));
     }
     let mut out = Vec::with_capacity(len as usize);
-    liblzma::read::XzDecoder::new(coded)
-        .take(len + 1)
-        .read_to_end(&mut out)?;
-    if out.len() as u64 != len {
-        return Err(PngzError::Damaged("group of the wrong length"));
-    }
+    unxz(coded, len, &mut out, "group of the wrong length")?;
     Ok(out)
 }
 
@@ -816,9 +824,7 @@ pub fn decode(coded: &[u8], size: u64) -> Result<Vec<u8>, PngzError> {
         rest
     } else {
         owned.reserve_exact(total as usize);
-        liblzma::read::XzDecoder::new(rest)
-            .take(total + 1)
-            .read_to_end(&mut owned)?;
+        unxz(rest, total, &mut owned, "pixel data of the wrong length")?;
         &owned[..]
     };
     if payload.len() as u64 != total {
