@@ -131,19 +131,9 @@ pub fn unpack(
         }
     }
 
-    // Verbatim files, in the order of their bytes in the archive (the members of a group of
-    // recoded PNGs one after the other: the group is decoded once).
-    let mut kept: Vec<_> = index
-        .entries
-        .iter()
-        .zip(&targets)
-        .filter_map(|(e, target)| match (&e.kind, target) {
-            (EntryKind::Verbatim { blob, .. }, Some(target)) => Some((e, blob, target)),
-            _ => None,
-        })
-        .collect();
-    kept.sort_by_key(|(_, blob, _)| blob.offset);
-    for (e, blob, target) in kept {
+    // Verbatim files, in the order of their bytes in the archive.
+    for (i, e, blob) in index.kept_in_archive_order() {
+        let Some(target) = &targets[i] else { continue };
         let result = (|| -> io::Result<bool> {
             ensure_parent(target)?;
             if !blob.is_stored() {

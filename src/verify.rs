@@ -150,28 +150,26 @@ pub fn verify(
             r.problems.push((path, why));
         }
     };
-    for e in &index.entries {
-        if let EntryKind::Verbatim { blob, .. } = &e.kind {
-            let Some(rel) = safe_relative(&e.path) else {
-                problem(e.path_lossy(), "unsafe path".into());
-                continue;
-            };
-            // read_file checks the stored bytes (and a decompressed file) against the index.
-            let stored = archive.read_file(blob).map(|b| xxh3_64(&b));
-            let orig = std::fs::read(originals.join(rel)).map(|b| xxh3_64(&b));
-            match (stored, orig) {
-                (Ok(a), Ok(b)) if a == b && a == blob.file_hash() => {
-                    if let Ok(mut r) = report.lock() {
-                        r.verbatim_identical += 1;
-                    }
+    for (_, e, blob) in index.kept_in_archive_order() {
+        let Some(rel) = safe_relative(&e.path) else {
+            problem(e.path_lossy(), "unsafe path".into());
+            continue;
+        };
+        // read_file checks the stored bytes (and a decompressed file) against the index.
+        let stored = archive.read_file(blob).map(|b| xxh3_64(&b));
+        let orig = std::fs::read(originals.join(rel)).map(|b| xxh3_64(&b));
+        match (stored, orig) {
+            (Ok(a), Ok(b)) if a == b && a == blob.file_hash() => {
+                if let Ok(mut r) = report.lock() {
+                    r.verbatim_identical += 1;
                 }
-                (Ok(_), Ok(_)) => problem(
-                    e.path_lossy(),
-                    "stored bytes differ from the original".into(),
-                ),
-                (Err(err), _) => problem(e.path_lossy(), format!("archive: {err}")),
-                (_, Err(err)) => problem(e.path_lossy(), format!("original: {err}")),
             }
+            (Ok(_), Ok(_)) => problem(
+                e.path_lossy(),
+                "stored bytes differ from the original".into(),
+            ),
+            (Err(err), _) => problem(e.path_lossy(), format!("archive: {err}")),
+            (_, Err(err)) => problem(e.path_lossy(), format!("original: {err}")),
         }
     }
     let workers = std::thread::available_parallelism()

@@ -33,6 +33,24 @@ pub struct Index {
     pub entries: Vec<Entry>,
 }
 
+impl Index {
+    /// The files kept as they are (entry number, entry, blob), in the order of their bytes in
+    /// the archive: reading them so decodes each group of recoded PNGs once.
+    pub fn kept_in_archive_order(&self) -> Vec<(usize, &Entry, &Blob)> {
+        let mut kept: Vec<_> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.kind {
+                EntryKind::Verbatim { blob, .. } => Some((i, e, blob)),
+                _ => None,
+            })
+            .collect();
+        kept.sort_by_key(|(_, _, blob)| blob.offset);
+        kept
+    }
+}
+
 /// Encoder settings the archive was packed with.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Settings {
