@@ -438,3 +438,100 @@ fn unpack_never_writes_outside_its_folder() {
     assert!(stderr(&o).contains("link/through.txt"), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
+
+/// An index whose recoded-PNG entries point at the wrong place in, or past, their group (or
+/// claim a group larger than any pack writes) makes reading that file an error, never a panic
+/// or a huge allocation; the honest entries still read.
+#[test]
+fn hostile_png_group_fields_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("scans");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(sample_album().join("scans"))
+        .arg(&album)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let archive = tmp.path().join("a.mkv");
+    let o = bin()
+        .arg("pack")
+        .arg(&album)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = Archive::open(&archive).unwrap();
+    let members: Vec<archive::Blob> = a
+        .index
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Verbatim { blob, .. } => Some(*blob),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(members.len(), 3);
+    let fields = |b: &archive::Blob| match b.coding {
+        archive::BlobCoding::PngGrouped {
+            size,
+            hash,
+            at,
+            len,
+            group_len,
+        } => (size, hash, at, len, group_len),
+        other => panic!("not in a group: {other:?}"),
+    };
+    let (size, hash, at, len, group_len) = fields(&members[0]);
+    let (_, _, other_at, other_len, _) = fields(&members[1]);
+    let with = |at: u64, len: u64, group_len: u64| archive::Blob {
+        coding: archive::BlobCoding::PngGrouped {
+            size,
+            hash,
+            at,
+            len,
+            group_len,
+        },
+        ..members[0]
+    };
+    let hostile = [
+        ("group larger than any pack writes", with(at, len, u64::MAX)),
+        ("group length one more", with(at, len, group_len + 1)),
+        ("group length one less", with(at, len, group_len - 1)),
+        (
+            "member past the group",
+            with(group_len - 10, 100, group_len),
+        ),
+        ("member offset overflowing", with(u64::MAX, 2, group_len)),
+        ("empty member", with(at, 0, group_len)),
+        (
+            "another member's bytes",
+            with(other_at, other_len, group_len),
+        ),
+        ("member cut short", with(at, len - 1, group_len)),
+        (
+            "the group's bytes moved",
+            archive::Blob {
+                offset: members[0].offset + 1,
+                ..members[0]
+            },
+        ),
+    ];
+    for (what, blob) in &hostile {
+        assert!(a.read_file(blob).is_err(), "{what}");
+    }
+    // The honest entries are untouched by the failed reads (the group cache holds only what
+    // was checked), and the hostile ones still fail with the group decoded and cached.
+    for (b, e) in members.iter().zip(
+        a.index
+            .entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::Verbatim { .. })),
+    ) {
+        let original = std::fs::read(album.join(e.path_lossy())).unwrap();
+        assert_eq!(a.read_file(b).unwrap(), original, "{}", e.path_lossy());
+    }
+    for (what, blob) in &hostile {
+        assert!(a.read_file(blob).is_err(), "{what}, group cached");
+    }
+}

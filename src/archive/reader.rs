@@ -288,7 +288,11 @@ impl Archive {
         };
         // A poisoned lock only means another reader panicked: the cache is still sound.
         if let Some(g) = cached(&mut self.png_groups.lock().unwrap_or_else(|p| p.into_inner())) {
-            return Ok(g);
+            // The same group bytes with another length recorded: a damaged index.
+            return match g.len() as u64 == len {
+                true => Ok(g),
+                false => Err(ReadError::Corrupt(start)),
+            };
         }
         if len > crate::pngz::MAX_GROUP_BYTES || blob.len > crate::pngz::MAX_GROUP_BYTES {
             return Err(ReadError::OutOfRange(start));
