@@ -615,3 +615,51 @@ fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
         src.cached_bytes()
     );
 }
+
+/// Kept files stored compressed (the sample's scans, recoded PNGs in one group) are decoded
+/// ahead of a reader like images: after the first page is read, the next two come from the
+/// cache, with the original bytes.
+#[test]
+fn the_next_kept_pages_are_decoded_ahead_of_a_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("scans");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(sample_album().join("scans"))
+        .arg(&album)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dest = tmp.path().join("s.mkv");
+    pack::pack(&album, &dest, &PackOptions::default(), &Quiet).unwrap();
+    let archive = Arc::new(Archive::open(&dest).unwrap());
+    let pages: Vec<usize> = (0..archive.index.entries.len())
+        .filter(|&k| {
+            matches!(&archive.index.entries[k].kind,
+                EntryKind::Verbatim { blob, .. } if !blob.is_stored())
+        })
+        .collect();
+    assert_eq!(pages.len(), 3, "the scans are kept recoded");
+    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
+    let size = |k: usize| archive.index.entries[k].served_size();
+    let read = |k: usize| {
+        let bytes = src.read(k, 0, size(k) as usize).unwrap();
+        let original = std::fs::read(album.join(archive.index.entries[k].path_lossy())).unwrap();
+        assert_eq!(bytes, original, "{}", archive.index.entries[k].path_lossy());
+    };
+    read(pages[0]);
+    let all: u64 = pages.iter().map(|&k| size(k)).sum();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while src.cached_bytes() < all {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the next pages were not decoded ahead: {} of {all} bytes cached",
+            src.cached_bytes()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let hits = src.stats().cache_hits.load(Ordering::Relaxed);
+    read(pages[1]);
+    read(pages[2]);
+    assert_eq!(src.stats().cache_hits.load(Ordering::Relaxed), hits + 2);
+}

@@ -353,7 +353,7 @@ impl FrameSource {
             // Compressed stored files are decoded whole and cached like rendered images.
             EntryKind::Verbatim { .. } | EntryKind::Image(_) => {
                 let file = self.inner.file(entry)?;
-                if offset == 0 && matches!(e.kind, EntryKind::Image(_)) {
+                if offset == 0 {
                     self.prefetch_after(entry);
                 }
                 let start = (offset.min(file.len() as u64)) as usize;
@@ -387,7 +387,8 @@ impl FrameSource {
         follows
     }
 
-    /// Asks the prefetchers for the next images in index order and, when the reader reads in
+    /// Asks the prefetchers for the next images (and compressed kept files) in index order
+    /// and, when the reader reads in
     /// order, for the whole GOP after this one (a second core decodes it, and renders its
     /// files, while the first continues this one). Requests are dropped when the queue is
     /// full, so a reader who stops reading stops the prefetching too.
@@ -408,12 +409,19 @@ impl FrameSource {
                 }
             }
         }
+        // The next files that are decoded on their first read: images, and kept files stored
+        // compressed (a viewer paging through scans kept as recoded PNGs finds the next one
+        // ready).
         wanted.extend(
             entries
                 .iter()
                 .enumerate()
                 .skip(entry + 1)
-                .filter(|(_, e)| matches!(e.kind, EntryKind::Image(_)))
+                .filter(|(_, e)| match &e.kind {
+                    EntryKind::Image(_) => true,
+                    EntryKind::Verbatim { blob, .. } => !blob.is_stored(),
+                    _ => false,
+                })
                 .take(self.inner.opts.prefetch)
                 .map(|(i, _)| Ahead::File(i)),
         );
