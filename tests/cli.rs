@@ -913,14 +913,7 @@ fn kept_jpegs_are_stored_smaller_and_come_back_bit_exact() {
 #[test]
 fn kept_pngs_are_recoded_smaller_and_come_back_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("album");
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(sample_album().join("scans"))
-        .arg(&album)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let album = sample_scans(tmp.path(), "album");
     let pages = files(&album);
     assert_eq!(pages.len(), 3);
     let originals: u64 = pages

@@ -21,6 +21,20 @@ pub fn sample_album() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/album")
 }
 
+/// A copy of the sample's scanned pages (three PNG files written by zlib, with their times) in
+/// `dir/name`.
+pub fn sample_scans(dir: &Path, name: &str) -> PathBuf {
+    let album = dir.join(name);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(sample_album().join("scans"))
+        .arg(&album)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    album
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
