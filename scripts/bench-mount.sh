@@ -408,6 +408,94 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 2. Reading images from the mount
 
+# readers_rss CORPUS: peak RSS of a mount of $ARCH with $READERS concurrent readers, each
+# reading every file of seq_files twice in its own random order, with a small cache (2e).
+readers_rss() {
+  local corpus=$1 logf rss_pid r hwm rss_now fails reads cache_mib limit verdict
+  log "2e. $corpus: $READERS random readers, --cache-size $RSS_CACHE"
+  logf=$LOGS/mount-$corpus-rss.log
+  av_mount "$ARCH" "$MNT" "$logf" --cache-size "$RSS_CACHE"
+  rss_pid=$MOUNT_PID
+  BG_PIDS=()
+  tick
+  for ((r = 0; r < READERS; r++)); do
+    (
+      fails=0
+      while IFS= read -r p; do
+        cat "$MNT/$p" >/dev/null 2>&1 || fails=$((fails + 1))
+      done < <(printf '%s\n' "${seq_files[@]}" "${seq_files[@]}" | shuffle $((SEED + r + 1)))
+      echo "$fails" >"$LOGS/reader-$corpus-$r.fails"
+    ) &
+    BG_PIDS+=($!)
+  done
+  wait "${BG_PIDS[@]}"
+  tock
+  BG_PIDS=()
+  hwm=$(vm_status "$rss_pid" VmHWM)
+  rss_now=$(vm_status "$rss_pid" VmRSS)
+  av_umount "$MNT"
+  fails=$(cat "$LOGS"/reader-"$corpus"-*.fails | awk '{ s += $1 } END { print s + 0 }')
+  reads=$((READERS * 2 * ${#seq_files[@]}))
+  cache_mib=$(awk -v s="$RSS_CACHE" 'BEGIN {
+    u = toupper(substr(s, length(s))); n = s + 0
+    if (u == "K") n /= 1024; else if (u == "G") n *= 1024; else if (u != "M") n /= 1048576
+    printf "%d", n }')
+  limit=$((cache_mib + 100))
+  verdict=$(awk -v h="$hwm" -v l="$limit" 'BEGIN { print (h <= l) ? "met" : "**missed**" }')
+  us_to_s "$ELAPSED_US"
+  md "### Peak memory under $READERS random readers (\`--cache-size $RSS_CACHE\`)" ""
+  md "Each reader \`cat\`s every file twice, in its own random order: $reads reads in $REPLY s" \
+    "($(awk -v n="$reads" -v us="$ELAPSED_US" 'BEGIN { printf "%.1f", n / (us / 1e6) }') files/s), $fails failed." \
+    "Daemon VmHWM ${hwm} MiB (VmRSS at the end ${rss_now} MiB); counters: $(frame_stats "$logf")." \
+    "Target (≤ cache + 100 MiB = $limit MiB): $verdict." ""
+}
+
+# kept_files_only CORPUS: an archive in which every file is kept as it is (a JPEG album whose
+# files Lepton keeps smaller than any coding at the target): nothing is decoded from video, so
+# the in-process decode cost and ffmpeg do not apply; cold and warm reads of kept files (each
+# decoded whole on its first read), every file in order, and the readers' peak RSS.
+kept_files_only() {
+  local corpus=$1 path pos i
+  md "## 2. $corpus" ""
+  md "Packed with \`${CORPUS_PACK[*]}\` in ${pack_s} s: no image coded, ${n_verbatim} kept as is" \
+    "(JPEGs Lepton-compressed, PNGs recoded: decoded whole on their first read); archive" \
+    "$((a_bytes / 1024)) KiB, originals $((o_bytes / 1024)) KiB. The in-process decode cost and" \
+    "ffmpeg's decoding do not apply (no video frames)." ""
+  av_mount "$ARCH" "$MNT" "$LOGS/mount-$corpus-list.log"
+  mapfile -t seq_files < <(cd "$MNT" && find . -type f | sed 's|^\./||' | sort)
+  av_umount "$MNT"
+  log "2a. $corpus: $SAMPLES cold reads of kept files, each in a fresh mount"
+  mapfile -t order < <(printf '%s\n' "${!seq_files[@]}" | shuffle "$SEED")
+  local cold=() warm=()
+  for ((i = 0; i < SAMPLES; i++)); do
+    path=${seq_files[${order[i % ${#order[@]}]}]}
+    av_mount "$ARCH" "$MNT" "$LOGS/mount-$corpus-cold.log"
+    tick; cat "$MNT/$path" >/dev/null; tock
+    cold+=("$ELAPSED_US")
+    tick; cat "$MNT/$path" >/dev/null; tock
+    warm+=("$ELAPSED_US")
+    av_umount "$MNT"
+  done
+  local c_med c_p90 c_min c_max w_med w_p90 w_min w_max
+  read -r c_med c_p90 c_min c_max _ < <(summary $(to_ms_list "${cold[@]}"))
+  read -r w_med w_p90 w_min w_max _ < <(summary $(to_ms_list "${warm[@]}"))
+  md "### Cold and warm reads of one random kept file ($SAMPLES samples, fresh mount each)" ""
+  md "| | median ms | p90 ms | min ms | max ms |" "|---|---|---|---|---|"
+  md "| mount cold read | $c_med | $c_p90 | $c_min | $c_max |"
+  md "| warm read | $w_med | $w_p90 | $w_min | $w_max |" ""
+  log "2d. $corpus: sequential read"
+  av_mount "$ARCH" "$MNT" "$LOGS/mount-$corpus-seq.log"
+  tick
+  (cd "$MNT" && cat "${seq_files[@]}") >/dev/null
+  tock
+  av_umount "$MNT"
+  us_to_s "$ELAPSED_US"
+  md "### Sequential read of every file" ""
+  md "\`cat\` of all ${#seq_files[@]} files in \`ls\` order, fresh mount: $REPLY s" \
+    "($(awk -v n="${#seq_files[@]}" -v us="$ELAPSED_US" 'BEGIN { printf "%.1f", n / (us / 1e6) }') files/s)." ""
+  readers_rss "$corpus"
+}
+
 declare -A FIRST_SAMPLE_POS=()
 for corpus in "${CORPUS_LIST[@]}"; do
   src=$CORPORA_DIR/$corpus
@@ -424,7 +512,10 @@ for corpus in "${CORPUS_LIST[@]}"; do
     '"\(.images) \(.verbatim) \(.archive_bytes) \(.original_bytes) \(.restored_bytes)"' <<<"$info")
   tracks=$(jq -r '[.tracks[] | "\(.[0])x\(.[1])×\(.[2])"] | join(", ")' <<<"$info")
   mapfile -t images < <(coded_images "$ARCH")
-  [ "${#images[@]}" -gt 0 ] || die "$corpus: no image coded as video"
+  if [ "${#images[@]}" -eq 0 ]; then
+    kept_files_only "$corpus"
+    continue
+  fi
 
   md "## 2. $corpus" ""
   md "Packed with \`${CORPUS_PACK[*]}\` (gop 8) in ${pack_s} s: ${n_images} images coded, ${n_verbatim} kept as is;" \
@@ -527,43 +618,7 @@ for corpus in "${CORPUS_LIST[@]}"; do
   md "" "Daemon counters for the sequential read: $seq_stats." \
     "Target (≥ 0.8 × ffmpeg decode-only fps): $verdict (${rel}×)." ""
 
-  # 2e: peak RSS with concurrent random readers and a small cache.
-  log "2e. $corpus: $READERS random readers, --cache-size $RSS_CACHE"
-  logf=$LOGS/mount-$corpus-rss.log
-  av_mount "$ARCH" "$MNT" "$logf" --cache-size "$RSS_CACHE"
-  rss_pid=$MOUNT_PID
-  BG_PIDS=()
-  tick
-  for ((r = 0; r < READERS; r++)); do
-    (
-      fails=0
-      while IFS= read -r p; do
-        cat "$MNT/$p" >/dev/null 2>&1 || fails=$((fails + 1))
-      done < <(printf '%s\n' "${seq_files[@]}" "${seq_files[@]}" | shuffle $((SEED + r + 1)))
-      echo "$fails" >"$LOGS/reader-$corpus-$r.fails"
-    ) &
-    BG_PIDS+=($!)
-  done
-  wait "${BG_PIDS[@]}"
-  tock
-  BG_PIDS=()
-  hwm=$(vm_status "$rss_pid" VmHWM)
-  rss_now=$(vm_status "$rss_pid" VmRSS)
-  av_umount "$MNT"
-  fails=$(cat "$LOGS"/reader-"$corpus"-*.fails | awk '{ s += $1 } END { print s + 0 }')
-  reads=$((READERS * 2 * ${#seq_files[@]}))
-  cache_mib=$(awk -v s="$RSS_CACHE" 'BEGIN {
-    u = toupper(substr(s, length(s))); n = s + 0
-    if (u == "K") n /= 1024; else if (u == "G") n *= 1024; else if (u != "M") n /= 1048576
-    printf "%d", n }')
-  limit=$((cache_mib + 100))
-  verdict=$(awk -v h="$hwm" -v l="$limit" 'BEGIN { print (h <= l) ? "met" : "**missed**" }')
-  us_to_s "$ELAPSED_US"
-  md "### Peak memory under $READERS random readers (\`--cache-size $RSS_CACHE\`)" ""
-  md "Each reader \`cat\`s every file twice, in its own random order: $reads reads in $REPLY s" \
-    "($(awk -v n="$reads" -v us="$ELAPSED_US" 'BEGIN { printf "%.1f", n / (us / 1e6) }') files/s), $fails failed." \
-    "Daemon VmHWM ${hwm} MiB (VmRSS at the end ${rss_now} MiB); counters: $(frame_stats "$logf")." \
-    "Target (≤ cache + 100 MiB = $limit MiB): $verdict." ""
+  readers_rss "$corpus"
 done
 
 # ---------------------------------------------------------------------------------------------
