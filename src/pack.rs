@@ -788,26 +788,19 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
     let hash = xxh3_64(&data);
     if png {
         let coded = match recoded.take() {
-            Some(Recoded::Png(coded, made_from)) if made_from == hash => {
-                crate::pngz::checked(coded, &data)
-            }
+            Some(Recoded::Png(coded, made_from)) if made_from == hash => Some(coded),
             Some(Recoded::PngDraft(draft, made_from)) if made_from == hash => {
-                crate::pngz::settle(draft, &data).and_then(|c| crate::pngz::checked(c, &data))
+                crate::pngz::settle(draft, &data)
             }
-            _ => crate::pngz::encode(&data),
+            _ => crate::pngz::measure(&data),
         };
-        // The checked coded form's payload goes into a group with other PNGs' (the xz
-        // stream's own check covers the step back to it).
-        match coded.map(|c| crate::pngz::member(&c, len)) {
-            Some(Ok(member)) => {
-                return Ok(VerbatimForm::PngMember {
-                    member,
-                    size: len,
-                    hash,
-                })
-            }
-            Some(Err(e)) => log::debug!("{}: recoded PNG: {e}", item.abs.display()),
-            None => {}
+        // Stored as a member of a group with other PNGs, checked in that form.
+        if let Some(member) = coded.and_then(|c| crate::pngz::checked_member(&c, &data)) {
+            return Ok(VerbatimForm::PngMember {
+                member,
+                size: len,
+                hash,
+            });
         }
         if !squeeze {
             return Ok(VerbatimForm::Bytes(data));
@@ -1927,6 +1920,19 @@ impl GopCoder<'_> {
         }
     }
 
+    /// `recode` of each job, in parallel. A failed worker leaves its files unmeasured: they
+    /// count at their own size.
+    fn recode_each<J: Sync>(
+        &self,
+        jobs: &[J],
+        recode: impl Fn(&J) -> Option<Recoded> + Sync,
+    ) -> Vec<Option<Recoded>> {
+        crate::par::map(jobs, recode).unwrap_or_else(|e| {
+            log::warn!("{}: recoded sizes: {e}", self.track_name);
+            vec![None; jobs.len()]
+        })
+    }
+
     /// A floor of what keeping the batch's files takes: PNGs at their drafts' size (made here
     /// in parallel, and kept to be settled if it comes to that), JPEGs at [`LEPTON_FLOOR`] of
     /// theirs, shares of it for tiles.
@@ -1939,13 +1945,9 @@ impl GopCoder<'_> {
             .collect();
         todo.dedup();
         let items = self.items;
-        let drafts = crate::par::map(&todo, |&i| {
+        let drafts = self.recode_each(&todo, |&i| {
             let bytes = std::fs::read(&items[i].abs).ok()?;
             crate::pngz::draft(&bytes).map(|d| Recoded::PngDraft(d, xxh3_64(&bytes)))
-        })
-        .unwrap_or_else(|e| {
-            log::warn!("{}: recoded sizes: {e}", self.track_name);
-            vec![None; todo.len()]
         });
         for (i, draft) in todo.into_iter().zip(drafts) {
             self.draft_sizes
@@ -1988,8 +1990,7 @@ impl GopCoder<'_> {
             .map(|(i, f)| (i, f, self.kept_forms.remove(&i)))
             .collect();
         let items = self.items;
-        // A failed worker leaves its files unmeasured: they count at their own size.
-        let coded = crate::par::map(&jobs, |(i, format, made)| {
+        let coded = self.recode_each(&jobs, |(i, format, made)| {
             let bytes = std::fs::read(&items[*i].abs).ok()?;
             let hash = xxh3_64(&bytes);
             match (format, made) {
@@ -2000,10 +2001,6 @@ impl GopCoder<'_> {
                 }
                 _ => crate::pngz::measure(&bytes).map(|c| Recoded::Png(c, hash)),
             }
-        })
-        .unwrap_or_else(|e| {
-            log::warn!("{}: recoded sizes: {e}", self.track_name);
-            vec![None; jobs.len()]
         });
         for ((i, _, _), coded) in jobs.into_iter().zip(coded) {
             let size = coded.as_ref().map_or(u64::MAX, |c| c.len() as u64);
@@ -2342,17 +2339,22 @@ mod tests {
         assert_eq!(session_threads(0, hd), (1, 1));
     }
 
+    /// A budget nothing has been measured for yet.
+    fn budget(overhead: u64, raw: u64, jpeg: u64, png: u64) -> Budget {
+        Budget {
+            overhead,
+            raw,
+            jpeg,
+            png,
+            exact: None,
+            drafts: None,
+        }
+    }
+
     #[test]
     fn lepton_is_measured_only_when_it_decides() {
         // 1,000 bytes of files, 800 of them JPEG, 50 of metadata beside the frames.
-        let mut b = Budget {
-            overhead: 50,
-            raw: 1000,
-            jpeg: 800,
-            png: 0,
-            exact: None,
-            drafts: None,
-        };
+        let mut b = budget(50, 1000, 800, 0);
         let never = |_: Measure| -> u64 { panic!("measured although the sizes decide") };
         // Frames plus overhead at least the files' own size: keep the files.
         assert_eq!(b.beats(950, never), Some(1000));
@@ -2364,25 +2366,11 @@ mod tests {
         assert_eq!(b.exact, Some(760));
         assert_eq!(b.beats(710, never), Some(760));
         // No JPEG: the files' own size is exact.
-        let mut png = Budget {
-            overhead: 0,
-            raw: 1000,
-            jpeg: 0,
-            png: 0,
-            exact: None,
-            drafts: None,
-        };
+        let mut png = budget(0, 1000, 0, 0);
         assert_eq!(png.beats(999, never), None);
         assert_eq!(png.beats(1000, never), Some(1000));
         // PNG files: any coding below their own size is measured against their recoded size.
-        let mut png = Budget {
-            overhead: 0,
-            raw: 1000,
-            jpeg: 0,
-            png: 1000,
-            exact: None,
-            drafts: None,
-        };
+        let mut png = budget(0, 1000, 0, 1000);
         assert_eq!(png.beats(1000, never), Some(1000));
         let sizes = |m: Measure| match m {
             Measure::Drafts => 300,
@@ -2392,14 +2380,7 @@ mod tests {
         assert_eq!(png.beats(200, never), None);
         // Coding below the PNGs' drafts wins without the zlib settings search; above them the
         // recoded size (the drafts settled, or the files where no setting is found) decides.
-        let mut png = Budget {
-            overhead: 0,
-            raw: 1000,
-            jpeg: 0,
-            png: 1000,
-            exact: None,
-            drafts: None,
-        };
+        let mut png = budget(0, 1000, 0, 1000);
         let drafts_only = |m: Measure| match m {
             Measure::Drafts => 300,
             Measure::Exact => panic!("searched although the drafts decide"),

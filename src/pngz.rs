@@ -501,16 +501,13 @@ fn inflate(zlib: &[u8], size: usize) -> Option<Vec<u8>> {
     }
 }
 
-/// The recoded form of a PNG file, decoded and compared with the file, when it is smaller
-/// than the file; `None` for files it does not take or does not shrink.
-pub fn encode(file: &[u8]) -> Option<Vec<u8>> {
-    checked(measure(file)?, file)
-}
-
-/// `coded` if it decodes to `file` exactly.
-pub fn checked(coded: Vec<u8>, file: &[u8]) -> Option<Vec<u8>> {
-    match decode(&coded, file.len() as u64) {
-        Ok(back) if back == file => Some(coded),
+/// The member form of `coded` (a measured or settled coded form of `file`), when it decodes
+/// to `file` exactly: what pack stores, checked in the form it is stored in.
+pub fn checked_member(coded: &[u8], file: &[u8]) -> Option<Vec<u8>> {
+    let size = file.len() as u64;
+    let back = member(coded, size).and_then(|m| Ok((decode(&m, size)?, m)));
+    match back {
+        Ok((back, m)) if back == file => Some(m),
         Ok(_) => {
             log::debug!("recoded PNG does not give the file back: not kept");
             None
@@ -523,7 +520,7 @@ pub fn checked(coded: Vec<u8>, file: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The recoded form of a PNG file when it is smaller than the file, not yet checked by
-/// decoding it (`checked`): to measure what keeping the file costs.
+/// decoding it (`checked_member`): to measure what keeping the file costs.
 pub fn measure(file: &[u8]) -> Option<Vec<u8>> {
     recode(file, true)
 }
@@ -880,6 +877,12 @@ fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 pub(crate) mod tests {
     use super::*;
 
+    /// A checked coded form (version 1, one xz stream: what format 6 archives hold).
+    fn encode(file: &[u8]) -> Option<Vec<u8>> {
+        let coded = measure(file)?;
+        (decode(&coded, file.len() as u64).ok()? == file).then_some(coded)
+    }
+
     /// An RGB user-interface image of `w` × `h` written as libpng and zlib (level 9) write
     /// one, with a flat "dialog" of grey `shade` at row `y`: for other modules' tests.
     pub(crate) fn zlib_png(w: usize, h: usize, y: usize, shade: u8) -> Vec<u8> {
@@ -1034,6 +1037,11 @@ pub(crate) mod tests {
         assert_eq!(d.len(), m.len());
         assert!(decode(&d, file.len() as u64).is_err());
         assert_eq!(settle(d.clone(), &file).unwrap(), m);
+        // The member pack stores gives the file back; for another file it is refused.
+        let kept = checked_member(&m, &file).unwrap();
+        assert_eq!(decode(&kept, file.len() as u64).unwrap(), file);
+        let other = zlib_png(200, 150, 60, 90);
+        assert!(checked_member(&m, &other).is_none());
         // A settled form is not a draft.
         assert!(settle(m, &file).is_none());
     }

@@ -223,56 +223,57 @@ impl Archive {
         if blob.file_size() > MAX_WHOLE_FILE {
             return Err(ReadError::OutOfRange(start));
         }
-        if let BlobCoding::PngGrouped {
-            size,
-            at,
-            len,
-            group_len,
-            ..
-        } = blob.coding
-        {
-            let group = self.png_group(blob, group_len)?;
-            let member = usize::try_from(at)
-                .ok()
-                .zip(usize::try_from(len).ok())
-                .and_then(|(at, len)| group.get(at..at.checked_add(len)?))
-                .ok_or(ReadError::Corrupt(start))?;
-            let file = crate::pngz::decode(member, size).map_err(|e| {
-                log::debug!("blob at {start}: {e}");
-                ReadError::Corrupt(start)
-            })?;
-            return self.checked_file(blob, file);
-        }
-        let stored = self.read_blob(blob, 0, blob.len as usize)?;
-        if stored.len() as u64 != blob.len || xxh3_64(&stored) != blob.hash {
-            return Err(ReadError::Corrupt(start));
-        }
         let decoded = match blob.coding {
-            BlobCoding::Stored => Ok(stored),
-            BlobCoding::Lepton { size, .. } => {
-                crate::lepton::decompress(&stored, size).map_err(|e| e.to_string())
+            BlobCoding::PngGrouped {
+                size,
+                at,
+                len,
+                group_len,
+                ..
+            } => {
+                let group = self.png_group(blob, group_len)?;
+                let member = usize::try_from(at)
+                    .ok()
+                    .zip(usize::try_from(len).ok())
+                    .and_then(|(at, len)| group.get(at..at.checked_add(len)?))
+                    .ok_or(ReadError::Corrupt(start))?;
+                crate::pngz::decode(member, size).map_err(|e| e.to_string())
             }
-            BlobCoding::Zstd { size, .. } => {
-                crate::compress::decompress(&stored, size).map_err(|e| e.to_string())
+            coding => {
+                let stored = self.stored_bytes(blob)?;
+                match coding {
+                    BlobCoding::Lepton { size, .. } => {
+                        crate::lepton::decompress(&stored, size).map_err(|e| e.to_string())
+                    }
+                    BlobCoding::Zstd { size, .. } => {
+                        crate::compress::decompress(&stored, size).map_err(|e| e.to_string())
+                    }
+                    BlobCoding::Png { size, .. } => {
+                        crate::pngz::decode(&stored, size).map_err(|e| e.to_string())
+                    }
+                    BlobCoding::Stored => Ok(stored),
+                    // Read through its group, above.
+                    BlobCoding::PngGrouped { .. } => Err("not a stored blob".into()),
+                }
             }
-            BlobCoding::Png { size, .. } => {
-                crate::pngz::decode(&stored, size).map_err(|e| e.to_string())
-            }
-            BlobCoding::PngGrouped { .. } => Err("a group member read as a file".into()),
         };
         let file = decoded.map_err(|e| {
             log::debug!("blob at {start}: {e}");
             ReadError::Corrupt(start)
         })?;
-        self.checked_file(blob, file)
-    }
-
-    /// `file` if it has the size and hash that `blob` records.
-    fn checked_file(&self, blob: &Blob, file: Vec<u8>) -> Result<Vec<u8>, ReadError> {
         if file.len() as u64 != blob.file_size() || xxh3_64(&file) != blob.file_hash() {
-            return Err(ReadError::Corrupt(self.blob_range(blob).start));
+            return Err(ReadError::Corrupt(start));
         }
         Ok(file)
+    }
+
+    /// A blob's stored bytes, whole, checked against its recorded length and hash.
+    fn stored_bytes(&self, blob: &Blob) -> Result<Vec<u8>, ReadError> {
+        let stored = self.read_blob(blob, 0, blob.len as usize)?;
+        if stored.len() as u64 != blob.len || xxh3_64(&stored) != blob.hash {
+            return Err(ReadError::Corrupt(self.blob_range(blob).start));
+        }
+        Ok(stored)
     }
 
     /// The decoded group of recoded PNGs that `blob` (the group's xz stream) holds, `len`
@@ -297,10 +298,7 @@ impl Archive {
         if len > crate::pngz::MAX_GROUP_BYTES || blob.len > crate::pngz::MAX_GROUP_BYTES {
             return Err(ReadError::OutOfRange(start));
         }
-        let stored = self.read_blob(blob, 0, blob.len as usize)?;
-        if stored.len() as u64 != blob.len || xxh3_64(&stored) != blob.hash {
-            return Err(ReadError::Corrupt(start));
-        }
+        let stored = self.stored_bytes(blob)?;
         let group = Arc::new(crate::pngz::decompress_group(&stored, len).map_err(|e| {
             log::debug!("group at {start}: {e}");
             ReadError::Corrupt(start)

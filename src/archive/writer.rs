@@ -756,8 +756,8 @@ mod tests {
             .collect();
         let mut entries = Vec::new();
         for (k, f) in files.iter().enumerate() {
-            let coded = crate::pngz::encode(f).unwrap();
-            let member = crate::pngz::member(&coded, f.len() as u64).unwrap();
+            let coded = crate::pngz::measure(f).unwrap();
+            let member = crate::pngz::checked_member(&coded, f).unwrap();
             assert!(member.len() > crate::pngz::GROUP_BYTES / 3);
             assert!(member.len() < crate::pngz::GROUP_BYTES / 2);
             let blob = w
