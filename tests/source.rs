@@ -14,13 +14,19 @@ use std::sync::Arc;
 
 /// A series of similar images (one track, several GOPs) plus the sample album's files.
 fn series_album(root: &Path) -> std::path::PathBuf {
+    series_album_of(root, 19)
+}
+
+/// The sample album beside a burst of `n` images.
+fn series_album_of(root: &Path, n: u32) -> std::path::PathBuf {
     let a = root.join("series");
     std::fs::create_dir_all(a.join("burst")).unwrap();
-    for i in 0..19u32 {
+    for i in 0..n {
         let mut img = pattern(320, 200, 1);
         // A moving square: neighbours differ a little, like a burst.
+        let left = 10 + (i * 12) % 250;
         for y in 40..90 {
-            for x in (10 + i * 12)..(60 + i * 12) {
+            for x in left..left + 50 {
                 img.put_pixel(x, y, image::Rgb([250, 30, (i * 12) as u8]));
             }
         }
@@ -500,14 +506,16 @@ fn portrait_images_alone_are_stored_upright() {
     }
 }
 
-/// Reading two images in order has the prefetchers decode the rest of the reader's GOP and the
-/// next GOP whole and render their files (two cores work ahead of the reader), and nothing
-/// beyond: prefetching follows
-/// the reader. Reading everything in order then decodes every frame exactly once.
+/// A reader walking through a folder (starting on its first image, or reading the image after
+/// the one it read) has the prefetchers decode the rest of its GOP and the next two GOPs whole,
+/// and the render threads make their files; nothing beyond: prefetching follows the reader.
+/// A reader at random gets only the next two files. Reading everything in order then decodes
+/// every frame exactly once (a reader waits for a file rendered ahead instead of decoding it
+/// again).
 #[test]
-fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
+fn the_next_gops_are_rendered_ahead_of_a_reader_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let album = series_album(tmp.path());
+    let album = series_album_of(tmp.path(), 40);
     let dest = tmp.path().join("s.mkv");
     let opts = PackOptions {
         gop: 8,
@@ -518,8 +526,8 @@ fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
     };
     pack::pack(&album, &dest, &opts, &Quiet).unwrap();
     let archive = Arc::new(Archive::open(&dest).unwrap());
-    // The burst's 19 images, in archive order, are frames 0 to 18 of one track.
-    let burst: Vec<usize> = (0..19)
+    // The burst's 40 images, in archive order, are frames 0 to 39 of one track: five GOPs.
+    let burst: Vec<usize> = (0..40)
         .map(|i| {
             let name = format!("burst/{i:03}.png");
             let k = archive
@@ -537,16 +545,27 @@ fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
         })
         .collect();
     assert!(burst.windows(2).all(|w| w[1] == w[0] + 1));
-    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
-    let stats = src.stats();
-    let counts = || {
-        (
-            stats.frames_decoded.load(Ordering::Relaxed),
-            stats.files_rendered.load(Ordering::Relaxed),
-        )
+    let keyframes: Vec<u64> = archive.index.tracks[0]
+        .packets
+        .iter()
+        .filter(|p| p.keyframe)
+        .map(|p| p.pts)
+        .filter(|&f| f < 40)
+        .collect();
+    assert_eq!(keyframes, [0, 8, 16, 24, 32]);
+    let read_with = |src: &FrameSource, k: usize| {
+        let size = archive.index.entries[k].served_size() as usize;
+        assert_eq!(src.read(k, 0, size).unwrap().len(), size);
     };
     // Waits until `files` files were rendered, then until the prefetchers have stopped.
-    let settle = |files: u64| {
+    let settle = |src: &FrameSource, files: u64| {
+        let stats = src.stats();
+        let counts = || {
+            (
+                stats.frames_decoded.load(Ordering::Relaxed),
+                stats.files_rendered.load(Ordering::Relaxed),
+            )
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let mut last = counts();
         loop {
@@ -562,30 +581,42 @@ fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
             last = now;
         }
     };
-    let read = |k: usize| {
-        let size = archive.index.entries[k].served_size() as usize;
-        assert_eq!(src.read(k, 0, size).unwrap().len(), size);
-    };
-    // The first image, and the next two ahead of the reader.
-    read(burst[0]);
-    settle(3);
-    // The second, in order: the rest of this GOP (frames 2 to 7, beyond the two files asked
-    // ahead) and the whole second GOP (frames 8 to 15).
-    read(burst[1]);
-    let (decoded, rendered) = settle(16);
+
+    // At random: one image in the third GOP, then the next two files ahead of the reader.
+    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
+    read_with(&src, burst[19]);
+    let (decoded, rendered) = settle(&src, 3);
+    assert_eq!(rendered, 3, "the file read and the next two");
     assert!(
-        decoded <= 16,
-        "{decoded} frames decoded for two reads: no further than the next GOP"
+        decoded <= 8,
+        "{decoded} frames decoded for a read at random: no further than its GOP"
     );
-    // All of them are ready: their files come from the cache.
-    for &k in &burst[2..16] {
-        src.file(k).unwrap();
+    drop(src);
+
+    let src = FrameSource::new(Arc::clone(&archive), SourceOptions::default());
+    // The folder's first image: the reader starts a walk, its GOP and the next two are
+    // decoded and rendered ahead (frames 0 to 23), and no more.
+    read_with(&src, burst[0]);
+    let (decoded, rendered) = settle(&src, 24);
+    assert_eq!(
+        (decoded, rendered),
+        (24, 24),
+        "three GOPs decoded and rendered ahead, no further"
+    );
+    // Their files are ready: reading them in order comes from the cache, and asks for
+    // nothing new until the reader enters the second GOP.
+    for &k in &burst[1..8] {
+        read_with(&src, k);
     }
     assert_eq!(
-        counts(),
-        (decoded, rendered),
-        "the rest of this GOP and the next one were decoded and rendered ahead"
+        settle(&src, 0),
+        (24, 24),
+        "nothing new within the first GOP"
     );
+    // The second GOP's first image: the walk goes one GOP further (frames 24 to 31).
+    read_with(&src, burst[8]);
+    assert_eq!(settle(&src, 32), (32, 32), "one more GOP ahead, no further");
+    let stats = src.stats();
     let order: Vec<usize> = (0..archive.index.entries.len()).collect();
     assert_served_as_recorded(&src, &order);
     let frames: u64 = archive
@@ -594,14 +625,13 @@ fn the_next_gop_is_rendered_ahead_of_a_reader_in_order() {
         .iter()
         .map(|t| t.packets.len() as u64)
         .sum();
-    settle(0);
+    settle(&src, 0);
     assert_eq!(
         stats.frames_decoded.load(Ordering::Relaxed),
         frames,
         "reading in order with the prefetchers decodes every frame once"
     );
-    // What the cache holds then is files: frames left for a reader to render from (when a
-    // core was idle) made way once their file was rendered.
+    // What the cache holds then is files: no frames are left in it.
     let files: u64 = archive
         .index
         .entries

@@ -25,6 +25,10 @@ use xxhash_rust::xxh3::xxh3_64;
 /// order at once each keep theirs apart).
 const RECENT_READS: usize = 16;
 
+/// GOPs decoded ahead of a reader in order: its own and the next two (two cores decode two
+/// GOPs at once; the third is ready to start when one ends).
+const WALK_GOPS: usize = 3;
+
 /// Memory the decoders of one track may hold.
 const DECODER_MEMORY: u64 = 96 << 20;
 
@@ -181,7 +185,9 @@ struct Inner {
     pool: Mutex<Pool>,
     pool_cv: Condvar,
     /// GOPs being decoded right now: (track, keyframe packet) → waiters' signal.
-    in_flight: Mutex<HashSet<(usize, usize)>>,
+    /// GOPs being decoded: (track, keyframe packet) → whether whole, ahead of a reader (or
+    /// else up to the frame a reader waits for).
+    in_flight: Mutex<HashMap<(usize, usize), bool>>,
     in_flight_cv: Condvar,
     /// Files being rendered right now (entries).
     rendering: Mutex<HashSet<usize>>,
@@ -191,11 +197,42 @@ struct Inner {
     busy_workers: Mutex<usize>,
     busy_cv: Condvar,
     stats: Stats,
+    /// Frames of GOPs decoded ahead, to be rendered on other threads while the decoder goes
+    /// on (taken away when the source is dropped, which stops the render threads).
+    render_tx: Mutex<Option<mpsc::SyncSender<RenderJob>>>,
     /// Entries whose rendered size was found wrong (reported once).
     bad: Mutex<HashSet<usize>>,
     /// Stored files whose bytes were checked against their hash: entry → intact.
     blobs_checked: Mutex<HashMap<usize, bool>>,
 }
+
+/// A GOP decoded ahead counts as in flight until its decoder is done and every frame it
+/// handed to the render threads is rendered: a reader waiting for one of its files waits for
+/// that render instead of decoding the GOP again.
+struct GopInFlight {
+    inner: Arc<Inner>,
+    key: (usize, usize),
+}
+
+impl Drop for GopInFlight {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.inner.in_flight.lock() {
+            busy.remove(&self.key);
+        }
+        self.inner.in_flight_cv.notify_all();
+    }
+}
+
+/// A frame of a GOP decoded ahead, for a render thread to make `entry`'s file from.
+struct RenderJob {
+    entry: usize,
+    frame: DecodedFrame,
+    _gop: Arc<GopInFlight>,
+}
+
+/// Frames waiting for a render thread, at most: each holds a decoder's buffer (6 MiB at
+/// 1080p), and a decoder that finds the queue full renders the frame itself.
+const RENDER_QUEUE: usize = 1;
 
 /// Work for the prefetchers.
 #[derive(Clone, Copy, Debug)]
@@ -214,6 +251,7 @@ pub struct FrameSource {
     /// them in archive order is part of a reading in order.
     recent: Mutex<VecDeque<usize>>,
     prefetchers: Vec<std::thread::JoinHandle<()>>,
+    renderers: Vec<std::thread::JoinHandle<()>>,
 }
 
 fn cores() -> usize {
@@ -267,13 +305,14 @@ impl FrameSource {
                 live: 0,
             }),
             pool_cv: Condvar::new(),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
             in_flight_cv: Condvar::new(),
             rendering: Mutex::new(HashSet::new()),
             rendering_cv: Condvar::new(),
             busy_workers: Mutex::new(0),
             busy_cv: Condvar::new(),
             stats: Stats::default(),
+            render_tx: Mutex::new(None),
             bad: Mutex::new(HashSet::new()),
             blobs_checked: Mutex::new(HashMap::new()),
             archive,
@@ -285,7 +324,7 @@ impl FrameSource {
             // A short queue: when it is full, prefetch requests are dropped, so a reader that
             // stops reading stops the prefetching too. One worker per core: decoding is
             // sequential (one decoder continues forward) but renders overlap.
-            let (tx, rx) = mpsc::sync_channel::<Ahead>(prefetch);
+            let (tx, rx) = mpsc::sync_channel::<Ahead>(prefetch + WALK_GOPS);
             let rx = Arc::new(Mutex::new(rx));
             let workers = cores();
             let handles = (0..workers)
@@ -302,7 +341,7 @@ impl FrameSource {
                             let Ok(job) = next else { return };
                             let result = match job {
                                 Ahead::File(entry) => worker.file(entry).map(drop),
-                                Ahead::Gop(entry) => worker.read_ahead_gop(entry),
+                                Ahead::Gop(entry) => Inner::read_ahead_gop(&worker, entry),
                             };
                             if let Err(e) = result {
                                 log::debug!("prefetch {job:?} failed: {e}");
@@ -315,11 +354,17 @@ impl FrameSource {
         } else {
             (None, Vec::new())
         };
+        let renderers = if prefetch > 0 {
+            Inner::start_renderers(&inner)
+        } else {
+            Vec::new()
+        };
         FrameSource {
             inner,
             prefetch_tx,
             recent: Mutex::new(VecDeque::with_capacity(RECENT_READS)),
             prefetchers,
+            renderers,
         }
     }
 
@@ -352,9 +397,12 @@ impl FrameSource {
             }
             // Compressed stored files are decoded whole and cached like rendered images.
             EntryKind::Verbatim { .. } | EntryKind::Image(_) => {
+                // A reader in order (or starting on a folder) gets the GOPs ahead asked for
+                // before it waits for anything, the next files once it has its own.
+                let walking = offset == 0 && self.walk_ahead(entry);
                 let file = self.inner.file(entry)?;
                 if offset == 0 {
-                    self.prefetch_after(entry);
+                    self.prefetch_after(entry, walking);
                 }
                 let start = (offset.min(file.len() as u64)) as usize;
                 let end = start.saturating_add(size).min(file.len());
@@ -367,6 +415,22 @@ impl FrameSource {
     /// The whole rendered file of an image entry.
     pub fn file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
         self.inner.file(entry)
+    }
+
+    /// Whether `entry` is the first image of its folder, in archive order (where a copy, a
+    /// thumbnailer or `cat *` starts).
+    fn starts_folder(&self, entry: usize) -> bool {
+        let entries = &self.inner.archive.index.entries;
+        let folder = |p: &[u8]| p.iter().rposition(|&b| b == b'/').map_or(0, |i| i);
+        let Some(e) = entries.get(entry) else {
+            return false;
+        };
+        let here = &e.path[..folder(&e.path)];
+        entries[..entry]
+            .iter()
+            .rev()
+            .find(|e| matches!(e.kind, EntryKind::Image(_)))
+            .is_none_or(|before| &before.path[..folder(&before.path)] != here)
     }
 
     /// Whether the read of `entry` follows a recent read of the image before it in archive
@@ -387,63 +451,77 @@ impl FrameSource {
         follows
     }
 
-    /// Asks the prefetchers for the next images (and compressed kept files) in index order
-    /// and, when the reader reads in
-    /// order, for the whole GOP after this one (a second core decodes it, and renders its
-    /// files, while the first continues this one). Requests are dropped when the queue is
-    /// full, so a reader who stops reading stops the prefetching too.
-    fn prefetch_after(&self, entry: usize) {
-        let Some(tx) = &self.prefetch_tx else { return };
-        let entries = &self.inner.archive.index.entries;
-        let mut wanted: Vec<Ahead> = Vec::new();
-        if self.in_order(entry) {
-            // The rest of this GOP in one go (one worker decodes on and renders each file as
-            // its frame comes out: file by file, the workers took turns on the one decoder),
-            // and the next GOP on another core.
-            if self.inner.gop_wanted(entry) {
-                wanted.push(Ahead::Gop(entry));
-            }
-            if let Some(next_gop) = self.inner.next_gop_entry(entry) {
-                if self.inner.gop_wanted(next_gop) {
-                    wanted.push(Ahead::Gop(next_gop));
+    /// Whether a reader starting to read `entry` walks through the images: it read the image
+    /// before this one, or this is the first image of its folder and not rendered yet (where
+    /// a copy, a thumbnailer or `cat *` starts). If so, asks the prefetchers for the rest of
+    /// this GOP and the [`WALK_GOPS`]` - 1` after it, each decoded whole (two cores decode
+    /// GOPs, the render threads make their files). Called when a read at the start of a file
+    /// begins, before it waits for anything.
+    fn walk_ahead(&self, entry: usize) -> bool {
+        let Some(tx) = &self.prefetch_tx else {
+            return false;
+        };
+        if !matches!(
+            self.inner.archive.index.entries[entry].kind,
+            EntryKind::Image(_)
+        ) {
+            return false;
+        }
+        let walking = self.in_order(entry)
+            || (self.starts_folder(entry)
+                && self.inner.cached(Key::File(entry)).ok().flatten().is_none());
+        if walking {
+            let mut next = Some(entry);
+            for _ in 0..WALK_GOPS {
+                let Some(g) = next else { break };
+                if self.inner.gop_wanted(g) && tx.try_send(Ahead::Gop(g)).is_err() {
+                    break;
                 }
+                next = self.inner.next_gop_entry(g);
             }
         }
-        // The next files that are decoded on their first read: images, and kept files stored
-        // compressed (a viewer paging through scans kept as recoded PNGs finds the next one
-        // ready).
-        wanted.extend(
-            entries
-                .iter()
-                .enumerate()
-                .skip(entry + 1)
-                .filter(|(_, e)| match &e.kind {
-                    EntryKind::Image(_) => true,
-                    EntryKind::Verbatim { blob, .. } => !blob.is_stored(),
-                    _ => false,
-                })
-                .take(self.inner.opts.prefetch)
-                .map(|(i, _)| Ahead::File(i)),
-        );
-        for job in wanted {
-            if let Ahead::File(i) = job {
-                let cached = self
-                    .inner
-                    .cache
-                    .lock()
-                    .map(|c| c.lru.contains(&Key::File(i)))
-                    .unwrap_or(true);
-                let rendering = self
-                    .inner
-                    .rendering
-                    .lock()
-                    .map(|r| r.contains(&i))
-                    .unwrap_or(true);
-                if cached || rendering {
-                    continue;
-                }
+        walking
+    }
+
+    /// Asks the prefetchers for the next files after `entry` that are decoded on their first
+    /// read, one by one, in index order: images (unless a reader `walking` has the GOPs
+    /// ahead decoded whole), and kept files stored compressed (a viewer paging through scans
+    /// kept as recoded PNGs finds the next one ready). Requests are dropped when the queue
+    /// is full, so a reader who stops reading stops the prefetching too.
+    fn prefetch_after(&self, entry: usize, walking: bool) {
+        let Some(tx) = &self.prefetch_tx else { return };
+        let next = self
+            .inner
+            .archive
+            .index
+            .entries
+            .iter()
+            .enumerate()
+            .skip(entry + 1)
+            .filter(|(_, e)| match &e.kind {
+                EntryKind::Image(_) => true,
+                EntryKind::Verbatim { blob, .. } => !blob.is_stored(),
+                _ => false,
+            })
+            .take(self.inner.opts.prefetch)
+            .filter(|(_, e)| !(walking && matches!(e.kind, EntryKind::Image(_))));
+        for (i, _) in next {
+            let cached = self
+                .inner
+                .cache
+                .lock()
+                .map(|c| c.lru.contains(&Key::File(i)))
+                .unwrap_or(true);
+            let rendering = self
+                .inner
+                .rendering
+                .lock()
+                .map(|r| r.contains(&i))
+                .unwrap_or(true);
+            if cached || rendering {
+                continue;
             }
-            if tx.try_send(job).is_err() {
+            if tx.try_send(Ahead::File(i)).is_err() {
                 break;
             }
         }
@@ -454,6 +532,13 @@ impl Drop for FrameSource {
     fn drop(&mut self) {
         self.prefetch_tx = None;
         for h in self.prefetchers.drain(..) {
+            let _ = h.join();
+        }
+        // The render threads finish what is queued and stop.
+        if let Ok(mut tx) = self.inner.render_tx.lock() {
+            *tx = None;
+        }
+        for h in self.renderers.drain(..) {
             let _ = h.join();
         }
         let s = &self.inner.stats;
@@ -507,7 +592,7 @@ impl Inner {
         if self
             .in_flight
             .lock()
-            .map_or(true, |b| b.contains(&(t, gop)))
+            .map_or(true, |b| b.contains_key(&(t, gop)))
         {
             return false;
         }
@@ -528,19 +613,94 @@ impl Inner {
     /// Decodes the whole GOP that holds `entry`'s first tile and renders every whole image on
     /// it into the cache (a prefetcher's job: reading in order finds them ready). Nothing to do
     /// when another thread decodes that GOP already.
-    fn read_ahead_gop(&self, entry: usize) -> Result<(), FrameError> {
+    fn read_ahead_gop(self: &Arc<Self>, entry: usize) -> Result<(), FrameError> {
         let Some((t, gop, _, last)) = self.gop_span(entry) else {
             return Ok(());
         };
-        if !self.gop_wanted(entry) || !lock(&self.in_flight)?.insert((t, gop)) {
+        {
+            // A reader decoding this GOP up to its file: continue from there once it is done.
+            let mut busy = lock(&self.in_flight)?;
+            while busy.get(&(t, gop)) == Some(&false) {
+                busy = self
+                    .in_flight_cv
+                    .wait(busy)
+                    .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
+            }
+        }
+        if !self.gop_wanted(entry) {
             return Ok(());
         }
-        let result = self.with_worker_slot(|| self.decode_until(t, gop, last, None));
-        if let Ok(mut busy) = self.in_flight.lock() {
-            busy.remove(&(t, gop));
+        {
+            let mut busy = lock(&self.in_flight)?;
+            if busy.contains_key(&(t, gop)) {
+                return Ok(());
+            }
+            busy.insert((t, gop), true);
         }
-        self.in_flight_cv.notify_all();
-        result.map(drop)
+        // In flight until the decode ends and the last of its renders is done.
+        let in_flight = Arc::new(GopInFlight {
+            inner: Arc::clone(self),
+            key: (t, gop),
+        });
+        self.with_worker_slot(|| self.decode_until(t, gop, last, None, Some(&in_flight)))
+            .map(drop)
+    }
+
+    /// Threads that render the frames of GOPs decoded ahead (one per core), so that the
+    /// decoders go on decoding: reading in order, a GOP's decoding is the longest chain of
+    /// work, and the renders fill the other cores.
+    fn start_renderers(inner: &Arc<Inner>) -> Vec<std::thread::JoinHandle<()>> {
+        let (tx, rx) = mpsc::sync_channel::<RenderJob>(RENDER_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let handles = (0..cores())
+            .filter_map(|_| {
+                let worker = Arc::clone(inner);
+                let rx = Arc::clone(&rx);
+                std::thread::Builder::new()
+                    .name("av1pack-render".into())
+                    .spawn(move || loop {
+                        let next = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = next else { return };
+                        let started = Instant::now();
+                        if let Err(e) = worker.render_on_the_way(job.entry, &job.frame) {
+                            log::debug!("render ahead of entry {} failed: {e}", job.entry);
+                        }
+                        worker
+                            .stats
+                            .render_us
+                            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        // The frame goes back to its decoder's pool, then the GOP's mark
+                        // may go (the last render of a GOP whose decode has ended).
+                        drop(job.frame);
+                        drop(job._gop);
+                        worker.in_flight_cv.notify_all();
+                    })
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        if !handles.is_empty() {
+            if let Ok(mut slot) = inner.render_tx.lock() {
+                *slot = Some(tx);
+            }
+        }
+        handles
+    }
+
+    /// Hands `frame` to a render thread for `entry`'s file; gives the job back when the
+    /// queue is full or there are no render threads.
+    fn queue_render(&self, job: RenderJob) -> Result<(), RenderJob> {
+        let Ok(tx) = self.render_tx.lock() else {
+            return Err(job);
+        };
+        match tx.as_ref() {
+            Some(tx) => tx.try_send(job).map_err(|e| match e {
+                mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job) => job,
+            }),
+            None => Err(job),
+        }
     }
 
     /// Renders `entry`'s file from `frame` (on the way through a GOP decoded ahead) into the
@@ -593,11 +753,6 @@ impl Inner {
             self.rendering_cv.notify_all();
             return result;
         }
-    }
-
-    /// Whether fewer decodes and renders run than there are cores (one core, at least, idle).
-    fn core_idle(&self) -> bool {
-        self.busy_workers.lock().is_ok_and(|n| *n < cores())
     }
 
     /// Runs `f` once fewer than `cores()` decodes or renders are running.
@@ -897,7 +1052,7 @@ impl Inner {
             // a frame comes out of it (this one's may be among them) and when it ends.
             {
                 let mut busy = lock(&self.in_flight)?;
-                if busy.contains(&(t, gop)) {
+                if busy.contains_key(&(t, gop)) {
                     drop(
                         self.in_flight_cv
                             .wait(busy)
@@ -905,10 +1060,10 @@ impl Inner {
                     );
                     continue;
                 }
-                busy.insert((t, gop));
+                busy.insert((t, gop), false);
             }
             let result = self
-                .with_worker_slot(|| self.decode_until(t, gop, f, Some(key)))
+                .with_worker_slot(|| self.decode_until(t, gop, f, Some(key), None))
                 .and_then(|w| w.ok_or(FrameError::Missing { track: t, frame: f }));
             if let Ok(mut busy) = self.in_flight.lock() {
                 busy.remove(&(t, gop));
@@ -975,13 +1130,16 @@ impl Inner {
     /// Decodes track `t` from the keyframe `gop` (or onwards from where a decoder stands)
     /// until frame `f` has come out, caching what every image decoded on the way needs:
     /// its pixels, or, with no `want` (a GOP decoded ahead), the rendered file of a whole
-    /// image. Returns the pixels of `want` (an entry on frame `f`), whatever the cache keeps.
+    /// image, on the render threads when they are free (`ahead`: the GOP's in-flight mark,
+    /// which each render holds). Returns the pixels of `want` (an entry on frame `f`),
+    /// whatever the cache keeps.
     fn decode_until(
         &self,
         t: usize,
         gop: usize,
         f: u64,
         want: Option<Key>,
+        ahead: Option<&Arc<GopInFlight>>,
     ) -> Result<Option<Found>, FrameError> {
         let track = self
             .archive
@@ -1063,22 +1221,28 @@ impl Inner {
                             Some(img) => self.cached(Key::File(u.entry))?.is_none().then_some(img),
                             None => None,
                         };
-                        if let Some(img) = unrendered {
-                            if self.core_idle() && self.renders_from_frame(u.entry, &frame) {
-                                // A core is idle (the end of a sequential read: one GOP
-                                // left): the reader renders the file from these planes on its
-                                // own thread while this one decodes on.
-                                let decoded = decoded_from_frame(img, &frame, true)?;
-                                lock(&self.cache)?
-                                    .insert(Key::Pixels(u.entry), Value::Pixels(Arc::new(decoded)));
-                            } else {
+                        if unrendered.is_some() {
+                            // A render thread makes the file from the decoder's frame (held by
+                            // reference) while this one decodes on; when they are all busy,
+                            // this one renders it.
+                            let queued = match ahead {
+                                Some(gop) if self.renders_from_frame(u.entry, &frame) => self
+                                    .queue_render(RenderJob {
+                                        entry: u.entry,
+                                        frame,
+                                        _gop: Arc::clone(gop),
+                                    })
+                                    .map_err(|job| job.frame),
+                                _ => Err(frame),
+                            };
+                            if let Err(frame) = queued {
                                 let render = Instant::now();
                                 if let Err(e) = self.render_on_the_way(u.entry, &frame) {
                                     log::debug!("render ahead of entry {} failed: {e}", u.entry);
                                 }
                                 rendered_ahead += render.elapsed();
+                                d.decoder.recycle(frame);
                             }
-                            d.decoder.recycle(frame);
                             self.in_flight_cv.notify_all();
                             if pts >= f && d.next_packet <= end {
                                 return Ok(true);
