@@ -477,6 +477,48 @@ fn start_session(
     })
 }
 
+/// Whether the mount at `path` is a FUSE mount whose connection is gone (ENOTCONN, or
+/// ECONNABORTED once aborted). Asks its server for fresh attributes (cached ones would hide
+/// a dead connection): only for a mount found to be ours, whose session has ended, so no
+/// live server of ours is asked.
+fn is_dead_mount(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statx on a NUL-terminated path into a zeroed struct owned here.
+    let res = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_FORCE_SYNC | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_TYPE,
+            &mut stx,
+        )
+    };
+    res != 0 && matches!(errno(), libc::ENOTCONN | libc::ECONNABORTED)
+}
+
+/// Joins a session that ended on its own (someone unmounted it) without letting fuser
+/// unmount its mount point once more.
+///
+/// fuser 0.18 unmounts the mount point *by path* when its mount object is dropped, after a
+/// check meant to skip that when the connection is already gone; the check is inverted
+/// (cberner/fuser#703, fixed after 0.18.0), so it always unmounts. After `av1pack umount`
+/// and a new `av1pack mount` on the same folder at once, the old daemon, exiting, unmounted
+/// the new mount. The mount object is leaked instead: its /dev/fuse descriptor, of a
+/// connection the kernel has already ended, is closed when the process exits. (A mount left
+/// behind, dead, is detached by the caller after checking that it is ours.)
+fn join_ended(session: BackgroundSession) -> io::Result<()> {
+    let session = std::mem::ManuallyDrop::new(session);
+    // SAFETY: the join handle is read out of `session` once, and `session` is never dropped
+    // (ManuallyDrop), so nothing in it is dropped twice; the rest of it is leaked.
+    let guard = unsafe { std::ptr::read(&session.guard) };
+    guard
+        .join()
+        .map_err(|_| io::Error::other("the FUSE session thread panicked"))?
+}
+
 // ---------------------------------------------------------------------------
 // Watchdog: unmounts a mount whose serving process died
 
@@ -935,7 +977,7 @@ impl MountHandle {
         };
         let path = self.mountpoint.clone();
         // Ended on its own (external unmount)? Then only collect the outcome.
-        let finished = session.guard.is_finished();
+        let finished = self.ended.load(Ordering::SeqCst) || session.guard.is_finished();
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
             .name("av1pack-umount".to_owned())
@@ -943,7 +985,7 @@ impl MountHandle {
                 // fuser unmounts (umount(2) as root, else `fusermount3 -u
                 // -z`), then the session ends with ENODEV and is joined.
                 let result = if finished {
-                    session.join()
+                    join_ended(session)
                 } else {
                     session.umount_and_join()
                 };
@@ -978,7 +1020,17 @@ impl MountHandle {
                 self.detach_if_ours()
             }
         };
-        if result.is_ok() {
+        // A session that ended on its own may leave its mount behind, dead (its connection
+        // was aborted): detach it. (Not a live mount found there: someone may have mounted
+        // again, and mount IDs are reused.)
+        let mut left_behind = finished && self.ours_on_top();
+        if left_behind && is_dead_mount(&self.mountpoint) {
+            match detach_lazily(&self.mountpoint) {
+                Ok(()) => left_behind = false,
+                Err(e) => error!("{e}"),
+            }
+        }
+        if result.is_ok() || (finished && !left_behind) {
             self.disarm_watchdog();
         }
         result

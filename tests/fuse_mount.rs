@@ -604,9 +604,76 @@ fn mount_point_checks_and_external_unmount() {
     wait_until("session end", Duration::from_secs(10), || {
         handle.is_finished()
     });
+    // Mounted again on the same folder at once: the old session, ending after that, leaves
+    // the new mount alone (fuser 0.18 on its own unmounted the folder by path as it ended).
+    let again = mount_fixture(&fx, &mp);
     handle.unmount().unwrap();
+    assert!(
+        proc_mounts_has(&mp),
+        "the new mount was unmounted by the old session"
+    );
+    assert_eq!(
+        fs::read(mp.join("big.bin")).unwrap(),
+        fx.files[&b"big.bin"[..]]
+    );
+    again.unmount().unwrap();
+    assert_plain_dir(&mp);
     let err = daemon::unmount(&mp).unwrap_err();
     assert!(matches!(err, DaemonError::NotMounted(_)), "{err}");
+}
+
+/// The directory of `mp`'s FUSE connection under /sys/fs/fuse/connections (fusectl, mounted
+/// here if it is not), or None where that is not possible (not root, outside CI).
+fn fuse_connection(mp: &Path) -> Option<PathBuf> {
+    let conns = Path::new("/sys/fs/fuse/connections");
+    let dev = fs::metadata(mp).unwrap().dev();
+    let conn = conns.join(libc::minor(dev).to_string());
+    if !conn.exists() {
+        let out = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(conns)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "cannot mount fusectl in CI: {why}"
+            );
+            eprintln!("skipping: fusectl is not mounted and cannot be: {why}");
+            return None;
+        }
+    }
+    assert!(conn.join("abort").exists(), "{}", conn.display());
+    Some(conn)
+}
+
+/// A connection aborted from outside (fusectl's `abort`) ends the session on its own; the
+/// handle then detaches the dead mount instead of leaving "Transport endpoint is not
+/// connected" behind.
+#[test]
+fn aborted_connection_leaves_no_dead_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let fx = fixture(false);
+    let (_dir, mp) = mount_dir();
+    let handle = mount_fixture(&fx, &mp);
+    assert_eq!(fs::read(mp.join("empty.txt")).unwrap(), b"");
+    let Some(conn) = fuse_connection(&mp) else {
+        handle.unmount().unwrap();
+        return;
+    };
+    fs::write(conn.join("abort"), b"1").unwrap();
+    wait_until("session end", Duration::from_secs(10), || {
+        handle.is_finished()
+    });
+    // The session ended with an error (its connection aborted), which the handle reports;
+    // what matters is that no dead mount is left.
+    if let Err(e) = handle.unmount() {
+        assert!(matches!(e, DaemonError::Session { .. }), "{e}");
+    }
+    assert_plain_dir(&mp);
 }
 
 #[test]
