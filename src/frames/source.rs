@@ -192,8 +192,8 @@ struct Inner {
     /// Files being rendered right now (entries).
     rendering: Mutex<HashSet<usize>>,
     rendering_cv: Condvar,
-    /// Decodes and renders running at once: no more than the cores (more only holds more
-    /// frames in memory), however many FUSE threads ask.
+    /// Decodes (and decompressions of kept files) running at once: no more than the cores
+    /// (more only holds more frames in memory), however many FUSE threads ask.
     busy_workers: Mutex<usize>,
     busy_cv: Condvar,
     stats: Stats,
@@ -755,7 +755,7 @@ impl Inner {
         }
     }
 
-    /// Runs `f` once fewer than `cores()` decodes or renders are running.
+    /// Runs `f` once fewer than `cores()` decodes are running.
     fn with_worker_slot<T>(
         &self,
         f: impl FnOnce() -> Result<T, FrameError>,
@@ -904,16 +904,16 @@ impl Inner {
         self.accept(entry, bytes)
     }
 
-    /// Runs the render `f` in a worker slot, counting its time (not the wait for the slot).
+    /// Runs the render `f` for a reader, counting its time. It takes no worker slot: its frame
+    /// is decoded already (no more memory held by running it now), and a reader must not wait
+    /// behind decodes that prefetchers run ahead of it.
     fn rendering<T>(&self, f: impl FnOnce() -> Result<T, FrameError>) -> Result<T, FrameError> {
-        self.with_worker_slot(|| {
-            let started = Instant::now();
-            let result = f();
-            self.stats
-                .render_us
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            result
-        })
+        let started = Instant::now();
+        let result = f();
+        self.stats
+            .render_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        result
     }
 
     /// Checks a freshly rendered file of `entry` against what the index recorded (size always,
