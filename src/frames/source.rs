@@ -227,7 +227,8 @@ impl Drop for GopInFlight {
 struct RenderJob {
     entry: usize,
     frame: DecodedFrame,
-    _gop: Arc<GopInFlight>,
+    /// Held until the frame is rendered.
+    gop: Arc<GopInFlight>,
 }
 
 /// Frames waiting for a render thread, at most: each holds a decoder's buffer (6 MiB at
@@ -258,6 +259,34 @@ fn cores() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 16)
+}
+
+/// Starts one thread per core, named `name`, each taking jobs from `rx` in turn and running
+/// `work` on them, until every sender of the queue is gone.
+fn workers<J: Send + 'static>(
+    name: &str,
+    inner: &Arc<Inner>,
+    rx: mpsc::Receiver<J>,
+    work: fn(&Arc<Inner>, J),
+) -> Vec<std::thread::JoinHandle<()>> {
+    let rx = Arc::new(Mutex::new(rx));
+    (0..cores())
+        .filter_map(|_| {
+            let inner = Arc::clone(inner);
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || loop {
+                    let next = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = next else { return };
+                    work(&inner, job);
+                })
+                .ok()
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, FrameError> {
@@ -320,44 +349,25 @@ impl FrameSource {
             maps,
             users,
         });
-        let (prefetch_tx, prefetchers) = if prefetch > 0 {
+        let (prefetch_tx, prefetchers, renderers) = if prefetch > 0 {
             // A short queue: when it is full, prefetch requests are dropped, so a reader that
             // stops reading stops the prefetching too. One worker per core: decoding is
-            // sequential (one decoder continues forward) but renders overlap.
+            // sequential (one decoder continues forward) but GOPs decode side by side.
             let (tx, rx) = mpsc::sync_channel::<Ahead>(prefetch + WALK_GOPS);
-            let rx = Arc::new(Mutex::new(rx));
-            let workers = cores();
-            let handles = (0..workers)
-                .filter_map(|_| {
-                    let worker = Arc::clone(&inner);
-                    let rx = Arc::clone(&rx);
-                    std::thread::Builder::new()
-                        .name("av1pack-prefetch".into())
-                        .spawn(move || loop {
-                            let next = match rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => return,
-                            };
-                            let Ok(job) = next else { return };
-                            let result = match job {
-                                Ahead::File(entry) => worker.file(entry).map(drop),
-                                Ahead::Gop(entry) => Inner::read_ahead_gop(&worker, entry),
-                            };
-                            if let Err(e) = result {
-                                log::debug!("prefetch {job:?} failed: {e}");
-                            }
-                        })
-                        .ok()
-                })
-                .collect();
-            (Some(tx), handles)
+            let prefetchers = workers("av1pack-prefetch", &inner, rx, Inner::prefetch);
+            // The frames of GOPs decoded ahead, rendered on other threads while the decoders
+            // go on (reading in order, a GOP's decoding is the longest chain of work, and the
+            // renders fill the other cores).
+            let (render_tx, rx) = mpsc::sync_channel::<RenderJob>(RENDER_QUEUE);
+            let renderers = workers("av1pack-render", &inner, rx, Inner::render_ahead);
+            if !renderers.is_empty() {
+                if let Ok(mut slot) = inner.render_tx.lock() {
+                    *slot = Some(render_tx);
+                }
+            }
+            (Some(tx), prefetchers, renderers)
         } else {
-            (None, Vec::new())
-        };
-        let renderers = if prefetch > 0 {
-            Inner::start_renderers(&inner)
-        } else {
-            Vec::new()
+            (None, Vec::new(), Vec::new())
         };
         FrameSource {
             inner,
@@ -646,47 +656,31 @@ impl Inner {
             .map(drop)
     }
 
-    /// Threads that render the frames of GOPs decoded ahead (one per core), so that the
-    /// decoders go on decoding: reading in order, a GOP's decoding is the longest chain of
-    /// work, and the renders fill the other cores.
-    fn start_renderers(inner: &Arc<Inner>) -> Vec<std::thread::JoinHandle<()>> {
-        let (tx, rx) = mpsc::sync_channel::<RenderJob>(RENDER_QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        let handles = (0..cores())
-            .filter_map(|_| {
-                let worker = Arc::clone(inner);
-                let rx = Arc::clone(&rx);
-                std::thread::Builder::new()
-                    .name("av1pack-render".into())
-                    .spawn(move || loop {
-                        let next = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = next else { return };
-                        let started = Instant::now();
-                        if let Err(e) = worker.render_on_the_way(job.entry, &job.frame) {
-                            log::debug!("render ahead of entry {} failed: {e}", job.entry);
-                        }
-                        worker
-                            .stats
-                            .render_us
-                            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                        // The frame goes back to its decoder's pool, then the GOP's mark
-                        // may go (the last render of a GOP whose decode has ended).
-                        drop(job.frame);
-                        drop(job._gop);
-                        worker.in_flight_cv.notify_all();
-                    })
-                    .ok()
-            })
-            .collect::<Vec<_>>();
-        if !handles.is_empty() {
-            if let Ok(mut slot) = inner.render_tx.lock() {
-                *slot = Some(tx);
-            }
+    /// A prefetcher's job.
+    fn prefetch(self: &Arc<Self>, job: Ahead) {
+        let result = match job {
+            Ahead::File(entry) => self.file(entry).map(drop),
+            Ahead::Gop(entry) => self.read_ahead_gop(entry),
+        };
+        if let Err(e) = result {
+            log::debug!("prefetch {job:?} failed: {e}");
         }
-        handles
+    }
+
+    /// A render thread's job: the file of a frame decoded ahead.
+    fn render_ahead(self: &Arc<Self>, job: RenderJob) {
+        let started = Instant::now();
+        if let Err(e) = self.render_on_the_way(job.entry, &job.frame) {
+            log::debug!("render ahead of entry {} failed: {e}", job.entry);
+        }
+        self.stats
+            .render_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        // The frame goes back to its decoder's pool, then the GOP's mark may go (the last
+        // render of a GOP whose decode has ended).
+        drop(job.frame);
+        drop(job.gop);
+        self.in_flight_cv.notify_all();
     }
 
     /// Hands `frame` to a render thread for `entry`'s file; gives the job back when the
@@ -1230,7 +1224,7 @@ impl Inner {
                                     .queue_render(RenderJob {
                                         entry: u.entry,
                                         frame,
-                                        _gop: Arc::clone(gop),
+                                        gop: Arc::clone(gop),
                                     })
                                     .map_err(|job| job.frame),
                                 _ => Err(frame),
