@@ -184,7 +184,6 @@ struct Inner {
     cache: Mutex<Cache>,
     pool: Mutex<Pool>,
     pool_cv: Condvar,
-    /// GOPs being decoded right now: (track, keyframe packet) → waiters' signal.
     /// GOPs being decoded: (track, keyframe packet) → whether whole, ahead of a reader (or
     /// else up to the frame a reader waits for).
     in_flight: Mutex<HashMap<(usize, usize), bool>>,
@@ -621,8 +620,9 @@ impl Inner {
     }
 
     /// Decodes the whole GOP that holds `entry`'s first tile and renders every whole image on
-    /// it into the cache (a prefetcher's job: reading in order finds them ready). Nothing to do
-    /// when another thread decodes that GOP already.
+    /// it into the cache (a prefetcher's job: reading in order finds them ready). When a
+    /// reader is decoding that GOP up to its own file, goes on from there once it is done;
+    /// nothing to do when another prefetcher decodes it already.
     fn read_ahead_gop(self: &Arc<Self>, entry: usize) -> Result<(), FrameError> {
         let Some((t, gop, _, last)) = self.gop_span(entry) else {
             return Ok(());
