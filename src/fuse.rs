@@ -16,8 +16,8 @@ use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, PollEvents,
     PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, log};
 
@@ -125,9 +125,12 @@ impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Optional capabilities that suit an immutable tree; ignore those the
         // kernel lacks.
+        // READDIRPLUS: a listing's entries come with their attributes, so `ls -l` and file
+        // managers need no LOOKUP per file (the attributes are in the index: no cost here).
         for cap in [
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DO_READDIRPLUS,
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!("kernel lacks {cap:?}");
@@ -369,6 +372,41 @@ impl Filesystem for FuseFs {
                 reply.ok();
             }
             Err(e) => reply.error(self.fail("readdir", ino, None, &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.core.readdir(ino.0, offset) {
+            Ok(entries) => {
+                for entry in entries {
+                    let attr = match self.core.getattr(entry.ino) {
+                        Ok(attr) => attr,
+                        Err(e) => {
+                            reply.error(self.fail("readdirplus", ino, Some(entry.name), &e));
+                            return;
+                        }
+                    };
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        entry.next_offset,
+                        entry.name,
+                        &self.ttl,
+                        &to_file_attr(&attr),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(self.fail("readdirplus", ino, None, &e)),
         }
     }
 
