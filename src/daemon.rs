@@ -1452,7 +1452,12 @@ pub fn unmount(mountpoint: &Path) -> Result<(), DaemonError> {
             }
         }
     }
-    if mounts()?.iter().any(|m| m.id == entry.id) {
+    // The same mount still there (mount IDs are reused: another mount made meanwhile
+    // elsewhere may carry this one's).
+    if mounts()?
+        .iter()
+        .any(|m| m.id == entry.id && m.mount_point == entry.mount_point)
+    {
         return Err(DaemonError::Unmount {
             path,
             msg: "still mounted after unmounting".to_owned(),
