@@ -234,6 +234,17 @@ struct RenderJob {
 /// 1080p), and a decoder that finds the queue full renders the frame itself.
 const RENDER_QUEUE: usize = 1;
 
+/// Memory that frames handed to the render threads (queued or being rendered) may hold, on
+/// top of the decoders' own: larger frames are rendered by their decoder.
+const RENDER_MEMORY: u64 = 48 << 20;
+
+/// Whether the frames the render threads may hold at once, each the size of `frame`, fit in
+/// [`RENDER_MEMORY`] (1080p: 3 × 6 MiB; a 12-megapixel canvas, 3 × 36 MiB, does not).
+fn frames_to_render_fit(frame: &DecodedFrame) -> bool {
+    let bytes = u64::from(frame.width) * u64::from(frame.height) * 3;
+    bytes * (RENDER_QUEUE + cores()) as u64 <= RENDER_MEMORY
+}
+
 /// Work for the prefetchers.
 #[derive(Clone, Copy, Debug)]
 enum Ahead {
@@ -1218,15 +1229,19 @@ impl Inner {
                         if unrendered.is_some() {
                             // A render thread makes the file from the decoder's frame (held by
                             // reference) while this one decodes on; when they are all busy,
-                            // this one renders it.
+                            // or the frames they would hold are too large, this one renders it.
                             let queued = match ahead {
-                                Some(gop) if self.renders_from_frame(u.entry, &frame) => self
-                                    .queue_render(RenderJob {
+                                Some(gop)
+                                    if self.renders_from_frame(u.entry, &frame)
+                                        && frames_to_render_fit(&frame) =>
+                                {
+                                    self.queue_render(RenderJob {
                                         entry: u.entry,
                                         frame,
                                         gop: Arc::clone(gop),
                                     })
-                                    .map_err(|job| job.frame),
+                                    .map_err(|job| job.frame)
+                                }
                                 _ => Err(frame),
                             };
                             if let Err(frame) = queued {
