@@ -447,12 +447,7 @@ fn hostile_png_group_fields_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let album = sample_scans(tmp.path(), "scans");
     let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .arg("pack")
-        .arg(&album)
-        .arg(&archive)
-        .output()
-        .unwrap();
+    let o = run(&["pack".as_ref(), album.as_os_str(), archive.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let a = Archive::open(&archive).unwrap();
     let members: Vec<archive::Blob> = a

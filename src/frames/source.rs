@@ -230,6 +230,14 @@ struct RenderJob {
     gop: Arc<GopInFlight>,
 }
 
+/// Why a GOP is decoded.
+enum Decode<'a> {
+    /// For a reader waiting for this key (on the last frame decoded).
+    For(Key),
+    /// Whole, ahead of a reader: the GOP's in-flight mark, which each render holds.
+    Ahead(&'a Arc<GopInFlight>),
+}
+
 /// Frames waiting for a render thread, at most: each holds a decoder's buffer (6 MiB at
 /// 1080p), and a decoder that finds the queue full renders the frame itself.
 const RENDER_QUEUE: usize = 1;
@@ -663,7 +671,7 @@ impl Inner {
             inner: Arc::clone(self),
             key: (t, gop),
         });
-        self.with_worker_slot(|| self.decode_until(t, gop, last, None, Some(&in_flight)))
+        self.with_worker_slot(|| self.decode_until(t, gop, last, Decode::Ahead(&in_flight)))
             .map(drop)
     }
 
@@ -1068,7 +1076,7 @@ impl Inner {
                 busy.insert((t, gop), false);
             }
             let result = self
-                .with_worker_slot(|| self.decode_until(t, gop, f, Some(key), None))
+                .with_worker_slot(|| self.decode_until(t, gop, f, Decode::For(key)))
                 .and_then(|w| w.ok_or(FrameError::Missing { track: t, frame: f }));
             if let Ok(mut busy) = self.in_flight.lock() {
                 busy.remove(&(t, gop));
@@ -1134,18 +1142,20 @@ impl Inner {
 
     /// Decodes track `t` from the keyframe `gop` (or onwards from where a decoder stands)
     /// until frame `f` has come out, caching what every image decoded on the way needs:
-    /// its pixels, or, with no `want` (a GOP decoded ahead), the rendered file of a whole
-    /// image, on the render threads when they are free (`ahead`: the GOP's in-flight mark,
-    /// which each render holds). Returns the pixels of `want` (an entry on frame `f`),
-    /// whatever the cache keeps.
+    /// its pixels, or, for a GOP decoded ahead, the rendered file of a whole image, on the
+    /// render threads when they are free. Returns what a reader asked for (an entry on frame
+    /// `f`), whatever the cache keeps.
     fn decode_until(
         &self,
         t: usize,
         gop: usize,
         f: u64,
-        want: Option<Key>,
-        ahead: Option<&Arc<GopInFlight>>,
+        purpose: Decode<'_>,
     ) -> Result<Option<Found>, FrameError> {
+        let (want, ahead) = match purpose {
+            Decode::For(key) => (Some(key), None),
+            Decode::Ahead(gop) => (None, Some(gop)),
+        };
         let track = self
             .archive
             .index
