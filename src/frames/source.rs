@@ -611,19 +611,23 @@ impl Inner {
         Some((t, gop, first, first + len.checked_sub(1)?))
     }
 
-    /// Whether decoding the GOP of `entry` ahead would bring anything: it is not being decoded
-    /// now, and some image on it has neither its file nor its pixels in the cache.
+    /// Whether decoding the GOP of `entry` ahead would bring anything: no prefetcher decodes
+    /// it now, and some image on it is not in the cache yet (a reader decoding it up to its
+    /// own file leaves the rest to a prefetcher, which goes on from there).
     fn gop_wanted(&self, entry: usize) -> bool {
         let Some((t, gop, first, last)) = self.gop_span(entry) else {
             return false;
         };
-        if self
+        let ahead = self
             .in_flight
             .lock()
-            .map_or(true, |b| b.contains_key(&(t, gop)))
-        {
-            return false;
-        }
+            .map_or(true, |b| b.get(&(t, gop)) == Some(&true));
+        !ahead && self.gop_unrendered(t, first, last)
+    }
+
+    /// Whether some image on frames `first..=last` of track `t` has neither its file nor its
+    /// pixels in the cache.
+    fn gop_unrendered(&self, t: usize, first: u64, last: u64) -> bool {
         let Ok(cache) = self.cache.lock() else {
             return false;
         };
@@ -643,25 +647,27 @@ impl Inner {
     /// reader is decoding that GOP up to its own file, goes on from there once it is done;
     /// nothing to do when another prefetcher decodes it already.
     fn read_ahead_gop(self: &Arc<Self>, entry: usize) -> Result<(), FrameError> {
-        let Some((t, gop, _, last)) = self.gop_span(entry) else {
+        let Some((t, gop, first, last)) = self.gop_span(entry) else {
             return Ok(());
         };
         {
-            // A reader decoding this GOP up to its file: continue from there once it is done.
+            // Waiting for a reader and claiming the GOP happen under one lock: a reader that
+            // starts decoding it in between must not make this job think a prefetcher has it.
             let mut busy = lock(&self.in_flight)?;
-            while busy.get(&(t, gop)) == Some(&false) {
-                busy = self
-                    .in_flight_cv
-                    .wait(busy)
-                    .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
+            loop {
+                match busy.get(&(t, gop)) {
+                    // A reader decoding this GOP up to its file: continue from there.
+                    Some(false) => {
+                        busy = self
+                            .in_flight_cv
+                            .wait(busy)
+                            .map_err(|_| FrameError::Internal("lock poisoned".into()))?;
+                    }
+                    Some(true) => return Ok(()),
+                    None => break,
+                }
             }
-        }
-        if !self.gop_wanted(entry) {
-            return Ok(());
-        }
-        {
-            let mut busy = lock(&self.in_flight)?;
-            if busy.contains_key(&(t, gop)) {
+            if !self.gop_unrendered(t, first, last) {
                 return Ok(());
             }
             busy.insert((t, gop), true);
