@@ -134,6 +134,122 @@ pub const MAX_SIDE: u32 = 65_535;
 /// (3 bytes a pixel, 4 with alpha), so larger ones are kept verbatim. 134 MP.
 pub const MAX_PIXELS: u64 = 1 << 27;
 
+/// Why a file holds more than the one picture its decoder gives (an animated PNG or WebP, a
+/// TIFF of several pages, data after a PNG's end), if it does: such files are kept as they
+/// are. Reads chunk and directory headers only. A header too short or malformed to tell says
+/// nothing here: the decoder judges the file.
+fn beyond_the_first_picture(path: &Path, format: ImageFormat) -> io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut buf = [0u8; 16];
+    match format {
+        ImageFormat::Png => {
+            // Signature, then chunks: length, type, data, CRC.
+            let mut at = 8u64;
+            while at + 8 <= len {
+                f.seek(SeekFrom::Start(at))?;
+                f.read_exact(&mut buf[..8])?;
+                let size = u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+                match &buf[4..8] {
+                    b"acTL" => return Ok(Some("animated PNG (APNG)".into())),
+                    b"IEND" => {
+                        let end = at + 12 + size;
+                        return Ok(
+                            (end < len).then(|| format!("{} bytes after the PNG's end", len - end))
+                        );
+                    }
+                    _ => at += 12 + size,
+                }
+            }
+            Ok(None)
+        }
+        ImageFormat::WebP => {
+            // RIFF header, then a VP8X chunk whose flags say whether the file is animated.
+            if len < 21 {
+                return Ok(None);
+            }
+            f.read_exact(&mut buf[..16])?;
+            let mut flags = [0u8; 5];
+            f.read_exact(&mut flags)?;
+            let animated = &buf[12..16] == b"VP8X" && flags[4] & 0x02 != 0;
+            Ok(animated.then(|| "animated WebP".into()))
+        }
+        ImageFormat::Tiff => {
+            f.read_exact(&mut buf[..16]).or_else(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => Ok(()),
+                _ => Err(e),
+            })?;
+            let little = match &buf[..2] {
+                b"II" => true,
+                b"MM" => false,
+                _ => return Ok(None),
+            };
+            let u16_at = |b: &[u8]| {
+                let a = [b[0], b[1]];
+                if little {
+                    u16::from_le_bytes(a)
+                } else {
+                    u16::from_be_bytes(a)
+                }
+            };
+            let u32_at = |b: &[u8]| {
+                let a = [b[0], b[1], b[2], b[3]];
+                u64::from(if little {
+                    u32::from_le_bytes(a)
+                } else {
+                    u32::from_be_bytes(a)
+                })
+            };
+            let u64_at = |b: &[u8]| {
+                let a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                if little {
+                    u64::from_le_bytes(a)
+                } else {
+                    u64::from_be_bytes(a)
+                }
+            };
+            // Classic TIFF (42): 4-byte offsets, 12-byte entries; BigTIFF (43): 8 and 20.
+            let big = match u16_at(&buf[2..4]) {
+                42 => false,
+                43 => true,
+                _ => return Ok(None),
+            };
+            let first = if big {
+                u64_at(&buf[8..16])
+            } else {
+                u32_at(&buf[4..8])
+            };
+            let (count_len, entry_len, offset_len) = if big { (8, 20, 8) } else { (2, 12, 4) };
+            if first == 0 || first.saturating_add(count_len) > len {
+                return Ok(None);
+            }
+            f.seek(SeekFrom::Start(first))?;
+            f.read_exact(&mut buf[..count_len as usize])?;
+            let entries = if big {
+                u64_at(&buf[..8])
+            } else {
+                u64::from(u16_at(&buf[..2]))
+            };
+            let next_at = entries
+                .saturating_mul(entry_len)
+                .saturating_add(first + count_len);
+            if next_at.saturating_add(offset_len) > len {
+                return Ok(None);
+            }
+            f.seek(SeekFrom::Start(next_at))?;
+            f.read_exact(&mut buf[..offset_len as usize])?;
+            let next = if big {
+                u64_at(&buf[..8])
+            } else {
+                u32_at(&buf[..4])
+            };
+            Ok((next != 0).then(|| "TIFF of more than one page".into()))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Looks at a file's header (no pixel decoding) and decides whether it is coded as video.
 pub fn probe(path: &Path) -> Result<Probe, ScanError> {
     use image::ImageDecoder;
@@ -164,6 +280,11 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
             )))
         }
     };
+    // One picture per file goes through the video path; more (pages, frames) or bytes the
+    // decoder does not read would be lost there.
+    if let Some(reason) = beyond_the_first_picture(path, format).map_err(io_err(path))? {
+        return Ok(Probe::Verbatim(reason));
+    }
     let decoder = match reader.into_decoder() {
         Ok(d) => d,
         Err(e) => return Ok(Probe::Verbatim(format!("unreadable image header: {e}"))),

@@ -222,6 +222,138 @@ fn corrupt_images_are_kept_as_files_with_a_reason() {
     }
 }
 
+/// An animated PNG with `frames` frames of `w`×`h` (through the `png` crate).
+fn apng(w: u32, h: u32, frames: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_animated(frames, 0).unwrap();
+    let mut writer = enc.write_header().unwrap();
+    for i in 0..frames {
+        let img = pattern(w, h, i + 1);
+        writer.write_image_data(img.as_raw()).unwrap();
+    }
+    writer.finish().unwrap();
+    out
+}
+
+fn riff_chunk(fourcc: &[u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut c = fourcc.to_vec();
+    c.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    c.extend_from_slice(payload);
+    if payload.len() % 2 == 1 {
+        c.push(0);
+    }
+    c
+}
+
+/// An animated WebP of `frames` lossless frames of `w`×`h`: each frame's VP8L chunk (from the
+/// image crate's still encoder) in an ANMF chunk, after VP8X (animation flag) and ANIM.
+fn animated_webp(w: u32, h: u32, frames: u32) -> Vec<u8> {
+    let le24 = |v: u32| v.to_le_bytes()[..3].to_vec();
+    let mut vp8x = vec![0x02, 0, 0, 0];
+    vp8x.extend(le24(w - 1));
+    vp8x.extend(le24(h - 1));
+    let mut body = b"WEBP".to_vec();
+    body.extend(riff_chunk(b"VP8X", &vp8x));
+    body.extend(riff_chunk(b"ANIM", &[0, 0, 0, 0, 0, 0]));
+    for i in 0..frames {
+        let mut still = std::io::Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(pattern(w, h, i + 1))
+            .write_to(&mut still, image::ImageFormat::WebP)
+            .unwrap();
+        let still = still.into_inner();
+        // RIFF, size, WEBP, then the one VP8L chunk.
+        assert_eq!(&still[12..16], b"VP8L");
+        let mut anmf = [le24(0), le24(0), le24(w - 1), le24(h - 1), le24(100)].concat();
+        anmf.push(0);
+        anmf.extend_from_slice(&still[12..]);
+        body.extend(riff_chunk(b"ANMF", &anmf));
+    }
+    let mut file = b"RIFF".to_vec();
+    file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    file.extend(body);
+    file
+}
+
+/// A TIFF of two pages: the image crate's one-page TIFF with a copy of its directory chained
+/// after the first (both pages show the same strips).
+fn two_page_tiff(w: u32, h: u32) -> Vec<u8> {
+    let mut one = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(pattern(w, h, 5))
+        .write_to(&mut one, image::ImageFormat::Tiff)
+        .unwrap();
+    let mut t = one.into_inner();
+    assert_eq!(&t[..4], b"II*\0");
+    let u32_at = |t: &[u8], at: usize| u32::from_le_bytes(t[at..at + 4].try_into().unwrap());
+    let first = u32_at(&t, 4) as usize;
+    let n = u16::from_le_bytes([t[first], t[first + 1]]) as usize;
+    let next_field = first + 2 + 12 * n;
+    assert_eq!(u32_at(&t, next_field), 0, "one page to begin with");
+    if t.len() % 2 == 1 {
+        t.push(0);
+    }
+    let second = t.len();
+    let dir = t[first..next_field].to_vec();
+    t.extend_from_slice(&dir);
+    t.extend_from_slice(&0u32.to_le_bytes());
+    t[next_field..next_field + 4].copy_from_slice(&(second as u32).to_le_bytes());
+    t
+}
+
+/// Files with more than the one picture a decoder gives (an animated PNG or WebP, a TIFF of
+/// two pages, a PNG with data after its end) are kept as they are, with the reason, and
+/// come back byte for byte: coding their first picture would lose the rest.
+#[test]
+fn pictures_beyond_the_first_are_kept_as_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    // Each decodes as a still image (the first frame or page) with the image crate.
+    let mut trailing = Vec::new();
+    image::DynamicImage::ImageRgb8(pattern(96, 64, 4))
+        .write_to(
+            &mut std::io::Cursor::new(&mut trailing),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    trailing.extend_from_slice(b"appended by some program");
+    let files: [(&str, Vec<u8>, &str); 4] = [
+        ("anim.png", apng(96, 64, 3), "animated PNG"),
+        ("anim.webp", animated_webp(96, 64, 3), "animated WebP"),
+        ("pages.tif", two_page_tiff(96, 64), "more than one page"),
+        ("trailing.png", trailing, "24 bytes after the PNG's end"),
+    ];
+    for (name, bytes, _) in &files {
+        std::fs::write(album.join(name), bytes).unwrap();
+        assert!(
+            image::open(album.join(name)).is_ok(),
+            "{name}: the image crate reads its first picture"
+        );
+    }
+    // A still image beside them is still coded.
+    pattern(96, 64, 9).save(album.join("still.png")).unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack_ok(&album, &archive);
+    let a = Archive::open(&archive).unwrap();
+    for (name, _, why) in &files {
+        let reason = verbatim_reason(&a, name);
+        assert!(reason.contains(why), "{name}: {reason}");
+    }
+    let still = a
+        .index
+        .entries
+        .iter()
+        .find(|e| e.path == b"still.png")
+        .unwrap();
+    assert!(matches!(still.kind, EntryKind::Image(_)), "still.png coded");
+    let out = tmp.path().join("out");
+    unpack_ok(&archive, &out);
+    for (name, bytes, _) in &files {
+        assert_eq!(&std::fs::read(out.join(name)).unwrap(), bytes, "{name}");
+    }
+}
+
 #[test]
 fn symlinks_are_kept_as_links_and_never_followed() {
     let tmp = tempfile::tempdir().unwrap();
