@@ -105,6 +105,8 @@ pub enum PackError {
     Io { path: PathBuf, error: io::Error },
     #[error("{0}: already exists (use --force to replace it)")]
     Exists(PathBuf),
+    #[error("{path}: is {kind}; the archive must be a file name (for example album.mkv)")]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{0}: the folder for the archive does not exist")]
     NoOutputDir(PathBuf),
     #[error("{path}: {error}")]
@@ -267,8 +269,31 @@ pub fn pack(
     if !parent.is_dir() {
         return Err(PackError::NoOutputDir(parent));
     }
-    if !opts.force && dest.symlink_metadata().is_ok() {
-        return Err(PackError::Exists(dest.to_owned()));
+    if let Ok(meta) = dest.symlink_metadata() {
+        // Only a file (or a symlink, itself replaced) is ever replaced: never a folder, and
+        // never a device (`--force … /dev/null` as root would replace the device node).
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let other = if t.is_dir() {
+            Some("a folder")
+        } else if t.is_block_device() || t.is_char_device() {
+            Some("a device")
+        } else if t.is_fifo() {
+            Some("a named pipe")
+        } else if t.is_socket() {
+            Some("a socket")
+        } else {
+            None
+        };
+        if let Some(kind) = other {
+            return Err(PackError::NotAFile {
+                path: dest.to_owned(),
+                kind,
+            });
+        }
+        if !opts.force {
+            return Err(PackError::Exists(dest.to_owned()));
+        }
     }
     let items = album::walk(src)?;
     // A file with the same bytes as an earlier one is packed once: its entry takes the
@@ -833,31 +858,49 @@ fn write_verbatim(
     item: &Item,
     form: VerbatimForm,
 ) -> Result<archive::Blob, PackError> {
-    let io_err = io_error(item);
-    let write_err = |e| match e {
-        archive::WriteError::Io(error) => io_err(error),
-        other => PackError::Write(other),
-    };
     let name = String::from_utf8_lossy(&item.rel).into_owned();
     match form {
         VerbatimForm::Coded { coded, coding } => {
-            let mut blob = writer
-                .add_blob(&name, &mut coded.as_slice(), coded.len() as u64)
-                .map_err(write_err)?;
+            let mut blob = writer.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
             blob.coding = coding;
             Ok(blob)
         }
-        VerbatimForm::PngMember { member, size, hash } => writer
-            .add_png_member(&member, size, hash)
-            .map_err(write_err),
-        VerbatimForm::Bytes(data) => writer
-            .add_blob(&name, &mut data.as_slice(), data.len() as u64)
-            .map_err(write_err),
-        VerbatimForm::File => {
-            let mut f = File::open(&item.abs).map_err(&io_err)?;
-            let len = f.metadata().map_err(&io_err)?.len();
-            writer.add_blob(&name, &mut f, len).map_err(write_err)
+        VerbatimForm::PngMember { member, size, hash } => {
+            Ok(writer.add_png_member(&member, size, hash)?)
         }
+        VerbatimForm::Bytes(data) => {
+            Ok(writer.add_blob(&name, &mut data.as_slice(), data.len() as u64)?)
+        }
+        VerbatimForm::File => {
+            // Streamed: an error reading the file is the file's, any other the archive's (a
+            // full disk must not be blamed on an album file).
+            let io_err = io_error(item);
+            let f = File::open(&item.abs).map_err(&io_err)?;
+            let len = f.metadata().map_err(&io_err)?.len();
+            let mut source = SourceFile {
+                file: f,
+                failed: false,
+            };
+            match writer.add_blob(&name, &mut source, len) {
+                Ok(blob) => Ok(blob),
+                Err(archive::WriteError::Io(error)) if source.failed => Err(io_err(error)),
+                Err(e) => Err(PackError::Write(e)),
+            }
+        }
+    }
+}
+
+/// A kept file read into the archive, remembering whether reading it failed.
+struct SourceFile {
+    file: File,
+    failed: bool,
+}
+
+impl io::Read for SourceFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf);
+        self.failed |= n.is_err();
+        n
     }
 }
 

@@ -433,6 +433,42 @@ fn bad_input_to_pack() {
     assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
     pack_with(&["--force"], &sample_album(), &dest);
     assert_eq!(leftovers(t), vec!["out.mkv".to_string()]);
+    // Never replaced, even with --force: a folder, a device, a named pipe (refused before any
+    // work, and left as they were).
+    let folder = t.join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    let fifo = t.join("a-fifo");
+    let c =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str())).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let device = Path::new("/dev/null");
+    let album = sample_album();
+    for (what, path) in [
+        ("is a folder", folder.as_path()),
+        ("is a named pipe", fifo.as_path()),
+        ("is a device", device),
+    ] {
+        for force in [false, true] {
+            let mut args = vec![os("pack")];
+            if force {
+                args.push(os("--force"));
+            }
+            args.extend([album.as_os_str(), path.as_os_str()]);
+            assert_fails(&args, 1, &[&path.display().to_string(), what]);
+        }
+    }
+    assert!(folder.is_dir() && std::fs::read_dir(&folder).unwrap().next().is_none());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::metadata(device)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::remove_dir(&folder).unwrap();
     // Bad settings are refused before any work.
     assert_fails(
         &[
@@ -1069,4 +1105,47 @@ fn compressible_kept_files_are_stored_smaller_and_come_back_bit_exact() {
         "sidecars/album.xmp",
         &kept,
     );
+}
+
+/// A write that fails (here: a file size limit, as a full disk would) is reported as the
+/// archive's, never as one of the album's files, and leaves no partial archive behind.
+#[test]
+fn a_failed_write_is_blamed_on_the_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    // Bytes that do not compress, kept as they are: more than the limit below.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..400_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(album.join("noise.bin"), noise).unwrap();
+    let dest = tmp.path().join("out.mkv");
+    // 200 blocks of 512 bytes (dash) or 1024 (bash): under 400 KB either way. SIGXFSZ is
+    // ignored so that the write fails with EFBIG instead of killing the process.
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 200; trap '' XFSZ; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_av1pack"))
+        .arg("pack")
+        .arg(&album)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("into {}", dest.display()))
+            && err.contains("writing the archive")
+            && err.contains("File too large"),
+        "{err}"
+    );
+    assert!(!err.contains("noise.bin"), "blames an album file: {err}");
+    assert!(leftovers(tmp.path()).is_empty(), "{:?}", leftovers(tmp.path()));
 }

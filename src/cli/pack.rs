@@ -253,7 +253,13 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     let bar = Bar::new("packing", g.quiet);
     let result = pack::pack(&a.album, &a.archive, &opts, &bar);
     bar.finish();
-    let report = result.with_context(|| format!("could not pack {}", a.album.display()))?;
+    let report = result.with_context(|| {
+        format!(
+            "could not pack {} into {}",
+            a.album.display(),
+            a.archive.display()
+        )
+    })?;
     for path in &report.removed_partials {
         eprintln!(
             "av1pack: removed {}, a partial archive left by an interrupted pack",
