@@ -1404,6 +1404,20 @@ fn detach_lazily(path: &Path) -> Result<(), DaemonError> {
     })
 }
 
+/// A mount that is busy: refused, unless its daemon is gone (a shell left inside a dead
+/// mount keeps it busy for ever): then it is detached lazily, which is all that can be done.
+fn detach_if_dead(path: PathBuf) -> Result<(), DaemonError> {
+    if !is_dead_mount(&path) {
+        return Err(DaemonError::Busy(path));
+    }
+    detach_lazily(&path)?;
+    warn!(
+        "{}: its server was gone and something was still in it: detached lazily",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Unmounts the FUSE filesystem at `mountpoint` (`fusermount3 -u`, falling
 /// back to `umount2` when running as root). Errors: not mounted, not a FUSE
 /// mount, busy. Works on dead mounts too; never `stat`s the mount itself.
@@ -1429,18 +1443,17 @@ pub fn unmount(mountpoint: &Path) -> Result<(), DaemonError> {
     if let Err(fusermount_msg) = fusermount(&["-u"], &path) {
         debug!("{fusermount_msg}");
         if !euid_is_root() {
-            return Err(if fusermount_msg.contains("busy") {
-                DaemonError::Busy(path)
-            } else {
-                DaemonError::Unmount {
-                    path,
-                    msg: fusermount_msg,
-                }
+            if fusermount_msg.contains("busy") {
+                return detach_if_dead(path);
+            }
+            return Err(DaemonError::Unmount {
+                path,
+                msg: fusermount_msg,
             });
         }
         match umount2(&path, 0) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(DaemonError::Busy(path)),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return detach_if_dead(path),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 return Err(DaemonError::NotMounted(path))
             }

@@ -1005,17 +1005,21 @@ fn watchdogs_for(mp: &Path) -> Vec<i32> {
         .collect()
 }
 
-#[test]
-fn dead_mount_is_refused_and_can_be_unmounted() {
-    if !fuse_available() {
-        return;
-    }
-    let (dir, mp) = mount_dir();
-    let logs = dir.path();
-    let (mut child, _cleanup) = spawn_foreground(&mp, logs);
-    wait_for_mount(&mp, &mut child, "foreground", logs);
-    // Kill the watchdog first, then the daemon: a dead mount stays behind.
-    let watchdogs = watchdogs_for(&mp);
+/// Mounts the fixture at `mp` in a foreground daemon, then kills its watchdog and the daemon:
+/// a dead mount stays behind. With `occupied`, a process sits in the mount (its working
+/// folder) meanwhile and after, as a shell left there would; it is returned, to be killed.
+fn leave_a_dead_mount(mp: &Path, logs: &Path, occupied: bool) -> (Cleanup, Option<Child>) {
+    let (mut child, cleanup) = spawn_foreground(mp, logs);
+    wait_for_mount(mp, &mut child, "foreground", logs);
+    let sitter = occupied.then(|| {
+        Command::new("sleep")
+            .arg("120")
+            .current_dir(mp)
+            .spawn()
+            .unwrap()
+    });
+    // Kill the watchdog first, then the daemon.
+    let watchdogs = watchdogs_for(mp);
     assert_eq!(watchdogs.len(), 1, "watchdogs: {watchdogs:?}");
     assert_eq!(unsafe { libc::kill(watchdogs[0], libc::SIGKILL) }, 0);
     wait_until("watchdog death", Duration::from_secs(10), || {
@@ -1023,9 +1027,41 @@ fn dead_mount_is_refused_and_can_be_unmounted() {
     });
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
     wait_child(&mut child, Duration::from_secs(30));
-    assert!(proc_mounts_has(&mp));
-    assert_eq!(raw_errno(fs::read_dir(&mp)), libc::ENOTCONN);
+    assert!(proc_mounts_has(mp));
+    assert_eq!(raw_errno(fs::read_dir(mp)), libc::ENOTCONN);
+    (cleanup, sitter)
+}
 
+/// A dead mount that something is still in (a shell's working folder) cannot be unmounted;
+/// `umount` detaches it lazily instead of failing with "busy" for ever.
+#[test]
+fn dead_mount_in_use_is_detached() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, mp) = mount_dir();
+    let (_cleanup, sitter) = leave_a_dead_mount(&mp, dir.path(), true);
+    let mut sitter = sitter.unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_av1pack"))
+        .arg("umount")
+        .arg(&mp)
+        .output()
+        .unwrap();
+    let _ = sitter.kill();
+    let _ = sitter.wait();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("detached lazily"), "{err}");
+    assert_plain_dir(&mp);
+}
+
+#[test]
+fn dead_mount_is_refused_and_can_be_unmounted() {
+    if !fuse_available() {
+        return;
+    }
+    let (dir, mp) = mount_dir();
+    let (_cleanup, _) = leave_a_dead_mount(&mp, dir.path(), false);
     let fx = fixture(false);
     let err = daemon::mount_in_process(build_core(&fx), &mp, &test_opts()).unwrap_err();
     assert!(
