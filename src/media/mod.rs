@@ -41,15 +41,16 @@ pub enum MediaError {
 
 static INIT: Once = Once::new();
 
-/// Initialises FFmpeg once; its own logging stays quiet unless `verbose`.
+/// Initialises FFmpeg once; its own logging stays quiet unless `verbose`. The first call
+/// decides (the command line's, before the library's own calls).
 pub fn init(verbose: bool) {
     INIT.call_once(|| {
         let _ = ffmpeg_next::init();
-    });
-    use ffmpeg_next::util::log::{set_level, Level};
-    set_level(if verbose {
-        Level::Warning
-    } else {
-        Level::Quiet
+        use ffmpeg_next::util::log::{set_level, Level};
+        set_level(if verbose {
+            Level::Warning
+        } else {
+            Level::Quiet
+        });
     });
 }
