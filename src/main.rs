@@ -26,6 +26,10 @@ fn main() -> ExitCode {
             // The reader went away (`av1pack ls big.mkv | head`): not an error.
             ExitCode::from(av1pack::cli::exit::OK)
         }
+        Err(e) if e.downcast_ref::<av1pack::cli::Usage>().is_some() => {
+            eprintln!("av1pack: error: {e}");
+            ExitCode::from(av1pack::cli::exit::USAGE)
+        }
         Err(e) => {
             // The chain of causes, without repeating what a message already says.
             let mut msg = e.to_string();

@@ -478,7 +478,7 @@ fn bad_input_to_pack() {
             sample_album().as_os_str(),
             t.join("g.mkv").as_os_str(),
         ],
-        1,
+        2,
         &["--gop"],
     );
     assert_fails(
@@ -489,9 +489,22 @@ fn bad_input_to_pack() {
             sample_album().as_os_str(),
             t.join("g.mkv").as_os_str(),
         ],
-        1,
+        2,
         &["warp", "preset"],
     );
+    // Encoder options are key=value pairs (wrong usage otherwise, exit 2 like clap's).
+    assert_fails(
+        &[
+            os("pack"),
+            os("--encoder-params"),
+            os("aq-mode=3:no-equals"),
+            sample_album().as_os_str(),
+            t.join("g.mkv").as_os_str(),
+        ],
+        2,
+        &["--encoder-params", "\"no-equals\" is not key=value"],
+    );
+    assert!(!t.join("g.mkv").exists());
     assert_fails(&[os("pack"), os("--bogus")], 2, &["--bogus"]);
 }
 
@@ -1147,5 +1160,9 @@ fn a_failed_write_is_blamed_on_the_archive() {
         "{err}"
     );
     assert!(!err.contains("noise.bin"), "blames an album file: {err}");
-    assert!(leftovers(tmp.path()).is_empty(), "{:?}", leftovers(tmp.path()));
+    assert!(
+        leftovers(tmp.path()).is_empty(),
+        "{:?}",
+        leftovers(tmp.path())
+    );
 }

@@ -207,7 +207,7 @@ fn rate_ranges_follow_the_codec() {
         .arg(tmp.path().join("h.mkv"))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("--crf 60: must be between 0 and 51 for hevc"),
         "{}",

@@ -273,7 +273,7 @@ fn slide_seconds_out_of_range_is_refused() {
         sample_album().as_os_str(),
         tmp.path().join("a.mkv").as_os_str(),
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--slide-seconds 0"), "{}", stderr(&o));
     assert!(!tmp.path().join("a.mkv").exists());
 }

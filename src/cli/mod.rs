@@ -16,12 +16,27 @@ mod verify;
 
 use clap::{Parser, Subcommand};
 
+/// A command line that asks for what cannot be (an option out of its range, options that
+/// exclude each other): exits with [`exit::USAGE`], like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Returns a [`Usage`] error from the enclosing function, formatted like `format!`.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err($crate::cli::Usage(format!($($arg)*)).into())
+    };
+}
+pub(crate) use usage;
+
 /// Exit codes (also in README.md).
 pub mod exit {
     pub const OK: u8 = 0;
     /// Any error: bad input, unreadable files, a damaged or foreign archive, I/O failures.
     pub const ERROR: u8 = 1;
-    /// Wrong usage (unknown option, missing argument): printed by clap.
+    /// Wrong usage (unknown option, missing argument: printed by clap; an option's value out
+    /// of its range: [`Usage`]).
     pub const USAGE: u8 = 2;
     /// `verify`: an image scored below `--min-score`, or a file differs from its original.
     pub const VERIFY_FAILED: u8 = 3;

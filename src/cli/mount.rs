@@ -1,10 +1,10 @@
-use super::{exit, Global};
+use super::{exit, usage, Global};
 use crate::archive::Archive;
 use crate::daemon::{self, MountExit, MountOptions};
 use crate::frames::source::{FrameSource, SourceOptions};
 use crate::fs::{CoreOptions, FsCore};
 use crate::render;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -80,7 +80,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         );
     }
     if a.threads == Some(0) {
-        bail!("--threads must be at least 1");
+        usage!("--threads must be at least 1");
     }
     let log_file = match (&a.log_file, a.foreground) {
         (Some(f), _) => Some(f.clone()),

@@ -1,8 +1,8 @@
-use super::{exit, human_bytes, progress::Bar, Global};
+use super::{exit, human_bytes, progress::Bar, usage, Global};
 use crate::media::Codec;
 use crate::order::Order;
 use crate::pack::{self, PackOptions};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::path::PathBuf;
 
 const PRESETS: [&str; 10] = [
@@ -103,7 +103,8 @@ pub struct Args {
     #[arg(long, default_value = "medium")]
     pub preset: String,
     /// Extra encoder options for experts, as key=value:key=value: x264-params for h264,
-    /// x265-params for hevc, aom-params for av1 (e.g. "aq-mode=3:deblock=-1,-1").
+    /// x265-params for hevc, aom-params for av1 (e.g. "aq-mode=3:deblock=-1,-1"). The encoder
+    /// ignores keys it does not know, with a warning shown by -vvv.
     #[arg(long, alias = "x264-params", default_value = "")]
     pub encoder_params: String,
     /// Encoder threads: canvases up to 1080p code this many GOPs side by side with one thread
@@ -163,36 +164,43 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     if !PRESETS.contains(&a.preset.as_str()) {
-        bail!(
+        usage!(
             "--preset {}: not an x264 preset (one of {})",
             a.preset,
             PRESETS.join(", ")
         );
     }
+    if let Some(bad) = a
+        .encoder_params
+        .split(':')
+        .find(|kv| !kv.is_empty() && kv.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+    {
+        usage!("--encoder-params: {bad:?} is not key=value (give key=value:key=value)");
+    }
     let asked = a.codec.codec();
     let (lo, hi) = asked.rate_range();
     if let Some(crf) = a.crf {
         if !(lo as f32..=hi as f32).contains(&crf) {
-            bail!("--crf {crf}: must be between {lo} and {hi} for {asked}");
+            usage!("--crf {crf}: must be between {lo} and {hi} for {asked}");
         }
     }
     if let Some(qp) = a.qp {
         if !(lo..=hi).contains(&qp) {
-            bail!("--qp {qp}: must be between {lo} and {hi} for {asked}");
+            usage!("--qp {qp}: must be between {lo} and {hi} for {asked}");
         }
     }
     if a.gop == 0 || a.gop > 1000 {
-        bail!("--gop {}: must be between 1 and 1000", a.gop);
+        usage!("--gop {}: must be between 1 and 1000", a.gop);
     }
     if a.threads == 0 || a.threads > 64 {
-        bail!("--threads {}: must be between 1 and 64", a.threads);
+        usage!("--threads {}: must be between 1 and 64", a.threads);
     }
     let lossless = matches!(a.quality, Quality::Lossless);
     if lossless && (a.crf.is_some() || a.qp.is_some()) {
-        bail!("--quality lossless sets the rate itself: leave out --crf and --qp");
+        usage!("--quality lossless sets the rate itself: leave out --crf and --qp");
     }
     if !(a.slide_seconds >= 0.001 && a.slide_seconds <= 3600.0) {
-        bail!(
+        usage!(
             "--slide-seconds {}: must be between 0.001 and 3600",
             a.slide_seconds
         );

@@ -1,4 +1,4 @@
-use super::{exit, Global};
+use super::{exit, usage, Global};
 use crate::archive::Archive;
 use crate::thumbs::{self, ThumbOptions};
 use anyhow::{bail, Context};
@@ -44,7 +44,7 @@ pub struct Args {
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
     if a.threads == 0 || a.threads > 64 {
-        bail!("--threads {}: must be between 1 and 64", a.threads);
+        usage!("--threads {}: must be between 1 and 64", a.threads);
     }
     let archive = Archive::open(&a.archive)?;
     let folder = a
