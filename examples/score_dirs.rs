@@ -174,6 +174,7 @@ fn score_dirs(
     jobs: usize,
 ) -> Result<Outcome, album::ScanError> {
     let files: Vec<PathBuf> = album::walk(orig_root)?
+        .items
         .into_iter()
         .filter(|i| match i.found {
             Found::File { .. } => true,

@@ -42,21 +42,30 @@ pub struct Item {
     pub found: Found,
 }
 
-/// Lists the album below `root`: parents before children, siblings sorted by name bytes.
-pub fn walk(root: &Path) -> Result<Vec<Item>, ScanError> {
+/// What is in an album folder.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Files, folders and symlinks: parents before children, siblings sorted by name bytes.
+    pub items: Vec<Item>,
+    /// What cannot be packed (named pipes, sockets, devices), each logged as it is found.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Lists the album below `root`.
+pub fn walk(root: &Path) -> Result<Walk, ScanError> {
     let meta = fs::metadata(root).map_err(io_err(root))?;
     if !meta.is_dir() {
         return Err(ScanError::NotDir(root.to_owned()));
     }
-    let mut items = Vec::new();
-    walk_dir(root, &[], &mut items)?;
-    if items.is_empty() {
+    let mut found = Walk::default();
+    walk_dir(root, &[], &mut found)?;
+    if found.items.is_empty() {
         return Err(ScanError::Empty(root.to_owned()));
     }
-    Ok(items)
+    Ok(found)
 }
 
-fn walk_dir(dir: &Path, prefix: &[u8], items: &mut Vec<Item>) -> Result<(), ScanError> {
+fn walk_dir(dir: &Path, prefix: &[u8], found: &mut Walk) -> Result<(), ScanError> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(io_err(dir))?
         .map(|e| e.map(|e| e.file_name()))
@@ -79,7 +88,7 @@ fn walk_dir(dir: &Path, prefix: &[u8], items: &mut Vec<Item>) -> Result<(), Scan
         let ft = meta.file_type();
         if ft.is_symlink() {
             let target = fs::read_link(&abs).map_err(io_err(&abs))?;
-            items.push(Item {
+            found.items.push(Item {
                 rel,
                 abs,
                 mtime,
@@ -87,16 +96,16 @@ fn walk_dir(dir: &Path, prefix: &[u8], items: &mut Vec<Item>) -> Result<(), Scan
                 found: Found::Symlink(target.as_os_str().as_bytes().to_vec()),
             });
         } else if ft.is_dir() {
-            items.push(Item {
+            found.items.push(Item {
                 rel: rel.clone(),
                 abs: abs.clone(),
                 mtime,
                 mode,
                 found: Found::Dir,
             });
-            walk_dir(&abs, &rel, items)?;
+            walk_dir(&abs, &rel, found)?;
         } else if ft.is_file() {
-            items.push(Item {
+            found.items.push(Item {
                 rel,
                 abs,
                 mtime,
@@ -108,6 +117,7 @@ fn walk_dir(dir: &Path, prefix: &[u8], items: &mut Vec<Item>) -> Result<(), Scan
                 "{}: skipped: not a regular file, folder or symlink",
                 abs.display()
             );
+            found.skipped.push(abs);
         }
     }
     Ok(())

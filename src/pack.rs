@@ -135,6 +135,8 @@ pub struct PackReport {
     pub copies: usize,
     /// Partial archives for the same destination left by packs that were killed, removed.
     pub removed_partials: Vec<PathBuf>,
+    /// What is not packed: named pipes, sockets, devices.
+    pub skipped: Vec<PathBuf>,
 }
 
 /// Progress callbacks (the CLI draws a bar with them).
@@ -295,12 +297,15 @@ pub fn pack(
             return Err(PackError::Exists(dest.to_owned()));
         }
     }
-    let items = album::walk(src)?;
+    let album::Walk { items, skipped } = album::walk(src)?;
     // A file with the same bytes as an earlier one is packed once: its entry takes the
     // earlier one's (frames or stored bytes), with its own name, time and mode.
     let copy_of = dedupe::copies(&items);
     let mut probes: Vec<Option<Probe>> = Vec::with_capacity(items.len());
-    let mut report = PackReport::default();
+    let mut report = PackReport {
+        skipped,
+        ..PackReport::default()
+    };
     let mut total_bytes = 0;
     for (item, copy) in items.iter().zip(&copy_of) {
         match item.found {

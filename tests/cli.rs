@@ -1166,3 +1166,45 @@ fn a_failed_write_is_blamed_on_the_archive() {
         leftovers(tmp.path())
     );
 }
+
+/// What pack cannot keep (a named pipe) is named as it is met and counted in the summary;
+/// the rest is packed; copies are counted in words that fit their number.
+#[test]
+fn pack_names_what_it_does_not_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    pattern(64, 48, 1).save(album.join("a.png")).unwrap();
+    std::fs::copy(album.join("a.png"), album.join("b.png")).unwrap();
+    let fifo = album.join("pipe");
+    let c =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(fifo.as_os_str())).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let dest = tmp.path().join("a.mkv");
+    let o = run(&[
+        os("pack"),
+        os("--crf"),
+        os("20"),
+        album.as_os_str(),
+        dest.as_os_str(),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for needle in [
+        "pipe: skipped: not a regular file, folder or symlink",
+        "not packed: 1 item",
+        "1 file is a copy of another",
+        "packed 2 files",
+    ] {
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+    }
+    let out = tmp.path().join("out");
+    let o = run(&[os("unpack"), dest.as_os_str(), out.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.png", "b.png"]);
+}

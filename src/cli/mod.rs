@@ -129,8 +129,17 @@ fn init_logging(verbose: u8, quiet: bool) {
         .filter_level(level)
         // fuser reports an unmount done by someone else as a failure: noise for users.
         .filter_module("fuser", log::LevelFilter::Error)
-        // lepton_jpeg reports its thread counts for every file at info: noise under -v.
-        .filter_module("lepton_jpeg", level.min(log::LevelFilter::Warn))
+        // lepton_jpeg reports its thread counts for every file at info, and warns, without
+        // the file's name, about what it handles (a truncated JPEG's "Truncating output
+        // buffer"): noise for users, whose files come back exact; shown from -vv.
+        .filter_module(
+            "lepton_jpeg",
+            if verbose >= 2 {
+                level
+            } else {
+                log::LevelFilter::Error
+            },
+        )
         .format_timestamp(None)
         .format_target(false)
         .parse_env("AV1PACK_LOG")

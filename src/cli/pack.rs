@@ -284,12 +284,30 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
             }
         }
         if smaller > 0 {
-            eprintln!("av1pack: {smaller} images kept as their original files: smaller than coded at this quality");
+            eprintln!(
+                "av1pack: {} kept as {}: smaller than coded at this quality",
+                count(smaller, "image"),
+                if smaller == 1 {
+                    "its original file"
+                } else {
+                    "their original files"
+                }
+            );
         }
         if report.copies > 0 {
             eprintln!(
-                "av1pack: {} files are copies of others (the same bytes): each content stored once",
-                report.copies
+                "av1pack: {} (the same bytes): each content stored once",
+                if report.copies == 1 {
+                    "1 file is a copy of another".to_string()
+                } else {
+                    format!("{} files are copies of others", report.copies)
+                }
+            );
+        }
+        if !report.skipped.is_empty() {
+            eprintln!(
+                "av1pack: not packed: {} (not a regular file, folder or symlink: named above)",
+                count(report.skipped.len(), "item")
             );
         }
         let ratio = report.archive_bytes as f64 / report.original_bytes.max(1) as f64;
