@@ -172,6 +172,23 @@ pub fn verify(
             (_, Err(err)) => problem(e.path_lossy(), format!("original: {err}")),
         }
     }
+    // What the folder holds and the archive does not (added since, or packed elsewhere).
+    let packed: std::collections::HashSet<&[u8]> =
+        index.entries.iter().map(|e| e.path.as_slice()).collect();
+    match crate::album::walk(originals) {
+        Ok(found) => {
+            for item in found.items {
+                if !packed.contains(item.rel.as_slice()) {
+                    problem(
+                        String::from_utf8_lossy(&item.rel).into_owned(),
+                        "in the folder, not in the archive".into(),
+                    );
+                }
+            }
+        }
+        Err(crate::album::ScanError::Empty(_)) => {}
+        Err(e) => problem(originals.display().to_string(), e.to_string()),
+    }
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);

@@ -365,9 +365,29 @@ fn verify_reports_scores_and_thresholds() {
         .unwrap();
     assert!(o.status.success());
     std::fs::write(changed.join("notes/README.md"), b"edited").unwrap();
+    // So is a file added to the folder since it was packed.
+    std::fs::create_dir(changed.join("later")).unwrap();
+    std::fs::write(changed.join("later/added.txt"), b"new").unwrap();
     let o = run(&[os("verify"), archive.as_os_str(), changed.as_os_str()]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("notes/README.md: stored bytes differ"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("notes/README.md: stored bytes differ"),
+        "{out}"
+    );
+    for added in ["later", "later/added.txt"] {
+        assert!(
+            out.contains(&format!(
+                "problem: {added}: in the folder, not in the archive"
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        stderr(&o).contains("3 files differ, are missing or could not be checked"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 // ---- bad input: one clear message naming the path, a documented exit code, nothing left ----

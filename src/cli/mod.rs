@@ -56,7 +56,7 @@ images.",
     after_help = "Examples:\n  av1pack pack ~/Pictures/trip trip.mkv\n  av1pack ls trip.mkv\n  \
 av1pack unpack trip.mkv restored/\n  av1pack verify trip.mkv ~/Pictures/trip --min-score 85\n  \
 av1pack mount trip.mkv ~/trip\n  av1pack play trip.mkv\n  av1pack report trip.mkv --originals ~/Pictures/trip --chart trip.svg\n\n\
-Exit codes: 0 success, 1 error, 2 wrong usage, 3 verify: below --min-score or a file differs, \
+Exit codes: 0 success, 1 error, 2 wrong usage, 3 verify: below --min-score, a file differs or is not in the archive, \
 4 unpack/thumbnails: some entries could not be restored/thumbnailed.\n\
 Shell completions: av1pack completions bash|zsh|fish; manual: av1pack man."
 )]

@@ -97,7 +97,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         }
         if !report.problems.is_empty() {
             eprintln!(
-                "av1pack: {} files differ or could not be checked",
+                "av1pack: {} files differ, are missing or could not be checked",
                 report.problems.len()
             );
         }
