@@ -11,6 +11,7 @@ use crate::archive::{Archive, Entry, EntryKind, MetaBlock};
 use crate::frames;
 use image::DynamicImage;
 use md5::{Digest, Md5};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -23,6 +24,10 @@ pub enum ThumbError {
     },
     #[error(transparent)]
     Frames(#[from] frames::FrameError),
+    #[error(
+        "{0}: none of the archive's images is there: is it the mount or unpack of another archive?"
+    )]
+    NotThisArchive(PathBuf),
 }
 
 /// Thumbnail sizes of the standard: folder name and the longest side in pixels.
@@ -102,6 +107,30 @@ pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbR
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
     }
     let index = &archive.index;
+    // A thumbnail is for a file in the folder: images that are not there get none (the folder
+    // may be the mount or unpack of another archive, or hold only part of this one).
+    let images: Vec<usize> = index
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| match &e.kind {
+            EntryKind::Image(_) => true,
+            EntryKind::Verbatim { reason, .. } => verbatim_is_image(reason),
+            _ => false,
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let absent: std::collections::HashSet<usize> = images
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let rel = std::ffi::OsStr::from_bytes(&index.entries[i].path);
+            opts.folder.join(rel).symlink_metadata().is_err()
+        })
+        .collect();
+    if !images.is_empty() && absent.len() == images.len() {
+        return Err(ThumbError::NotThisArchive(opts.folder.clone()));
+    }
     let report = Mutex::new(ThumbReport::default());
     let note = |r: Result<usize, String>, e: &Entry| {
         if let Ok(mut rep) = report.lock() {
@@ -115,15 +144,19 @@ pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbR
         }
     };
 
+    if let Ok(mut rep) = report.lock() {
+        for &i in &absent {
+            let e = &index.entries[i];
+            rep.failed
+                .push((e.path_lossy(), "not in the folder".into()));
+        }
+    }
     // Images kept as files: decoded from their bytes.
-    let verbatim: Vec<usize> = index
-        .entries
+    let verbatim: Vec<usize> = images
         .iter()
-        .enumerate()
-        .filter(|(_, e)| {
-            matches!(&e.kind, EntryKind::Verbatim { reason, .. } if verbatim_is_image(reason))
-        })
-        .map(|(i, _)| i)
+        .copied()
+        .filter(|i| !absent.contains(i))
+        .filter(|&i| matches!(index.entries[i].kind, EntryKind::Verbatim { .. }))
         .collect();
     let next = Mutex::new(verbatim.into_iter());
     std::thread::scope(|s| {
@@ -151,7 +184,7 @@ pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbR
         archive,
         opts.threads.max(1),
         opts.threads.max(1),
-        |i| matches!(index.entries[i].kind, EntryKind::Image(_)),
+        |i| matches!(index.entries[i].kind, EntryKind::Image(_)) && !absent.contains(&i),
         |_| false,
         |i, pic: crate::pixels::Decoded| {
             let e = &index.entries[i];

@@ -374,6 +374,44 @@ fn thumbnails_are_found_by_glib_for_every_image() {
         .unwrap()
         .count();
     assert_eq!(normal, images.len(), "one 128-px thumbnail per image too");
+
+    // A folder that holds none of the archive's images (another archive's mount, say) is
+    // refused, and nothing is written for it.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("unrelated.txt"), b"x").unwrap();
+    let other_cache = tmp.path().join("other-cache");
+    let o = bin()
+        .env("XDG_CACHE_HOME", &other_cache)
+        .args([os("thumbnails"), archive.as_os_str(), other.as_os_str()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("none of the archive's images is there"),
+        "{}",
+        stderr(&o)
+    );
+    let written = std::fs::read_dir(other_cache.join("thumbnails/large")).map_or(0, |d| d.count());
+    assert_eq!(written, 0);
+    // Part of the album there: thumbnails for what is there, the rest named (exit 4).
+    let first = &images[0].0;
+    let part = tmp.path().join("part");
+    std::fs::create_dir(&part).unwrap();
+    let rel = first.strip_prefix(&folder).unwrap();
+    std::fs::create_dir_all(part.join(rel).parent().unwrap()).unwrap();
+    std::fs::copy(first, part.join(rel)).unwrap();
+    let o = bin()
+        .env("XDG_CACHE_HOME", &other_cache)
+        .args([os("thumbnails"), archive.as_os_str(), part.as_os_str()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not in the folder"), "{}", stderr(&o));
+    let written = std::fs::read_dir(other_cache.join("thumbnails/large"))
+        .unwrap()
+        .count();
+    assert_eq!(written, 1, "a thumbnail for the one image there");
 }
 
 /// Unmounts on drop.
