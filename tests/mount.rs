@@ -35,6 +35,8 @@ fn is_mounted(p: &Path) -> bool {
 struct Mounted {
     dir: PathBuf,
     pid: i32,
+    /// What `av1pack mount` printed.
+    stderr: String,
 }
 
 impl Drop for Mounted {
@@ -70,6 +72,7 @@ fn mount(archive: &Path, dir: &Path, extra: &[&str]) -> Mounted {
     Mounted {
         dir: dir.to_owned(),
         pid,
+        stderr: err,
     }
 }
 
@@ -249,6 +252,33 @@ fn packed_sample(root: &Path) -> PathBuf {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     archive
+}
+
+/// Mounting on a folder that holds something works, as mount(8) does, with a warning: its
+/// files are out of sight until the unmount, and there again after it.
+#[test]
+fn mounting_on_a_non_empty_folder_warns_and_hides_it() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = packed_sample(tmp.path());
+    let dir = tmp.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("mine.txt"), b"mine").unwrap();
+    let m = mount(&archive, &dir, &[]);
+    assert!(
+        m.stderr.contains(
+            "the folder is not empty: what it holds is hidden while the archive is mounted on it"
+        ),
+        "{}",
+        m.stderr
+    );
+    assert!(!dir.join("mine.txt").exists());
+    assert!(dir.join("notes/README.md").exists());
+    let o = bin().arg("umount").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(dir.join("mine.txt")).unwrap(), b"mine");
 }
 
 /// Sends `signal` to the daemon; true once the mount is gone (within 10 s).

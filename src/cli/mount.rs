@@ -82,6 +82,13 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     if a.threads == Some(0) {
         usage!("--threads must be at least 1");
     }
+    // Like mount(8): allowed, but what the folder holds is out of sight until the unmount.
+    if std::fs::read_dir(&a.mountpoint).is_ok_and(|mut d| d.next().is_some()) {
+        log::warn!(
+            "{}: the folder is not empty: what it holds is hidden while the archive is mounted on it",
+            a.mountpoint.display()
+        );
+    }
     let log_file = match (&a.log_file, a.foreground) {
         (Some(f), _) => Some(f.clone()),
         (None, false) => default_log_file(&a.archive),
