@@ -532,7 +532,7 @@ pub fn pack(
         match &kind {
             EntryKind::Image(_) => report.images += 1,
             EntryKind::Verbatim { reason, .. } => report.verbatim.push((
-                String::from_utf8_lossy(&item.rel).into_owned(),
+                archive::printable_path(&item.rel),
                 reason.clone(),
             )),
             _ => {}

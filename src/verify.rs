@@ -180,7 +180,7 @@ pub fn verify(
             for item in found.items {
                 if !packed.contains(item.rel.as_slice()) {
                     problem(
-                        String::from_utf8_lossy(&item.rel).into_owned(),
+                        crate::archive::printable_path(&item.rel),
                         "in the folder, not in the archive".into(),
                     );
                 }

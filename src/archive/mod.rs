@@ -304,6 +304,25 @@ pub fn metadata_bytes(img: &ImageEntry) -> u64 {
     img.metadata.iter().map(|m| m.len() as u64).sum()
 }
 
+/// A path's bytes as text for messages: see [`Entry::path_lossy`].
+pub fn printable_path(path: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(path.len());
+    for chunk in path.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 /// Size and hash of the rendered file, so that the mount knows sizes without decoding.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rendered {
@@ -312,8 +331,11 @@ pub struct Rendered {
 }
 
 impl Entry {
+    /// The path for messages and reports: UTF-8 as it is, with bytes that are not UTF-8
+    /// written `\xNN` and control characters escaped (`\n`, `\u{1b}`), so that every name can
+    /// be told apart and a message stays on one line.
     pub fn path_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.path).into_owned()
+        printable_path(&self.path)
     }
 
     /// Size of the file as unpack and the mount give it back.
@@ -333,5 +355,19 @@ impl Entry {
             EntryKind::Verbatim { blob, .. } => blob.file_size(),
             EntryKind::Image(img) => img.original_size,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable_path;
+
+    #[test]
+    fn printable_paths_tell_every_name_apart_on_one_line() {
+        assert_eq!(printable_path("trip/été 1.jpg".as_bytes()), "trip/été 1.jpg");
+        assert_eq!(printable_path(b"latin1_\xe9.txt"), "latin1_\\xe9.txt");
+        assert_eq!(printable_path(b"latin1_\xc3.txt"), "latin1_\\xc3.txt");
+        assert_eq!(printable_path(b"new\nline\t.png"), "new\\nline\\t.png");
+        assert_eq!(printable_path(b"esc\x1b[31m"), "esc\\u{1b}[31m");
     }
 }
