@@ -303,9 +303,10 @@ fn two_page_tiff(w: u32, h: u32) -> Vec<u8> {
 
 /// Files with more than the one picture a decoder gives (an animated PNG or WebP, a TIFF of
 /// two pages, a PNG with data after its end) are kept as they are, with the reason, and
-/// come back byte for byte: coding their first picture would lose the rest.
+/// come back byte for byte: coding their first picture would lose the rest. So are lossy
+/// WebPs, which could only be written back lossless, several times larger.
 #[test]
-fn pictures_beyond_the_first_are_kept_as_files() {
+fn pictures_beyond_the_first_and_lossy_webps_are_kept_as_files() {
     let tmp = tempfile::tempdir().unwrap();
     let album = tmp.path().join("album");
     std::fs::create_dir(&album).unwrap();
@@ -331,6 +332,21 @@ fn pictures_beyond_the_first_are_kept_as_files() {
             "{name}: the image crate reads its first picture"
         );
     }
+    // A lossy WebP (FFmpeg's libwebp): written back it could only be lossless, and larger.
+    let o = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=96x64")
+        .args(["-frames:v", "1", "-c:v", "libwebp", "-lossless", "0"])
+        .arg(album.join("lossy.webp"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lossy = std::fs::read(album.join("lossy.webp")).unwrap();
+    assert_eq!(&lossy[12..16], b"VP8 ", "a lossy WebP");
+    let files: Vec<(&str, Vec<u8>, &str)> = files
+        .into_iter()
+        .chain([("lossy.webp", lossy, "lossy WebP")])
+        .collect();
     // A still image beside them is still coded.
     pattern(96, 64, 9).save(album.join("still.png")).unwrap();
     let archive = tmp.path().join("a.mkv");
