@@ -4,19 +4,23 @@ use crate::archive::{Archive, Entry, EntryKind, Timestamp};
 use crate::frames::{self, FrameError};
 use crate::pack::Progress;
 use crate::render::{self, OutputFormat};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use xxhash_rust::xxh3::xxh3_64;
 
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
     pub format: OutputFormat,
-    /// Write into a folder that is not empty, replacing files of the same names.
+    /// Write into a folder that is not empty, replacing files and symlinks of the same names
+    /// (each once its replacement is complete); symlinks there are never followed.
     pub force: bool,
     /// Decoder threads.
     pub threads: usize,
@@ -95,25 +99,22 @@ pub fn unpack(
             r.failed.push((path, why));
         }
     };
+    let tree = Tree::new(out, opts.force);
 
-    // Targets, checked once.
+    // Targets relative to `out`, checked once.
     let targets: Vec<Option<PathBuf>> = index
         .entries
         .iter()
-        .map(|e| {
-            let rel = safe_relative(&e.path)?;
-            let rel = match (&e.kind, opts.format) {
-                (EntryKind::Image(_), OutputFormat::Png) => {
-                    safe_relative(&render::png_path(&e.path))?
-                }
-                _ => rel,
-            };
-            Some(out.join(rel))
+        .map(|e| match (&e.kind, opts.format) {
+            (EntryKind::Image(_), OutputFormat::Png) => safe_relative(&render::png_path(&e.path)),
+            _ => safe_relative(&e.path),
         })
         .collect();
 
-    // Folders first (parents come before children in the index).
-    for (e, target) in index.entries.iter().zip(&targets) {
+    // Folders first (parents come before children in the index). Only those found or made
+    // here as real folders get their times and modes at the end.
+    let mut folders_made = vec![false; index.entries.len()];
+    for (i, (e, target)) in index.entries.iter().zip(&targets).enumerate() {
         let Some(target) = target else {
             fail(
                 e.path_lossy(),
@@ -122,11 +123,12 @@ pub fn unpack(
             continue;
         };
         if let EntryKind::Dir = e.kind {
-            if let Err(err) = make_dir(target) {
-                fail(
+            match tree.folder(target) {
+                Ok(()) => folders_made[i] = true,
+                Err(b) => fail(
                     e.path_lossy(),
-                    format!("could not create the folder: {err}"),
-                );
+                    format!("could not create the folder: {}", b.seen_from(target)),
+                ),
             }
         }
     }
@@ -134,33 +136,32 @@ pub fn unpack(
     // Verbatim files, in the order of their bytes in the archive.
     for (i, e, blob) in index.kept_in_archive_order() {
         let Some(target) = &targets[i] else { continue };
-        let result = (|| -> io::Result<bool> {
-            ensure_parent(target)?;
-            if !blob.is_stored() {
-                // Stored compressed: decoded whole and checked (size, hash) before writing.
-                let data = archive.read_file(blob).map_err(io::Error::other)?;
-                let mut f = create_file(target, opts.force)?;
-                f.write_all(&data)?;
-                finish_file(f, e)?;
-                return Ok(true);
+        let result = if !blob.is_stored() {
+            // Stored compressed: decoded whole and checked (size, hash) before writing.
+            match archive.read_file(blob) {
+                Ok(data) => tree
+                    .write_file(target, e, |f| f.write_all(&data))
+                    .map(|()| true),
+                Err(err) => Err(err.to_string()),
             }
-            let mut f = create_file(target, opts.force)?;
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut pos = 0u64;
-            while pos < blob.len {
-                let chunk = archive
-                    .read_blob(blob, pos, 1 << 20)
-                    .map_err(io::Error::other)?;
-                if chunk.is_empty() {
-                    break;
+        } else {
+            tree.write_file(target, e, |f| {
+                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                let mut pos = 0u64;
+                while pos < blob.len {
+                    let chunk = archive
+                        .read_blob(blob, pos, 1 << 20)
+                        .map_err(io::Error::other)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    hasher.update(&chunk);
+                    f.write_all(&chunk)?;
+                    pos += chunk.len() as u64;
                 }
-                hasher.update(&chunk);
-                f.write_all(&chunk)?;
-                pos += chunk.len() as u64;
-            }
-            finish_file(f, e)?;
-            Ok(hasher.digest() == blob.hash && pos == blob.len)
-        })();
+                Ok(hasher.digest() == blob.hash && pos == blob.len)
+            })
+        };
         match result {
             Ok(true) => {
                 if let Ok(mut r) = report.lock() {
@@ -172,7 +173,7 @@ pub fn unpack(
                 e.path_lossy(),
                 "stored bytes are damaged (checksum mismatch); written as found".into(),
             ),
-            Err(err) => fail(e.path_lossy(), format!("could not restore: {err}")),
+            Err(why) => fail(e.path_lossy(), format!("could not restore: {why}")),
         }
         progress.file_done(&e.path_lossy(), blob.len);
     }
@@ -190,7 +191,7 @@ pub fn unpack(
         let result = render::render_decoded(img, &pic, opts.format, renderer)
             .map_err(|err| err.to_string())
             .and_then(|bytes| {
-                write_whole(target, &bytes, e, opts.force).map_err(|err| err.to_string())?;
+                tree.write_file(target, e, |f| f.write_all(&bytes))?;
                 Ok(bytes)
             });
         match result {
@@ -227,7 +228,7 @@ pub fn unpack(
     }
 
     // Counts an entry restored, or reports why it was not.
-    let settle = |e: &Entry, r: io::Result<()>, what: &str| match r {
+    let settle = |e: &Entry, r: Result<(), String>, what: &str| match r {
         Ok(()) => {
             if let Ok(mut r) = report.lock() {
                 r.restored += 1;
@@ -241,17 +242,20 @@ pub fn unpack(
         let (EntryKind::Symlink { target: link }, Some(target)) = (&e.kind, target) else {
             continue;
         };
-        let r = ensure_parent(target)
-            .and_then(|()| std::os::unix::fs::symlink(OsStr::from_bytes(link), target))
-            .and_then(|()| set_mtime(target, e.mtime, false));
+        let r = tree.write_symlink(target, OsStr::from_bytes(link), e.mtime);
         settle(e, r, "could not create the symlink");
     }
 
-    // Folder times and modes last, deepest first (writing into a folder changes its mtime).
-    for (e, target) in index.entries.iter().zip(&targets).rev() {
-        if let (EntryKind::Dir, Some(target)) = (&e.kind, target) {
-            let r = fs::set_permissions(target, fs::Permissions::from_mode(e.mode))
-                .and_then(|()| set_mtime(target, e.mtime, true));
+    // Folder times and modes last, deepest first (writing into a folder changes its mtime),
+    // on the folders checked above only, opened without following any symlink.
+    for ((e, target), made) in index.entries.iter().zip(&targets).zip(&folders_made).rev() {
+        if let (EntryKind::Dir, Some(target), true) = (&e.kind, target, made) {
+            let r = open_folder_nofollow(out, target)
+                .and_then(|f| {
+                    f.set_permissions(fs::Permissions::from_mode(e.mode))?;
+                    f.set_modified(to_system_time(e.mtime))
+                })
+                .map_err(|err| err.to_string());
             settle(e, r, "could not set the folder's time or mode");
         }
     }
@@ -260,61 +264,324 @@ pub fn unpack(
         .map_err(|_| UnpackError::Frames(FrameError::Internal("report lock poisoned".into())))
 }
 
-fn make_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "exists and is not a folder",
-        )),
-        Err(_) => {
-            ensure_parent(path)?;
-            fs::create_dir(path)
+/// Something in the way of a folder: the folder itself or one of its parents.
+#[derive(Debug, Clone)]
+struct Blocked {
+    /// The folder in the way, relative to the output folder.
+    at: PathBuf,
+    why: Obstacle,
+}
+
+#[derive(Debug, Clone)]
+enum Obstacle {
+    /// Something else has the name: "exists and is ...".
+    Exists(&'static str),
+    /// The system's error.
+    Io(String),
+}
+
+impl Blocked {
+    /// The reason, as told about `path` (the blocked folder itself, or a path below it).
+    fn seen_from(&self, path: &Path) -> String {
+        let at = crate::archive::printable_path(self.at.as_os_str().as_bytes());
+        match &self.why {
+            Obstacle::Exists(what) if self.at == path => (*what).into(),
+            Obstacle::Io(err) if self.at == path => err.clone(),
+            Obstacle::Exists(what) => format!("{at} {what}"),
+            Obstacle::Io(err) => format!("{at}: {err}"),
         }
     }
 }
 
-/// Creates missing parent folders; refuses to go through a symlink.
-fn ensure_parent(path: &Path) -> io::Result<()> {
-    if let Some(parent) = path.parent() {
-        match fs::symlink_metadata(parent) {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "parent is not a folder",
-            )),
-            Err(_) => {
-                ensure_parent(parent)?;
-                fs::create_dir(parent)
+/// What is at a name that unpack wants, as the end of a message.
+fn what_is_there(m: &fs::Metadata) -> &'static str {
+    let t = m.file_type();
+    if t.is_symlink() {
+        "exists and is a symbolic link"
+    } else if t.is_dir() {
+        "exists and is a folder"
+    } else if t.is_file() {
+        "exists and is a file"
+    } else {
+        "exists and is not a regular file"
+    }
+}
+
+/// Partial files of this process (not yet renamed into place), for [`remove_partials`].
+static PARTIALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the partial files unpack is writing (for a signal handler: the process is about to
+/// end); returns those removed.
+pub fn remove_partials() -> Vec<PathBuf> {
+    let Ok(mut partials) = PARTIALS.lock() else {
+        return Vec::new();
+    };
+    partials
+        .drain(..)
+        .filter(|p| fs::remove_file(p).is_ok())
+        .collect()
+}
+
+fn forget_partial(path: &Path) {
+    if let Ok(mut partials) = PARTIALS.lock() {
+        if let Some(i) = partials.iter().position(|p| p == path) {
+            partials.swap_remove(i);
+        }
+    }
+}
+
+/// The output folder. Every file and symlink is made under a temporary name in its folder and
+/// renamed into place when complete, so that a name never holds a partial file, and a file
+/// that `--force` replaces stays as it was until its replacement is whole. Folders are
+/// reached through real folders only, each checked once (`lstat`): a symlink found in the
+/// output folder is never followed.
+struct Tree<'a> {
+    root: &'a Path,
+    force: bool,
+    /// Folders below `root` found or made as real folders, or what is in their way.
+    folders: Mutex<HashMap<PathBuf, Result<(), Blocked>>>,
+    /// Numbers temporary names.
+    next: AtomicU64,
+}
+
+impl<'a> Tree<'a> {
+    fn new(root: &'a Path, force: bool) -> Self {
+        Tree {
+            root,
+            force,
+            folders: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes sure `rel` (relative to the root) is a real folder reached through real folders,
+    /// creating it and its parents where missing.
+    fn folder(&self, rel: &Path) -> Result<(), Blocked> {
+        let mut folders = self.folders.lock().map_err(|_| Blocked {
+            at: rel.to_owned(),
+            why: Obstacle::Io("folder cache poisoned".into()),
+        })?;
+        // The folders to check, deepest first, up to one already known (or the root).
+        let mut chain = Vec::new();
+        let mut known = Ok(());
+        let mut p = rel;
+        while !p.as_os_str().is_empty() {
+            if let Some(r) = folders.get(p) {
+                known = r.clone();
+                break;
+            }
+            chain.push(p);
+            p = p.parent().unwrap_or(Path::new(""));
+        }
+        for p in chain.into_iter().rev() {
+            let r = known.and_then(|()| {
+                self.check_folder(p).map_err(|why| Blocked {
+                    at: p.to_owned(),
+                    why,
+                })
+            });
+            folders.insert(p.to_owned(), r.clone());
+            known = r;
+        }
+        known
+    }
+
+    /// One folder whose parent is known to be a real folder.
+    fn check_folder(&self, rel: &Path) -> Result<(), Obstacle> {
+        let path = self.root.join(rel);
+        let mut made_meanwhile = false;
+        loop {
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(m) => return Err(Obstacle::Exists(what_is_there(&m))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !made_meanwhile => {
+                    match fs::create_dir(&path) {
+                        Ok(()) => return Ok(()),
+                        // Made by someone else meanwhile: look again, once.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => made_meanwhile = true,
+                        Err(e) => return Err(Obstacle::Io(e.to_string())),
+                    }
+                }
+                Err(e) => return Err(Obstacle::Io(e.to_string())),
             }
         }
-    } else {
+    }
+
+    /// The parent folder of `rel` (checked), and the full path of `rel`. What is at `rel`
+    /// already is found by the rename that puts the new file there ([`Tree::commit`]).
+    fn place(&self, rel: &Path) -> Result<(PathBuf, PathBuf), String> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        self.folder(parent).map_err(|b| b.seen_from(rel))?;
+        Ok((self.root.join(parent), self.root.join(rel)))
+    }
+
+    /// Creates something new under a free temporary name in `dir` with `make` (which must
+    /// fail with `AlreadyExists` when the name is taken, and leave nothing behind then).
+    fn create_temp<T>(
+        &self,
+        dir: &Path,
+        make: impl Fn(&Path) -> io::Result<T>,
+    ) -> io::Result<(PathBuf, T)> {
+        loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!(".{}-{n}.av1pack-partial", std::process::id()));
+            if let Ok(mut partials) = PARTIALS.lock() {
+                partials.push(tmp.clone());
+            }
+            match make(&tmp) {
+                Ok(t) => return Ok((tmp, t)),
+                Err(e) => {
+                    forget_partial(&tmp);
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renames the complete `tmp` to `path`: over what is there with --force (a file or a
+    /// symlink, itself, never what it points to), else only if nothing is. Removes `tmp` if
+    /// that fails.
+    fn commit(&self, tmp: &Path, path: &Path) -> Result<(), String> {
+        let r = if self.force {
+            fs::rename(tmp, path)
+        } else {
+            rename_noreplace(tmp, path)
+        };
+        if let Err(e) = r {
+            // Best effort: the temporary file is ours and incomplete in any case.
+            let _ = fs::remove_file(tmp);
+            forget_partial(tmp);
+            let in_the_way = matches!(
+                e.raw_os_error(),
+                Some(libc::EEXIST | libc::EISDIR | libc::ENOTEMPTY)
+            );
+            return Err(match fs::symlink_metadata(path) {
+                Ok(m) if in_the_way => what_is_there(&m).into(),
+                _ => e.to_string(),
+            });
+        }
+        forget_partial(tmp);
         Ok(())
     }
-}
 
-fn create_file(path: &Path, replace: bool) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.write(true).custom_flags(libc::O_NOFOLLOW);
-    if replace {
-        o.create(true).truncate(true);
-    } else {
-        o.create_new(true);
+    /// Writes the file of entry `e` at `rel` with `write`, gives it the entry's mode and time,
+    /// and renames it into place. Nothing is left under any name if a step fails.
+    fn write_file<T>(
+        &self,
+        rel: &Path,
+        e: &Entry,
+        write: impl FnOnce(&mut File) -> io::Result<T>,
+    ) -> Result<T, String> {
+        let (dir, path) = self.place(rel)?;
+        let (tmp, mut f) = self
+            .create_temp(&dir, |tmp| {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .mode(0o600)
+                    .open(tmp)
+            })
+            .map_err(|e| e.to_string())?;
+        let written = write(&mut f).and_then(|t| {
+            f.set_permissions(fs::Permissions::from_mode(e.mode))?;
+            f.set_modified(to_system_time(e.mtime))?;
+            Ok(t)
+        });
+        drop(f);
+        match written {
+            Ok(t) => self.commit(&tmp, &path).map(|()| t),
+            Err(err) => {
+                // Best effort: the partial file is ours, and named as such if it stays.
+                let _ = fs::remove_file(&tmp);
+                forget_partial(&tmp);
+                Err(err.to_string())
+            }
+        }
     }
-    o.mode(0o600).open(path)
+
+    /// Makes the symlink `rel` → `link` with time `mtime`, and renames it into place.
+    fn write_symlink(&self, rel: &Path, link: &OsStr, mtime: Timestamp) -> Result<(), String> {
+        let (dir, path) = self.place(rel)?;
+        let (tmp, ()) = self
+            .create_temp(&dir, |tmp| std::os::unix::fs::symlink(link, tmp))
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = set_mtime(&tmp, mtime) {
+            let _ = fs::remove_file(&tmp);
+            forget_partial(&tmp);
+            return Err(e.to_string());
+        }
+        self.commit(&tmp, &path)
+    }
 }
 
-fn finish_file(f: File, e: &Entry) -> io::Result<()> {
-    f.set_permissions(fs::Permissions::from_mode(e.mode))?;
-    f.set_modified(to_system_time(e.mtime))?;
-    Ok(())
+/// Renames `from` to `to` unless `to` exists (renameat2 RENAME_NOREPLACE; where the file
+/// system does not have it, a check before the rename).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => match fs::symlink_metadata(to) {
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
+            Err(e) => Err(e),
+        },
+        _ => Err(err),
+    }
 }
 
-fn write_whole(path: &Path, bytes: &[u8], e: &Entry, replace: bool) -> io::Result<()> {
-    ensure_parent(path)?;
-    let mut f = create_file(path, replace)?;
-    f.write_all(bytes)?;
-    finish_file(f, e)
+/// Opens folder `rel` below `root` for its mode and time, following no symlink on the way
+/// (below `root`) nor at its end.
+fn open_folder_nofollow(root: &Path, rel: &Path) -> io::Result<File> {
+    let mut dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?;
+    let mut names = rel.components().peekable();
+    while let Some(c) = names.next() {
+        let name = std::ffi::CString::new(c.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        // Folders on the way only to go through (as path resolution does), the last one to
+        // change.
+        let access = if names.peek().is_some() {
+            libc::O_PATH
+        } else {
+            libc::O_RDONLY
+        };
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                access | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor openat just gave us, owned by nothing else.
+        dir = unsafe { File::from_raw_fd(fd) };
+    }
+    Ok(dir)
 }
 
 /// The time an index records (the epoch if it cannot be represented: never a panic).
@@ -332,7 +599,7 @@ pub fn to_system_time(t: Timestamp) -> std::time::SystemTime {
 }
 
 /// Sets a path's mtime without following a final symlink.
-fn set_mtime(path: &Path, t: Timestamp, follow: bool) -> io::Result<()> {
+fn set_mtime(path: &Path, t: Timestamp) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     let times = [
@@ -345,9 +612,15 @@ fn set_mtime(path: &Path, t: Timestamp, follow: bool) -> io::Result<()> {
             tv_nsec: t.nanos as libc::c_long,
         },
     ];
-    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
     // SAFETY: valid NUL-terminated path and a two-element timespec array.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), flags) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if r == 0 {
         Ok(())
     } else {

@@ -31,7 +31,8 @@ pub struct Args {
     pub archive: PathBuf,
     /// Folder to restore into (created if missing; must be empty unless --force).
     pub out: PathBuf,
-    /// Write into a folder that is not empty, replacing files of the same names.
+    /// Write into a folder that is not empty, replacing files (and symlinks) of the same
+    /// names once their replacements are complete; symlinks there are never followed.
     #[arg(long)]
     pub force: bool,
     /// Format of the restored images.
@@ -39,7 +40,34 @@ pub struct Args {
     pub format: Format,
 }
 
+/// SIGINT, SIGTERM and SIGHUP (Ctrl-C, `kill`, a closed terminal) remove the files being
+/// written (under their temporary names) and end the process with 128 + the signal's number,
+/// as a shell reports a signal: the files already in place are complete.
+fn remove_partials_on_signal() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("av1pack-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let removed = unpack::remove_partials().len();
+                let files = if removed == 1 { "file" } else { "files" };
+                eprintln!(
+                    "\nav1pack: interrupted: removed {removed} partly written {files}; the files in place are complete"
+                );
+                // _exit: the other threads are inside the decoders; running exit handlers
+                // under them is not safe.
+                // SAFETY: ends the process at once; nothing is used afterwards.
+                unsafe { libc::_exit(128 + sig) }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
+    remove_partials_on_signal()?;
     let archive = Archive::open(&a.archive)?;
     let opts = UnpackOptions {
         format: a.format.into(),

@@ -235,3 +235,15 @@ pub fn album_with_video_pages(dir: &Path) -> PathBuf {
     }
     dest
 }
+
+/// Packs `album` into `archive` at a fixed rate (`--crf 20`, no quality loop: for tests about
+/// names, bytes and files rather than quality); must succeed.
+pub fn pack_fixed_rate(album: &Path, archive: &Path) {
+    let o = bin()
+        .args(["pack", "-q", "--crf", "20"])
+        .arg(album)
+        .arg(archive)
+        .output()
+        .expect("run av1pack");
+    assert!(o.status.success(), "pack failed: {}", stderr(&o));
+}

@@ -1,0 +1,347 @@
+//! What unpack leaves behind when it cannot finish a file or is interrupted, and what it does
+//! with symlinks it finds in the output folder: through the real binary.
+
+mod common;
+
+use av1pack::archive::{Archive, EntryKind};
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `av1pack unpack ARGS...` (flags first, then archive and folder).
+fn unpack_args(args: &[&std::ffi::OsStr]) -> Output {
+    bin()
+        .arg("unpack")
+        .args(args)
+        .output()
+        .expect("run av1pack")
+}
+
+/// The same, in a child whose files cannot grow past 100 blocks of 512 bytes (dash's unit;
+/// 1024 in bash: 51,200 or 102,400 bytes), with SIGXFSZ ignored, so that a write past the
+/// limit fails with EFBIG as a full disk fails with ENOSPC.
+fn unpack_with_file_size_limit(args: &[&std::ffi::OsStr]) -> Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 100 || exit 99; exec \"$0\" unpack \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_av1pack"))
+        .args(args)
+        .env_remove("AV1PACK_LOG")
+        .output()
+        .expect("run sh")
+}
+
+fn kind_of(a: &Archive, path: &str) -> &'static str {
+    let e = a
+        .index
+        .entries
+        .iter()
+        .find(|e| e.path == path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} not in the archive"));
+    match &e.kind {
+        EntryKind::Image(_) => "image",
+        EntryKind::Verbatim { .. } => "kept",
+        EntryKind::Dir => "dir",
+        EntryKind::Symlink { .. } => "symlink",
+        EntryKind::Copy { .. } => "copy",
+    }
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .modified()
+        .unwrap()
+}
+
+fn set_mtime(path: &Path, when: SystemTime) {
+    std::fs::File::open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+fn names(paths: &[&str]) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    v.sort();
+    v
+}
+
+/// A write that fails half way (a full disk; here the file size limit) leaves no file under
+/// its real name, and no partial file under any other; with --force, the file that was there
+/// stays as it was.
+#[test]
+fn a_file_that_cannot_be_written_whole_is_not_left_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // Three kept PNG pages (41,853, 218,908 and 302,824 bytes), a note, two coded images.
+    let album = sample_scans(t, "album");
+    std::fs::write(album.join("notes.txt"), b"small enough\n").unwrap();
+    pattern(24, 16, 1).save(album.join("small.png")).unwrap();
+    pattern(640, 480, 2).save(album.join("large.png")).unwrap();
+    let archive = t.join("a.mkv");
+    pack_fixed_rate(&album, &archive);
+    let a = Archive::open(&archive).unwrap();
+    assert_eq!(kind_of(&a, "large.png"), "image");
+    assert_eq!(kind_of(&a, "gnucash-guide-p21.png"), "kept");
+    let too_large = [
+        "gnucash-guide-p21.png",
+        "gnucash-guide-p22.png",
+        "large.png",
+    ];
+    let fit = ["gnucash-guide-p23.png", "notes.txt", "small.png"];
+    let full = t.join("full");
+    std::fs::create_dir(&full).unwrap();
+    let o = unpack_args(&[archive.as_os_str(), full.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in too_large {
+        assert!(
+            std::fs::metadata(full.join(name)).unwrap().len() > 102_400,
+            "{name} is not larger than the limit: the test proves nothing"
+        );
+    }
+
+    let out = t.join("out");
+    let o = unpack_with_file_size_limit(&[archive.as_os_str(), out.as_os_str()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    for name in too_large {
+        let line = err.lines().find(|l| l.contains(name));
+        assert!(
+            line.is_some_and(|l| l.contains("File too large")),
+            "{name} not named with its reason: {err}"
+        );
+    }
+    // Only the files written whole are there, with their bytes and times.
+    assert_eq!(files(&out), names(&fit), "{err}");
+    for name in ["gnucash-guide-p23.png", "notes.txt"] {
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(album.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    for name in fit {
+        assert_eq!(mtime(&out.join(name)), mtime(&album.join(name)), "{name}");
+    }
+
+    // With --force, files already there that could not be replaced are left as they were.
+    let old = UNIX_EPOCH + Duration::from_secs(1_321_009_871); // 2011-11-11
+    let kept = t.join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    for name in too_large {
+        std::fs::write(kept.join(name), b"the previous version").unwrap();
+        set_mtime(&kept.join(name), old);
+    }
+    let o = unpack_with_file_size_limit(&[
+        std::ffi::OsStr::new("--force"),
+        archive.as_os_str(),
+        kept.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let mut expected = fit.to_vec();
+    expected.extend(too_large);
+    assert_eq!(files(&kept), names(&expected), "{}", stderr(&o));
+    for name in too_large {
+        assert_eq!(
+            std::fs::read(kept.join(name)).unwrap(),
+            b"the previous version",
+            "{name}"
+        );
+        assert_eq!(mtime(&kept.join(name)), old, "{name}");
+    }
+    // Without the limit, --force replaces them whole.
+    let o = unpack_args(&[
+        std::ffi::OsStr::new("--force"),
+        archive.as_os_str(),
+        kept.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(files(&kept), names(&expected));
+    for name in too_large {
+        assert_eq!(
+            std::fs::read(kept.join(name)).unwrap(),
+            std::fs::read(full.join(name)).unwrap(),
+            "{name}"
+        );
+        assert_eq!(mtime(&kept.join(name)), mtime(&album.join(name)), "{name}");
+    }
+}
+
+/// With --force, symlinks already in the output folder are never followed: a symlink at a
+/// folder's name is refused (and what it points to keeps its contents, mode and time), a
+/// symlink at a file's name is replaced by the file.
+#[test]
+fn force_changes_nothing_through_a_symlink_in_the_output_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let album = t.join("album");
+    std::fs::create_dir_all(album.join("burst/sub")).unwrap();
+    std::fs::write(album.join("burst/b.txt"), b"in burst").unwrap();
+    std::fs::write(album.join("burst/sub/deep.txt"), b"in burst/sub").unwrap();
+    std::fs::write(album.join("notes.txt"), b"the album's notes").unwrap();
+    pattern(64, 48, 3).save(album.join("pic.png")).unwrap();
+    std::os::unix::fs::symlink("notes.txt", album.join("link")).unwrap();
+    let album_time = UNIX_EPOCH + Duration::from_secs(1_577_836_800); // 2020-01-01
+    for d in ["burst/sub", "burst"] {
+        set_mtime(&album.join(d), album_time);
+    }
+    let archive = t.join("a.mkv");
+    pack_fixed_rate(&album, &archive);
+    assert_eq!(
+        kind_of(&Archive::open(&archive).unwrap(), "pic.png"),
+        "image"
+    );
+
+    // Outside the output folder: a folder with a sub-folder and a file.
+    let outside = t.join("outside");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"outside").unwrap();
+    let old = UNIX_EPOCH + Duration::from_secs(1_321_009_871); // 2011-11-11
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for d in [outside.join("sub"), outside.clone()] {
+        set_mtime(&d, old);
+    }
+    let out = t.join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::symlink("../outside", out.join("burst")).unwrap();
+    std::os::unix::fs::symlink("../outside/secret.txt", out.join("notes.txt")).unwrap();
+    std::os::unix::fs::symlink("../outside/pic.png", out.join("pic.png")).unwrap();
+    std::fs::write(out.join("link"), b"a file where the album has a symlink").unwrap();
+
+    let o = unpack_args(&[
+        std::ffi::OsStr::new("--force"),
+        archive.as_os_str(),
+        out.as_os_str(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("burst: could not create the folder: exists and is a symbolic link"),
+        "{err}"
+    );
+    for name in ["burst/b.txt", "burst/sub/deep.txt"] {
+        let line = err.lines().find(|l| l.contains(name));
+        assert!(
+            line.is_some_and(|l| l.contains("burst exists and is a symbolic link")),
+            "{name} not named with its reason: {err}"
+        );
+    }
+    assert!(!err.contains("notes.txt"), "{err}");
+    assert!(!err.contains("pic.png"), "{err}");
+    // Nothing outside changed: contents, mode, times.
+    assert_eq!(
+        files(&outside),
+        names(&["secret.txt", "sub"]),
+        "written through the link"
+    );
+    assert_eq!(
+        std::fs::read(outside.join("secret.txt")).unwrap(),
+        b"outside"
+    );
+    assert_eq!(mtime(&outside), old, "time of the folder behind the link");
+    assert_eq!(mtime(&outside.join("sub")), old);
+    let mode = std::fs::metadata(&outside).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "mode of the folder behind the link");
+    // The symlink at the folder's name stays; those at files' names are replaced by the files.
+    assert_eq!(
+        std::fs::read_link(out.join("burst")).unwrap(),
+        Path::new("../outside")
+    );
+    for name in ["notes.txt", "pic.png"] {
+        let m = std::fs::symlink_metadata(out.join(name)).unwrap();
+        assert!(m.file_type().is_file(), "{name} is still a symlink");
+        assert_eq!(mtime(&out.join(name)), mtime(&album.join(name)), "{name}");
+    }
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        b"the album's notes"
+    );
+    assert_eq!(rgb_of(&out.join("pic.png")).dimensions(), (64, 48));
+    // A file at a symlink's name is replaced by the symlink.
+    assert_eq!(
+        std::fs::read_link(out.join("link")).unwrap(),
+        Path::new("notes.txt")
+    );
+}
+
+/// SIGINT, SIGTERM or SIGHUP during unpack: the process ends with 128 + the signal, the file
+/// being written is removed (no partial file under any name), the files in place are whole.
+#[test]
+fn interrupted_unpack_leaves_only_whole_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let album = t.join("album");
+    std::fs::create_dir(&album).unwrap();
+    // Random bytes do not compress: stored as they are, written in 1 MiB pieces (3 x 64 MiB:
+    // a whole unpack takes about 0.2 s, most of it writing them).
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        let bytes: Vec<u8> = (0..64 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(album.join(name), bytes).unwrap();
+    }
+    pattern(320, 240, 5).save(album.join("pic.png")).unwrap();
+    let archive = t.join("a.mkv");
+    pack_fixed_rate(&album, &archive);
+    let whole = t.join("whole");
+    let started = std::time::Instant::now();
+    let o = unpack_args(&[archive.as_os_str(), whole.as_os_str()]);
+    let full = started.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut interrupted = 0;
+    for (i, (sig, frac)) in [
+        (libc::SIGINT, 0.3),
+        (libc::SIGTERM, 0.5),
+        (libc::SIGHUP, 0.7),
+        (libc::SIGINT, 0.9),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = t.join(format!("out{i}"));
+        let child = bin()
+            .arg("unpack")
+            .arg(&archive)
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(frac));
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        use std::os::unix::process::ExitStatusExt;
+        if o.status.signal() == Some(sig) {
+            // Before main installed its handler: nothing written yet, checked below.
+        } else if !o.status.success() {
+            assert_eq!(o.status.code(), Some(128 + sig), "signal {sig}: {err}");
+            assert!(err.contains("interrupted"), "{err}");
+            interrupted += 1;
+        }
+        if !out.exists() {
+            continue;
+        }
+        for rel in files(&out) {
+            let (got, want) = (out.join(&rel), whole.join(&rel));
+            assert!(want.exists(), "signal {sig}: {} left behind", rel.display());
+            if want.is_file() {
+                assert!(
+                    std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap(),
+                    "signal {sig}: {} is not whole",
+                    rel.display()
+                );
+            }
+        }
+    }
+    assert!(interrupted >= 1, "no signal came before the end");
+}
