@@ -1,10 +1,10 @@
 //! Restoring an album folder from an archive.
 
-use crate::archive::{Archive, Entry, EntryKind, Timestamp};
+use crate::archive::{Archive, Entry, EntryKind, ImageFormat, Timestamp};
 use crate::frames::{self, FrameError};
 use crate::pack::Progress;
 use crate::render::{self, OutputFormat};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -101,14 +101,10 @@ pub fn unpack(
     };
     let tree = Tree::new(out, opts.force);
 
-    // Targets relative to `out`, checked once.
-    let targets: Vec<Option<PathBuf>> = index
-        .entries
+    // Targets relative to `out`, named and checked once, before anything is written.
+    let targets: Vec<Option<PathBuf>> = output_paths(&index.entries, opts.format)
         .iter()
-        .map(|e| match (&e.kind, opts.format) {
-            (EntryKind::Image(_), OutputFormat::Png) => safe_relative(&render::png_path(&e.path)),
-            _ => safe_relative(&e.path),
-        })
+        .map(|p| safe_relative(p))
         .collect();
 
     // Folders first (parents come before children in the index). Only those found or made
@@ -262,6 +258,112 @@ pub fn unpack(
     report
         .into_inner()
         .map_err(|_| UnpackError::Frames(FrameError::Internal("report lock poisoned".into())))
+}
+
+/// The longest file name Linux file systems take (NAME_MAX), in bytes.
+const NAME_MAX: usize = 255;
+
+/// Where unpack writes each entry, as a path in the archive's terms (relative, `/`-separated;
+/// still to be checked with [`safe_relative`]).
+///
+/// With [`OutputFormat::Original`], every entry's own path. With [`OutputFormat::Png`], an
+/// image coded as video that is not a PNG becomes a PNG named with `.png` in place of its
+/// extension (`a/IMG_1.jpg` → `a/IMG_1.png`), unless another entry of the archive has that name
+/// in the same folder, or another image would get it too (names compared with ASCII case
+/// ignored, so that `IMG_2.PNG` and a converted `IMG_2.png` never sit side by side): then its
+/// whole name plus `.png` (`a/IMG_1.jpg.png`), or if that is taken as well, `.2.png`, `.3.png`,
+/// ... (`a/IMG_1.jpg.2.png`). A name that would grow past 255 bytes, the longest file name
+/// Linux takes, stays as it is. Images that are PNG files already or named `.png` (any case),
+/// kept files, folders and symlinks keep their names exactly. Decided from the index alone, in index order, so the
+/// same archive always gives the same names.
+pub fn output_paths(entries: &[Entry], format: OutputFormat) -> Vec<Vec<u8>> {
+    let paths: Vec<&[u8]> = entries.iter().map(|e| e.path.as_slice()).collect();
+    if format == OutputFormat::Original {
+        return paths.iter().map(|p| p.to_vec()).collect();
+    }
+    let converted: Vec<bool> = entries
+        .iter()
+        .map(|e| matches!(&e.kind, EntryKind::Image(img) if img.format != ImageFormat::Png))
+        .collect();
+    png_names(&paths, &converted)
+}
+
+/// Where a path's file name starts.
+fn name_start(path: &[u8]) -> usize {
+    path.iter().rposition(|&b| b == b'/').map_or(0, |p| p + 1)
+}
+
+/// [`output_paths`]'s rule for `--format png`, on paths and which of them are converted.
+fn png_names(paths: &[&[u8]], converted: &[bool]) -> Vec<Vec<u8>> {
+    // A name's folder as it is, its file name with ASCII case ignored.
+    let key = |p: &[u8]| -> Vec<u8> {
+        let start = name_start(p);
+        let mut k = p[..start].to_vec();
+        k.extend(p[start..].iter().map(u8::to_ascii_lowercase));
+        k
+    };
+    let fits = |p: &[u8]| p.len() - name_start(p) <= NAME_MAX;
+    let mut entries: HashMap<Vec<u8>, usize> = HashMap::new();
+    for p in paths {
+        *entries.entry(key(p)).or_default() += 1;
+    }
+    let primary: Vec<Option<Vec<u8>>> = paths
+        .iter()
+        .zip(converted)
+        .map(|(p, &c)| c.then(|| render::png_path(p)))
+        .collect();
+    // How many images want each name that is not their own.
+    let mut wanted: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (p, own) in primary.iter().zip(paths) {
+        if let Some(p) = p.as_ref().map(|p| key(p)).filter(|p| *p != key(own)) {
+            *wanted.entry(p).or_default() += 1;
+        }
+    }
+    let mut out: Vec<Vec<u8>> = paths.iter().map(|p| p.to_vec()).collect();
+    // Every entry's own name stays reserved: a converted name never takes one.
+    let mut taken: HashSet<Vec<u8>> = entries.keys().cloned().collect();
+    let mut clashed = Vec::new();
+    for (i, p) in primary.into_iter().enumerate() {
+        let Some(p) = p else { continue };
+        let k = key(&p);
+        let own = k == key(paths[i]);
+        let others = entries
+            .get(&k)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(usize::from(own));
+        let rivals = if own {
+            0
+        } else {
+            wanted.get(&k).map_or(0, |n| n - 1)
+        };
+        if own && others == 0 {
+            // Named .png already (`photo.PNG` holding a JPEG): the name stays, case included.
+        } else if others == 0 && rivals == 0 && fits(&p) {
+            taken.insert(k);
+            out[i] = p;
+        } else {
+            clashed.push(i);
+        }
+    }
+    for i in clashed {
+        // At most taken.len() candidates can be taken: one of the next ones is free.
+        for n in 1..=taken.len() + 1 {
+            let mut c = paths[i].to_vec();
+            if n > 1 {
+                c.extend_from_slice(format!(".{n}").as_bytes());
+            }
+            c.extend_from_slice(b".png");
+            if !fits(&c) {
+                break;
+            }
+            if taken.insert(key(&c)) {
+                out[i] = c;
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Something in the way of a folder: the folder itself or one of its parents.
@@ -655,6 +757,88 @@ mod tests {
             Some(PathBuf::from("a/b c/d.jpg"))
         );
         assert!(safe_relative(b"caf\xe9/x").is_some());
+    }
+
+    /// `png_names` on (path, converted) pairs, as strings.
+    fn png_names_of(entries: &[(&str, bool)]) -> Vec<String> {
+        let paths: Vec<&[u8]> = entries.iter().map(|(p, _)| p.as_bytes()).collect();
+        let converted: Vec<bool> = entries.iter().map(|&(_, c)| c).collect();
+        png_names(&paths, &converted)
+            .into_iter()
+            .map(|p| String::from_utf8(p).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn converted_names_never_clash() {
+        let long = "n".repeat(252);
+        let long_ext = format!("{}.bmp", "m".repeat(251));
+        let names = png_names_of(&[
+            ("IMG_0001.bmp", true),
+            ("IMG_0001.jpg", true),
+            ("IMG_0001.png", false),
+            ("IMG_0001.tif", true),
+            ("a.jpg", true),
+            ("b.jpg", true),
+            ("b.webp", true),
+            ("c.bmp", true),
+            ("c.bmp.png", false),
+            ("c.jpg", true),
+            ("dir.png", false),
+            ("dir.jpg", true),
+            ("mixed.JPG", true),
+            ("misnamed.PNG", true),
+            ("other/IMG_0001.jpg", true),
+            ("sub/Case.PNG", false),
+            ("sub/case.webp", true),
+            ("x.tar.jpeg", true),
+            ("x.tar.png", true),
+            (&long, true),
+            (&long_ext, true),
+            ("noext", true),
+        ]);
+        assert_eq!(
+            names,
+            [
+                "IMG_0001.bmp.png",
+                "IMG_0001.jpg.png",
+                "IMG_0001.png",
+                "IMG_0001.tif.png",
+                "a.png",
+                // Two converted names alike: both get their whole name plus .png.
+                "b.jpg.png",
+                "b.webp.png",
+                // c.bmp.png is an entry of its own.
+                "c.bmp.2.png",
+                "c.bmp.png",
+                "c.jpg.png",
+                "dir.png",
+                "dir.jpg.png",
+                "mixed.png",
+                // A JPEG named .PNG keeps its name.
+                "misnamed.PNG",
+                "other/IMG_0001.png",
+                "sub/Case.PNG",
+                "sub/case.webp.png",
+                // A JPEG named x.tar.png converts to its own name, which x.tar.jpeg may not take.
+                "x.tar.jpeg.png",
+                "x.tar.png",
+                // 256 bytes with .png: kept as it is.
+                long.as_str(),
+                // Its own .png fits (255 bytes); the whole name plus .png would not.
+                &format!("{}.png", "m".repeat(251)),
+                "noext.png",
+            ]
+        );
+    }
+
+    #[test]
+    fn too_long_converted_names_stay_as_they_are() {
+        let long = format!("{}.bmp", "m".repeat(251));
+        let names = png_names_of(&[(&long, true), (&format!("{}.jpg", "m".repeat(251)), true)]);
+        // Both want the same .png name; neither fits with its whole name plus .png.
+        assert_eq!(names[0], long);
+        assert!(names[1].ends_with(".jpg"));
     }
 
     #[test]

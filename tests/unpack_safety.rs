@@ -1,10 +1,12 @@
-//! What unpack leaves behind when it cannot finish a file or is interrupted, and what it does
-//! with symlinks it finds in the output folder: through the real binary.
+//! What unpack leaves behind when it cannot finish a file, what it does with symlinks it finds
+//! in the output folder, and the names `--format png` gives images whose converted names would
+//! clash: through the real binary.
 
 mod common;
 
 use av1pack::archive::{Archive, EntryKind};
 use common::*;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -265,6 +267,80 @@ fn force_changes_nothing_through_a_symlink_in_the_output_folder() {
         std::fs::read_link(out.join("link")).unwrap(),
         Path::new("notes.txt")
     );
+}
+
+/// `--format png` never loses an image to a name clash: an image that is a PNG already keeps
+/// its name exactly, a converted name that another entry has (ASCII case ignored) or that two
+/// images would share becomes the whole name plus `.png`, and a name too long to take `.png`
+/// stays as it is.
+#[test]
+fn format_png_gives_every_image_its_own_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let album = t.join("album");
+    std::fs::create_dir_all(album.join("sub")).unwrap();
+    let long = "n".repeat(253);
+    // Each image its own size, so that each restored file shows which image it is.
+    let images: [(&str, u32, image::ImageFormat); 8] = [
+        ("IMG_0001.jpg", 200, image::ImageFormat::Jpeg),
+        ("IMG_0001.png", 202, image::ImageFormat::Png),
+        ("IMG_0001.bmp", 204, image::ImageFormat::Bmp),
+        ("IMG_0001.tif", 206, image::ImageFormat::Tiff),
+        ("sub/IMG_0002.PNG", 208, image::ImageFormat::Png),
+        ("sub/IMG_0002.webp", 210, image::ImageFormat::WebP),
+        ("photo.jpeg", 212, image::ImageFormat::Jpeg),
+        (&long, 214, image::ImageFormat::Bmp),
+    ];
+    for (i, (name, w, format)) in images.iter().enumerate() {
+        pattern(*w, 150, i as u32 * 7)
+            .save_with_format(album.join(name), *format)
+            .unwrap();
+    }
+    pattern(216, 150, 99).save(album.join("UPPER.PNG")).unwrap();
+    let archive = t.join("a.mkv");
+    pack_fixed_rate(&album, &archive);
+    let a = Archive::open(&archive).unwrap();
+    for (name, ..) in &images {
+        assert_eq!(kind_of(&a, name), "image", "{name}");
+    }
+
+    let out = t.join("out");
+    let o = unpack_args(&[
+        std::ffi::OsStr::new("--format"),
+        std::ffi::OsStr::new("png"),
+        archive.as_os_str(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = [
+        ("IMG_0001.jpg.png", 200),
+        ("IMG_0001.png", 202),
+        ("IMG_0001.bmp.png", 204),
+        ("IMG_0001.tif.png", 206),
+        ("sub/IMG_0002.PNG", 208),
+        ("sub/IMG_0002.webp.png", 210),
+        ("photo.png", 212),
+        (long.as_str(), 214),
+        ("UPPER.PNG", 216),
+    ];
+    let mut all: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
+    all.push("sub");
+    assert_eq!(files(&out), names(&all));
+    for (name, w) in expected {
+        let bytes = std::fs::read(out.join(name)).unwrap();
+        assert_eq!(
+            image::guess_format(&bytes).unwrap(),
+            image::ImageFormat::Png,
+            "{name}"
+        );
+        assert_eq!(rgb_of(&out.join(name)).dimensions(), (w, 150), "{name}");
+    }
+    assert!(out.join(&long).as_os_str().as_bytes().ends_with(b"nnn"));
+    // Without --format, every image keeps its name and format.
+    let orig = t.join("orig");
+    let o = unpack_args(&[archive.as_os_str(), orig.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(files(&orig), files(&album));
 }
 
 /// SIGINT, SIGTERM or SIGHUP during unpack: the process ends with 128 + the signal, the file

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 pub enum Format {
     /// Each image in its original format (PNG stays PNG, JPEG becomes a quality-97 JPEG).
     Original,
-    /// Every image as a lossless PNG of exactly what was decoded.
+    /// Every image as a lossless PNG of exactly what was decoded. PNG files keep their names;
+    /// others get .png in place of their extension, or after their whole name where that
+    /// would clash with another name (IMG_1.jpg.png).
     Png,
 }
 
