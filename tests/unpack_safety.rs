@@ -1,6 +1,6 @@
-//! What unpack leaves behind when it cannot finish a file, what it does with symlinks it finds
-//! in the output folder, and the names `--format png` gives images whose converted names would
-//! clash: through the real binary.
+//! What unpack leaves behind when it cannot finish a file or is interrupted, what it does with
+//! symlinks it finds in the output folder, and the names `--format png` gives images whose
+//! converted names would clash: through the real binary.
 
 mod common;
 
