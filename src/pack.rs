@@ -531,10 +531,9 @@ pub fn pack(
         };
         match &kind {
             EntryKind::Image(_) => report.images += 1,
-            EntryKind::Verbatim { reason, .. } => report.verbatim.push((
-                archive::printable_path(&item.rel),
-                reason.clone(),
-            )),
+            EntryKind::Verbatim { reason, .. } => report
+                .verbatim
+                .push((archive::printable_path(&item.rel), reason.clone())),
             _ => {}
         }
         let kind = match (copy_of[i], &kind) {

@@ -364,7 +364,10 @@ mod tests {
 
     #[test]
     fn printable_paths_tell_every_name_apart_on_one_line() {
-        assert_eq!(printable_path("trip/été 1.jpg".as_bytes()), "trip/été 1.jpg");
+        assert_eq!(
+            printable_path("trip/été 1.jpg".as_bytes()),
+            "trip/été 1.jpg"
+        );
         assert_eq!(printable_path(b"latin1_\xe9.txt"), "latin1_\\xe9.txt");
         assert_eq!(printable_path(b"latin1_\xc3.txt"), "latin1_\\xc3.txt");
         assert_eq!(printable_path(b"new\nline\t.png"), "new\\nline\\t.png");
