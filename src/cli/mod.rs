@@ -30,6 +30,29 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
+/// On SIGINT, SIGTERM or SIGHUP (Ctrl-C, `kill`, a closed terminal), runs `cleanup` on a
+/// thread of its own, then ends the process with 128 + the signal's number, as a shell
+/// reports a signal.
+fn on_interrupt(cleanup: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("av1pack-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                cleanup();
+                // _exit: the other threads are inside FFmpeg, the encoders or the decoders;
+                // running exit handlers under them is not safe.
+                // SAFETY: ends the process at once; nothing is used afterwards.
+                unsafe { libc::_exit(128 + sig) }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
 /// Exit codes (also in README.md).
 pub mod exit {
     pub const OK: u8 = 0;

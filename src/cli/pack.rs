@@ -122,31 +122,17 @@ pub struct Args {
     pub order: FrameOrder,
 }
 
-/// SIGINT, SIGTERM and SIGHUP (Ctrl-C, `kill`, a closed terminal) remove the partial archive
-/// and end the process with 128 + the signal's number, as a shell reports a signal: nothing
-/// of the interrupted pack is left.
+/// Ctrl-C, SIGTERM and SIGHUP remove the partial archive: nothing of the interrupted pack is
+/// left.
 fn remove_partial_on_signal() -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("av1pack-signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                for path in pack::remove_partials() {
-                    eprintln!(
-                        "\nav1pack: interrupted: removed the partial archive {}",
-                        path.display()
-                    );
-                }
-                // _exit: the other threads are inside FFmpeg and the encoders; running exit
-                // handlers under them is not safe.
-                // SAFETY: ends the process at once; nothing is used afterwards.
-                unsafe { libc::_exit(128 + sig) }
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
+    super::on_interrupt(|| {
+        for path in pack::remove_partials() {
+            eprintln!(
+                "\nav1pack: interrupted: removed the partial archive {}",
+                path.display()
+            );
+        }
+    })
 }
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {

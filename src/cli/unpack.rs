@@ -42,30 +42,16 @@ pub struct Args {
     pub format: Format,
 }
 
-/// SIGINT, SIGTERM and SIGHUP (Ctrl-C, `kill`, a closed terminal) remove the files being
-/// written (under their temporary names) and end the process with 128 + the signal's number,
-/// as a shell reports a signal: the files already in place are complete.
+/// Ctrl-C, SIGTERM and SIGHUP remove the files being written (under their temporary
+/// names): the files already in place are complete.
 fn remove_partials_on_signal() -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("av1pack-signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                let removed = unpack::remove_partials().len();
-                let files = if removed == 1 { "file" } else { "files" };
-                eprintln!(
-                    "\nav1pack: interrupted: removed {removed} partly written {files}; the files in place are complete"
-                );
-                // _exit: the other threads are inside the decoders; running exit handlers
-                // under them is not safe.
-                // SAFETY: ends the process at once; nothing is used afterwards.
-                unsafe { libc::_exit(128 + sig) }
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
+    super::on_interrupt(|| {
+        let removed = unpack::remove_partials().len();
+        let files = if removed == 1 { "file" } else { "files" };
+        eprintln!(
+            "\nav1pack: interrupted: removed {removed} partly written {files}; the files in place are complete"
+        );
+    })
 }
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
