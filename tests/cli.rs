@@ -8,10 +8,6 @@ use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
-
 fn pack(src: &Path, dest: &Path) {
     pack_with(&[], src, dest);
 }

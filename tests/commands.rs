@@ -4,12 +4,7 @@
 mod common;
 
 use common::*;
-use std::ffi::OsStr;
 use std::path::Path;
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
 
 const SUBCOMMANDS: [&str; 12] = [
     "pack",

@@ -109,16 +109,15 @@ fn interrupted_pack_removes_its_partial_archive() {
         (libc::SIGINT, 0.6),
     ] {
         let dest = t.join("a.mkv");
-        let child = bin()
-            .arg("pack")
-            .arg(&album)
-            .arg(&dest)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(frac));
-        unsafe { libc::kill(child.id() as i32, sig) };
-        let o = child.wait_with_output().unwrap();
+        let o = run_interrupted(
+            &[
+                std::ffi::OsStr::new("pack"),
+                album.as_os_str(),
+                dest.as_os_str(),
+            ],
+            full.mul_f64(frac),
+            sig,
+        );
         let err = stderr(&o);
         if o.status.success() {
             // The signal came after the end: the archive is complete.

@@ -103,13 +103,7 @@ fn jpeg_bomb() -> Vec<u8> {
 }
 
 fn verbatim_reason(a: &Archive, path: &str) -> String {
-    let e = a
-        .index
-        .entries
-        .iter()
-        .find(|e| e.path == path.as_bytes())
-        .unwrap_or_else(|| panic!("{path} not in the archive"));
-    match &e.kind {
+    match &entry(a, path).kind {
         EntryKind::Verbatim { reason, .. } => reason.clone(),
         other => panic!("{path} was not kept as is: {other:?}"),
     }

@@ -5,12 +5,7 @@ mod common;
 
 use av1pack::archive::{Archive, EntryKind};
 use common::*;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-
-fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
-}
 
 /// Eight photo-like PNGs of two scenes taking turns in path order: 1.png (scene A), 2.png
 /// (scene B), 3.png (A), ... Images of one scene differ a little from each other.

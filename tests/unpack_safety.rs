@@ -36,13 +36,7 @@ fn unpack_with_file_size_limit(args: &[&std::ffi::OsStr]) -> Output {
 }
 
 fn kind_of(a: &Archive, path: &str) -> &'static str {
-    let e = a
-        .index
-        .entries
-        .iter()
-        .find(|e| e.path == path.as_bytes())
-        .unwrap_or_else(|| panic!("{path} not in the archive"));
-    match &e.kind {
+    match &entry(a, path).kind {
         EntryKind::Image(_) => "image",
         EntryKind::Verbatim { .. } => "kept",
         EntryKind::Dir => "dir",
@@ -384,17 +378,11 @@ fn interrupted_unpack_leaves_only_whole_files() {
     .enumerate()
     {
         let out = t.join(format!("out{i}"));
-        let child = bin()
-            .arg("unpack")
-            .arg(&archive)
-            .arg(&out)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(full.mul_f64(frac));
-        // SAFETY: signals our own child.
-        unsafe { libc::kill(child.id() as i32, sig) };
-        let o = child.wait_with_output().unwrap();
+        let o = run_interrupted(
+            &[os("unpack"), archive.as_os_str(), out.as_os_str()],
+            full.mul_f64(frac),
+            sig,
+        );
         let err = stderr(&o);
         use std::os::unix::process::ExitStatusExt;
         if o.status.signal() == Some(sig) {

@@ -247,3 +247,30 @@ pub fn pack_fixed_rate(album: &Path, archive: &Path) {
         .expect("run av1pack");
     assert!(o.status.success(), "pack failed: {}", stderr(&o));
 }
+
+/// Runs `av1pack ARGS` with stderr captured, sends it `sig` after `after`, and waits for it.
+pub fn run_interrupted(args: &[&OsStr], after: std::time::Duration, sig: i32) -> Output {
+    let child = bin()
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run av1pack");
+    std::thread::sleep(after);
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    child.wait_with_output().expect("wait for av1pack")
+}
+
+/// The entry of `a` at `path`.
+pub fn entry<'a>(a: &'a av1pack::archive::Archive, path: &str) -> &'a av1pack::archive::Entry {
+    a.index
+        .entries
+        .iter()
+        .find(|e| e.path == path.as_bytes())
+        .unwrap_or_else(|| panic!("{path} not in the archive"))
+}
+
+/// An argument for [`run`]-style helpers.
+pub fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
