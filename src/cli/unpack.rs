@@ -73,10 +73,17 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         );
     }
     if !report.failed.is_empty() {
+        let entries = |n: usize| {
+            if n == 1 {
+                "1 entry".to_string()
+            } else {
+                format!("{n} entries")
+            }
+        };
         eprintln!(
-            "av1pack: {} entries could not be restored (named above); {} were",
-            report.failed.len(),
-            report.restored
+            "av1pack: {} could not be restored (named above); {} restored",
+            entries(report.failed.len()),
+            entries(report.restored)
         );
         return Ok(exit::INCOMPLETE);
     }
