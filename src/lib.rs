@@ -24,3 +24,12 @@ pub mod serve;
 pub mod thumbs;
 pub mod unpack;
 pub mod verify;
+
+/// The user's cache folder: `$XDG_CACHE_HOME`, else `~/.cache` (the XDG base directory rule;
+/// thumbnails and the mount's logs go under it).
+pub fn cache_home() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+}

@@ -58,11 +58,7 @@ pub struct ThumbReport {
 
 /// The cache folder GLib and KDE use: `$XDG_CACHE_HOME/thumbnails`, else `~/.cache/thumbnails`.
 pub fn default_cache() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("thumbnails"))
+    Some(crate::cache_home()?.join("thumbnails"))
 }
 
 /// `file://` URI of an absolute path, escaped as GLib's `g_filename_to_uri` does (the form

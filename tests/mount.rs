@@ -63,17 +63,51 @@ fn mount(archive: &Path, dir: &Path, extra: &[&str]) -> Mounted {
     assert!(o.status.success(), "mount failed: {err}");
     // Usable as soon as the command returns.
     assert!(is_mounted(dir), "not mounted when mount returned");
-    let pid = err
-        .split("daemon ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no daemon pid in {err:?}"));
+    let pid = daemon_pid(&err);
     Mounted {
         dir: dir.to_owned(),
         pid,
         stderr: err,
     }
+}
+
+/// The daemon's pid, from what `av1pack mount` printed ("… (daemon PID, log …)").
+fn daemon_pid(err: &str) -> i32 {
+    err.split("daemon ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in {err:?}"))
+}
+
+/// Without --log-file, the background daemon logs under $XDG_CACHE_HOME/av1pack.
+#[test]
+fn background_logs_go_under_the_cache_home() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = packed_sample(tmp.path());
+    let dir = tmp.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let cache = tmp.path().join("cache");
+    let o = bin()
+        .env("XDG_CACHE_HOME", &cache)
+        .arg("mount")
+        .arg(&archive)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let m = Mounted {
+        dir: dir.clone(),
+        pid: daemon_pid(&err),
+        stderr: err.clone(),
+    };
+    let log = cache.join("av1pack/mount-a.log");
+    assert!(m.stderr.contains(&log.display().to_string()), "{err}");
+    assert!(log.is_file(), "{}", log.display());
 }
 
 /// Packs a burst of similar PNGs (coded as video) plus the sample album, and unpacks it.

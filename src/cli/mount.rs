@@ -26,7 +26,7 @@ pub struct Args {
     /// Memory for decoded and rendered images, e.g. 256M, 2G.
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     pub cache_size: u64,
-    /// Background mode: where the daemon logs (default: ~/.cache/av1pack/mount-NAME.log).
+    /// Background mode: where the daemon logs (default: $XDG_CACHE_HOME/av1pack/mount-NAME.log, else ~/.cache/av1pack/…).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// FUSE worker threads (default: twice the CPUs, 4 to 16).
@@ -61,8 +61,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn default_log_file(archive: &std::path::Path) -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let dir = PathBuf::from(home).join(".cache/av1pack");
+    let dir = crate::cache_home()?.join("av1pack");
     std::fs::create_dir_all(&dir).ok()?;
     let stem = archive.file_stem()?.to_string_lossy().into_owned();
     Some(dir.join(format!("mount-{stem}.log")))
