@@ -275,7 +275,11 @@ fn options(cfg: &EncoderConfig) -> Dictionary<'static> {
             } else if let Some(crf) = cfg.crf {
                 opts.set("crf", &format!("{crf}"));
             }
-            let params = format!("keyint={gop}:min-keyint=1:rc-lookahead={}", cfg.lookahead);
+            let mut params = format!("keyint={gop}:min-keyint=1:rc-lookahead={}", cfg.lookahead);
+            if let Some(asm) = x264_asm_without_avx512() {
+                params.push_str(":asm=");
+                params.push_str(&asm);
+            }
             opts.set("x264-params", &join(params));
         }
         Codec::Hevc => {
@@ -356,6 +360,39 @@ fn options(cfg: &EncoderConfig) -> Dictionary<'static> {
 }
 
 /// x264/x265 preset names → libaom's cpu-used (0 slowest .. 8 fastest).
+/// On a CPU with AVX-512, the instruction sets x264 may use, without AVX-512: x264's AVX-512
+/// code reads memory it never wrote, so a session coded again (the quality loop's retries)
+/// gave different bytes from run to run (5 packs of 15 images at 320x240: 5 archives; with
+/// this list, or without asm at all, every run the same; docs/FORMAT.md, "Determinism").
+/// `None` elsewhere: x264 picks for itself.
+fn x264_asm_without_avx512() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return None;
+        }
+        let has = [
+            ("SSE3", std::arch::is_x86_feature_detected!("sse3")),
+            ("SSSE3", std::arch::is_x86_feature_detected!("ssse3")),
+            ("SSE4.1", std::arch::is_x86_feature_detected!("sse4.1")),
+            ("SSE4.2", std::arch::is_x86_feature_detected!("sse4.2")),
+            ("AVX", std::arch::is_x86_feature_detected!("avx")),
+            ("FMA3", std::arch::is_x86_feature_detected!("fma")),
+            ("BMI1", std::arch::is_x86_feature_detected!("bmi1")),
+            ("BMI2", std::arch::is_x86_feature_detected!("bmi2")),
+            ("AVX2", std::arch::is_x86_feature_detected!("avx2")),
+            ("LZCNT", std::arch::is_x86_feature_detected!("lzcnt")),
+        ];
+        // x86-64 always has MMX2, SSE and SSE2; CPUs with AVX-512 have fast SSE2 and 64-byte
+        // cache lines (what x264's own detection adds for them).
+        let mut names = vec!["MMX2", "SSE", "SSE2", "SSE2Fast", "Cache64"];
+        names.extend(has.iter().filter(|(_, on)| *on).map(|(name, _)| *name));
+        Some(names.join(","))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 fn av1_speed(preset: &str) -> &'static str {
     match preset {
         "ultrafast" => "8",
