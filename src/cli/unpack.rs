@@ -9,7 +9,8 @@ use std::path::PathBuf;
 pub enum Format {
     /// Each image in its original format (PNG stays PNG, JPEG becomes a quality-97 JPEG).
     Original,
-    /// Every image as a lossless PNG of exactly what was decoded. PNG files keep their names;
+    /// Every coded image as a lossless PNG of exactly what was decoded (files kept as they are,
+    /// such as JPEGs not worth coding, come back as they are). PNG files keep their names;
     /// others get .png in place of their extension, or after their whole name where that
     /// would clash with another name (IMG_1.jpg.png).
     Png,
