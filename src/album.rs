@@ -144,11 +144,11 @@ pub const MAX_SIDE: u32 = 65_535;
 /// (3 bytes a pixel, 4 with alpha), so larger ones are kept verbatim. 134 MP.
 pub const MAX_PIXELS: u64 = 1 << 27;
 
-/// Why a file holds more than the one picture its decoder gives (an animated PNG or WebP, a
-/// TIFF of several pages, data after a PNG's end), or is a lossy WebP, if it does: such files
-/// are kept as they are. Reads chunk and directory headers only. A header too short or malformed to tell says
+/// Why a file must be kept as it is although its decoder reads it: it holds more than the one
+/// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
+/// PNG's end), or it is a lossy WebP (only lossless WebP can be written back). Reads chunk and directory headers only. A header too short or malformed to tell says
 /// nothing here: the decoder judges the file.
-fn beyond_the_first_picture(path: &Path, format: ImageFormat) -> io::Result<Option<String>> {
+fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path)?;
     let len = f.metadata()?.len();
@@ -310,7 +310,7 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
     };
     // One picture per file goes through the video path; more (pages, frames) or bytes the
     // decoder does not read would be lost there.
-    if let Some(reason) = beyond_the_first_picture(path, format).map_err(io_err(path))? {
+    if let Some(reason) = kept_for_its_content(path, format).map_err(io_err(path))? {
         return Ok(Probe::Verbatim(reason));
     }
     let decoder = match reader.into_decoder() {
