@@ -57,6 +57,51 @@ pub fn pattern(w: u32, h: u32, seed: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
     })
 }
 
+/// A noisy photo: smooth colour waves under sensor-like noise (about σ 6 per channel) and a
+/// few flat patches. Such frames need more than the quality loop's first rate to reach 90.
+pub fn noisy_photo(w: u32, h: u32, seed: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(seed).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut noise = move || {
+        // xorshift64*; the sum of four uniforms in 0..1 is nearly normal (σ ≈ 0.58).
+        let mut sum = 0.0f32;
+        for _ in 0..4 {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            sum += (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        (sum - 2.0) * 10.4
+    };
+    let patches: Vec<(u32, u32, [f32; 3])> = (0..6)
+        .map(|i| {
+            let k = seed * 31 + i * 17;
+            (
+                (k * 53) % w.max(1),
+                (k * 29) % h.max(1),
+                [
+                    (k * 7 % 256) as f32,
+                    (k * 13 % 256) as f32,
+                    (k * 23 % 256) as f32,
+                ],
+            )
+        })
+        .collect();
+    ImageBuffer::from_fn(w, h, |x, y| {
+        let (fx, fy, s) = (x as f32, y as f32, seed as f32);
+        let mut c = [
+            128.0 + 100.0 * (fx / (37.0 + s)).sin() * (fy / 53.0).cos(),
+            128.0 + 90.0 * ((fx + fy) / 71.0).cos(),
+            128.0 + 80.0 * (fy / 29.0 + s).sin(),
+        ];
+        for &(px, py, colour) in &patches {
+            if x >= px && x < px + w / 6 && y >= py && y < py + h / 6 {
+                c = colour;
+            }
+        }
+        Rgb(c.map(|v| (v + noise()).round().clamp(0.0, 255.0) as u8))
+    })
+}
+
 /// An album of awkward cases. Returns its root.
 pub fn edge_album(root: &Path) -> PathBuf {
     let a = root.join("edge");
