@@ -115,7 +115,7 @@ fn walk_dir(dir: &Path, prefix: &[u8], found: &mut Walk) -> Result<(), ScanError
         } else {
             log::warn!(
                 "{}: skipped: not a regular file, folder or symlink",
-                crate::archive::printable_path(abs.as_os_str().as_bytes())
+                crate::archive::printable(&abs)
             );
             found.skipped.push(abs);
         }

@@ -462,7 +462,7 @@ pub fn pack(
     let mut kinds: Vec<Option<EntryKind>> = vec![None; items.len()];
     for (i, item) in items.iter().enumerate() {
         if let Some(Probe::Verbatim(reason)) = &probes[i] {
-            log::info!("{}: stored as is: {reason}", item.abs.display());
+            log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
             let blob = store_verbatim(&mut writer, item, None)?;
             progress.file_done(&String::from_utf8_lossy(&item.rel), blob.file_size());
             kinds[i] = Some(EntryKind::Verbatim {
@@ -490,8 +490,8 @@ pub fn pack(
         kinds[i] = kinds[o].clone();
         log::info!(
             "{}: the same bytes as {}: stored once",
-            items[i].abs.display(),
-            items[o].abs.display()
+            archive::printable(&items[i].abs),
+            archive::printable(&items[o].abs)
         );
         if let Found::File { size } = items[i].found {
             progress.file_done(&String::from_utf8_lossy(&items[i].rel), size);
@@ -524,7 +524,7 @@ pub fn pack(
                 None => {
                     return Err(PackError::Pipeline(format!(
                         "{} was not packed",
-                        item.abs.display()
+                        archive::printable(&item.abs)
                     )))
                 }
             },
@@ -641,7 +641,7 @@ fn order_tracks(plans: &mut [TrackPlan], items: &[Item], probes: &[Option<Probe>
         match reader.decode() {
             Ok(img) => Some((img, rotated)),
             Err(e) => {
-                log::debug!("{}: no signature: {e}", items[i].abs.display());
+                log::debug!("{}: no signature: {e}", archive::printable(&items[i].abs));
                 None
             }
         }
@@ -1441,7 +1441,7 @@ impl Judge<'_, '_> {
                 continue;
             };
             let item = &items[*i];
-            log::info!("{}: stored as is: {reason}", item.abs.display());
+            log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
             let blob = write_verbatim(self.writer, item, form?)?;
             self.assembler.out[*k].1 = Outcome::Stored(blob, reason);
         }

@@ -1267,3 +1267,25 @@ fn pack_names_what_it_does_not_pack() {
     names.sort();
     assert_eq!(names, ["a.png", "b.png"]);
 }
+
+/// Names that are not UTF-8 or hold a newline are escaped in `-v` lines as in warnings: one
+/// line per file, and two names that differ only there stay apart.
+#[test]
+fn verbose_lines_escape_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("odd");
+    std::fs::create_dir(&album).unwrap();
+    std::fs::write(album.join(OsStr::from_bytes(b"caf\xe9.txt")), "a").unwrap();
+    std::fs::write(album.join(OsStr::from_bytes(b"caf\xc3.txt")), "b").unwrap();
+    std::fs::write(album.join(OsStr::from_bytes(b"new\nline.txt")), "c").unwrap();
+    let log = pack_with(&["-v"], &album, &tmp.path().join("a.mkv"));
+    for name in ["caf\\xe9.txt", "caf\\xc3.txt", "new\\nline.txt"] {
+        let line = format!("odd/{name}: stored as is: not an image");
+        assert!(
+            log.lines().any(|l| l.ends_with(&line)),
+            "no line {line:?} in {log}"
+        );
+    }
+    assert!(!log.contains('\u{fffd}'), "{log}");
+}

@@ -304,6 +304,12 @@ pub fn metadata_bytes(img: &ImageEntry) -> u64 {
     img.metadata.iter().map(|m| m.len() as u64).sum()
 }
 
+/// A path on this machine as text for messages, escaped as [`printable_path`] does.
+pub fn printable(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    printable_path(path.as_os_str().as_bytes())
+}
+
 /// A path's bytes as text for messages: see [`Entry::path_lossy`].
 pub fn printable_path(path: &[u8]) -> String {
     use std::fmt::Write;
