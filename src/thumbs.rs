@@ -95,13 +95,6 @@ pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbR
         let path = path.to_owned();
         move |error| ThumbError::Io { path, error }
     };
-    for (dir, _) in &opts.sizes {
-        let d = opts.cache.join(dir);
-        std::fs::create_dir_all(&d).map_err(io(&d))?;
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&opts.cache, std::fs::Permissions::from_mode(0o700));
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
-    }
     let index = &archive.index;
     // A thumbnail is for a file in the folder: images that are not there get none (the folder
     // may be the mount or unpack of another archive, or hold only part of this one).
@@ -126,6 +119,14 @@ pub fn write_thumbnails(archive: &Archive, opts: &ThumbOptions) -> Result<ThumbR
         .collect();
     if !images.is_empty() && absent.len() == images.len() {
         return Err(ThumbError::NotThisArchive(opts.folder.clone()));
+    }
+    // Only now, with something to write: a refusal leaves the cache as it was.
+    for (dir, _) in &opts.sizes {
+        let d = opts.cache.join(dir);
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&opts.cache, std::fs::Permissions::from_mode(0o700));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io(&d))?;
     }
     let report = Mutex::new(ThumbReport::default());
     let note = |r: Result<usize, String>, e: &Entry| {
