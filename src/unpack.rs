@@ -79,7 +79,10 @@ pub fn unpack(
         move |error| UnpackError::Io { path, error }
     };
     match fs::read_dir(out) {
-        Ok(mut rd) => {
+        Ok(_) => {
+            // What an unpack killed here outright left is not the user's: it does not count.
+            remove_stale_partials(out);
+            let mut rd = fs::read_dir(out).map_err(io_err(out))?;
             if rd.next().is_some() && !opts.force {
                 return Err(UnpackError::NotEmpty(out.to_owned()));
             }
@@ -432,6 +435,73 @@ fn forget_partial(path: &Path) {
     }
 }
 
+/// The temporary name of a file being unpacked: `.PID-N.av1pack-partial` in its folder.
+fn partial_name(n: u64) -> String {
+    format!(".{}-{n}.av1pack-partial", std::process::id())
+}
+
+/// The process that made a temporary file named as [`partial_name`] does.
+fn partial_owner(name: &OsStr) -> Option<libc::pid_t> {
+    let rest = name
+        .to_str()?
+        .strip_prefix('.')?
+        .strip_suffix(".av1pack-partial")?;
+    let (pid, n) = rest.split_once('-')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+/// Whether process `pid` is running (or exists and is another user's).
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
+/// Takes the lock a running unpack holds on each file it writes; false if another has it.
+fn lock_file(f: &File) -> bool {
+    // SAFETY: flock on an open descriptor that `f` owns.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes from `dir` the temporary files and symlinks an unpack left when it was killed
+/// outright (SIGKILL, a crash, a power cut: no handler ran): named as [`partial_name`]
+/// does, their process gone, and (files) not locked by a running unpack. Returns how many.
+fn remove_stale_partials(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = partial_owner(&name) else {
+            continue;
+        };
+        if pid as u32 == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        let stale = match e.file_type() {
+            Ok(t) if t.is_symlink() => true,
+            Ok(t) if t.is_file() => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .is_ok_and(|f| lock_file(&f)),
+            _ => false,
+        };
+        if stale && fs::remove_file(&path).is_ok() {
+            log::info!(
+                "{}: removed, left by an interrupted unpack",
+                crate::archive::printable(&path)
+            );
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The output folder. Every file and symlink is made under a temporary name in its folder and
 /// renamed into place when complete, so that a name never holds a partial file, and a file
 /// that `--force` replaces stays as it was until its replacement is whole. Folders are
@@ -494,7 +564,12 @@ impl<'a> Tree<'a> {
         let mut made_meanwhile = false;
         loop {
             match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(m) if m.is_dir() => {
+                    if !made_meanwhile {
+                        remove_stale_partials(&path);
+                    }
+                    return Ok(());
+                }
                 Ok(m) => return Err(Obstacle::Exists(what_is_there(&m))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !made_meanwhile => {
                     match fs::create_dir(&path) {
@@ -526,7 +601,7 @@ impl<'a> Tree<'a> {
     ) -> io::Result<(PathBuf, T)> {
         loop {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(format!(".{}-{n}.av1pack-partial", std::process::id()));
+            let tmp = dir.join(partial_name(n));
             if let Ok(mut partials) = PARTIALS.lock() {
                 partials.push(tmp.clone());
             }
@@ -587,12 +662,14 @@ impl<'a> Tree<'a> {
                     .open(tmp)
             })
             .map_err(|e| e.to_string())?;
+        // Held until the file has its name: a later unpack does not take it for a killed
+        // one's (`remove_stale_partials`).
+        lock_file(&f);
         let written = write(&mut f).and_then(|t| {
             f.set_permissions(fs::Permissions::from_mode(e.mode))?;
             f.set_modified(to_system_time(e.mtime))?;
             Ok(t)
         });
-        drop(f);
         match written {
             Ok(t) => self.commit(&tmp, &path).map(|()| t),
             Err(err) => {

@@ -408,4 +408,104 @@ fn interrupted_unpack_leaves_only_whole_files() {
         }
     }
     assert!(interrupted >= 1, "no signal came before the end");
+
+    // SIGKILL: no handler runs, so the file being written stays under its temporary name;
+    // the next unpack into that folder removes it.
+    let out = t.join("killed");
+    run_interrupted(
+        &[os("unpack"), archive.as_os_str(), out.as_os_str()],
+        full.mul_f64(0.5),
+        libc::SIGKILL,
+    );
+    let partials = |dir: &Path| {
+        files(dir)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".av1pack-partial"))
+            .count()
+    };
+    let left = if out.exists() { partials(&out) } else { 0 };
+    let o = unpack_args(&[
+        os("-v"),
+        os("--force"),
+        archive.as_os_str(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).matches("left by an interrupted unpack").count(),
+        left,
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(partials(&out), 0);
+    assert_eq!(files(&out), files(&whole));
+}
+
+/// What an unpack killed outright left (temporary names of a process that is gone) is removed
+/// by the next unpack into that folder; temporary files of a running unpack are not touched.
+#[test]
+fn what_a_killed_unpack_left_is_removed_by_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let archive = t.join("a.mkv");
+    pack_fixed_rate(&sample_album(), &archive);
+    // A process that has ended: its id names the leftovers.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    let dead = child.id();
+    let out = t.join("out");
+    std::fs::create_dir_all(out.join("2006")).unwrap();
+    let stale = [
+        out.join(format!(".{dead}-0.av1pack-partial")),
+        out.join(format!("2006/.{dead}-4.av1pack-partial")),
+    ];
+    for p in &stale {
+        std::fs::write(p, b"half a photo").unwrap();
+    }
+    let stale_link = out.join(format!("2006/.{dead}-9.av1pack-partial"));
+    std::os::unix::fs::symlink("bar55.jpg", &stale_link).unwrap();
+    // Still being written: by a running process (this one), or locked by one whose id this
+    // machine does not know (another PID namespace).
+    let running = out.join(format!("2006/.{}-0.av1pack-partial", std::process::id()));
+    std::fs::write(&running, b"x").unwrap();
+    let locked = out.join(format!(".{dead}-1.av1pack-partial"));
+    let held = std::fs::File::create(&locked).unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor `held` owns.
+        assert_eq!(
+            unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+    }
+    let o = unpack_args(&[
+        os("-v"),
+        os("--force"),
+        archive.as_os_str(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("left by an interrupted unpack").count(),
+        3,
+        "{err}"
+    );
+    for p in stale.iter().chain([&stale_link]) {
+        assert!(p.symlink_metadata().is_err(), "{} stays", p.display());
+    }
+    assert!(running.exists() && locked.exists());
+    assert_eq!(
+        std::fs::read(out.join("2006/bar55.jpg")).unwrap(),
+        std::fs::read(sample_album().join("2006/bar55.jpg")).unwrap()
+    );
+    drop(held);
+
+    // Leftovers alone do not make a folder "not empty" for an unpack without --force.
+    let fresh = t.join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join(format!(".{dead}-2.av1pack-partial")), b"x").unwrap();
+    let o = unpack_args(&[archive.as_os_str(), fresh.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!fresh.join(format!(".{dead}-2.av1pack-partial")).exists());
 }
