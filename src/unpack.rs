@@ -456,7 +456,8 @@ fn partial_owner(name: &OsStr) -> Option<libc::pid_t> {
 /// Whether process `pid` is running (or exists and is another user's).
 fn process_alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Takes the lock a running unpack holds on each file it writes; false if another has it.
