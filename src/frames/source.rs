@@ -497,7 +497,7 @@ impl FrameSource {
         }
         let walking = self.in_order(entry)
             || (self.starts_folder(entry)
-                && self.inner.cached(Key::File(entry)).ok().flatten().is_none());
+                && !self.inner.is_cached(Key::File(entry)).unwrap_or(true));
         if walking {
             let mut next = Some(entry);
             for _ in 0..WALK_GOPS {
@@ -742,6 +742,12 @@ impl Inner {
     fn cached(&self, key: Key) -> Result<Option<Value>, FrameError> {
         let mut c = lock(&self.cache)?;
         Ok(c.lru.get(&key).cloned())
+    }
+
+    /// Whether `key` is cached, without counting as a use: the LRU order stays as readers
+    /// made it (decoding ahead and the walk only look).
+    fn is_cached(&self, key: Key) -> Result<bool, FrameError> {
+        Ok(lock(&self.cache)?.lru.contains(&key))
     }
 
     fn file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
@@ -1239,7 +1245,7 @@ impl Inner {
                             _ => None,
                         };
                         let unrendered = match simple {
-                            Some(img) => self.cached(Key::File(u.entry))?.is_none().then_some(img),
+                            Some(img) => (!self.is_cached(Key::File(u.entry))?).then_some(img),
                             None => None,
                         };
                         if unrendered.is_some() {
