@@ -193,6 +193,7 @@ fn edge_cases_round_trip() {
         ("empty.jpg", "empty file"),
         ("sixteen-bit.png", "more than 8 bits"),
         ("animated.gif", "GIF"),
+        ("palette.png", "PNG with a palette"),
         ("notes.txt", "not an image"),
     ] {
         let lines: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
@@ -232,6 +233,11 @@ fn edge_cases_round_trip() {
         assert_eq!(img.color(), color, "{name}");
     }
     assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
+    // Coded, a palette PNG would come back as RGBA, several times its size: it is kept.
+    assert!(
+        std::fs::read(out.join("palette.png")).unwrap()
+            == std::fs::read(album.join("palette.png")).unwrap()
+    );
 }
 
 #[test]
