@@ -325,9 +325,13 @@ fn options(cfg: &EncoderConfig) -> Dictionary<'static> {
                         .round()
                         .clamp(0.0, 63.0) as u32;
                     opts.set("crf", &crf.to_string());
-                    if !cfg.extra_params.is_empty() {
-                        opts.set("aom-params", &cfg.extra_params);
-                    }
+                    // libaom filters a keyframe towards the frames after it (denoising it):
+                    // right for video, wrong for photos judged one by one. On 8 noisy photos
+                    // the keyframes scored 68-70 where the frames after them scored 85-90 at
+                    // the same CRF, so no rate reached 90 and all were kept as files (8.7 MB);
+                    // without the filter they were coded at every image >= 90.6 in 4.1 MB
+                    // (docs/BENCHMARKS.md, "AV1 keyframes unfiltered").
+                    opts.set("aom-params", &join("enable-keyframe-filtering=0".into()));
                 }
             }
         }
