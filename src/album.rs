@@ -147,7 +147,7 @@ pub const MAX_PIXELS: u64 = 1 << 27;
 /// Why a file must be kept as it is although its decoder reads it: it holds more than the one
 /// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
 /// PNG's end), or it is a lossy WebP (only lossless WebP can be written back) or a PNG with a
-/// palette (written back it would be full colour). Reads chunk and directory headers only. A header too short or malformed to tell says
+/// palette or of fewer than 8 bits a pixel (written back it would be full colour or 8-bit). Reads chunk and directory headers only. A header too short or malformed to tell says
 /// nothing here: the decoder judges the file.
 fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<String>> {
     use std::io::{Read, Seek, SeekFrom};
@@ -169,6 +169,9 @@ fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<S
                         f.read_exact(&mut ihdr)?;
                         if ihdr[9] == 3 {
                             return Ok(Some(PALETTE_PNG.into()));
+                        }
+                        if ihdr[8] < 8 {
+                            return Ok(Some(FEW_BITS_PNG.into()));
                         }
                         at += 12 + size;
                     }
@@ -292,6 +295,10 @@ pub const LOSSY_WEBP: &str = "lossy WebP (written back it would be lossless, sev
 /// for the same reason.
 pub const PALETTE_PNG: &str =
     "PNG with a palette (written back it would be full colour, several times larger)";
+/// Why a grey PNG of 1, 2 or 4 bits a pixel (a black-and-white scan) is kept: written back it
+/// would have 8.
+pub const FEW_BITS_PNG: &str =
+    "PNG of 1, 2 or 4 bits a pixel (written back it would have 8, several times larger)";
 
 /// Looks at a file's header (no pixel decoding) and decides whether it is coded as video.
 pub fn probe(path: &Path) -> Result<Probe, ScanError> {

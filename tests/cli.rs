@@ -194,6 +194,7 @@ fn edge_cases_round_trip() {
         ("sixteen-bit.png", "more than 8 bits"),
         ("animated.gif", "GIF"),
         ("palette.png", "PNG with a palette"),
+        ("bilevel.png", "1, 2 or 4 bits a pixel"),
         ("notes.txt", "not an image"),
     ] {
         let lines: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
@@ -234,10 +235,12 @@ fn edge_cases_round_trip() {
     }
     assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
     // Coded, a palette PNG would come back as RGBA, several times its size: it is kept.
-    assert!(
-        std::fs::read(out.join("palette.png")).unwrap()
-            == std::fs::read(album.join("palette.png")).unwrap()
-    );
+    for name in ["palette.png", "bilevel.png"] {
+        assert!(
+            std::fs::read(out.join(name)).unwrap() == std::fs::read(album.join(name)).unwrap(),
+            "{name} comes back as it was"
+        );
+    }
 }
 
 #[test]

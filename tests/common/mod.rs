@@ -139,6 +139,7 @@ pub fn edge_album(root: &Path) -> PathBuf {
     });
     la.save(a.join("grey alpha.png")).unwrap();
     write_palette_png(&a.join("palette.png"), 140, 100);
+    write_bilevel_png(&a.join("bilevel.png"), 300, 200);
     // BMP, TIFF and (lossless) WebP originals come back in their own format.
     pattern(90, 60, 8).save(a.join("bitmap.bmp")).unwrap();
     pattern(90, 60, 9).save(a.join("scan.tiff")).unwrap();
@@ -170,6 +171,27 @@ pub fn edge_album(root: &Path) -> PathBuf {
 }
 
 /// A palette PNG with four colours, two of them partly or fully transparent.
+/// A black-and-white scan: grey, 1 bit a pixel.
+pub fn write_bilevel_png(path: &Path, w: u32, h: u32) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::One);
+    let mut writer = enc.write_header().unwrap();
+    let row = w.div_ceil(8) as usize;
+    let data: Vec<u8> = (0..h as usize * row)
+        .map(|i| {
+            let (byte, y) = (i % row, i / row);
+            if (y / 12) % 3 == 0 {
+                0x0f ^ (byte as u8).wrapping_mul(37)
+            } else {
+                0xff
+            }
+        })
+        .collect();
+    writer.write_image_data(&data).unwrap();
+}
+
 pub fn write_palette_png(path: &Path, w: u32, h: u32) {
     let file = std::fs::File::create(path).unwrap();
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
