@@ -195,6 +195,8 @@ fn edge_cases_round_trip() {
         ("animated.gif", "GIF"),
         ("palette.png", "PNG with a palette"),
         ("bilevel.png", "1, 2 or 4 bits a pixel"),
+        ("fax.tif", "TIFF of 1, 2 or 4 bits a sample"),
+        ("palette.bmp", "BMP with a palette"),
         ("notes.txt", "not an image"),
     ] {
         let lines: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
@@ -235,7 +237,7 @@ fn edge_cases_round_trip() {
     }
     assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
     // Coded, a palette PNG would come back as RGBA, several times its size: it is kept.
-    for name in ["palette.png", "bilevel.png"] {
+    for name in ["palette.png", "bilevel.png", "fax.tif", "palette.bmp"] {
         assert!(
             std::fs::read(out.join(name)).unwrap() == std::fs::read(album.join(name)).unwrap(),
             "{name} comes back as it was"

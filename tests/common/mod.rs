@@ -140,6 +140,8 @@ pub fn edge_album(root: &Path) -> PathBuf {
     la.save(a.join("grey alpha.png")).unwrap();
     write_palette_png(&a.join("palette.png"), 140, 100);
     write_bilevel_png(&a.join("bilevel.png"), 300, 200);
+    write_bilevel_tiff(&a.join("fax.tif"), 300, 200);
+    write_palette_bmp(&a.join("palette.bmp"), 90, 60);
     // BMP, TIFF and (lossless) WebP originals come back in their own format.
     pattern(90, 60, 8).save(a.join("bitmap.bmp")).unwrap();
     pattern(90, 60, 9).save(a.join("scan.tiff")).unwrap();
@@ -190,6 +192,71 @@ pub fn write_bilevel_png(path: &Path, w: u32, h: u32) {
         })
         .collect();
     writer.write_image_data(&data).unwrap();
+}
+
+/// A black-and-white fax-style TIFF: 1 bit a sample, uncompressed, one strip, and no
+/// BitsPerSample tag (1 is the default), little-endian.
+pub fn write_bilevel_tiff(path: &Path, w: u32, h: u32) {
+    let row = w.div_ceil(8) as usize;
+    let pixels: Vec<u8> = (0..h as usize * row)
+        .map(|i| if (i / row / 10) % 2 == 0 { 0xf0 } else { 0x0f })
+        .collect();
+    // Tag, type (3 SHORT, 4 LONG), count 1, value.
+    let tags: [(u16, u16, u32); 8] = [
+        (256, 4, w),
+        (257, 4, h),
+        (259, 3, 1), // no compression
+        (262, 3, 0), // white is zero
+        (273, 4, 8), // the strip, right after the header
+        (277, 3, 1), // one sample a pixel
+        (278, 4, h), // rows in the strip
+        (279, 4, pixels.len() as u32),
+    ];
+    let mut out = b"II*\0".to_vec();
+    out.extend((8 + pixels.len() as u32).to_le_bytes());
+    out.extend(&pixels);
+    out.extend((tags.len() as u16).to_le_bytes());
+    for (tag, kind, value) in tags {
+        out.extend(tag.to_le_bytes());
+        out.extend(kind.to_le_bytes());
+        out.extend(1u32.to_le_bytes());
+        if kind == 3 {
+            out.extend((value as u16).to_le_bytes());
+            out.extend([0, 0]);
+        } else {
+            out.extend(value.to_le_bytes());
+        }
+    }
+    out.extend(0u32.to_le_bytes());
+    std::fs::write(path, out).unwrap();
+}
+
+/// An 8-bit BMP with a palette of 256 greys, bottom-up.
+pub fn write_palette_bmp(path: &Path, w: u32, h: u32) {
+    let row = (w as usize).div_ceil(4) * 4;
+    let data_at = 14 + 40 + 256 * 4;
+    let size = data_at + row * h as usize;
+    let mut out = b"BM".to_vec();
+    out.extend((size as u32).to_le_bytes());
+    out.extend([0u8; 4]);
+    out.extend((data_at as u32).to_le_bytes());
+    out.extend(40u32.to_le_bytes());
+    out.extend((w as i32).to_le_bytes());
+    out.extend((h as i32).to_le_bytes());
+    out.extend(1u16.to_le_bytes());
+    out.extend(8u16.to_le_bytes());
+    out.extend(0u32.to_le_bytes()); // no compression
+    out.extend(((row * h as usize) as u32).to_le_bytes());
+    out.extend([0u8; 8]); // resolution
+    out.extend(256u32.to_le_bytes());
+    out.extend(0u32.to_le_bytes());
+    for i in 0..=255u8 {
+        out.extend([i, i, i, 0]);
+    }
+    for y in 0..h as usize {
+        out.extend((0..row).map(|x| ((x * 3 + y * 5) % 256) as u8));
+    }
+    std::fs::write(path, out).unwrap();
 }
 
 pub fn write_palette_png(path: &Path, w: u32, h: u32) {
