@@ -199,7 +199,13 @@ pub fn write_bilevel_png(path: &Path, w: u32, h: u32) {
 pub fn write_bilevel_tiff(path: &Path, w: u32, h: u32) {
     let row = w.div_ceil(8) as usize;
     let pixels: Vec<u8> = (0..h as usize * row)
-        .map(|i| if (i / row / 10) % 2 == 0 { 0xf0 } else { 0x0f })
+        .map(|i| {
+            if (i / row / 10).is_multiple_of(2) {
+                0xf0
+            } else {
+                0x0f
+            }
+        })
         .collect();
     // Tag, type (3 SHORT, 4 LONG), count 1, value.
     let tags: [(u16, u16, u32); 8] = [
