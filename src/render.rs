@@ -16,6 +16,11 @@ pub const JPEG_QUALITY: u8 = 97;
 
 /// Identifies the renderer's exact output. Bump when anything below changes the bytes.
 pub const RENDERER_ID: &str =
+    "av1pack-render-5;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;\
+     image-0.25.10;tiff-0.11.3-deflate6-hpred";
+
+/// The renderer before TIFFs were written compressed (archives up to 2026-12-04).
+pub const RENDERER_V4_ID: &str =
     "av1pack-render-4;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;image-0.25.10";
 
 /// The renderer before JPEGs of 4:2:0 originals were made 4:2:0 (archives of 2026-12-01).
@@ -27,28 +32,33 @@ pub const RENDERER_V2_ID: &str =
     "av1pack-render-2;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444-islow;image-0.25.10";
 
 /// The renderers this av1pack reproduces byte for byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Renderer {
     /// `av1pack-render-2`: every file from RGB pixels.
     V2,
     /// `av1pack-render-3`: as V2, except that the JPEG of a whole, opaque image coded as
     /// Y'CbCr is compressed straight from the decoded planes (no conversion to RGB and back).
     V3,
-    /// `av1pack-render-4` ([`RENDERER_ID`]): as V3, and the JPEG of an image whose original
-    /// was 4:2:0 ([`ColorModel::Rgb420`], index format 4) is 4:2:0 too. A version 3 index holds
-    /// no such image, so V4 renders every V3 archive as V3 did; the id is kept apart so that a
-    /// size recorded by this renderer is never taken for one of V3's.
+    /// `av1pack-render-4`: as V3, and the JPEG of an image whose original was 4:2:0
+    /// ([`ColorModel::Rgb420`], index format 4) is 4:2:0 too. A version 3 index holds no such
+    /// image, so V4 renders every V3 archive as V3 did; the id is kept apart so that a size
+    /// recorded by this renderer is never taken for one of V3's.
     V4,
+    /// `av1pack-render-5` ([`RENDERER_ID`]): as V4, and TIFFs are Deflate-compressed with the
+    /// horizontal predictor (V4 wrote them uncompressed: an 800×600 LZW TIFF of 198 KB came
+    /// back as 480 KB).
+    V5,
 }
 
 impl Renderer {
     /// The renderer whose id ([`RENDERER_ID`]) pack records.
-    pub const CURRENT: Renderer = Renderer::V4;
+    pub const CURRENT: Renderer = Renderer::V5;
 
     /// The renderer an archive's recorded sizes come from, if this av1pack has it.
     pub fn of(id: &str) -> Option<Renderer> {
         match id {
-            RENDERER_ID => Some(Renderer::V4),
+            RENDERER_ID => Some(Renderer::V5),
+            RENDERER_V4_ID => Some(Renderer::V4),
             RENDERER_V3_ID => Some(Renderer::V3),
             RENDERER_V2_ID => Some(Renderer::V2),
             _ => None,
@@ -93,6 +103,8 @@ pub enum RenderError {
     Jpeg(#[from] turbojpeg::Error),
     #[error("image encoding failed: {0}")]
     Image(#[from] image::ImageError),
+    #[error("TIFF encoding failed: {0}")]
+    Tiff(#[from] tiff::TiffError),
     #[error("image of {0}x{1} is too large for this format")]
     TooLarge(u32, u32),
 }
@@ -102,7 +114,9 @@ pub fn render(
     entry: &ImageEntry,
     pic: &Picture,
     format: OutputFormat,
+    renderer: Renderer,
 ) -> Result<Vec<u8>, RenderError> {
+    let compressed_tiff = target(entry, format) == ImageFormat::Tiff && renderer >= Renderer::V5;
     let target = target(entry, format);
     let rgb = &pic.rgb;
     let grey = entry.color == ColorModel::Grey;
@@ -131,7 +145,7 @@ pub fn render(
                     _ => image::ImageFormat::WebP,
                 };
                 // These writers take RGBA only (grey + alpha goes out as RGBA).
-                let rgba = if grey {
+                let rgba: Vec<u8> = if grey {
                     with_alpha
                         .chunks_exact(2)
                         .flat_map(|p| [p[0], p[0], p[0], p[1]])
@@ -139,6 +153,9 @@ pub fn render(
                 } else {
                     with_alpha
                 };
+                if compressed_tiff {
+                    return tiff_file(&rgba, w, h, 4);
+                }
                 let img =
                     image::RgbaImage::from_raw(w, h, rgba).ok_or(RenderError::TooLarge(w, h))?;
                 let mut out = Cursor::new(Vec::new());
@@ -166,6 +183,9 @@ pub fn render(
                 // Formats we do not write come out as PNG.
                 _ => return png_file(&pixels, w, h, grey, false, &entry.metadata),
             };
+            if compressed_tiff {
+                return tiff_file(&pixels, w, h, if grey { 1 } else { 3 });
+            }
             let img = if grey {
                 image::DynamicImage::ImageLuma8(
                     image::GrayImage::from_raw(w, h, pixels.into_owned())
@@ -181,6 +201,23 @@ pub fn render(
     }
 }
 
+/// A TIFF of 8-bit samples (`channels` 1: grey, 3: RGB, 4: RGBA), one image, Deflate at
+/// level 6 with the horizontal predictor: about the size of the LZW or Deflate TIFFs scanners
+/// and editors write, where uncompressed ones were 2–3 times that.
+fn tiff_file(data: &[u8], w: u32, h: u32, channels: u8) -> Result<Vec<u8>, RenderError> {
+    use tiff::encoder::{colortype, Compression, DeflateLevel, Predictor, TiffEncoder};
+    let mut out = Cursor::new(Vec::new());
+    let mut enc = TiffEncoder::new(&mut out)?
+        .with_compression(Compression::Deflate(DeflateLevel::Balanced))
+        .with_predictor(Predictor::Horizontal);
+    match channels {
+        1 => enc.write_image::<colortype::Gray8>(w, h, data)?,
+        3 => enc.write_image::<colortype::RGB8>(w, h, data)?,
+        _ => enc.write_image::<colortype::RGBA8>(w, h, data)?,
+    }
+    Ok(out.into_inner())
+}
+
 /// Renders a decoded image as `renderer` does: a JPEG straight from Y'CbCr planes where
 /// [`Renderer::uses_planes`] says so, else through RGB pixels with [`render`].
 pub fn render_decoded(
@@ -193,8 +230,13 @@ pub fn render_decoded(
         Decoded::Ycc(ycc) if renderer.uses_planes(entry, format) => {
             render_planes(entry, ycc.as_ref())
         }
-        Decoded::Ycc(ycc) => render(entry, &Picture::opaque(ycc.as_ref().to_rgb()), format),
-        Decoded::Picture(pic) => render(entry, pic, format),
+        Decoded::Ycc(ycc) => render(
+            entry,
+            &Picture::opaque(ycc.as_ref().to_rgb()),
+            format,
+            renderer,
+        ),
+        Decoded::Picture(pic) => render(entry, pic, format, renderer),
     }
 }
 

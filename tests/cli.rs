@@ -1300,3 +1300,49 @@ fn verbose_lines_escape_names() {
     }
     assert!(!log.contains('\u{fffd}'), "{log}");
 }
+
+/// Smooth photos in PNG (no JPEG in their track) are coded as 10-bit Y'CbCr: every image at
+/// 90 or more, at a fraction of the files. In 8 bits the colour conversion alone held such
+/// photos below 90 at any rate, and pack kept every file.
+#[test]
+fn smooth_png_photos_are_coded_to_the_target_in_ten_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("photos");
+    std::fs::create_dir(&album).unwrap();
+    for i in 0..4 {
+        photo(480, 320, i, 0.7)
+            .save(album.join(format!("DSC_{i:04}.png")))
+            .unwrap();
+    }
+    let archive = tmp.path().join("a.mkv");
+    pack(&album, &archive);
+    let o = run(&[
+        os("verify"),
+        os("--json"),
+        archive.as_os_str(),
+        album.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"].as_array().unwrap().len(), 4, "all coded: {v}");
+    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=pix_fmt",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "yuv444p10le");
+    let originals: u64 = files(&album)
+        .iter()
+        .map(|f| std::fs::metadata(album.join(f)).unwrap().len())
+        .sum();
+    let packed = std::fs::metadata(&archive).unwrap().len();
+    assert!(packed * 2 < originals, "{packed} of {originals}");
+}

@@ -265,7 +265,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v7.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v8.bin");
+/// Written by the av1pack of format version 7 (kept, not regenerated).
+const GOLDEN_V7: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v7.bin");
 /// Written by the av1pack of format version 6 (kept, not regenerated).
 const GOLDEN_V6: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v6.bin");
 /// Written by the av1pack of format version 5 (kept, not regenerated).
@@ -285,13 +287,25 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 7);
+    assert_eq!(codec::FORMAT_VERSION, 8);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
     );
     let decoded = codec::decode_index(&golden).unwrap();
     assert_eq!(decoded, resolved(sample_index()));
+}
+
+/// Version 8 changed what tracks may hold, not the index: version 7's bytes differ only in
+/// the version number.
+#[test]
+fn version_7_indexes_still_decode() {
+    let golden = std::fs::read(GOLDEN_V7).unwrap();
+    assert_eq!(&golden[8..12], &7u32.to_le_bytes());
+    assert_eq!(
+        codec::decode_index(&golden).unwrap(),
+        resolved(sample_index())
+    );
 }
 
 #[test]

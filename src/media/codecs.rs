@@ -109,6 +109,7 @@ impl Codec {
             lookahead: 1,
             extra_params: String::new(),
             rgb: false,
+            deep: false,
         };
         let mut enc = VideoEncoder::new(&cfg)?;
         enc.encode(&vec![128u8; 64 * 64 * 3])?;

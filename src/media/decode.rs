@@ -184,6 +184,48 @@ impl VideoDecoder {
         }
     }
 
+    /// The decoded 10-bit Y'CbCr frame as 8-bit G, B, R planes (what the rest reads as an
+    /// RGB-coded frame): converted once here, exactly as pack judged it.
+    fn deep_frame(&mut self) -> Result<DecodedFrame, MediaError> {
+        let f = &self.frame;
+        let (w, h) = (f.width() as usize, f.height() as usize);
+        let pts = f.pts().or_else(|| f.timestamp()).unwrap_or(-1);
+        let mut planes = std::mem::take(&mut self.spare);
+        planes.clear();
+        planes.resize(w * h * 3, 0);
+        let (g, rest) = planes.split_at_mut(w * h);
+        let (b, r) = rest.split_at_mut(w * h);
+        let (mut yy, mut cb, mut cr) = (vec![0u16; w], vec![0u16; w], vec![0u16; w]);
+        let mut rgb = vec![0u8; w * 3];
+        for row in 0..h {
+            for (k, out) in [&mut yy, &mut cb, &mut cr].into_iter().enumerate() {
+                let a = row * f.stride(k);
+                let line = f
+                    .data(k)
+                    .get(a..a + 2 * w)
+                    .ok_or_else(|| MediaError::BadFrame("plane shorter than the frame".into()))?;
+                for (v, pair) in out.iter_mut().zip(line.chunks_exact(2)) {
+                    *v = u16::from_le_bytes([pair[0], pair[1]]);
+                }
+            }
+            color::ycbcr10_to_rgb_row(&yy, &cb, &cr, &mut rgb);
+            let at = row * w;
+            for (i, px) in rgb.chunks_exact(3).enumerate() {
+                r[at + i] = px[0];
+                g[at + i] = px[1];
+                b[at + i] = px[2];
+            }
+        }
+        Ok(DecodedFrame {
+            pts,
+            width: w as u32,
+            height: h as u32,
+            planes: Planes::Owned(planes),
+            stride: w,
+            gbr: true,
+        })
+    }
+
     /// Returns the next decoded frame, if one is ready.
     pub fn receive(&mut self) -> Result<Option<DecodedFrame>, MediaError> {
         match self.dec.receive_frame(&mut self.frame) {
@@ -198,6 +240,7 @@ impl VideoDecoder {
         let gbr = match f.format() {
             Pixel::YUV444P | Pixel::YUVJ444P => false,
             Pixel::GBRP => true,
+            Pixel::YUV444P10LE => return self.deep_frame().map(Some),
             other => {
                 return Err(MediaError::BadFrame(format!(
                     "pixel format {other:?} (expected 4:4:4)"

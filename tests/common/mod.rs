@@ -60,6 +60,14 @@ pub fn pattern(w: u32, h: u32, seed: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
 /// A noisy photo: smooth colour waves under sensor-like noise (about σ 6 per channel) and a
 /// few flat patches. Such frames need more than the quality loop's first rate to reach 90.
 pub fn noisy_photo(w: u32, h: u32, seed: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
+    photo(w, h, seed, 6.0)
+}
+
+/// A photo-like picture: smooth colour waves, a few flat patches, and noise of about `sigma`
+/// levels a channel (0: none).
+pub fn photo(w: u32, h: u32, seed: u32, sigma: f32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
+    // The sum of four uniforms (below) has σ ≈ 0.58: 10.4 of it is σ 6.
+    let scale = sigma * (10.4 / 6.0);
     let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(seed).wrapping_mul(0x2545_f491_4f6c_dd1d);
     let mut noise = move || {
         // xorshift64*; the sum of four uniforms in 0..1 is nearly normal (σ ≈ 0.58).
@@ -70,7 +78,7 @@ pub fn noisy_photo(w: u32, h: u32, seed: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
             state ^= state >> 27;
             sum += (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32;
         }
-        (sum - 2.0) * 10.4
+        (sum - 2.0) * scale
     };
     let patches: Vec<(u32, u32, [f32; 3])> = (0..6)
         .map(|i| {
