@@ -1163,7 +1163,9 @@ fn encode_track(
     let deep = deep_track(opts, &jobs);
     // Small canvases overlap coding with judging; large ones (memory) go one step at a time.
     let overlap = frame_bytes <= OVERLAP_FRAME_BYTES;
-    let (sessions, threads) = session_threads(opts.threads, frame_bytes);
+    // The encoder holds 10-bit frames in two bytes a sample: twice the memory per frame.
+    let coded_frame_bytes = frame_bytes * if deep { 2 } else { 1 };
+    let (sessions, threads) = session_threads(opts.threads, coded_frame_bytes);
     let new_coder = |alpha| GopCoder {
         t,
         cw,
@@ -1627,7 +1629,9 @@ impl GopCoder<'_> {
     }
 
     fn config(&self, crf: Option<f32>, qp: Option<u32>) -> EncoderConfig {
-        let frame_bytes = u64::from(self.cw) * u64::from(self.ch) * 3;
+        // In the encoder a 10-bit frame takes two bytes a sample.
+        let frame_bytes =
+            u64::from(self.cw) * u64::from(self.ch) * 3 * if self.deep { 2 } else { 1 };
         let lookahead = (LOOKAHEAD_BUDGET / frame_bytes.max(1)).clamp(1, 40) as u32;
         let mut params = match self.opts.codec {
             Codec::H264 => format!("{BASE_X264_PARAMS}:stitchable=1"),

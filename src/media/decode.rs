@@ -23,6 +23,10 @@ enum Planes {
     Owned(Vec<u8>),
     /// The decoder's own frame, held by reference (no copy of its pixels).
     Frame(frame::Video),
+    /// The decoder's own 10-bit Y'CbCr frame (two bytes a sample, little-endian), converted
+    /// to RGB only when its pixels are asked for: a read decodes the frames before its own in
+    /// the GOP, which nobody looks at.
+    Deep(frame::Video),
 }
 
 impl DecodedFrame {
@@ -32,7 +36,7 @@ impl DecodedFrame {
                 let n = self.stride * self.height as usize;
                 &v[k * n..(k + 1) * n]
             }
-            Planes::Frame(f) => f.data(k),
+            Planes::Frame(f) | Planes::Deep(f) => f.data(k),
         }
     }
 
@@ -56,6 +60,9 @@ impl DecodedFrame {
     pub fn rgb(&self, w: u32, h: u32) -> Option<Vec<u8>> {
         if w > self.width || h > self.height {
             return None;
+        }
+        if let Planes::Deep(f) = &self.planes {
+            return deep_rgb(f, w as usize, h as usize);
         }
         let (w, cw) = (w as usize, self.stride);
         let mut rgb = vec![0u8; w * h as usize * 3];
@@ -81,7 +88,7 @@ impl DecodedFrame {
     fn into_buffer(self) -> Vec<u8> {
         match self.planes {
             Planes::Owned(v) => v,
-            Planes::Frame(_) => Vec::new(),
+            Planes::Frame(_) | Planes::Deep(_) => Vec::new(),
         }
     }
 
@@ -89,6 +96,24 @@ impl DecodedFrame {
     pub fn canvas_rgb(&self) -> Vec<u8> {
         self.rgb(self.width, self.height).unwrap_or_default()
     }
+}
+
+/// The top-left `w`×`h` corner of a 10-bit Y'CbCr frame as packed 8-bit RGB (its planes were
+/// checked against the frame's size when it was decoded).
+fn deep_rgb(f: &frame::Video, w: usize, h: usize) -> Option<Vec<u8>> {
+    let mut rgb = vec![0u8; w * h * 3];
+    let (mut y, mut cb, mut cr) = (vec![0u16; w], vec![0u16; w], vec![0u16; w]);
+    for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
+        for (k, samples) in [&mut y, &mut cb, &mut cr].into_iter().enumerate() {
+            let a = row * f.stride(k);
+            let line = f.data(k).get(a..a + 2 * w)?;
+            for (v, pair) in samples.iter_mut().zip(line.chunks_exact(2)) {
+                *v = u16::from_le_bytes([pair[0], pair[1]]);
+            }
+        }
+        color::ycbcr10_to_rgb_row(&y, &cb, &cr, out);
+    }
+    Some(rgb)
 }
 
 /// A decoder for one track, fed with packets read from the archive.
@@ -184,44 +209,26 @@ impl VideoDecoder {
         }
     }
 
-    /// The decoded 10-bit Y'CbCr frame as 8-bit G, B, R planes (what the rest reads as an
-    /// RGB-coded frame): converted once here, exactly as pack judged it.
+    /// The decoded 10-bit Y'CbCr frame, held as it is ([`Planes::Deep`]); it reads as an
+    /// RGB-coded frame (`gbr`), converted exactly as pack judged it.
     fn deep_frame(&mut self) -> Result<DecodedFrame, MediaError> {
         let f = &self.frame;
         let (w, h) = (f.width() as usize, f.height() as usize);
-        let pts = f.pts().or_else(|| f.timestamp()).unwrap_or(-1);
-        let mut planes = std::mem::take(&mut self.spare);
-        planes.clear();
-        planes.resize(w * h * 3, 0);
-        let (g, rest) = planes.split_at_mut(w * h);
-        let (b, r) = rest.split_at_mut(w * h);
-        let (mut yy, mut cb, mut cr) = (vec![0u16; w], vec![0u16; w], vec![0u16; w]);
-        let mut rgb = vec![0u8; w * 3];
-        for row in 0..h {
-            for (k, out) in [&mut yy, &mut cb, &mut cr].into_iter().enumerate() {
-                let a = row * f.stride(k);
-                let line = f
-                    .data(k)
-                    .get(a..a + 2 * w)
-                    .ok_or_else(|| MediaError::BadFrame("plane shorter than the frame".into()))?;
-                for (v, pair) in out.iter_mut().zip(line.chunks_exact(2)) {
-                    *v = u16::from_le_bytes([pair[0], pair[1]]);
-                }
-            }
-            color::ycbcr10_to_rgb_row(&yy, &cb, &cr, &mut rgb);
-            let at = row * w;
-            for (i, px) in rgb.chunks_exact(3).enumerate() {
-                r[at + i] = px[0];
-                g[at + i] = px[1];
-                b[at + i] = px[2];
-            }
+        if f.planes() != 3
+            || (0..3).any(|k| f.stride(k) < 2 * w || f.data(k).len() < f.stride(k) * h)
+        {
+            return Err(MediaError::BadFrame(
+                "10-bit planes shorter than the frame".into(),
+            ));
         }
+        let pts = f.pts().or_else(|| f.timestamp()).unwrap_or(-1);
+        let frame = std::mem::replace(&mut self.frame, frame::Video::empty());
         Ok(DecodedFrame {
             pts,
             width: w as u32,
             height: h as u32,
-            planes: Planes::Owned(planes),
-            stride: w,
+            planes: Planes::Deep(frame),
+            stride: 2 * w,
             gbr: true,
         })
     }
