@@ -381,7 +381,12 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
     };
     // One picture per file goes through the video path; more (pages, frames) or bytes the
     // decoder does not read would be lost there.
-    if let Some(reason) = kept_for_its_content(path, format).map_err(io_err(path))? {
+    let content = match kept_for_its_content(path, format) {
+        // A header cut short says nothing here: the decoder judges the file.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
+        other => other.map_err(io_err(path))?,
+    };
+    if let Some(reason) = content {
         return Ok(Probe::Verbatim(reason));
     }
     let decoder = match reader.into_decoder() {

@@ -264,13 +264,7 @@ fn encoder_params_reach_the_chosen_encoder() {
 #[test]
 fn av1_codes_noisy_photos_to_the_target() {
     let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("noisy");
-    std::fs::create_dir(&album).unwrap();
-    for i in 0..6 {
-        noisy_photo(320, 240, i)
-            .save(album.join(format!("IMG_{i:04}.png")))
-            .unwrap();
-    }
+    let album = noisy_album(tmp.path(), 6);
     let archive = tmp.path().join("a.mkv");
     pack_with("av1", &album, &archive);
     let a = Archive::open(&archive).unwrap();

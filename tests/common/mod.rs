@@ -63,6 +63,19 @@ pub fn noisy_photo(w: u32, h: u32, seed: u32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
     photo(w, h, seed, 6.0)
 }
 
+/// `dir/noisy` with `n` noisy photos of 320×240 (`IMG_0000.png` ...): groups that need more
+/// than the quality loop's first rate.
+pub fn noisy_album(dir: &Path, n: u32) -> PathBuf {
+    let album = dir.join("noisy");
+    std::fs::create_dir(&album).unwrap();
+    for i in 0..n {
+        noisy_photo(320, 240, i)
+            .save(album.join(format!("IMG_{i:04}.png")))
+            .unwrap();
+    }
+    album
+}
+
 /// A photo-like picture: smooth colour waves, a few flat patches, and noise of about `sigma`
 /// levels a channel (0: none).
 pub fn photo(w: u32, h: u32, seed: u32, sigma: f32) -> ImageBuffer<Rgb<u8>, Vec<u8>> {
@@ -150,6 +163,9 @@ pub fn edge_album(root: &Path) -> PathBuf {
     write_bilevel_png(&a.join("bilevel.png"), 300, 200);
     write_bilevel_tiff(&a.join("fax.tif"), 300, 200);
     write_palette_bmp(&a.join("palette.bmp"), 90, 60);
+    // Cut inside its first chunk (IHDR): kept, and the rest of the album packed.
+    let png = std::fs::read(a.join("palette.png")).unwrap();
+    std::fs::write(a.join("cut short.png"), &png[..20]).unwrap();
     // BMP, TIFF and (lossless) WebP originals come back in their own format.
     pattern(90, 60, 8).save(a.join("bitmap.bmp")).unwrap();
     pattern(90, 60, 9).save(a.join("scan.tiff")).unwrap();
