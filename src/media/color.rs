@@ -5,7 +5,6 @@
 //! depends on it.
 
 const SHIFT: i32 = 16;
-const HALF: i32 = 1 << (SHIFT - 1);
 
 // Coefficients × 65536. Each row sums so that grey maps to grey exactly.
 const YR: i32 = 19595; // 0.299
@@ -28,8 +27,47 @@ fn clamp8(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
-/// Converts one row of packed RGB into three planes.
-pub fn rgb_to_ycbcr_row(rgb: &[u8], y: &mut [u8], cb: &mut [u8], cr: &mut [u8]) {
+/// One Y', Cb or Cr sample as a plane holds it: 8 bits (`u8`), or 10 bits in two
+/// little-endian bytes (`[u8; 2]`, FFmpeg's `yuv444p10le`). The 10-bit scale is the 8-bit one
+/// times 4, so one set of coefficients serves both.
+pub trait Sample: Copy {
+    /// Bits beyond 8.
+    const EXTRA: i32;
+    fn get(self) -> i32;
+    /// `v` clamped to the sample's range.
+    fn put(v: i32) -> Self;
+}
+
+impl Sample for u8 {
+    const EXTRA: i32 = 0;
+    #[inline]
+    fn get(self) -> i32 {
+        i32::from(self)
+    }
+    #[inline]
+    fn put(v: i32) -> Self {
+        clamp8(v)
+    }
+}
+
+impl Sample for [u8; 2] {
+    const EXTRA: i32 = 2;
+    #[inline]
+    fn get(self) -> i32 {
+        i32::from(u16::from_le_bytes(self))
+    }
+    #[inline]
+    fn put(v: i32) -> Self {
+        (v.clamp(0, 1023) as u16).to_le_bytes()
+    }
+}
+
+/// Converts one row of packed 8-bit RGB into three planes. At 10 bits every RGB value comes
+/// back exactly ([`ycbcr_to_rgb_row`]); at 8 bits most colours move by a level or more.
+pub fn rgb_to_ycbcr_row<T: Sample>(rgb: &[u8], y: &mut [T], cb: &mut [T], cr: &mut [T]) {
+    let shift = SHIFT - T::EXTRA;
+    let half = 1 << (shift - 1);
+    let mid = 128 << T::EXTRA;
     for (((px, y), cb), cr) in rgb
         .chunks_exact(3)
         .zip(y.iter_mut())
@@ -37,69 +75,29 @@ pub fn rgb_to_ycbcr_row(rgb: &[u8], y: &mut [u8], cb: &mut [u8], cr: &mut [u8]) 
         .zip(cr.iter_mut())
     {
         let (r, g, b) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
-        *y = clamp8((YR * r + YG * g + YB * b + HALF) >> SHIFT);
-        *cb = clamp8(((CBR * r + CBG * g + CBB * b + HALF) >> SHIFT) + 128);
-        *cr = clamp8(((CRR * r + CRG * g + CRB * b + HALF) >> SHIFT) + 128);
+        *y = T::put((YR * r + YG * g + YB * b + half) >> shift);
+        *cb = T::put(((CBR * r + CBG * g + CBB * b + half) >> shift) + mid);
+        *cr = T::put(((CRR * r + CRG * g + CRB * b + half) >> shift) + mid);
     }
 }
 
-/// Converts one row of three planes into packed RGB.
-pub fn ycbcr_to_rgb_row(y: &[u8], cb: &[u8], cr: &[u8], rgb: &mut [u8]) {
+/// Converts one row of three planes into packed 8-bit RGB.
+pub fn ycbcr_to_rgb_row<T: Sample>(y: &[T], cb: &[T], cr: &[T], rgb: &mut [u8]) {
+    let shift = SHIFT + T::EXTRA;
+    let half = 1 << (shift - 1);
+    let mid = 128 << T::EXTRA;
     for (((px, &y), &cb), &cr) in rgb
         .chunks_exact_mut(3)
         .zip(y.iter())
         .zip(cb.iter())
         .zip(cr.iter())
     {
-        let yy = (i32::from(y) << SHIFT) + HALF;
-        let cb = i32::from(cb) - 128;
-        let cr = i32::from(cr) - 128;
-        px[0] = clamp8((yy + RCR * cr) >> SHIFT);
-        px[1] = clamp8((yy + GCB * cb + GCR * cr) >> SHIFT);
-        px[2] = clamp8((yy + BCB * cb) >> SHIFT);
-    }
-}
-
-#[inline]
-fn clamp10(v: i32) -> u16 {
-    v.clamp(0, 1023) as u16
-}
-
-/// Converts one row of packed 8-bit RGB into three 10-bit planes (Y' 0-1023, Cb and Cr
-/// around 512). Two more bits than RGB has: every RGB value comes back exactly
-/// ([`ycbcr10_to_rgb_row`]), where 8-bit Y'CbCr loses up to 3 levels a channel.
-pub fn rgb_to_ycbcr10_row(rgb: &[u8], y: &mut [u16], cb: &mut [u16], cr: &mut [u16]) {
-    const S: i32 = SHIFT - 2;
-    const H: i32 = 1 << (S - 1);
-    for (((px, y), cb), cr) in rgb
-        .chunks_exact(3)
-        .zip(y.iter_mut())
-        .zip(cb.iter_mut())
-        .zip(cr.iter_mut())
-    {
-        let (r, g, b) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
-        *y = clamp10((YR * r + YG * g + YB * b + H) >> S);
-        *cb = clamp10(((CBR * r + CBG * g + CBB * b + H) >> S) + 512);
-        *cr = clamp10(((CRR * r + CRG * g + CRB * b + H) >> S) + 512);
-    }
-}
-
-/// Converts one row of three 10-bit planes into packed 8-bit RGB.
-pub fn ycbcr10_to_rgb_row(y: &[u16], cb: &[u16], cr: &[u16], rgb: &mut [u8]) {
-    const S: i32 = SHIFT + 2;
-    const H: i32 = 1 << (S - 1);
-    for (((px, &y), &cb), &cr) in rgb
-        .chunks_exact_mut(3)
-        .zip(y.iter())
-        .zip(cb.iter())
-        .zip(cr.iter())
-    {
-        let yy = (i32::from(y) << SHIFT) + H;
-        let cb = i32::from(cb) - 512;
-        let cr = i32::from(cr) - 512;
-        px[0] = clamp8((yy + RCR * cr) >> S);
-        px[1] = clamp8((yy + GCB * cb + GCR * cr) >> S);
-        px[2] = clamp8((yy + BCB * cb) >> S);
+        let yy = (y.get() << SHIFT) + half;
+        let cb = cb.get() - mid;
+        let cr = cr.get() - mid;
+        px[0] = clamp8((yy + RCR * cr) >> shift);
+        px[1] = clamp8((yy + GCB * cb + GCR * cr) >> shift);
+        px[2] = clamp8((yy + BCB * cb) >> shift);
     }
 }
 
@@ -116,10 +114,10 @@ mod tests {
                 for b in 0..=255u8 {
                     rgb.extend([r, g, b]);
                 }
-                let (mut y, mut cb, mut cr) = ([0u16; 256], [0u16; 256], [0u16; 256]);
-                rgb_to_ycbcr10_row(&rgb, &mut y, &mut cb, &mut cr);
+                let (mut y, mut cb, mut cr) = ([[0u8; 2]; 256], [[0u8; 2]; 256], [[0u8; 2]; 256]);
+                rgb_to_ycbcr_row(&rgb, &mut y, &mut cb, &mut cr);
                 let mut back = [0u8; 256 * 3];
-                ycbcr10_to_rgb_row(&y, &cb, &cr, &mut back);
+                ycbcr_to_rgb_row(&y, &cb, &cr, &mut back);
                 assert_eq!(&back[..], &rgb[..], "r {r} g {g}");
             }
         }

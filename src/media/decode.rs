@@ -102,16 +102,12 @@ impl DecodedFrame {
 /// checked against the frame's size when it was decoded).
 fn deep_rgb(f: &frame::Video, w: usize, h: usize) -> Option<Vec<u8>> {
     let mut rgb = vec![0u8; w * h * 3];
-    let (mut y, mut cb, mut cr) = (vec![0u16; w], vec![0u16; w], vec![0u16; w]);
     for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
-        for (k, samples) in [&mut y, &mut cb, &mut cr].into_iter().enumerate() {
+        let line = |k: usize| -> Option<&[[u8; 2]]> {
             let a = row * f.stride(k);
-            let line = f.data(k).get(a..a + 2 * w)?;
-            for (v, pair) in samples.iter_mut().zip(line.chunks_exact(2)) {
-                *v = u16::from_le_bytes([pair[0], pair[1]]);
-            }
-        }
-        color::ycbcr10_to_rgb_row(&y, &cb, &cr, out);
+            Some(f.data(k).get(a..a + 2 * w)?.as_chunks().0)
+        };
+        color::ycbcr_to_rgb_row(line(0)?, line(1)?, line(2)?, out);
     }
     Some(rgb)
 }

@@ -171,32 +171,23 @@ impl VideoEncoder {
             self.frame.stride(1),
             self.frame.stride(2),
         ];
-        // Writes straight into the frame's planes.
+        // Writes straight into the frame's planes (two bytes a sample at 10 bits).
         let (p0, p1, p2) = planes_mut(&mut self.frame);
-        if self.deep {
-            // Two bytes a sample, little-endian.
-            let (mut y, mut cb, mut cr) = (vec![0u16; w], vec![0u16; w], vec![0u16; w]);
-            for (row, src) in rgb.chunks_exact(w * 3).enumerate() {
-                color::rgb_to_ycbcr10_row(src, &mut y, &mut cb, &mut cr);
-                for (plane, stride, samples) in [
-                    (&mut *p0, strides[0], &y),
-                    (&mut *p1, strides[1], &cb),
-                    (&mut *p2, strides[2], &cr),
-                ] {
-                    let line = &mut plane[row * stride..row * stride + 2 * w];
-                    for (out, v) in line.chunks_exact_mut(2).zip(samples.iter()) {
-                        out.copy_from_slice(&v.to_le_bytes());
-                    }
-                }
-            }
-        }
-        for (row, src) in rgb.chunks_exact(w * 3).enumerate().filter(|_| !self.deep) {
+        let bytes = if self.deep { 2 * w } else { w };
+        for (row, src) in rgb.chunks_exact(w * 3).enumerate() {
             let (y, cb, cr) = (
-                &mut p0[row * strides[0]..row * strides[0] + w],
-                &mut p1[row * strides[1]..row * strides[1] + w],
-                &mut p2[row * strides[2]..row * strides[2] + w],
+                &mut p0[row * strides[0]..row * strides[0] + bytes],
+                &mut p1[row * strides[1]..row * strides[1] + bytes],
+                &mut p2[row * strides[2]..row * strides[2] + bytes],
             );
-            if self.rgb {
+            if self.deep {
+                let (y, cb, cr) = (
+                    y.as_chunks_mut().0,
+                    cb.as_chunks_mut().0,
+                    cr.as_chunks_mut().0,
+                );
+                color::rgb_to_ycbcr_row::<[u8; 2]>(src, y, cb, cr);
+            } else if self.rgb {
                 // H.264's GBR order: G in the first plane, then B, then R.
                 for (i, px) in src.chunks_exact(3).enumerate() {
                     y[i] = px[1];
@@ -392,7 +383,6 @@ fn options(cfg: &EncoderConfig) -> Dictionary<'static> {
     opts
 }
 
-/// x264/x265 preset names → libaom's cpu-used (0 slowest .. 8 fastest).
 /// On a CPU with AVX-512, the instruction sets x264 may use, without AVX-512: x264's AVX-512
 /// code reads memory it never wrote, so a session coded again (the quality loop's retries)
 /// gave different bytes from run to run (5 packs of 15 images at 320x240: 5 archives; with
@@ -426,6 +416,7 @@ fn x264_asm_without_avx512() -> Option<String> {
     None
 }
 
+/// x264/x265 preset names → libaom's cpu-used (0 slowest .. 8 fastest).
 fn av1_speed(preset: &str) -> &'static str {
     match preset {
         "ultrafast" => "8",
