@@ -70,6 +70,11 @@ impl Renderer {
         Renderer::of(id).unwrap_or(Renderer::CURRENT)
     }
 
+    /// Whether TIFFs are written Deflate-compressed (from V5 on).
+    pub fn compresses_tiff(self) -> bool {
+        self >= Renderer::V5
+    }
+
     /// Whether `entry`'s file is made from Y'CbCr planes (when its frame has them): a whole,
     /// opaque image that comes out as a JPEG.
     pub fn uses_planes(self, entry: &ImageEntry, format: OutputFormat) -> bool {
@@ -116,8 +121,8 @@ pub fn render(
     format: OutputFormat,
     renderer: Renderer,
 ) -> Result<Vec<u8>, RenderError> {
-    let compressed_tiff = target(entry, format) == ImageFormat::Tiff && renderer >= Renderer::V5;
     let target = target(entry, format);
+    let compressed_tiff = target == ImageFormat::Tiff && renderer.compresses_tiff();
     let rgb = &pic.rgb;
     let grey = entry.color == ColorModel::Grey;
     let pixels: std::borrow::Cow<'_, [u8]> = if grey {

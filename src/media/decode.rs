@@ -13,7 +13,8 @@ pub struct DecodedFrame {
     planes: Planes,
     /// Bytes from one row to the next, in every plane.
     stride: usize,
-    /// The planes hold G, B, R as they are (lossless RGB coding).
+    /// The planes are not 8-bit Y'CbCr: they hold G, B, R as they are (lossless RGB coding),
+    /// or 10-bit Y'CbCr ([`Planes::Deep`]); either way the frame is read as RGB only.
     pub gbr: bool,
 }
 
