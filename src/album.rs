@@ -146,10 +146,11 @@ pub const MAX_PIXELS: u64 = 1 << 27;
 
 /// Why a file must be kept as it is although its decoder reads it: it holds more than the one
 /// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
-/// PNG's end), or it is a lossy WebP (only lossless WebP can be written back) or a PNG with a
-/// palette or of fewer than 8 bits a pixel, a TIFF of fewer than 8 bits a sample or a BMP with a
-/// palette (written back each would be full colour or 8-bit). Reads chunk and directory headers only. A header too short or malformed to tell says
-/// nothing here: the decoder judges the file.
+/// PNG's end), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
+/// palette or of fewer than 8 bits a pixel, or a BMP with a palette (written back each would be
+/// full colour or 8-bit; TIFFs of 1 bit are found by their decoder, in [`probe`]). Reads chunk
+/// and directory headers only. A header too short (`UnexpectedEof`, which [`probe`] takes as
+/// nothing to say) or malformed to tell says nothing here: the decoder judges the file.
 fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path)?;
@@ -214,10 +215,7 @@ fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<S
             Ok(None)
         }
         ImageFormat::Tiff => {
-            f.read_exact(&mut buf[..16]).or_else(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => Ok(()),
-                _ => Err(e),
-            })?;
+            f.read_exact(&mut buf[..16])?;
             let little = match &buf[..2] {
                 b"II" => true,
                 b"MM" => false,
@@ -282,44 +280,14 @@ fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<S
             } else {
                 u32_at(&buf[..4])
             };
-            if next != 0 {
-                return Ok(Some("TIFF of more than one page".into()));
-            }
-            // Bits a sample (tag 258; 1 when absent, as in most fax-style black-and-white
-            // scans): written back, a TIFF has 8. Entries: tag, type, count, value.
-            if entries > 4096 {
-                return Ok(None);
-            }
-            let mut ifd = vec![0u8; (entries * entry_len) as usize];
-            f.seek(SeekFrom::Start(first + count_len))?;
-            f.read_exact(&mut ifd)?;
-            let value_at = (entry_len - offset_len) as usize;
-            let bits = ifd
-                .chunks_exact(entry_len as usize)
-                .find(|e| u16_at(&e[..2]) == 258)
-                .map_or(Some(1), |e| {
-                    let count = if big {
-                        u64_at(&e[4..12])
-                    } else {
-                        u32_at(&e[4..8])
-                    };
-                    // One SHORT sits in the value field; several (RGB) lie elsewhere.
-                    (count == 1 && u16_at(&e[2..4]) == 3).then(|| u16_at(&e[value_at..]))
-                });
-            Ok(bits.filter(|&b| b < 8).map(|_| FEW_BITS_TIFF.into()))
+            Ok((next != 0).then(|| "TIFF of more than one page".into()))
         }
         ImageFormat::Bmp => {
             // File header (14 bytes), then the DIB header: its size, and the bits a pixel at
             // byte 14 of it (byte 10 in the old 12-byte OS/2 header).
-            f.read_exact(&mut buf[..16]).or_else(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => Ok(()),
-                _ => Err(e),
-            })?;
+            f.read_exact(&mut buf[..16])?;
             let dib = u32::from_le_bytes([buf[14], buf[15], 0, 0]);
             let at = if dib == 12 { 24 } else { 28 };
-            if len < at + 2 {
-                return Ok(None);
-            }
             f.seek(SeekFrom::Start(at))?;
             f.read_exact(&mut buf[..2])?;
             let bits = u16::from_le_bytes([buf[0], buf[1]]);
@@ -337,7 +305,8 @@ pub const LOSSY_WEBP: &str = "lossy WebP (written back it would be lossless, sev
 /// for the same reason.
 pub const PALETTE_PNG: &str =
     "PNG with a palette (written back it would be full colour, several times larger)";
-/// Why a TIFF of 1, 2 or 4 bits a sample (a black-and-white scan) is kept: written back it
+/// Why a TIFF of 1 bit a sample (a black-and-white scan; 2 and 4 bits its decoder refuses,
+/// and such files are kept as unreadable) is kept: written back it
 /// would have 8, uncompressed (a 17.5 KB scan of 1240×1754: 2.2 MB).
 pub const FEW_BITS_TIFF: &str =
     "TIFF of 1, 2 or 4 bits a sample (written back it would have 8, many times larger)";
@@ -393,6 +362,10 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         Ok(d) => d,
         Err(e) => return Ok(Probe::Verbatim(format!("unreadable image header: {e}"))),
     };
+    // The TIFF decoder widens 1-bit samples to 8 (2 and 4 bits it refuses, above).
+    if decoder.original_color_type() == image::ExtendedColorType::L1 {
+        return Ok(Probe::Verbatim(FEW_BITS_TIFF.into()));
+    }
     let (width, height) = decoder.dimensions();
     let (color, alpha) = match decoder.color_type() {
         image::ColorType::Rgb8 => (ColorModel::Rgb, false),
