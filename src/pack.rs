@@ -17,7 +17,7 @@ use crate::media::{self, Codec, EncoderConfig, MediaError, VideoDecoder, VideoEn
 use crate::order::{self, Order};
 use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
-use crate::{compress, dedupe, meta, quality};
+use crate::{compress, dedupe, lock_partial, meta, quality, PARTIAL_SUFFIX};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -172,19 +172,9 @@ struct Job {
     cut: bool,
 }
 
-const PARTIAL_SUFFIX: &str = ".av1pack-partial";
-
 /// A partial archive younger than this is never removed by another pack (it may have just been
 /// created, before its writer locked it).
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Takes the advisory lock that marks a partial archive as being written (held until `file`
-/// closes); false when another process holds it, or the filesystem has no locks.
-fn lock_partial(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on an open descriptor that `file` owns.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
 
 /// Removes partial archives named `PREFIX*.av1pack-partial` in `dir` that no process holds
 /// (their pack was killed: SIGKILL, a crash, a power cut) and that are older than

@@ -437,7 +437,7 @@ fn forget_partial(path: &Path) {
 
 /// The temporary name of a file being unpacked: `.PID-N.av1pack-partial` in its folder.
 fn partial_name(n: u64) -> String {
-    format!(".{}-{n}.av1pack-partial", std::process::id())
+    format!(".{}-{n}{}", std::process::id(), crate::PARTIAL_SUFFIX)
 }
 
 /// The process that made a temporary file named as [`partial_name`] does.
@@ -445,7 +445,7 @@ fn partial_owner(name: &OsStr) -> Option<libc::pid_t> {
     let rest = name
         .to_str()?
         .strip_prefix('.')?
-        .strip_suffix(".av1pack-partial")?;
+        .strip_suffix(crate::PARTIAL_SUFFIX)?;
     let (pid, n) = rest.split_once('-')?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -458,12 +458,6 @@ fn process_alive(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists; nothing is sent.
     let found = unsafe { libc::kill(pid, 0) } == 0;
     found || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Takes the lock a running unpack holds on each file it writes; false if another has it.
-fn lock_file(f: &File) -> bool {
-    // SAFETY: flock on an open descriptor that `f` owns.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// Removes from `dir` the temporary files and symlinks an unpack left when it was killed
@@ -489,7 +483,7 @@ fn remove_stale_partials(dir: &Path) -> usize {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&path)
-                .is_ok_and(|f| lock_file(&f)),
+                .is_ok_and(|f| crate::lock_partial(&f)),
             _ => false,
         };
         if stale && fs::remove_file(&path).is_ok() {
@@ -665,7 +659,7 @@ impl<'a> Tree<'a> {
             .map_err(|e| e.to_string())?;
         // Held until the file has its name: a later unpack does not take it for a killed
         // one's (`remove_stale_partials`).
-        lock_file(&f);
+        crate::lock_partial(&f);
         let written = write(&mut f).and_then(|t| {
             f.set_permissions(fs::Permissions::from_mode(e.mode))?;
             f.set_modified(to_system_time(e.mtime))?;
