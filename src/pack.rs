@@ -1153,9 +1153,7 @@ fn encode_track(
     let deep = deep_track(opts, &jobs);
     // Small canvases overlap coding with judging; large ones (memory) go one step at a time.
     let overlap = frame_bytes <= OVERLAP_FRAME_BYTES;
-    // The encoder holds 10-bit frames in two bytes a sample: twice the memory per frame.
-    let coded_frame_bytes = frame_bytes * if deep { 2 } else { 1 };
-    let (sessions, threads) = session_threads(opts.threads, coded_frame_bytes);
+    let (sessions, threads) = session_threads(opts.threads, encoder_frame_bytes(cw, ch, deep));
     let new_coder = |alpha| GopCoder {
         t,
         cw,
@@ -1496,10 +1494,18 @@ struct GopCoder<'a> {
     deep: bool,
 }
 
+/// Bytes of one canvas in the encoder: three samples a pixel, of two bytes at 10 bits (what
+/// look-ahead and parallel sessions are budgeted by).
+fn encoder_frame_bytes(cw: u32, ch: u32, deep: bool) -> u64 {
+    u64::from(cw) * u64::from(ch) * 3 * if deep { 2 } else { 1 }
+}
+
 /// Whether a track is coded as 10-bit Y'CbCr: with H.264, short of lossless, when none of its
 /// images is a JPEG. RGB originals need the two bits to come back within what the codec loses
-/// (8-bit Y'CbCr alone cost photos 12 points of SSIMULACRA2: at QP 0 they scored 88); JPEGs
-/// are coded from their own 8-bit planes, and served as JPEGs made from the decoded planes.
+/// (8-bit Y'CbCr alone cost photos 12 points of SSIMULACRA2: at QP 0 they scored 88). Tracks
+/// with JPEGs stay 8-bit: their files are JPEGs made straight from the decoded 8-bit planes
+/// (the mount's fast path, `Renderer::uses_planes`); whether 10 bits would help them was not
+/// measured.
 fn deep_track(opts: &PackOptions, jobs: &[(Job, Item, Probe)]) -> bool {
     opts.codec == Codec::H264
         && !opts.lossless
@@ -1619,9 +1625,7 @@ impl GopCoder<'_> {
     }
 
     fn config(&self, crf: Option<f32>, qp: Option<u32>) -> EncoderConfig {
-        // In the encoder a 10-bit frame takes two bytes a sample.
-        let frame_bytes =
-            u64::from(self.cw) * u64::from(self.ch) * 3 * if self.deep { 2 } else { 1 };
+        let frame_bytes = encoder_frame_bytes(self.cw, self.ch, self.deep);
         let lookahead = (LOOKAHEAD_BUDGET / frame_bytes.max(1)).clamp(1, 40) as u32;
         let mut params = match self.opts.codec {
             Codec::H264 => format!("{BASE_X264_PARAMS}:stitchable=1"),
