@@ -366,14 +366,7 @@ fn verify_reports_scores_and_thresholds() {
     let tmp = tempfile::tempdir().unwrap();
     let archive = tmp.path().join("a.mkv");
     pack(&sample_album(), &archive);
-    let o = run(&[
-        os("verify"),
-        os("--json"),
-        archive.as_os_str(),
-        sample_album().as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = verify_json(&archive, &sample_album());
     let info = run(&[os("info"), os("--json"), archive.as_os_str()]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     let coded = info["images"].as_u64().unwrap();
@@ -1323,14 +1316,7 @@ fn photos_in_png_are_all_coded_to_the_target() {
     }
     let archive = tmp.path().join("a.mkv");
     pack(&album, &archive);
-    let o = run(&[
-        os("verify"),
-        os("--json"),
-        archive.as_os_str(),
-        album.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = verify_json(&archive, &album);
     assert_eq!(v["images"].as_array().unwrap().len(), 4, "all coded: {v}");
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
     let probe = std::process::Command::new("ffprobe")

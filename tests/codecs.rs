@@ -275,13 +275,6 @@ fn av1_codes_noisy_photos_to_the_target() {
         .filter(|e| matches!(e.kind, EntryKind::Image(_)))
         .count();
     assert_eq!(coded, 6, "every photo coded as video");
-    let o = run(&[
-        os("verify"),
-        os("--json"),
-        archive.as_os_str(),
-        album.as_os_str(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = verify_json(&archive, &album);
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
 }

@@ -35,6 +35,18 @@ pub fn sample_scans(dir: &Path, name: &str) -> PathBuf {
     album
 }
 
+/// `av1pack verify --json ARCHIVE ALBUM`, which must succeed: its report.
+pub fn verify_json(archive: &Path, album: &Path) -> serde_json::Value {
+    let o = run(&[
+        OsStr::new("verify"),
+        OsStr::new("--json"),
+        archive.as_os_str(),
+        album.as_os_str(),
+    ]);
+    assert!(o.status.success(), "verify failed: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
