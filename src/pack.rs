@@ -1500,14 +1500,15 @@ fn encoder_frame_bytes(cw: u32, ch: u32, deep: bool) -> u64 {
     u64::from(cw) * u64::from(ch) * 3 * if deep { 2 } else { 1 }
 }
 
-/// Whether a track is coded as 10-bit Y'CbCr: with H.264, short of lossless, when none of its
-/// images is a JPEG. RGB originals need the two bits to come back within what the codec loses
-/// (8-bit Y'CbCr alone cost photos 12 points of SSIMULACRA2: at QP 0 they scored 88). Tracks
-/// with JPEGs stay 8-bit: their files are JPEGs made straight from the decoded 8-bit planes
-/// (the mount's fast path, `Renderer::uses_planes`); whether 10 bits would help them was not
-/// measured.
+/// Whether a track is coded as 10-bit Y'CbCr: with a codec that takes it
+/// ([`Codec::takes_ten_bits`]), short of lossless, when none of its images is a JPEG. RGB
+/// originals need the two bits to come back within what the codec loses (8-bit Y'CbCr alone
+/// cost photos 12 points of SSIMULACRA2: at QP 0 they scored 88), with x264, x265 and libaom
+/// alike. Tracks with JPEGs stay 8-bit: their files are JPEGs made straight from the decoded
+/// 8-bit planes (the mount's fast path, `Renderer::uses_planes`), and 10 bits did not save them
+/// either: burst-1080p's GOPs coded at 10 bits cost at least 1.4x the JPEGs (docs/BENCHMARKS.md).
 fn deep_track(opts: &PackOptions, jobs: &[(Job, Item, Probe)]) -> bool {
-    opts.codec == Codec::H264
+    opts.codec.takes_ten_bits()
         && !opts.lossless
         && !jobs.iter().any(|(_, _, p)| {
             matches!(

@@ -277,4 +277,27 @@ fn av1_codes_noisy_photos_to_the_target() {
     assert_eq!(coded, 6, "every photo coded as video");
     let v = verify_json(&archive, &album);
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+    assert_eq!(
+        track_pixel_formats(&archive),
+        ["yuv444p10le"],
+        "a 10-bit track"
+    );
+}
+
+/// x265 too needs 10 bits to give photos stored as PNG back at 90 (at 8 bits one of these four
+/// was kept as its file: no rate reached 90).
+#[test]
+fn hevc_codes_photos_in_png_to_the_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = photos_as_png(tmp.path());
+    let archive = tmp.path().join("a.mkv");
+    pack_with("hevc", &album, &archive);
+    let v = verify_json(&archive, &album);
+    assert_eq!(v["images"].as_array().unwrap().len(), 4, "all coded: {v}");
+    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+    let formats = track_pixel_formats(&archive);
+    assert!(
+        !formats.is_empty() && formats.iter().all(|f| f == "yuv444p10le"),
+        "every track 10-bit: {formats:?}"
+    );
 }

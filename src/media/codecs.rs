@@ -59,6 +59,16 @@ impl Codec {
         Codec::ALL.into_iter().find(|c| c.name() == name)
     }
 
+    /// Whether its encoder takes 10-bit 4:4:4 Y'CbCr (`yuv444p10le`), which gives 8-bit RGB back
+    /// exactly: libx264, libx265 and libaom do. NVENC takes 4:4:4 beyond 8 bits only as 16-bit
+    /// samples (`yuv444p16le`); that is neither wired up nor measured, so it stays at 8 bits.
+    pub fn takes_ten_bits(self) -> bool {
+        match self {
+            Codec::H264 | Codec::Hevc | Codec::Av1 => true,
+            Codec::H264Nvenc | Codec::HevcNvenc => false,
+        }
+    }
+
     /// Matroska codec ID of the tracks it codes.
     pub fn matroska_id(self) -> &'static str {
         match self {

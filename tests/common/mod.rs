@@ -319,6 +319,52 @@ pub fn write_palette_png(path: &Path, w: u32, h: u32) {
 }
 
 /// Colour and alpha of an image file.
+/// The sample album's four JPEG photos decoded by FFmpeg to RGB PNG, as a converter or an
+/// editor would export them, in `dir/photos`.
+pub fn photos_as_png(dir: &Path) -> PathBuf {
+    let album = dir.join("photos");
+    std::fs::create_dir(&album).unwrap();
+    for name in [
+        "2005/anne_helene.jpg",
+        "2005/skagen.jpg",
+        "2006/bar55.jpg",
+        "2006/bar55_2.jpg",
+    ] {
+        let stem = Path::new(name).file_stem().unwrap();
+        let st = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(sample_album().join(name))
+            .args(["-pix_fmt", "rgb24"])
+            .arg(album.join(stem).with_extension("png"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    album
+}
+
+/// The pixel format of each video track of `archive`, as ffprobe reports it.
+pub fn track_pixel_formats(archive: &Path) -> Vec<String> {
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=pix_fmt",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "ffprobe failed on {archive:?}");
+    String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 pub fn picture_of(path: &Path) -> av1pack::pixels::Picture {
     av1pack::pixels::Picture::from_dynamic(
         image::ImageReader::open(path)
