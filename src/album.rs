@@ -310,6 +310,10 @@ pub const PALETTE_PNG: &str =
 /// would have 8, uncompressed (a 17.5 KB scan of 1240×1754: 2.2 MB).
 pub const FEW_BITS_TIFF: &str =
     "TIFF of 1, 2 or 4 bits a sample (written back it would have 8, many times larger)";
+/// Why a CMYK TIFF (prepress, print) is kept: its decoder gives RGB without the file's colour
+/// management, so written back it would be an RGB TIFF of other colours, and its black plane
+/// would be gone.
+pub const CMYK_TIFF: &str = "CMYK TIFF (written back it would be RGB, without its ink planes)";
 /// Why a BMP of 1 to 8 bits a pixel (a palette) is kept: written back it would have 24.
 pub const PALETTE_BMP: &str =
     "BMP with a palette (written back it would be 24-bit, several times larger)";
@@ -362,9 +366,14 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         Ok(d) => d,
         Err(e) => return Ok(Probe::Verbatim(format!("unreadable image header: {e}"))),
     };
-    // The TIFF decoder widens 1-bit samples to 8 (2 and 4 bits it refuses, above).
-    if decoder.original_color_type() == image::ExtendedColorType::L1 {
-        return Ok(Probe::Verbatim(FEW_BITS_TIFF.into()));
+    // The TIFF decoder widens 1-bit samples to 8 (2 and 4 bits it refuses, above), and turns
+    // CMYK into RGB (CMYK JPEGs are found by their frame header, when pack reads them).
+    match decoder.original_color_type() {
+        image::ExtendedColorType::L1 => return Ok(Probe::Verbatim(FEW_BITS_TIFF.into())),
+        image::ExtendedColorType::Cmyk8 | image::ExtendedColorType::Cmyk16 => {
+            return Ok(Probe::Verbatim(CMYK_TIFF.into()))
+        }
+        _ => {}
     }
     let (width, height) = decoder.dimensions();
     let (color, alpha) = match decoder.color_type() {

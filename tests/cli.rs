@@ -196,6 +196,7 @@ fn edge_cases_round_trip() {
         ("palette.png", "PNG with a palette"),
         ("bilevel.png", "1, 2 or 4 bits a pixel"),
         ("fax.tif", "TIFF of 1, 2 or 4 bits a sample"),
+        ("print.tif", "CMYK TIFF"),
         ("palette.bmp", "BMP with a palette"),
         ("cut short.png", "unreadable image header"),
         ("notes.txt", "not an image"),
@@ -238,7 +239,13 @@ fn edge_cases_round_trip() {
     }
     assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
     // Coded, a palette PNG would come back as RGBA, several times its size: it is kept.
-    for name in ["palette.png", "bilevel.png", "fax.tif", "palette.bmp"] {
+    for name in [
+        "palette.png",
+        "bilevel.png",
+        "fax.tif",
+        "print.tif",
+        "palette.bmp",
+    ] {
         assert!(
             std::fs::read(out.join(name)).unwrap() == std::fs::read(album.join(name)).unwrap(),
             "{name} comes back as it was"

@@ -174,6 +174,7 @@ pub fn edge_album(root: &Path) -> PathBuf {
     write_palette_png(&a.join("palette.png"), 140, 100);
     write_bilevel_png(&a.join("bilevel.png"), 300, 200);
     write_bilevel_tiff(&a.join("fax.tif"), 300, 200);
+    write_cmyk_tiff(&a.join("print.tif"), 80, 60);
     write_palette_bmp(&a.join("palette.bmp"), 90, 60);
     // Cut inside its first chunk (IHDR): kept, and the rest of the album packed.
     let png = std::fs::read(a.join("palette.png")).unwrap();
@@ -208,7 +209,6 @@ pub fn edge_album(root: &Path) -> PathBuf {
     a
 }
 
-/// A palette PNG with four colours, two of them partly or fully transparent.
 /// A black-and-white scan: grey, 1 bit a pixel.
 pub fn write_bilevel_png(path: &Path, w: u32, h: u32) {
     let file = std::fs::File::create(path).unwrap();
@@ -273,6 +273,25 @@ pub fn write_bilevel_tiff(path: &Path, w: u32, h: u32) {
     std::fs::write(path, out).unwrap();
 }
 
+/// A CMYK TIFF of 8 bits a sample (as prepress software writes them), uncompressed.
+pub fn write_cmyk_tiff(path: &Path, w: u32, h: u32) {
+    let inks: Vec<u8> = (0..w * h)
+        .flat_map(|i| {
+            let (x, y) = (i % w, i / w);
+            [
+                (x * 3) as u8,
+                (y * 4) as u8,
+                ((x + y) * 2) as u8,
+                (x ^ y) as u8 / 4,
+            ]
+        })
+        .collect();
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = tiff::encoder::TiffEncoder::new(std::io::BufWriter::new(file)).unwrap();
+    enc.write_image::<tiff::encoder::colortype::CMYK8>(w, h, &inks)
+        .unwrap();
+}
+
 /// An 8-bit BMP with a palette of 256 greys, bottom-up.
 pub fn write_palette_bmp(path: &Path, w: u32, h: u32) {
     let row = (w as usize).div_ceil(4) * 4;
@@ -301,6 +320,7 @@ pub fn write_palette_bmp(path: &Path, w: u32, h: u32) {
     std::fs::write(path, out).unwrap();
 }
 
+/// A palette PNG with four colours, two of them partly or fully transparent.
 pub fn write_palette_png(path: &Path, w: u32, h: u32) {
     let file = std::fs::File::create(path).unwrap();
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
