@@ -882,7 +882,9 @@ impl Inner {
     /// Whether `entry`'s file is rendered straight from `frame`'s planes.
     fn renders_from_frame(&self, entry: usize, frame: &DecodedFrame) -> bool {
         match &self.archive.index.entries[entry].kind {
-            EntryKind::Image(img) => !frame.gbr && self.renderer.uses_planes(img, self.opts.format),
+            EntryKind::Image(img) => {
+                frame.has_ycc_planes() && self.renderer.uses_planes(img, self.opts.format)
+            }
             _ => false,
         }
     }

@@ -13,9 +13,8 @@ pub struct DecodedFrame {
     planes: Planes,
     /// Bytes from one row to the next, in every plane.
     stride: usize,
-    /// The planes are not 8-bit Y'CbCr: they hold G, B, R as they are (lossless RGB coding),
-    /// or 10-bit Y'CbCr ([`Planes::Deep`]); either way the frame is read as RGB only.
-    pub gbr: bool,
+    /// The planes hold G, B, R as they are (lossless RGB coding).
+    gbr: bool,
 }
 
 /// Where a frame's planes are.
@@ -31,6 +30,13 @@ enum Planes {
 }
 
 impl DecodedFrame {
+    /// Whether the frame's planes are 8-bit Y'CbCr, which [`DecodedFrame::ycc`] lends out; a
+    /// frame of G, B, R planes (lossless RGB coding) or of 10-bit Y'CbCr ([`Planes::Deep`]) is
+    /// read as RGB only.
+    pub fn has_ycc_planes(&self) -> bool {
+        !self.gbr && !matches!(self.planes, Planes::Deep(_))
+    }
+
     fn plane(&self, k: usize) -> &[u8] {
         match &self.planes {
             Planes::Owned(v) => {
@@ -44,7 +50,7 @@ impl DecodedFrame {
     /// The Y'CbCr planes of the canvas' top-left `w`×`h` corner (row stride: the canvas
     /// width), or None for an RGB-coded frame or a corner outside the canvas.
     pub fn ycc(&self, w: u32, h: u32) -> Option<YccRef<'_>> {
-        if self.gbr || w == 0 || h == 0 || w > self.width || h > self.height {
+        if !self.has_ycc_planes() || w == 0 || h == 0 || w > self.width || h > self.height {
             return None;
         }
         Some(YccRef {
@@ -206,8 +212,8 @@ impl VideoDecoder {
         }
     }
 
-    /// The decoded 10-bit Y'CbCr frame, held as it is ([`Planes::Deep`]); it reads as an
-    /// RGB-coded frame (`gbr`), converted exactly as pack judged it.
+    /// The decoded 10-bit Y'CbCr frame, held as it is ([`Planes::Deep`]); it is read as RGB
+    /// only, converted exactly as pack judged it.
     fn deep_frame(&mut self) -> Result<DecodedFrame, MediaError> {
         let f = &self.frame;
         let (w, h) = (f.width() as usize, f.height() as usize);
@@ -226,7 +232,7 @@ impl VideoDecoder {
             height: h as u32,
             planes: Planes::Deep(frame),
             stride: 2 * w,
-            gbr: true,
+            gbr: false,
         })
     }
 
@@ -291,5 +297,89 @@ impl VideoDecoder {
             stride: w,
             gbr,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{Codec, EncoderConfig, VideoEncoder};
+
+    /// Codes two frames of a colour ramp at QP 0 and decodes them back.
+    fn round_trip(codec: Codec, rgb: bool, deep: bool) -> (Vec<u8>, Vec<DecodedFrame>) {
+        let (w, h) = (64u32, 48u32);
+        let canvas: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [(x * 4) as u8, (y * 5) as u8, (x * 3 + y * 2) as u8]
+            })
+            .collect();
+        let cfg = EncoderConfig {
+            codec,
+            width: w,
+            height: h,
+            preset: "ultrafast".into(),
+            crf: None,
+            qp: Some(0),
+            gop: 2,
+            frame_rate: 25,
+            threads: 1,
+            lookahead: 1,
+            extra_params: String::new(),
+            rgb,
+            deep,
+        };
+        let mut enc = VideoEncoder::new(&cfg).unwrap();
+        enc.encode(&canvas).unwrap();
+        enc.encode(&canvas).unwrap();
+        let packets = enc.finish().unwrap();
+        let mut dec = VideoDecoder::new(codec.matroska_id(), &enc.extradata().unwrap(), 1).unwrap();
+        let mut frames = Vec::new();
+        for p in &packets {
+            dec.send(&p.data, p.pts, p.dts, p.keyframe).unwrap();
+            while let Some(f) = dec.receive().unwrap() {
+                frames.push(f);
+            }
+        }
+        dec.send_eof().unwrap();
+        while let Some(f) = dec.receive().unwrap() {
+            frames.push(f);
+        }
+        assert_eq!(frames.len(), 2, "{codec:?} rgb={rgb} deep={deep}");
+        (canvas, frames)
+    }
+
+    #[test]
+    fn eight_bit_frames_lend_their_planes() {
+        let (_, frames) = round_trip(Codec::H264, false, false);
+        assert!(frames[0].has_ycc_planes());
+        let ycc = frames[0].ycc(64, 48).unwrap();
+        assert_eq!((ycc.width, ycc.height), (64, 48));
+    }
+
+    /// 10-bit frames and RGB-coded frames are read as RGB only, and at QP 0 both give the
+    /// canvas back exactly.
+    #[test]
+    fn ten_bit_and_rgb_frames_are_read_as_exact_rgb() {
+        for (codec, rgb, deep) in [
+            (Codec::H264, false, true),
+            (Codec::Hevc, false, true),
+            (Codec::Av1, false, true),
+            (Codec::H264, true, false),
+        ] {
+            let (canvas, frames) = round_trip(codec, rgb, deep);
+            for f in &frames {
+                assert!(!f.has_ycc_planes(), "{codec:?} rgb={rgb} deep={deep}");
+                assert!(f.ycc(64, 48).is_none());
+                assert_eq!(f.canvas_rgb(), canvas, "{codec:?} rgb={rgb} deep={deep}");
+                let corner = f.rgb(10, 3).unwrap();
+                let want: Vec<u8> = canvas
+                    .chunks_exact(64 * 3)
+                    .take(3)
+                    .flat_map(|row| row[..30].to_vec())
+                    .collect();
+                assert_eq!(corner, want);
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ pub struct EncoderConfig {
     pub rgb: bool,
     /// Code 10-bit Y'CbCr (from 8-bit RGB, which comes back exactly at 10 bits; 8-bit Y'CbCr
     /// loses up to 3 levels a channel, which alone kept photos below SSIMULACRA2 90). Only
-    /// with `!rgb`, and for H.264 (High 4:4:4 Predictive).
+    /// with `!rgb`, and with a codec that takes it ([`Codec::takes_ten_bits`]).
     pub deep: bool,
 }
 
