@@ -2,7 +2,7 @@
 
 use crate::archive::{ColorModel, ImageFormat, Timestamp};
 use std::fs;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -148,153 +148,167 @@ pub const MAX_PIXELS: u64 = 1 << 27;
 /// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
 /// PNG's end), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
 /// palette or of fewer than 8 bits a pixel, or a BMP with a palette (written back each would be
-/// full colour or 8-bit; TIFFs of 1 bit are found by their decoder, in [`probe`]). Reads chunk
-/// and directory headers only. A header too short (`UnexpectedEof`, which [`probe`] takes as
-/// nothing to say) or malformed to tell says nothing here: the decoder judges the file.
+/// full colour or 8-bit; TIFFs of 1 bit and CMYK TIFFs are found by their decoder, in
+/// [`probe`]). Reads chunk and directory headers only, one function per format. A header too
+/// short (`UnexpectedEof`, which [`probe`] takes as nothing to say) or malformed to tell says
+/// nothing here: the decoder judges the file.
 fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<String>> {
-    use std::io::{Read, Seek, SeekFrom};
     let mut f = fs::File::open(path)?;
     let len = f.metadata()?.len();
-    let mut buf = [0u8; 16];
     match format {
-        ImageFormat::Png => {
-            // Signature, then chunks: length, type, data, CRC.
-            let mut at = 8u64;
-            while at + 8 <= len {
-                f.seek(SeekFrom::Start(at))?;
-                f.read_exact(&mut buf[..8])?;
-                let size = u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
-                match &buf[4..8] {
-                    b"IHDR" if size >= 13 => {
-                        // Width, height, bit depth, then the colour type: 3 is a palette.
-                        let mut ihdr = [0u8; 10];
-                        f.read_exact(&mut ihdr)?;
-                        if ihdr[9] == 3 {
-                            return Ok(Some(PALETTE_PNG.into()));
-                        }
-                        if ihdr[8] < 8 {
-                            return Ok(Some(FEW_BITS_PNG.into()));
-                        }
-                        at += 12 + size;
-                    }
-                    b"acTL" => return Ok(Some("animated PNG (APNG)".into())),
-                    b"IEND" => {
-                        let end = at + 12 + size;
-                        return Ok(
-                            (end < len).then(|| format!("{} bytes after the PNG's end", len - end))
-                        );
-                    }
-                    _ => at += 12 + size,
-                }
-            }
-            Ok(None)
-        }
-        ImageFormat::WebP => {
-            // RIFF header, then chunks: a VP8X header (whose flags say whether the file is
-            // animated), then the image: "VP8 " (lossy) or "VP8L" (lossless).
-            let mut at = 12u64;
-            while at + 8 <= len {
-                f.seek(SeekFrom::Start(at))?;
-                f.read_exact(&mut buf[..8])?;
-                let size = u64::from(u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]));
-                match &buf[..4] {
-                    b"VP8X" => {
-                        let mut flags = [0u8; 1];
-                        f.read_exact(&mut flags)?;
-                        if flags[0] & 0x02 != 0 {
-                            return Ok(Some("animated WebP".into()));
-                        }
-                    }
-                    // Rendered back it would be a lossless WebP, several times larger.
-                    b"VP8 " => return Ok(Some(LOSSY_WEBP.into())),
-                    b"VP8L" => return Ok(None),
-                    _ => {}
-                }
-                at += 8 + size + size % 2;
-            }
-            Ok(None)
-        }
-        ImageFormat::Tiff => {
-            f.read_exact(&mut buf[..16])?;
-            let little = match &buf[..2] {
-                b"II" => true,
-                b"MM" => false,
-                _ => return Ok(None),
-            };
-            let u16_at = |b: &[u8]| {
-                let a = [b[0], b[1]];
-                if little {
-                    u16::from_le_bytes(a)
-                } else {
-                    u16::from_be_bytes(a)
-                }
-            };
-            let u32_at = |b: &[u8]| {
-                let a = [b[0], b[1], b[2], b[3]];
-                u64::from(if little {
-                    u32::from_le_bytes(a)
-                } else {
-                    u32::from_be_bytes(a)
-                })
-            };
-            let u64_at = |b: &[u8]| {
-                let a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
-                if little {
-                    u64::from_le_bytes(a)
-                } else {
-                    u64::from_be_bytes(a)
-                }
-            };
-            // Classic TIFF (42): 4-byte offsets, 12-byte entries; BigTIFF (43): 8 and 20.
-            let big = match u16_at(&buf[2..4]) {
-                42 => false,
-                43 => true,
-                _ => return Ok(None),
-            };
-            let first = if big {
-                u64_at(&buf[8..16])
-            } else {
-                u32_at(&buf[4..8])
-            };
-            let (count_len, entry_len, offset_len) = if big { (8, 20, 8) } else { (2, 12, 4) };
-            if first == 0 || first.saturating_add(count_len) > len {
-                return Ok(None);
-            }
-            f.seek(SeekFrom::Start(first))?;
-            f.read_exact(&mut buf[..count_len as usize])?;
-            let entries = if big {
-                u64_at(&buf[..8])
-            } else {
-                u64::from(u16_at(&buf[..2]))
-            };
-            let next_at = entries
-                .saturating_mul(entry_len)
-                .saturating_add(first + count_len);
-            if next_at.saturating_add(offset_len) > len {
-                return Ok(None);
-            }
-            f.seek(SeekFrom::Start(next_at))?;
-            f.read_exact(&mut buf[..offset_len as usize])?;
-            let next = if big {
-                u64_at(&buf[..8])
-            } else {
-                u32_at(&buf[..4])
-            };
-            Ok((next != 0).then(|| "TIFF of more than one page".into()))
-        }
-        ImageFormat::Bmp => {
-            // File header (14 bytes), then the DIB header: its size, and the bits a pixel at
-            // byte 14 of it (byte 10 in the old 12-byte OS/2 header).
-            f.read_exact(&mut buf[..16])?;
-            let dib = u32::from_le_bytes([buf[14], buf[15], 0, 0]);
-            let at = if dib == 12 { 24 } else { 28 };
-            f.seek(SeekFrom::Start(at))?;
-            f.read_exact(&mut buf[..2])?;
-            let bits = u16::from_le_bytes([buf[0], buf[1]]);
-            Ok((1..=8).contains(&bits).then(|| PALETTE_BMP.into()))
-        }
+        ImageFormat::Png => png_kept_for(&mut f, len),
+        ImageFormat::WebP => webp_kept_for(&mut f, len),
+        ImageFormat::Tiff => tiff_kept_for(&mut f, len),
+        ImageFormat::Bmp => bmp_kept_for(&mut f),
         _ => Ok(None),
     }
+}
+
+/// A PNG with a palette or of fewer than 8 bits a pixel (its IHDR), an animated PNG (acTL), or
+/// bytes after its IEND.
+fn png_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
+    let mut buf = [0u8; 8];
+    // Signature, then chunks: length, type, data, CRC.
+    let mut at = 8u64;
+    while at + 8 <= len {
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut buf)?;
+        let size = u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        match &buf[4..8] {
+            b"IHDR" if size >= 13 => {
+                // Width, height, bit depth, then the colour type: 3 is a palette.
+                let mut ihdr = [0u8; 10];
+                f.read_exact(&mut ihdr)?;
+                if ihdr[9] == 3 {
+                    return Ok(Some(PALETTE_PNG.into()));
+                }
+                if ihdr[8] < 8 {
+                    return Ok(Some(FEW_BITS_PNG.into()));
+                }
+                at += 12 + size;
+            }
+            b"acTL" => return Ok(Some("animated PNG (APNG)".into())),
+            b"IEND" => {
+                let end = at + 12 + size;
+                return Ok((end < len).then(|| format!("{} bytes after the PNG's end", len - end)));
+            }
+            _ => at += 12 + size,
+        }
+    }
+    Ok(None)
+}
+
+/// An animated WebP (the VP8X flags) or a lossy one (a "VP8 " chunk).
+fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
+    let mut buf = [0u8; 8];
+    // RIFF header, then chunks: a VP8X header (whose flags say whether the file is
+    // animated), then the image: "VP8 " (lossy) or "VP8L" (lossless).
+    let mut at = 12u64;
+    while at + 8 <= len {
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut buf)?;
+        let size = u64::from(u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]));
+        match &buf[..4] {
+            b"VP8X" => {
+                let mut flags = [0u8; 1];
+                f.read_exact(&mut flags)?;
+                if flags[0] & 0x02 != 0 {
+                    return Ok(Some("animated WebP".into()));
+                }
+            }
+            // Rendered back it would be a lossless WebP, several times larger.
+            b"VP8 " => return Ok(Some(LOSSY_WEBP.into())),
+            b"VP8L" => return Ok(None),
+            _ => {}
+        }
+        at += 8 + size + size % 2;
+    }
+    Ok(None)
+}
+
+/// A TIFF of more than one page: its first directory links to a next one.
+fn tiff_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
+    let mut buf = [0u8; 16];
+    f.read_exact(&mut buf[..16])?;
+    let little = match &buf[..2] {
+        b"II" => true,
+        b"MM" => false,
+        _ => return Ok(None),
+    };
+    let u16_at = |b: &[u8]| {
+        let a = [b[0], b[1]];
+        if little {
+            u16::from_le_bytes(a)
+        } else {
+            u16::from_be_bytes(a)
+        }
+    };
+    let u32_at = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        u64::from(if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    };
+    let u64_at = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+        if little {
+            u64::from_le_bytes(a)
+        } else {
+            u64::from_be_bytes(a)
+        }
+    };
+    // Classic TIFF (42): 4-byte offsets, 12-byte entries; BigTIFF (43): 8 and 20.
+    let big = match u16_at(&buf[2..4]) {
+        42 => false,
+        43 => true,
+        _ => return Ok(None),
+    };
+    let first = if big {
+        u64_at(&buf[8..16])
+    } else {
+        u32_at(&buf[4..8])
+    };
+    let (count_len, entry_len, offset_len) = if big { (8, 20, 8) } else { (2, 12, 4) };
+    if first == 0 || first.saturating_add(count_len) > len {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::Start(first))?;
+    f.read_exact(&mut buf[..count_len as usize])?;
+    let entries = if big {
+        u64_at(&buf[..8])
+    } else {
+        u64::from(u16_at(&buf[..2]))
+    };
+    let next_at = entries
+        .saturating_mul(entry_len)
+        .saturating_add(first + count_len);
+    if next_at.saturating_add(offset_len) > len {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::Start(next_at))?;
+    f.read_exact(&mut buf[..offset_len as usize])?;
+    let next = if big {
+        u64_at(&buf[..8])
+    } else {
+        u32_at(&buf[..4])
+    };
+    Ok((next != 0).then(|| "TIFF of more than one page".into()))
+}
+
+/// A BMP of 1 to 8 bits a pixel (a palette).
+fn bmp_kept_for(f: &mut fs::File) -> io::Result<Option<String>> {
+    let mut buf = [0u8; 16];
+    // File header (14 bytes), then the DIB header: its size, and the bits a pixel at
+    // byte 14 of it (byte 10 in the old 12-byte OS/2 header).
+    f.read_exact(&mut buf[..16])?;
+    let dib = u32::from_le_bytes([buf[14], buf[15], 0, 0]);
+    let at = if dib == 12 { 24 } else { 28 };
+    f.seek(SeekFrom::Start(at))?;
+    f.read_exact(&mut buf[..2])?;
+    let bits = u16::from_le_bytes([buf[0], buf[1]]);
+    Ok((1..=8).contains(&bits).then(|| PALETTE_BMP.into()))
 }
 
 /// Why a lossy WebP is kept as it is: only lossless WebPs can be written back, and they are
