@@ -15,6 +15,7 @@ pub mod meta;
 pub mod order;
 pub mod pack;
 pub mod par;
+pub mod partial;
 pub mod pixels;
 pub mod pngz;
 pub mod quality;
@@ -24,17 +25,6 @@ pub mod serve;
 pub mod thumbs;
 pub mod unpack;
 pub mod verify;
-
-/// The end of the name of a file that pack or unpack is still writing (renamed when whole).
-pub(crate) const PARTIAL_SUFFIX: &str = ".av1pack-partial";
-
-/// Takes the advisory lock that marks a partial file as being written (held until `file`
-/// closes); false when another process holds it, or the filesystem has no locks.
-pub(crate) fn lock_partial(file: &std::fs::File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on an open descriptor that `file` owns.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
 
 /// The user's cache folder: `$XDG_CACHE_HOME`, else `~/.cache` (the XDG base directory rule;
 /// thumbnails and the mount's logs go under it).

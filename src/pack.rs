@@ -15,14 +15,15 @@ use crate::archive::{
 use crate::frames::{self, Assembly, Piece, Plane, Use};
 use crate::media::{self, Codec, EncoderConfig, MediaError, VideoDecoder, VideoEncoder};
 use crate::order::{self, Order};
+use crate::partial;
 use crate::pixels::{self, Picture};
 use crate::render::{self, OutputFormat, RenderError};
-use crate::{compress, dedupe, lock_partial, meta, quality, PARTIAL_SUFFIX};
+use crate::{compress, dedupe, meta, quality};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::thread;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -187,7 +188,7 @@ fn remove_stale_partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with(prefix) && name.ends_with(PARTIAL_SUFFIX)) {
+        if !(name.starts_with(prefix) && name.ends_with(partial::SUFFIX)) {
             continue;
         }
         let path = e.path();
@@ -201,49 +202,12 @@ fn remove_stale_partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= STALE_AFTER);
-        if old && lock_partial(&file) && std::fs::remove_file(&path).is_ok() {
+        if old && partial::lock(&file) && std::fs::remove_file(&path).is_ok() {
             log::info!("{}: removed, left by an interrupted pack", path.display());
             removed.push(path);
         }
     }
     removed
-}
-
-/// Partial archives this process is writing: what [`remove_partials`] removes when the
-/// process is interrupted.
-static PARTIALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// A partial archive known to [`remove_partials`] while this value lives.
-struct Partial(PathBuf);
-
-impl Partial {
-    fn register(path: PathBuf) -> Partial {
-        PARTIALS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(path.clone());
-        Partial(path)
-    }
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        PARTIALS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|p| *p != self.0);
-    }
-}
-
-/// Removes the partial archives that packs in this process are writing (for a signal handler:
-/// an interrupted pack leaves nothing behind) and returns their paths.
-pub fn remove_partials() -> Vec<PathBuf> {
-    let partials = PARTIALS.lock().unwrap_or_else(|p| p.into_inner());
-    partials
-        .iter()
-        .filter(|p| std::fs::remove_file(p).is_ok())
-        .cloned()
-        .collect()
 }
 
 /// Packs `src` into a new archive at `dest`.
@@ -408,16 +372,16 @@ pub fn pack(
     report.removed_partials = remove_stale_partials(&parent, &prefix);
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)
-        .suffix(PARTIAL_SUFFIX)
+        .suffix(partial::SUFFIX)
         .tempfile_in(&parent)
         .map_err(|error| PackError::Io {
             path: parent.clone(),
             error,
         })?;
     let (tmp_file, tmp_path) = tmp.into_parts();
-    let _partial = Partial::register(tmp_path.to_path_buf());
+    let _partial = partial::Writing::register(tmp_path.to_path_buf());
     // Held while this process lives: a later pack sees the file is in use.
-    if !lock_partial(&tmp_file) {
+    if !partial::lock(&tmp_file) {
         log::debug!(
             "{}: not locked ({}): a later pack may take it for a killed one's once it is a minute old",
             tmp_path.display(),

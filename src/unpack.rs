@@ -3,6 +3,7 @@
 use crate::archive::{Archive, Entry, EntryKind, ImageFormat, Timestamp};
 use crate::frames::{self, FrameError};
 use crate::pack::Progress;
+use crate::partial::{self, Writing};
 use crate::render::{self, OutputFormat};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -412,32 +413,9 @@ fn what_is_there(m: &fs::Metadata) -> &'static str {
     }
 }
 
-/// Partial files of this process (not yet renamed into place), for [`remove_partials`].
-static PARTIALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// Removes the partial files unpack is writing (for a signal handler: the process is about to
-/// end); returns those removed.
-pub fn remove_partials() -> Vec<PathBuf> {
-    let Ok(mut partials) = PARTIALS.lock() else {
-        return Vec::new();
-    };
-    partials
-        .drain(..)
-        .filter(|p| fs::remove_file(p).is_ok())
-        .collect()
-}
-
-fn forget_partial(path: &Path) {
-    if let Ok(mut partials) = PARTIALS.lock() {
-        if let Some(i) = partials.iter().position(|p| p == path) {
-            partials.swap_remove(i);
-        }
-    }
-}
-
 /// The temporary name of a file being unpacked: `.PID-N.av1pack-partial` in its folder.
 fn partial_name(n: u64) -> String {
-    format!(".{}-{n}{}", std::process::id(), crate::PARTIAL_SUFFIX)
+    format!(".{}-{n}{}", std::process::id(), partial::SUFFIX)
 }
 
 /// The process that made a temporary file named as [`partial_name`] does.
@@ -445,7 +423,7 @@ fn partial_owner(name: &OsStr) -> Option<libc::pid_t> {
     let rest = name
         .to_str()?
         .strip_prefix('.')?
-        .strip_suffix(crate::PARTIAL_SUFFIX)?;
+        .strip_suffix(partial::SUFFIX)?;
     let (pid, n) = rest.split_once('-')?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -483,7 +461,7 @@ fn remove_stale_partials(dir: &Path) -> usize {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&path)
-                .is_ok_and(|f| crate::lock_partial(&f)),
+                .is_ok_and(|f| partial::lock(&f)),
             _ => false,
         };
         if stale && fs::remove_file(&path).is_ok() {
@@ -593,21 +571,14 @@ impl<'a> Tree<'a> {
         &self,
         dir: &Path,
         make: impl Fn(&Path) -> io::Result<T>,
-    ) -> io::Result<(PathBuf, T)> {
+    ) -> io::Result<(Writing, T)> {
         loop {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let tmp = dir.join(partial_name(n));
-            if let Ok(mut partials) = PARTIALS.lock() {
-                partials.push(tmp.clone());
-            }
-            match make(&tmp) {
+            let tmp = Writing::register(dir.join(partial_name(n)));
+            match make(tmp.path()) {
                 Ok(t) => return Ok((tmp, t)),
-                Err(e) => {
-                    forget_partial(&tmp);
-                    if e.kind() != io::ErrorKind::AlreadyExists {
-                        return Err(e);
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -615,16 +586,15 @@ impl<'a> Tree<'a> {
     /// Renames the complete `tmp` to `path`: over what is there with --force (a file or a
     /// symlink, itself, never what it points to), else only if nothing is. Removes `tmp` if
     /// that fails.
-    fn commit(&self, tmp: &Path, path: &Path) -> Result<(), String> {
+    fn commit(&self, tmp: Writing, path: &Path) -> Result<(), String> {
         let r = if self.force {
-            fs::rename(tmp, path)
+            fs::rename(tmp.path(), path)
         } else {
-            rename_noreplace(tmp, path)
+            rename_noreplace(tmp.path(), path)
         };
         if let Err(e) = r {
             // Best effort: the temporary file is ours and incomplete in any case.
-            let _ = fs::remove_file(tmp);
-            forget_partial(tmp);
+            let _ = fs::remove_file(tmp.path());
             let in_the_way = matches!(
                 e.raw_os_error(),
                 Some(libc::EEXIST | libc::EISDIR | libc::ENOTEMPTY)
@@ -634,7 +604,6 @@ impl<'a> Tree<'a> {
                 _ => e.to_string(),
             });
         }
-        forget_partial(tmp);
         Ok(())
     }
 
@@ -659,18 +628,17 @@ impl<'a> Tree<'a> {
             .map_err(|e| e.to_string())?;
         // Held until the file has its name: a later unpack does not take it for a killed
         // one's (`remove_stale_partials`).
-        crate::lock_partial(&f);
+        partial::lock(&f);
         let written = write(&mut f).and_then(|t| {
             f.set_permissions(fs::Permissions::from_mode(e.mode))?;
             f.set_modified(to_system_time(e.mtime))?;
             Ok(t)
         });
         match written {
-            Ok(t) => self.commit(&tmp, &path).map(|()| t),
+            Ok(t) => self.commit(tmp, &path).map(|()| t),
             Err(err) => {
                 // Best effort: the partial file is ours, and named as such if it stays.
-                let _ = fs::remove_file(&tmp);
-                forget_partial(&tmp);
+                let _ = fs::remove_file(tmp.path());
                 Err(err.to_string())
             }
         }
@@ -682,12 +650,11 @@ impl<'a> Tree<'a> {
         let (tmp, ()) = self
             .create_temp(&dir, |tmp| std::os::unix::fs::symlink(link, tmp))
             .map_err(|e| e.to_string())?;
-        if let Err(e) = set_mtime(&tmp, mtime) {
-            let _ = fs::remove_file(&tmp);
-            forget_partial(&tmp);
+        if let Err(e) = set_mtime(tmp.path(), mtime) {
+            let _ = fs::remove_file(tmp.path());
             return Err(e.to_string());
         }
-        self.commit(&tmp, &path)
+        self.commit(tmp, &path)
     }
 }
 

@@ -126,7 +126,7 @@ pub struct Args {
 /// left.
 fn remove_partial_on_signal() -> anyhow::Result<()> {
     super::on_interrupt(|| {
-        for path in pack::remove_partials() {
+        for path in crate::partial::remove_all() {
             eprintln!(
                 "\nav1pack: interrupted: removed the partial archive {}",
                 path.display()

@@ -47,7 +47,7 @@ pub struct Args {
 /// names): the files already in place are complete.
 fn remove_partials_on_signal() -> anyhow::Result<()> {
     super::on_interrupt(|| {
-        let removed = unpack::remove_partials().len();
+        let removed = crate::partial::remove_all().len();
         let files = if removed == 1 { "file" } else { "files" };
         eprintln!(
             "\nav1pack: interrupted: removed {removed} partly written {files}; the files in place are complete"
