@@ -1308,9 +1308,5 @@ fn photos_in_png_are_all_coded_to_the_target() {
     let v = verify_json(&archive, &album);
     assert_eq!(v["images"].as_array().unwrap().len(), 4, "all coded: {v}");
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
-    let formats = track_pixel_formats(&archive);
-    assert!(
-        !formats.is_empty() && formats.iter().all(|f| f == "yuv444p10le"),
-        "every track 10-bit: {formats:?}"
-    );
+    assert_ten_bit_tracks(&archive);
 }

@@ -260,7 +260,8 @@ fn encoder_params_reach_the_chosen_encoder() {
 
 /// Noisy photos at the default quality with `--codec av1`: coded, every image at 90 or more.
 /// With libaom's keyframe filter (a denoiser) the keyframes fell 20 points below the frames
-/// after them, no rate of the ladder reached 90 and every photo was kept as a file.
+/// after them, no rate of the ladder reached 90 and every photo was kept as a file. The track
+/// is 10-bit (8-bit Y'CbCr alone would cost these photos points too).
 #[test]
 fn av1_codes_noisy_photos_to_the_target() {
     let tmp = tempfile::tempdir().unwrap();
@@ -277,11 +278,7 @@ fn av1_codes_noisy_photos_to_the_target() {
     assert_eq!(coded, 6, "every photo coded as video");
     let v = verify_json(&archive, &album);
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
-    assert_eq!(
-        track_pixel_formats(&archive),
-        ["yuv444p10le"],
-        "a 10-bit track"
-    );
+    assert_ten_bit_tracks(&archive);
 }
 
 /// x265 too needs 10 bits to give photos stored as PNG back at 90 (at 8 bits one of these four
@@ -295,9 +292,5 @@ fn hevc_codes_photos_in_png_to_the_target() {
     let v = verify_json(&archive, &album);
     assert_eq!(v["images"].as_array().unwrap().len(), 4, "all coded: {v}");
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
-    let formats = track_pixel_formats(&archive);
-    assert!(
-        !formats.is_empty() && formats.iter().all(|f| f == "yuv444p10le"),
-        "every track 10-bit: {formats:?}"
-    );
+    assert_ten_bit_tracks(&archive);
 }

@@ -363,6 +363,15 @@ pub fn photos_as_png(dir: &Path) -> PathBuf {
     album
 }
 
+/// Asserts that `archive` has video tracks and that all of them are 10-bit 4:4:4.
+pub fn assert_ten_bit_tracks(archive: &Path) {
+    let formats = track_pixel_formats(archive);
+    assert!(
+        !formats.is_empty() && formats.iter().all(|f| f == "yuv444p10le"),
+        "every track 10-bit: {formats:?}"
+    );
+}
+
 /// The pixel format of each video track of `archive`, as ffprobe reports it.
 pub fn track_pixel_formats(archive: &Path) -> Vec<String> {
     let probe = Command::new("ffprobe")
