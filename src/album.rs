@@ -146,7 +146,9 @@ pub const MAX_PIXELS: u64 = 1 << 27;
 
 /// Why a file must be kept as it is although its decoder reads it: it holds more than the one
 /// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
-/// PNG's end), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
+/// PNG's end), metadata the file written back would not carry (a TIFF's tags beyond its pixel
+/// layout, a WebP's ICC, EXIF or XMP, a BMP's colour profile; PNG chunks and JPEG segments are
+/// carried), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
 /// palette or of fewer than 8 bits a pixel, or a BMP with a palette (written back each would be
 /// full colour or 8-bit; TIFFs of 1 bit and CMYK TIFFs are found by their decoder, in
 /// [`probe`]). Reads chunk and directory headers only, one function per format. A header too
@@ -198,7 +200,8 @@ fn png_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     Ok(None)
 }
 
-/// An animated WebP (the VP8X flags) or a lossy one (a "VP8 " chunk).
+/// An animated WebP or one with an ICC profile, EXIF or XMP (the VP8X flags), or a lossy one
+/// (a "VP8 " chunk).
 fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     let mut buf = [0u8; 8];
     // RIFF header, then chunks: a VP8X header (whose flags say whether the file is
@@ -215,6 +218,18 @@ fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
                 if flags[0] & 0x02 != 0 {
                     return Ok(Some("animated WebP".into()));
                 }
+                // ICC profile, EXIF and XMP chunks: a WebP written back has none of them.
+                let held: Vec<&str> = [(0x20, "an ICC profile"), (0x08, "EXIF"), (0x04, "XMP")]
+                    .into_iter()
+                    .filter(|(bit, _)| flags[0] & bit != 0)
+                    .map(|(_, name)| name)
+                    .collect();
+                if !held.is_empty() {
+                    return Ok(Some(format!(
+                        "WebP with {} (written back it would not have them)",
+                        held.join(", ")
+                    )));
+                }
             }
             // Rendered back it would be a lossless WebP, several times larger.
             b"VP8 " => return Ok(Some(LOSSY_WEBP.into())),
@@ -226,7 +241,10 @@ fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     Ok(None)
 }
 
-/// A TIFF of more than one page: its first directory links to a next one.
+/// A TIFF of more than one page (its first directory links to a next one), or whose first
+/// directory has tags beyond how its pixels are stored (a resolution, EXIF, an ICC profile, a
+/// description...; a DNG's or a raw file's preview), which the TIFF written back would not
+/// have: nothing of the file may be lost.
 fn tiff_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     let mut buf = [0u8; 16];
     f.read_exact(&mut buf[..16])?;
@@ -294,10 +312,116 @@ fn tiff_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     } else {
         u32_at(&buf[..4])
     };
-    Ok((next != 0).then(|| "TIFF of more than one page".into()))
+    if next != 0 {
+        return Ok(Some("TIFF of more than one page".into()));
+    }
+    if entries > MAX_TIFF_TAGS {
+        return Ok(None);
+    }
+    // The first directory's tags: a TIFF written back states only how its pixels are stored.
+    let mut dir = vec![0u8; (entries * entry_len) as usize];
+    f.seek(SeekFrom::Start(first + count_len))?;
+    f.read_exact(&mut dir)?;
+    // (tag, type, the value field: the value itself when it fits, else where it is)
+    let fields: Vec<(u16, u16, &[u8])> = dir
+        .chunks_exact(entry_len as usize)
+        .map(|e| {
+            let at = if big { 12 } else { 8 };
+            (u16_at(&e[0..2]), u16_at(&e[2..4]), &e[at..])
+        })
+        .collect();
+    // A SHORT or LONG value held in the field.
+    let number = |kind: u16, v: &[u8]| match kind {
+        3 => Some(u64::from(u16_at(v))),
+        4 => Some(u32_at(v)),
+        _ => None,
+    };
+    let value_of = |tag: u16| {
+        fields
+            .iter()
+            .find(|(t, ..)| *t == tag)
+            .and_then(|&(_, kind, v)| number(kind, v))
+    };
+    let no_unit = value_of(296) == Some(1);
+    let mut carried = Vec::new();
+    for &(tag, kind, v) in &fields {
+        let written_back = match tag {
+            t if TIFF_LAYOUT_TAGS.contains(&t) => true,
+            // A full-resolution image (a DNG's or a raw file's first directory is a preview).
+            254 => number(kind, v) == Some(0),
+            274 => number(kind, v) == Some(1),
+            // A resolution of 1 or without a unit says nothing (what the TIFF written back has).
+            282 | 283 => {
+                no_unit || {
+                    // A RATIONAL (two LONGs) is too long for the field of a classic TIFF.
+                    let at = if big { u64_at(v) } else { u32_at(v) };
+                    let mut r = [0u8; 8];
+                    let read = kind == 5
+                        && at.saturating_add(8) <= len
+                        && f.seek(SeekFrom::Start(at)).is_ok()
+                        && f.read_exact(&mut r).is_ok();
+                    read && u32_at(&r[..4]) == u32_at(&r[4..])
+                }
+            }
+            296 => true,
+            _ => false,
+        };
+        if !written_back {
+            carried.push(tiff_tag_name(tag));
+        }
+    }
+    if carried.is_empty() {
+        return Ok(None);
+    }
+    carried.dedup();
+    if carried.len() > 4 {
+        let more = carried.len() - 3;
+        carried.truncate(3);
+        carried.push(format!("{more} more tags"));
+    }
+    Ok(Some(format!(
+        "TIFF with {} (written back it would not have them)",
+        carried.join(", ")
+    )))
 }
 
-/// A BMP of 1 to 8 bits a pixel (a palette).
+/// More tags than this in a TIFF's first directory: malformed, left to its decoder.
+const MAX_TIFF_TAGS: u64 = 4096;
+
+/// TIFF tags that only say how the pixels are stored, which the TIFF written back states in
+/// its own way: size, samples, compression, photometric interpretation, fill order, strips,
+/// sample range, planar configuration, predictor, tiles, extra samples, sample format.
+const TIFF_LAYOUT_TAGS: [u16; 20] = [
+    256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 322, 323, 324, 325, 338,
+    339,
+];
+
+/// A TIFF tag as a message names it.
+fn tiff_tag_name(tag: u16) -> String {
+    match tag {
+        254 => "a reduced-resolution first image".into(),
+        269 => "DocumentName".into(),
+        270 => "ImageDescription".into(),
+        271 | 272 => "camera make and model".into(),
+        274 => "an Orientation".into(),
+        282 | 283 => "a resolution".into(),
+        305 => "Software".into(),
+        306 => "DateTime".into(),
+        315 => "Artist".into(),
+        330 => "sub-images (SubIFDs)".into(),
+        700 => "XMP".into(),
+        33432 => "Copyright".into(),
+        33723 => "IPTC".into(),
+        34377 => "Photoshop data".into(),
+        34665 => "EXIF".into(),
+        34675 => "an ICC profile".into(),
+        34853 => "GPS".into(),
+        50706 => "DNG tags".into(),
+        t => format!("tag {t}"),
+    }
+}
+
+/// A BMP of 1 to 8 bits a pixel (a palette), or with a colour profile.
 fn bmp_kept_for(f: &mut fs::File) -> io::Result<Option<String>> {
     let mut buf = [0u8; 16];
     // File header (14 bytes), then the DIB header: its size, and the bits a pixel at
@@ -308,7 +432,22 @@ fn bmp_kept_for(f: &mut fs::File) -> io::Result<Option<String>> {
     f.seek(SeekFrom::Start(at))?;
     f.read_exact(&mut buf[..2])?;
     let bits = u16::from_le_bytes([buf[0], buf[1]]);
-    Ok((1..=8).contains(&bits).then(|| PALETTE_BMP.into()))
+    if (1..=8).contains(&bits) {
+        return Ok(Some(PALETTE_BMP.into()));
+    }
+    // A version 5 header (124 bytes) says at its byte 56 whether a colour profile comes with
+    // the file, embedded ('MBED') or as a file name ('LINK').
+    if dib >= 124 {
+        f.seek(SeekFrom::Start(14 + 56))?;
+        f.read_exact(&mut buf[..4])?;
+        let kind = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if kind == u32::from_be_bytes(*b"MBED") || kind == u32::from_be_bytes(*b"LINK") {
+            return Ok(Some(
+                "BMP with a colour profile (written back it would not have it)".into(),
+            ));
+        }
+    }
+    Ok(None)
 }
 
 /// Why a lossy WebP is kept as it is: only lossless WebPs can be written back, and they are

@@ -197,6 +197,13 @@ fn edge_cases_round_trip() {
         ("bilevel.png", "1, 2 or 4 bits a pixel"),
         ("fax.tif", "TIFF of 1, 2 or 4 bits a sample"),
         ("print.tif", "CMYK TIFF"),
+        ("scanned.tif", "TIFF with a resolution, Artist"),
+        ("exif.webp", "WebP with EXIF"),
+        ("profile.bmp", "BMP with a colour profile"),
+        (
+            "IMG_2001.dng",
+            "TIFF with a reduced-resolution first image, DNG tags",
+        ),
         ("palette.bmp", "BMP with a palette"),
         ("cut short.png", "unreadable image header"),
         ("notes.txt", "not an image"),
@@ -204,6 +211,13 @@ fn edge_cases_round_trip() {
         let lines: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
         assert_eq!(lines.len(), 1, "{name} in {err}");
         assert!(lines[0].contains(why), "{name}: {}", lines[0]);
+    }
+    // Without such metadata, TIFF, WebP and BMP images are coded.
+    for name in ["scan.tiff", "web.webp", "bitmap.bmp"] {
+        assert!(
+            !err.contains(&format!("kept as is: {name}")),
+            "{name}: {err}"
+        );
     }
     let out = tmp.path().join("restored");
     unpack(&archive, &out);
@@ -244,6 +258,10 @@ fn edge_cases_round_trip() {
         "bilevel.png",
         "fax.tif",
         "print.tif",
+        "scanned.tif",
+        "exif.webp",
+        "profile.bmp",
+        "IMG_2001.dng",
         "palette.bmp",
     ] {
         assert!(

@@ -175,6 +175,11 @@ pub fn edge_album(root: &Path) -> PathBuf {
     write_bilevel_png(&a.join("bilevel.png"), 300, 200);
     write_bilevel_tiff(&a.join("fax.tif"), 300, 200);
     write_cmyk_tiff(&a.join("print.tif"), 80, 60);
+    // Metadata a file written back would not carry: kept as they are.
+    write_tagged_tiff(&a.join("scanned.tif"), 90, 60);
+    write_webp_with_exif(&a.join("exif.webp"), 64, 40);
+    write_bmp_with_profile(&a.join("profile.bmp"), 30, 20);
+    write_dng_like(&a.join("IMG_2001.dng"), 64, 48);
     write_palette_bmp(&a.join("palette.bmp"), 90, 60);
     // Cut inside its first chunk (IHDR): kept, and the rest of the album packed.
     let png = std::fs::read(a.join("palette.png")).unwrap();
@@ -290,6 +295,103 @@ pub fn write_cmyk_tiff(path: &Path, w: u32, h: u32) {
     let mut enc = tiff::encoder::TiffEncoder::new(std::io::BufWriter::new(file)).unwrap();
     enc.write_image::<tiff::encoder::colortype::CMYK8>(w, h, &inks)
         .unwrap();
+}
+
+/// An RGB TIFF as a scanner writes one: 300 dpi and an Artist tag.
+pub fn write_tagged_tiff(path: &Path, w: u32, h: u32) {
+    use tiff::encoder::{colortype, Rational, TiffEncoder};
+    let rgb = pattern(w, h, 11);
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = TiffEncoder::new(std::io::BufWriter::new(file)).unwrap();
+    let mut img = enc.new_image::<colortype::RGB8>(w, h).unwrap();
+    img.resolution(tiff::tags::ResolutionUnit::Inch, Rational { n: 300, d: 1 });
+    img.encoder()
+        .write_tag(tiff::tags::Tag::Artist, "A. Photographer")
+        .unwrap();
+    img.write_data(rgb.as_raw()).unwrap();
+}
+
+/// The shape of a DNG (or a TIFF-based camera raw file): its first directory a small RGB
+/// preview (NewSubfileType 1) with the DNG version tag; the raw data, elsewhere in real files,
+/// is left out here.
+pub fn write_dng_like(path: &Path, w: u32, h: u32) {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let rgb = pattern(w, h, 13);
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = TiffEncoder::new(std::io::BufWriter::new(file)).unwrap();
+    let mut img = enc.new_image::<colortype::RGB8>(w, h).unwrap();
+    img.encoder()
+        .write_tag(tiff::tags::Tag::NewSubfileType, 1u32)
+        .unwrap();
+    img.encoder()
+        .write_tag(tiff::tags::Tag::Unknown(50706), &[1u8, 4, 0, 0][..])
+        .unwrap();
+    img.write_data(rgb.as_raw()).unwrap();
+}
+
+/// A lossless WebP in the extended format (VP8X) with an EXIF chunk after the image.
+pub fn write_webp_with_exif(path: &Path, w: u32, h: u32) {
+    let mut simple = Vec::new();
+    pattern(w, h, 12)
+        .write_to(
+            &mut std::io::Cursor::new(&mut simple),
+            image::ImageFormat::WebP,
+        )
+        .unwrap();
+    assert_eq!(&simple[12..16], b"VP8L", "a simple lossless WebP");
+    let image_chunk = &simple[12..];
+    let exif = b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0";
+    let mut body = b"WEBP".to_vec();
+    body.extend(b"VP8X");
+    body.extend(10u32.to_le_bytes());
+    body.extend([0x08, 0, 0, 0]); // flags: EXIF
+    body.extend(&(w - 1).to_le_bytes()[..3]);
+    body.extend(&(h - 1).to_le_bytes()[..3]);
+    body.extend(image_chunk);
+    body.extend(b"EXIF");
+    body.extend((exif.len() as u32).to_le_bytes());
+    body.extend(exif);
+    if exif.len() % 2 == 1 {
+        body.push(0);
+    }
+    let mut out = b"RIFF".to_vec();
+    out.extend((body.len() as u32).to_le_bytes());
+    out.extend(body);
+    std::fs::write(path, out).unwrap();
+}
+
+/// A 24-bit BMP with a version 5 header and an embedded colour profile (its bytes made up).
+pub fn write_bmp_with_profile(path: &Path, w: u32, h: u32) {
+    let row = (w as usize * 3).div_ceil(4) * 4;
+    let profile = b"not really an ICC profile, but where one goes".to_vec();
+    let pixels_at = 14 + 124;
+    let profile_at = pixels_at + row * h as usize;
+    let size = profile_at + profile.len();
+    let mut out = b"BM".to_vec();
+    out.extend((size as u32).to_le_bytes());
+    out.extend([0u8; 4]);
+    out.extend((pixels_at as u32).to_le_bytes());
+    let mut dib = vec![0u8; 124];
+    dib[0..4].copy_from_slice(&124u32.to_le_bytes());
+    dib[4..8].copy_from_slice(&w.to_le_bytes());
+    dib[8..12].copy_from_slice(&h.to_le_bytes());
+    dib[12..14].copy_from_slice(&1u16.to_le_bytes());
+    dib[14..16].copy_from_slice(&24u16.to_le_bytes());
+    dib[20..24].copy_from_slice(&((row * h as usize) as u32).to_le_bytes());
+    dib[56..60].copy_from_slice(b"DEBM"); // 'MBED', little-endian
+                                          // Where the profile is, from the start of this header, and its size.
+    dib[112..116].copy_from_slice(&((profile_at - 14) as u32).to_le_bytes());
+    dib[116..120].copy_from_slice(&(profile.len() as u32).to_le_bytes());
+    out.extend(dib);
+    for y in 0..h {
+        let mut line: Vec<u8> = (0..w)
+            .flat_map(|x| [(x * 7) as u8, (y * 5) as u8, 90])
+            .collect();
+        line.resize(row, 0);
+        out.extend(line);
+    }
+    out.extend(profile);
+    std::fs::write(path, out).unwrap();
 }
 
 /// An 8-bit BMP with a palette of 256 greys, bottom-up.
