@@ -353,13 +353,19 @@ fn tiff_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
             // A resolution of 1 or without a unit says nothing (what the TIFF written back has).
             282 | 283 => {
                 no_unit || {
-                    // A RATIONAL (two LONGs) is too long for the field of a classic TIFF.
-                    let at = if big { u64_at(v) } else { u32_at(v) };
+                    // A RATIONAL (two LONGs) fills a BigTIFF's field; a classic TIFF's field
+                    // says where it is.
                     let mut r = [0u8; 8];
                     let read = kind == 5
-                        && at.saturating_add(8) <= len
-                        && f.seek(SeekFrom::Start(at)).is_ok()
-                        && f.read_exact(&mut r).is_ok();
+                        && if big {
+                            r.copy_from_slice(&v[..8]);
+                            true
+                        } else {
+                            let at = u32_at(v);
+                            at.saturating_add(8) <= len
+                                && f.seek(SeekFrom::Start(at)).is_ok()
+                                && f.read_exact(&mut r).is_ok()
+                        };
                     read && u32_at(&r[..4]) == u32_at(&r[4..])
                 }
             }
@@ -556,4 +562,49 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         color,
         alpha,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiff::encoder::{colortype, Rational, TiffEncoder};
+    use tiff::tags::ResolutionUnit;
+
+    /// A 4×3 RGB TIFF, classic or BigTIFF, that states the resolution given.
+    fn rgb_tiff(big: bool, unit: ResolutionUnit, dpi: Rational) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        if big {
+            let mut enc = TiffEncoder::new_big(&mut out).unwrap();
+            let mut img = enc.new_image::<colortype::RGB8>(4, 3).unwrap();
+            img.resolution(unit, dpi);
+            img.write_data(&[7u8; 36]).unwrap();
+        } else {
+            let mut enc = TiffEncoder::new(&mut out).unwrap();
+            let mut img = enc.new_image::<colortype::RGB8>(4, 3).unwrap();
+            img.resolution(unit, dpi);
+            img.write_data(&[7u8; 36]).unwrap();
+        }
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_resolution_keeps_a_tiff_unless_it_says_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tif");
+        for big in [false, true] {
+            for (unit, n, kept) in [
+                (ResolutionUnit::None, 300, false),
+                (ResolutionUnit::Inch, 1, false),
+                (ResolutionUnit::Inch, 300, true),
+            ] {
+                let label = format!("big {big}, {unit:?} {n}/1");
+                std::fs::write(&path, rgb_tiff(big, unit, Rational { n, d: 1 })).unwrap();
+                let reason = kept_for_its_content(&path, ImageFormat::Tiff).unwrap();
+                match reason {
+                    Some(r) => assert!(kept && r.contains("a resolution"), "{label}: {r}"),
+                    None => assert!(!kept, "{label}: coded"),
+                }
+            }
+        }
+    }
 }
