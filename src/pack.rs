@@ -519,7 +519,7 @@ pub fn pack(
             frame_rate: opts.frame_rate,
             pix_fmt: if opts.lossless {
                 "gbrp"
-            } else if opts.codec == Codec::H264 {
+            } else if opts.codec.takes_ten_bits() {
                 "yuv444p10le (yuvj444p for tracks of JPEGs)"
             } else {
                 "yuvj444p"

@@ -291,6 +291,20 @@ fn hevc_codes_photos_in_png_to_the_target() {
     pack_with("hevc", &album, &archive);
     let v = verify_json(&archive, &album);
     assert_eq!(v["images"].as_array().unwrap().len(), 4, "all coded: {v}");
+    // What `info` says of the archive's coding.
+    let o = bin()
+        .args(["info", "--json"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        info["settings"]["pix_fmt"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("yuv444p10le")),
+        "{}",
+        info["settings"]
+    );
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
     assert_ten_bit_tracks(&archive);
 }

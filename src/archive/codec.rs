@@ -12,8 +12,8 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// 2: packets carry an xxh3-64 of their payload (`Packet::hash`); a second copy of the index
 /// at the end of the file, found through a trailer. 3: `Blob::coding`. 4: `ColorModel::Rgb420`.
 /// 5: `EntryKind::Copy`. 6: `BlobCoding::Png`. 7: `BlobCoding::PngGrouped`. 8: the index is
-/// as in 7, but colour tracks may be 10-bit Y'CbCr (H.264 High 4:4:4 Predictive), which a
-/// reader of version 7 cannot decode: the number tells it so before it tries.
+/// as in 7, but colour tracks may be 10-bit Y'CbCr (`yuv444p10le`, with any codec but NVENC),
+/// which a reader of version 7 cannot decode: the number tells it so before it tries.
 pub const FORMAT_VERSION: u32 = 8;
 /// The oldest version this av1pack reads: a version 3 index is a version 7 index that holds
 /// no `ColorModel::Rgb420`, no `EntryKind::Copy`, no `BlobCoding::Png` and no
