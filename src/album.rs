@@ -160,7 +160,7 @@ fn kept_for_its_content(path: &Path, format: ImageFormat) -> io::Result<Option<S
     match format {
         ImageFormat::Png => png_kept_for(&mut f, len),
         ImageFormat::WebP => webp_kept_for(&mut f, len),
-        ImageFormat::Tiff => tiff_kept_for(&mut f, len),
+        ImageFormat::Tiff => tiff_kept_for(&mut f),
         ImageFormat::Bmp => bmp_kept_for(&mut f),
         _ => Ok(None),
     }
@@ -244,136 +244,39 @@ fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
 /// A TIFF of more than one page (its first directory links to a next one), or whose first
 /// directory has tags beyond how its pixels are stored (a resolution, EXIF, an ICC profile, a
 /// description...; a DNG's or a raw file's preview), which the TIFF written back would not
-/// have: nothing of the file may be lost.
-fn tiff_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
-    let mut buf = [0u8; 16];
-    f.read_exact(&mut buf[..16])?;
-    let little = match &buf[..2] {
-        b"II" => true,
-        b"MM" => false,
-        _ => return Ok(None),
-    };
-    let u16_at = |b: &[u8]| {
-        let a = [b[0], b[1]];
-        if little {
-            u16::from_le_bytes(a)
-        } else {
-            u16::from_be_bytes(a)
-        }
-    };
-    let u32_at = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
-        u64::from(if little {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        })
-    };
-    let u64_at = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
-        if little {
-            u64::from_le_bytes(a)
-        } else {
-            u64::from_be_bytes(a)
-        }
-    };
-    // Classic TIFF (42): 4-byte offsets, 12-byte entries; BigTIFF (43): 8 and 20.
-    let big = match u16_at(&buf[2..4]) {
-        42 => false,
-        43 => true,
-        _ => return Ok(None),
-    };
-    let first = if big {
-        u64_at(&buf[8..16])
-    } else {
-        u32_at(&buf[4..8])
-    };
-    let (count_len, entry_len, offset_len) = if big { (8, 20, 8) } else { (2, 12, 4) };
-    if first == 0 || first.saturating_add(count_len) > len {
+/// have: nothing of the file may be lost. The directories are read by the tiff crate (the one
+/// the image decoder uses), classic TIFF and BigTIFF alike.
+fn tiff_kept_for(f: &mut fs::File) -> io::Result<Option<String>> {
+    use tiff::decoder::{ifd::Value, Decoder};
+    use tiff::tags::Tag;
+    // A file the TIFF reader refuses says nothing here: the image decoder judges it.
+    let Ok(mut dec) = Decoder::new(io::BufReader::new(f)) else {
         return Ok(None);
-    }
-    f.seek(SeekFrom::Start(first))?;
-    f.read_exact(&mut buf[..count_len as usize])?;
-    let entries = if big {
-        u64_at(&buf[..8])
-    } else {
-        u64::from(u16_at(&buf[..2]))
     };
-    let next_at = entries
-        .saturating_mul(entry_len)
-        .saturating_add(first + count_len);
-    if next_at.saturating_add(offset_len) > len {
-        return Ok(None);
-    }
-    f.seek(SeekFrom::Start(next_at))?;
-    f.read_exact(&mut buf[..offset_len as usize])?;
-    let next = if big {
-        u64_at(&buf[..8])
-    } else {
-        u32_at(&buf[..4])
-    };
-    if next != 0 {
+    if dec.more_images() {
         return Ok(Some("TIFF of more than one page".into()));
     }
-    if entries > MAX_TIFF_TAGS {
+    let Some(dir) = dec.ifd_pointer().and_then(|p| dec.read_directory(p).ok()) else {
         return Ok(None);
-    }
-    // The first directory's tags: a TIFF written back states only how its pixels are stored.
-    let mut dir = vec![0u8; (entries * entry_len) as usize];
-    f.seek(SeekFrom::Start(first + count_len))?;
-    f.read_exact(&mut dir)?;
-    // (tag, type, the value field: the value itself when it fits, else where it is)
-    let fields: Vec<(u16, u16, &[u8])> = dir
-        .chunks_exact(entry_len as usize)
-        .map(|e| {
-            let at = if big { 12 } else { 8 };
-            (u16_at(&e[0..2]), u16_at(&e[2..4]), &e[at..])
-        })
-        .collect();
-    // A SHORT or LONG value held in the field.
-    let number = |kind: u16, v: &[u8]| match kind {
-        3 => Some(u64::from(u16_at(v))),
-        4 => Some(u32_at(v)),
-        _ => None,
     };
-    let value_of = |tag: u16| {
-        fields
-            .iter()
-            .find(|(t, ..)| *t == tag)
-            .and_then(|&(_, kind, v)| number(kind, v))
-    };
-    let no_unit = value_of(296) == Some(1);
+    let tags: Vec<Tag> = dir.iter().map(|(tag, _)| tag).collect();
+    let mut values = dec.read_directory_tags(&dir);
+    let mut value = |tag: Tag| values.find_tag(tag).ok().flatten();
+    let number = |v: Option<Value>| v.and_then(|v| v.into_u64().ok());
+    // A resolution of 1, or without a unit, says nothing (what the TIFF written back has).
+    let no_unit = number(value(Tag::ResolutionUnit)) == Some(1);
     let mut carried = Vec::new();
-    for &(tag, kind, v) in &fields {
-        let written_back = match tag {
-            t if TIFF_LAYOUT_TAGS.contains(&t) => true,
+    for tag in tags {
+        let written_back = match tag.to_u16() {
+            t if TIFF_LAYOUT_TAGS.contains(&t) || t == 296 => true,
             // A full-resolution image (a DNG's or a raw file's first directory is a preview).
-            254 => number(kind, v) == Some(0),
-            274 => number(kind, v) == Some(1),
-            // A resolution of 1 or without a unit says nothing (what the TIFF written back has).
-            282 | 283 => {
-                no_unit || {
-                    // A RATIONAL (two LONGs) fills a BigTIFF's field; a classic TIFF's field
-                    // says where it is.
-                    let mut r = [0u8; 8];
-                    let read = kind == 5
-                        && if big {
-                            r.copy_from_slice(&v[..8]);
-                            true
-                        } else {
-                            let at = u32_at(v);
-                            at.saturating_add(8) <= len
-                                && f.seek(SeekFrom::Start(at)).is_ok()
-                                && f.read_exact(&mut r).is_ok()
-                        };
-                    read && u32_at(&r[..4]) == u32_at(&r[4..])
-                }
-            }
-            296 => true,
+            254 => number(value(tag)) == Some(0),
+            274 => number(value(tag)) == Some(1),
+            282 | 283 => no_unit || matches!(value(tag), Some(Value::Rational(n, d)) if n == d),
             _ => false,
         };
         if !written_back {
-            carried.push(tiff_tag_name(tag));
+            carried.push(tiff_tag_name(tag.to_u16()));
         }
     }
     if carried.is_empty() {
@@ -390,9 +293,6 @@ fn tiff_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
         carried.join(", ")
     )))
 }
-
-/// More tags than this in a TIFF's first directory: malformed, left to its decoder.
-const MAX_TIFF_TAGS: u64 = 4096;
 
 /// TIFF tags that only say how the pixels are stored, which the TIFF written back states in
 /// its own way: size, samples, compression, photometric interpretation, fill order, strips,
