@@ -20,6 +20,13 @@ fn sample_index_v3() -> Index {
 }
 
 /// The sample as decoding gives it: every copy holds its original's kind.
+/// The index of an older version's golden file, which must say that version.
+fn decode_golden(path: &str, version: u32) -> Index {
+    let golden = std::fs::read(path).unwrap();
+    assert_eq!(&golden[8..12], &version.to_le_bytes(), "{path}");
+    codec::decode_index(&golden).unwrap()
+}
+
 fn resolved(mut idx: Index) -> Index {
     for i in 0..idx.entries.len() {
         if let EntryKind::Copy { of } = idx.entries[i].kind {
@@ -300,29 +307,17 @@ fn index_bytes_match_the_golden_file() {
 /// the version number.
 #[test]
 fn version_7_indexes_still_decode() {
-    let golden = std::fs::read(GOLDEN_V7).unwrap();
-    assert_eq!(&golden[8..12], &7u32.to_le_bytes());
-    assert_eq!(
-        codec::decode_index(&golden).unwrap(),
-        resolved(sample_index())
-    );
+    assert_eq!(decode_golden(GOLDEN_V7, 7), resolved(sample_index()));
 }
 
 #[test]
 fn version_6_indexes_still_decode() {
-    let golden = std::fs::read(GOLDEN_V6).unwrap();
-    assert_eq!(&golden[8..12], &6u32.to_le_bytes());
-    assert_eq!(
-        codec::decode_index(&golden).unwrap(),
-        resolved(sample_index_v6())
-    );
+    assert_eq!(decode_golden(GOLDEN_V6, 6), resolved(sample_index_v6()));
 }
 
 #[test]
 fn version_5_indexes_still_decode() {
-    let golden = std::fs::read(GOLDEN_V5).unwrap();
-    assert_eq!(&golden[8..12], &5u32.to_le_bytes());
-    let decoded = codec::decode_index(&golden).unwrap();
+    let decoded = decode_golden(GOLDEN_V5, 5);
     assert_eq!(decoded, resolved(sample_index_v5()));
     // The copies keep their own names, times and modes, and take their originals' kinds.
     let n = decoded.entries.len();
@@ -334,9 +329,7 @@ fn version_5_indexes_still_decode() {
 
 #[test]
 fn version_4_indexes_still_decode() {
-    let golden = std::fs::read(GOLDEN_V4).unwrap();
-    assert_eq!(&golden[8..12], &4u32.to_le_bytes());
-    assert_eq!(codec::decode_index(&golden).unwrap(), sample_index_v4());
+    assert_eq!(decode_golden(GOLDEN_V4, 4), sample_index_v4());
 }
 
 /// A copy must point at an earlier file, and copies may not repeat more metadata than an
@@ -379,9 +372,7 @@ fn copies_of_what_is_not_an_earlier_file_are_refused() {
 
 #[test]
 fn version_3_indexes_still_decode() {
-    let golden = std::fs::read(GOLDEN_V3).unwrap();
-    assert_eq!(&golden[8..12], &3u32.to_le_bytes());
-    assert_eq!(codec::decode_index(&golden).unwrap(), sample_index_v3());
+    assert_eq!(decode_golden(GOLDEN_V3, 3), sample_index_v3());
 }
 
 #[test]
