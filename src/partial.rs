@@ -66,6 +66,12 @@ impl Writing {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Removes the unfinished file (best effort: it is named as partial if it stays) and
+    /// forgets it.
+    pub(crate) fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Drop for Writing {

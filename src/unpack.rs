@@ -593,8 +593,7 @@ impl<'a> Tree<'a> {
             rename_noreplace(tmp.path(), path)
         };
         if let Err(e) = r {
-            // Best effort: the temporary file is ours and incomplete in any case.
-            let _ = fs::remove_file(tmp.path());
+            tmp.discard();
             let in_the_way = matches!(
                 e.raw_os_error(),
                 Some(libc::EEXIST | libc::EISDIR | libc::ENOTEMPTY)
@@ -637,8 +636,7 @@ impl<'a> Tree<'a> {
         match written {
             Ok(t) => self.commit(tmp, &path).map(|()| t),
             Err(err) => {
-                // Best effort: the partial file is ours, and named as such if it stays.
-                let _ = fs::remove_file(tmp.path());
+                tmp.discard();
                 Err(err.to_string())
             }
         }
@@ -651,7 +649,7 @@ impl<'a> Tree<'a> {
             .create_temp(&dir, |tmp| std::os::unix::fs::symlink(link, tmp))
             .map_err(|e| e.to_string())?;
         if let Err(e) = set_mtime(tmp.path(), mtime) {
-            let _ = fs::remove_file(tmp.path());
+            tmp.discard();
             return Err(e.to_string());
         }
         self.commit(tmp, &path)
