@@ -6,7 +6,8 @@
 Reads every image below ORIGINALS_DIR (JPEG, PNG, TIFF, WebP, BMP, GIF) with
 `exiftool -j -G1 -a -s -r` and the file of the same relative path below OTHER_DIR, and compares
 their tag sets and values, leaving out file-level tags: exiftool's System/File/ExifTool/Composite
-groups and the PNG header (IHDR) fields, which describe the container, not the metadata.
+groups, the PNG header (IHDR) fields and a TIFF's pixel-layout fields (compression, strips,
+predictor...), which describe the container, not the metadata.
 Prints one line per file that differs and a summary; exits 1 if any file differs.
 """
 import json
@@ -17,6 +18,14 @@ import sys
 FILE_LEVEL_GROUPS = {"System", "File", "ExifTool", "Composite"}
 PNG_HEADER = {"ImageWidth", "ImageHeight", "BitDepth", "ColorType", "Compression", "Filter",
               "Interlace", "Palette", "Transparency"}
+# The fields of a TIFF's first directory (IFD0) that say how its pixels are stored, which the
+# TIFF written back states in its own way (av1pack's archive::TIFF_LAYOUT_TAGS).
+TIFF_LAYOUT = {"Compression", "PhotometricInterpretation", "FillOrder", "StripOffsets",
+               "RowsPerStrip", "StripByteCounts", "MinSampleValue", "MaxSampleValue",
+               "PlanarConfiguration", "FreeOffsets", "FreeByteCounts", "T4Options", "T6Options",
+               "Predictor", "TileWidth", "TileLength", "TileOffsets", "TileByteCounts",
+               "ExtraSamples", "SampleFormat", "JPEGTables", "YCbCrCoefficients",
+               "YCbCrSubSampling", "YCbCrPositioning", "ReferenceBlackWhite"}
 EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 
 
@@ -27,7 +36,8 @@ def tags(root):
     result = {}
     for rec in json.loads(out or b"[]"):
         rel = os.path.relpath(rec.pop("SourceFile"), root)
-        if os.path.splitext(rel)[1].lower() not in EXTS:
+        ext = os.path.splitext(rel)[1].lower()
+        if ext not in EXTS:
             continue
         kept = {}
         for key, value in rec.items():
@@ -35,6 +45,8 @@ def tags(root):
             if group in FILE_LEVEL_GROUPS:
                 continue
             if group == "PNG" and name in PNG_HEADER:
+                continue
+            if ext in (".tif", ".tiff") and group == "IFD0" and name in TIFF_LAYOUT:
                 continue
             kept[key] = value
         result[rel] = kept

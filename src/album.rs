@@ -1,6 +1,7 @@
 //! Walking an album folder in a deterministic order and deciding how each file is kept.
 
 use crate::archive::{ColorModel, ImageFormat, Timestamp};
+use crate::meta;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
@@ -146,9 +147,9 @@ pub const MAX_PIXELS: u64 = 1 << 27;
 
 /// Why a file must be kept as it is although its decoder reads it: it holds more than the one
 /// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
-/// PNG's end), metadata the file written back would not carry (a TIFF's tags beyond its pixel
-/// layout, a WebP's ICC, EXIF or XMP, a BMP's colour profile; PNG chunks and JPEG segments are
-/// carried), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
+/// PNG's end), metadata the file written back would not carry (a TIFF's sub-directories and
+/// previews, a WebP's ICC, EXIF or XMP, a BMP's colour profile; PNG chunks, JPEG segments and
+/// other TIFF tags are carried), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
 /// palette or of fewer than 8 bits a pixel, or a BMP with a palette (written back each would be
 /// full colour or 8-bit; TIFFs of 1 bit and CMYK TIFFs are found by their decoder, in
 /// [`probe`]). Reads chunk and directory headers only, one function per format. A header too
@@ -241,90 +242,14 @@ fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     Ok(None)
 }
 
-/// A TIFF of more than one page (its first directory links to a next one), or whose first
-/// directory has tags beyond how its pixels are stored (a resolution, EXIF, an ICC profile, a
-/// description...; a DNG's or a raw file's preview), which the TIFF written back would not
-/// have: nothing of the file may be lost. The directories are read by the tiff crate (the one
-/// the image decoder uses), classic TIFF and BigTIFF alike.
+/// A TIFF whose first directory a TIFF written back could not hold: another page, a preview
+/// (a DNG's or a raw file's), sub-directories (EXIF, GPS); see [`meta::tiff_meta`]. Its other
+/// tags (a resolution, an ICC profile, XMP...) are carried.
 fn tiff_kept_for(f: &mut fs::File) -> io::Result<Option<String>> {
-    use tiff::decoder::{ifd::Value, Decoder};
-    use tiff::tags::Tag;
-    // A file the TIFF reader refuses says nothing here: the image decoder judges it.
-    let Ok(mut dec) = Decoder::new(io::BufReader::new(f)) else {
-        return Ok(None);
-    };
-    if dec.more_images() {
-        return Ok(Some("TIFF of more than one page".into()));
-    }
-    let Some(dir) = dec.ifd_pointer().and_then(|p| dec.read_directory(p).ok()) else {
-        return Ok(None);
-    };
-    let tags: Vec<Tag> = dir.iter().map(|(tag, _)| tag).collect();
-    let mut values = dec.read_directory_tags(&dir);
-    let mut value = |tag: Tag| values.find_tag(tag).ok().flatten();
-    let number = |v: Option<Value>| v.and_then(|v| v.into_u64().ok());
-    // A resolution of 1, or without a unit, says nothing (what the TIFF written back has).
-    let no_unit = number(value(Tag::ResolutionUnit)) == Some(1);
-    let mut carried = Vec::new();
-    for tag in tags {
-        let written_back = match tag.to_u16() {
-            t if TIFF_LAYOUT_TAGS.contains(&t) || t == 296 => true,
-            // A full-resolution image (a DNG's or a raw file's first directory is a preview).
-            254 => number(value(tag)) == Some(0),
-            274 => number(value(tag)) == Some(1),
-            282 | 283 => no_unit || matches!(value(tag), Some(Value::Rational(n, d)) if n == d),
-            _ => false,
-        };
-        if !written_back {
-            carried.push(tiff_tag_name(tag.to_u16()));
-        }
-    }
-    if carried.is_empty() {
-        return Ok(None);
-    }
-    carried.dedup();
-    if carried.len() > 4 {
-        let more = carried.len() - 3;
-        carried.truncate(3);
-        carried.push(format!("{more} more tags"));
-    }
-    Ok(Some(format!(
-        "TIFF with {} (written back it would not have them)",
-        carried.join(", ")
-    )))
-}
-
-/// TIFF tags that only say how the pixels are stored, which the TIFF written back states in
-/// its own way: size, samples, compression, photometric interpretation, fill order, strips,
-/// sample range, planar configuration, predictor, tiles, extra samples, sample format.
-const TIFF_LAYOUT_TAGS: [u16; 20] = [
-    256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 322, 323, 324, 325, 338,
-    339,
-];
-
-/// A TIFF tag as a message names it.
-fn tiff_tag_name(tag: u16) -> String {
-    match tag {
-        254 => "a reduced-resolution first image".into(),
-        269 => "DocumentName".into(),
-        270 => "ImageDescription".into(),
-        271 | 272 => "camera make and model".into(),
-        274 => "an Orientation".into(),
-        282 | 283 => "a resolution".into(),
-        305 => "Software".into(),
-        306 => "DateTime".into(),
-        315 => "Artist".into(),
-        330 => "sub-images (SubIFDs)".into(),
-        700 => "XMP".into(),
-        33432 => "Copyright".into(),
-        33723 => "IPTC".into(),
-        34377 => "Photoshop data".into(),
-        34665 => "EXIF".into(),
-        34675 => "an ICC profile".into(),
-        34853 => "GPS".into(),
-        50706 => "DNG tags".into(),
-        t => format!("tag {t}"),
-    }
+    Ok(match meta::tiff_meta(io::BufReader::new(f)) {
+        meta::TiffMeta::Kept(why) => Some(why),
+        meta::TiffMeta::Carried(_) => None,
+    })
 }
 
 /// A BMP of 1 to 8 bits a pixel (a palette), or with a colour profile.
@@ -462,49 +387,4 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         color,
         alpha,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tiff::encoder::{colortype, Rational, TiffEncoder};
-    use tiff::tags::ResolutionUnit;
-
-    /// A 4×3 RGB TIFF, classic or BigTIFF, that states the resolution given.
-    fn rgb_tiff(big: bool, unit: ResolutionUnit, dpi: Rational) -> Vec<u8> {
-        let mut out = std::io::Cursor::new(Vec::new());
-        if big {
-            let mut enc = TiffEncoder::new_big(&mut out).unwrap();
-            let mut img = enc.new_image::<colortype::RGB8>(4, 3).unwrap();
-            img.resolution(unit, dpi);
-            img.write_data(&[7u8; 36]).unwrap();
-        } else {
-            let mut enc = TiffEncoder::new(&mut out).unwrap();
-            let mut img = enc.new_image::<colortype::RGB8>(4, 3).unwrap();
-            img.resolution(unit, dpi);
-            img.write_data(&[7u8; 36]).unwrap();
-        }
-        out.into_inner()
-    }
-
-    #[test]
-    fn a_resolution_keeps_a_tiff_unless_it_says_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.tif");
-        for big in [false, true] {
-            for (unit, n, kept) in [
-                (ResolutionUnit::None, 300, false),
-                (ResolutionUnit::Inch, 1, false),
-                (ResolutionUnit::Inch, 300, true),
-            ] {
-                let label = format!("big {big}, {unit:?} {n}/1");
-                std::fs::write(&path, rgb_tiff(big, unit, Rational { n, d: 1 })).unwrap();
-                let reason = kept_for_its_content(&path, ImageFormat::Tiff).unwrap();
-                match reason {
-                    Some(r) => assert!(kept && r.contains("a resolution"), "{label}: {r}"),
-                    None => assert!(!kept, "{label}: coded"),
-                }
-            }
-        }
-    }
 }

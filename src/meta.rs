@@ -1,7 +1,8 @@
-//! Metadata blocks of JPEG and PNG files: taken from the original byte for byte, and
-//! written back into the files the renderer makes.
+//! Metadata blocks of JPEG, PNG and TIFF files: taken from the original byte for byte (a
+//! TIFF's tag values in little-endian order), and written back into the files the renderer
+//! makes.
 
-use crate::archive::MetaBlock;
+use crate::archive::{tiff_type_size, MetaBlock, TiffDir, TIFF_LAYOUT_TAGS};
 
 /// What the metadata scan learned about a JPEG besides its blocks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +223,169 @@ pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
     out
 }
 
+/// Carried TIFF tags may hold this many bytes in all; a file with more (a Photoshop TIFF's
+/// layers, say) is kept as it is, so that the index the mount holds in memory stays small.
+pub const MAX_TIFF_TAG_BYTES: usize = 1 << 20;
+
+/// IPTC-NAA: a byte stream that writers declare as LONGs (carried as its bytes).
+const TIFF_IPTC: u16 = 33723;
+
+/// What the first directory of a TIFF holds besides its pixels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TiffMeta {
+    /// Tags to write back into the TIFF made from the decoded pixels (maybe none).
+    Carried(Vec<MetaBlock>),
+    /// What a TIFF made from the decoded pixels could not hold: the file is kept as it is,
+    /// for this reason.
+    Kept(String),
+}
+
+/// Reads the first directory of a TIFF (classic or BigTIFF, either byte order), and the EXIF,
+/// GPS and interoperability directories it points at, with the tiff crate (the reader the
+/// image decoder uses). Tags about the pixel layout are left to the TIFF written back; the
+/// others are carried, unless one of them says the file is more than one full image or holds
+/// what cannot be moved: another page, a reduced-resolution first image (a DNG's or a raw
+/// file's preview), DNG tags, sub-images (SubIFDs), a MakerNote (whose offsets point into the
+/// file), a palette, old-style JPEG data, 64-bit values, or over [`MAX_TIFF_TAG_BYTES`]. A
+/// file the TIFF reader refuses outright says nothing here (the image decoder judges it).
+pub fn tiff_meta<R: std::io::Read + std::io::Seek>(reader: R) -> TiffMeta {
+    let Ok(mut dec) = tiff::decoder::Decoder::new(reader) else {
+        return TiffMeta::Carried(Vec::new());
+    };
+    if dec.more_images() {
+        return TiffMeta::Kept("TIFF of more than one page".into());
+    }
+    let Some(first) = dec.ifd_pointer() else {
+        return TiffMeta::Carried(Vec::new());
+    };
+    let mut read = TiffRead {
+        dec,
+        blocks: Vec::new(),
+        kept: Vec::new(),
+        total: 0,
+    };
+    if let Err(e) = read.directory(first, TiffDir::Image) {
+        return TiffMeta::Kept(format!("TIFF whose tags cannot be read: {e}"));
+    }
+    let TiffRead {
+        blocks, mut kept, ..
+    } = read;
+    // A full-resolution image says NewSubfileType 0 (or nothing).
+    let subfile = blocks.iter().any(|b| {
+        matches!(b, MetaBlock::TiffTag { dir: TiffDir::Image, tag: 254, data, .. }
+            if data.iter().any(|&b| b != 0))
+    });
+    if subfile {
+        kept.insert(0, "a reduced-resolution first image".into());
+    }
+    if kept.is_empty() {
+        return TiffMeta::Carried(blocks);
+    }
+    kept.dedup();
+    TiffMeta::Kept(format!(
+        "TIFF with {} (written back it would not have them)",
+        kept.join(", ")
+    ))
+}
+
+/// The state of [`tiff_meta`]'s walk.
+struct TiffRead<R: std::io::Read + std::io::Seek> {
+    dec: tiff::decoder::Decoder<R>,
+    blocks: Vec<MetaBlock>,
+    /// What keeps the file, as messages name it.
+    kept: Vec<String>,
+    /// Bytes of values carried so far.
+    total: usize,
+}
+
+impl<R: std::io::Read + std::io::Seek> TiffRead<R> {
+    /// Carries the tags of directory `which` at `at`, and of the directories it points at.
+    fn directory(
+        &mut self,
+        at: tiff::tags::IfdPointer,
+        which: TiffDir,
+    ) -> Result<(), tiff::TiffError> {
+        use tiff::tags::{ByteOrder, IfdPointer, Type, ValueBuffer};
+        let dir = self.dec.read_directory(at)?;
+        let mut values = self.dec.read_directory_tags(&dir);
+        let mut below = Vec::new();
+        for (tag, entry) in dir.iter() {
+            let (t, kind) = (tag.to_u16(), entry.field_type());
+            if TIFF_LAYOUT_TAGS.contains(&t) && which == TiffDir::Image {
+                continue;
+            }
+            // Each pointer is followed from its one parent only, so the walk ends.
+            let sub = match (which, t) {
+                (TiffDir::Image, 34665) => Some(TiffDir::Exif),
+                (TiffDir::Image, 34853) => Some(TiffDir::Gps),
+                (TiffDir::Exif, 40965) => Some(TiffDir::Interop),
+                _ => None,
+            };
+            if let Some(sub) = sub.filter(|_| entry.count() == 1) {
+                let offset = values.find_tag(tag)?.map(|v| v.into_u64()).transpose()?;
+                below.extend(offset.map(|o| (IfdPointer(o), sub)));
+                continue;
+            }
+            let why = match (t, kind) {
+                (330 | 34665 | 34853 | 40965, _) | (_, Type::IFD | Type::IFD8) => tiff_tag_name(t),
+                (37500, _) if which == TiffDir::Exif => "a MakerNote".into(),
+                (50706..=50999, _) => "DNG tags".into(),
+                (320, _) => "a palette".into(),
+                (512..=521, _) => "old-style JPEG data".into(),
+                (_, Type::LONG8 | Type::SLONG8) => "64-bit tag values".into(),
+                _ => String::new(),
+            };
+            if !why.is_empty() {
+                self.kept.push(why);
+                continue;
+            }
+            let size =
+                tiff_type_size(kind.to_u16()).map(|n| entry.count().saturating_mul(n as u64));
+            match size {
+                Some(n) if n <= (MAX_TIFF_TAG_BYTES - self.total) as u64 => {
+                    self.total += n as usize
+                }
+                _ => {
+                    self.kept
+                        .push(format!("over {} KiB of tags", MAX_TIFF_TAG_BYTES >> 10));
+                    continue;
+                }
+            }
+            let mut buf = ValueBuffer::empty(kind);
+            if values.find_tag_buf(tag, &mut buf)?.is_none() {
+                continue;
+            }
+            let (kind, data) = if t == TIFF_IPTC {
+                (7, buf.as_bytes().to_vec())
+            } else {
+                buf.set_byte_order(ByteOrder::LittleEndian);
+                (buf.data_type().to_u16(), buf.as_bytes().to_vec())
+            };
+            self.blocks.push(MetaBlock::TiffTag {
+                dir: which,
+                tag: t,
+                kind,
+                data,
+            });
+        }
+        for (at, sub) in below {
+            self.directory(at, sub)?;
+        }
+        Ok(())
+    }
+}
+
+/// A TIFF tag as a message names it.
+fn tiff_tag_name(tag: u16) -> String {
+    match tag {
+        330 => "sub-images (SubIFDs)".into(),
+        34665 => "EXIF".into(),
+        34853 => "GPS".into(),
+        40965 => "an interoperability directory".into(),
+        t => format!("a directory in tag {t}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +434,237 @@ mod end_tests {
         for cut in 0..j.len() - 1 {
             assert_eq!(jpeg_end(&j[..cut]), None, "cut at {cut}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tiff_tests {
+    use super::*;
+    use std::io::Cursor;
+    use tiff::encoder::{colortype, Rational, TiffEncoder, TiffKind};
+    use tiff::tags::{ResolutionUnit, Tag};
+
+    fn tag(dir: TiffDir, tag: u16, kind: u16, data: &[u8]) -> MetaBlock {
+        MetaBlock::TiffTag {
+            dir,
+            tag,
+            kind,
+            data: data.to_vec(),
+        }
+    }
+
+    fn image_tag(t: u16, kind: u16, data: &[u8]) -> MetaBlock {
+        tag(TiffDir::Image, t, kind, data)
+    }
+
+    /// A 4×3 RGB TIFF, classic or BigTIFF, at 300 dpi with an Artist, an ICC profile and XMP.
+    fn scanned<K: TiffKind>(mut enc: TiffEncoder<&mut Cursor<Vec<u8>>, K>) {
+        let mut img = enc.new_image::<colortype::RGB8>(4, 3).unwrap();
+        img.resolution(ResolutionUnit::Inch, Rational { n: 300, d: 1 });
+        let dir = img.encoder();
+        dir.write_tag(Tag::Artist, "A. Photographer").unwrap();
+        dir.write_tag(Tag::Unknown(700), &b"<x:xmpmeta/>"[..])
+            .unwrap();
+        dir.write_tag(Tag::Unknown(34675), &[0u8, 1, 2, 3, 4, 5][..])
+            .unwrap();
+        img.write_data(&[7u8; 36]).unwrap();
+    }
+
+    #[test]
+    fn a_scanners_tags_are_carried_from_classic_and_big_tiffs() {
+        let mut classic = Cursor::new(Vec::new());
+        scanned(TiffEncoder::new(&mut classic).unwrap());
+        let mut big = Cursor::new(Vec::new());
+        scanned(TiffEncoder::new_big(&mut big).unwrap());
+        for file in [classic, big] {
+            assert_eq!(
+                tiff_meta(Cursor::new(file.into_inner())),
+                TiffMeta::Carried(vec![
+                    image_tag(282, 5, &[44, 1, 0, 0, 1, 0, 0, 0]),
+                    image_tag(283, 5, &[44, 1, 0, 0, 1, 0, 0, 0]),
+                    image_tag(296, 3, &[2, 0]),
+                    image_tag(315, 2, b"A. Photographer\0"),
+                    image_tag(700, 1, b"<x:xmpmeta/>"),
+                    image_tag(34675, 1, &[0, 1, 2, 3, 4, 5]),
+                ])
+            );
+        }
+    }
+
+    type Entries = [(u16, u16, Vec<u8>)];
+
+    /// A big-endian directory at `at`: its entries (tag, type, values in big-endian order,
+    /// sorted here), the next-directory link 0, then the values that do not fit in an entry.
+    fn directory(entries: &Entries, at: usize) -> Vec<u8> {
+        // Type 13 (IFD) is a LONG offset.
+        let size = |kind: u16| tiff_type_size(kind).unwrap_or(4);
+        let mut entries = entries.to_vec();
+        entries.sort_by_key(|e| e.0);
+        let data_at = at + 2 + 12 * entries.len() + 4;
+        let (mut out, mut data) = ((entries.len() as u16).to_be_bytes().to_vec(), Vec::new());
+        for (t, kind, value) in &entries {
+            out.extend(t.to_be_bytes());
+            out.extend(kind.to_be_bytes());
+            out.extend(((value.len() / size(*kind)) as u32).to_be_bytes());
+            if value.len() <= 4 {
+                out.extend(value);
+                out.extend(vec![0; 4 - value.len()]);
+            } else {
+                out.extend(((data_at + data.len()) as u32).to_be_bytes());
+                data.extend(value);
+                data.resize(data.len().next_multiple_of(2), 0);
+            }
+        }
+        out.extend([0; 4]);
+        out.extend(data);
+        out
+    }
+
+    /// A big-endian ("MM") 2×1 RGB TIFF, uncompressed, with `extra` tags beside its layout,
+    /// and EXIF, interoperability and GPS directories where they have entries.
+    fn big_endian_with(
+        extra: &Entries,
+        exif: &Entries,
+        interop: &Entries,
+        gps: &Entries,
+    ) -> Vec<u8> {
+        let long = |v: usize| (v as u32).to_be_bytes().to_vec();
+        // Offsets do not change sizes: lay out with zeros, then with the offsets.
+        let layout = |offsets: [usize; 4]| {
+            let [exif_at, interop_at, gps_at, strip_at] = offsets;
+            let mut image: Vec<(u16, u16, Vec<u8>)> = vec![
+                (256, 3, vec![0, 2]),
+                (257, 3, vec![0, 1]),
+                (258, 3, vec![0, 8, 0, 8, 0, 8]),
+                (259, 3, vec![0, 1]),
+                (262, 3, vec![0, 2]),
+                (273, 4, long(strip_at)),
+                (277, 3, vec![0, 3]),
+                (278, 3, vec![0, 1]),
+                (279, 4, long(6)),
+            ];
+            image.extend(extra.iter().cloned());
+            let mut exif = exif.to_vec();
+            if !interop.is_empty() {
+                exif.push((40965, 4, long(interop_at)));
+            }
+            if !exif.is_empty() {
+                image.push((34665, 4, long(exif_at)));
+            }
+            if !gps.is_empty() {
+                image.push((34853, 4, long(gps_at)));
+            }
+            let mut out = b"MM\0*".to_vec();
+            out.extend(long(8));
+            let mut at = [0; 4];
+            for (k, entries) in [&image[..], &exif, interop, gps].into_iter().enumerate() {
+                if k > 0 {
+                    at[k - 1] = out.len();
+                }
+                if k == 0 || !entries.is_empty() {
+                    out.extend(directory(entries, out.len()));
+                }
+            }
+            at[3] = out.len();
+            out.extend([10, 20, 30, 40, 50, 60]);
+            (out, at)
+        };
+        let (_, at) = layout([0; 4]);
+        layout(at).0
+    }
+
+    fn big_endian(extra: &Entries) -> Vec<u8> {
+        big_endian_with(extra, &[], &[], &[])
+    }
+
+    #[test]
+    fn big_endian_values_are_carried_little_endian_and_iptc_as_its_bytes() {
+        let iptc = vec![0x1c, 2, 0, 0, 2, 0, 4, 0x1c, 2, 0x78, 0, 2];
+        let file = big_endian(&[
+            (274, 3, vec![0, 6]),
+            (282, 5, vec![0, 0, 1, 44, 0, 0, 0, 1]),
+            (305, 2, b"scanner 1.0\0".to_vec()),
+            (33723, 4, iptc.clone()),
+        ]);
+        assert!(image::load_from_memory(&file).is_ok(), "a valid TIFF");
+        assert_eq!(
+            tiff_meta(Cursor::new(file)),
+            TiffMeta::Carried(vec![
+                image_tag(274, 3, &[6, 0]),
+                image_tag(282, 5, &[44, 1, 0, 0, 1, 0, 0, 0]),
+                image_tag(305, 2, b"scanner 1.0\0"),
+                image_tag(33723, 7, &iptc),
+            ])
+        );
+    }
+
+    /// EXIF (with its interoperability directory) and GPS fields are carried, each with its
+    /// directory; the pointers are not blocks.
+    #[test]
+    fn exif_gps_and_interoperability_directories_are_carried() {
+        let file = big_endian_with(
+            &[(315, 2, b"Me\0".to_vec())],
+            &[
+                (33434, 5, vec![0, 0, 0, 1, 0, 0, 0, 125]),
+                (36867, 2, b"2020:01:01 10:00:00\0".to_vec()),
+            ],
+            &[(1, 2, b"R98\0".to_vec())],
+            &[(0, 1, vec![2, 3, 0, 0]), (1, 2, b"N\0".to_vec())],
+        );
+        assert!(image::load_from_memory(&file).is_ok(), "a valid TIFF");
+        assert_eq!(
+            tiff_meta(Cursor::new(file)),
+            TiffMeta::Carried(vec![
+                image_tag(315, 2, b"Me\0"),
+                tag(TiffDir::Exif, 33434, 5, &[1, 0, 0, 0, 125, 0, 0, 0]),
+                tag(TiffDir::Exif, 36867, 2, b"2020:01:01 10:00:00\0"),
+                tag(TiffDir::Interop, 1, 2, b"R98\0"),
+                tag(TiffDir::Gps, 0, 1, &[2, 3, 0, 0]),
+                tag(TiffDir::Gps, 1, 2, b"N\0"),
+            ])
+        );
+    }
+
+    #[test]
+    fn what_a_tiff_written_back_cannot_hold_keeps_the_file() {
+        let kept = |file: Vec<u8>| match tiff_meta(Cursor::new(file)) {
+            TiffMeta::Kept(why) => why,
+            TiffMeta::Carried(b) => panic!("carried {b:?}"),
+        };
+        let why = kept(big_endian(&[
+            (254, 4, vec![0, 0, 0, 1]),
+            (50706, 1, vec![1, 4, 0, 0]),
+        ]));
+        assert!(
+            why.contains("a reduced-resolution first image, DNG tags"),
+            "{why}"
+        );
+        let why = kept(big_endian(&[(330, 13, vec![0, 0, 0, 8])]));
+        assert!(why.contains("sub-images (SubIFDs)"), "{why}");
+        let why = kept(big_endian(&[(320, 3, vec![0; 6 * 256])]));
+        assert!(why.contains("a palette"), "{why}");
+        let why = kept(big_endian(&[(37724, 7, vec![0; MAX_TIFF_TAG_BYTES + 1])]));
+        assert!(why.contains("over 1024 KiB of tags"), "{why}");
+        // A MakerNote's offsets point into the file; a GPS pointer belongs in the image's
+        // directory, not EXIF's.
+        let why = kept(big_endian_with(&[], &[(37500, 7, vec![1; 40])], &[], &[]));
+        assert!(why.contains("a MakerNote"), "{why}");
+        let why = kept(big_endian_with(
+            &[],
+            &[(34853, 4, vec![0, 0, 0, 8])],
+            &[],
+            &[],
+        ));
+        assert!(why.contains("GPS"), "{why}");
+        // A pointer past the end of the file.
+        let mut cut = big_endian_with(&[], &[(36867, 2, b"2020\0".to_vec())], &[], &[]);
+        cut.truncate(cut.len() - 30);
+        let why = kept(cut);
+        assert!(why.contains("tags cannot be read"), "{why}");
+        // A full-resolution image that says so is carried.
+        assert_eq!(
+            tiff_meta(Cursor::new(big_endian(&[(254, 4, vec![0; 4])]))),
+            TiffMeta::Carried(vec![image_tag(254, 4, &[0; 4])])
+        );
     }
 }

@@ -1752,9 +1752,10 @@ impl GopCoder<'_> {
                         .metadata
                         .iter()
                         .map(|m| match m {
-                            archive::MetaBlock::JpegSegment { data, .. }
-                            | archive::MetaBlock::PngChunk { data, .. }
-                            | archive::MetaBlock::Trailer(data) => data.len() as u64 + 8,
+                            // A directory entry, and its data where it does not fit in it.
+                            archive::MetaBlock::TiffTag { data, .. } => data.len() as u64 + 12,
+                            // A marker or a chunk type, length and CRC.
+                            _ => m.len() as u64 + 8,
                         })
                         .sum();
                     tile_share(r, bytes)
@@ -2312,6 +2313,10 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
             blocks
         }
         ImageFormat::Png => meta::png_blocks(&bytes),
+        ImageFormat::Tiff => match meta::tiff_meta(io::Cursor::new(&bytes)) {
+            meta::TiffMeta::Carried(blocks) => blocks,
+            meta::TiffMeta::Kept(why) => return Err(why),
+        },
         _ => Vec::new(),
     };
     let img_format = image_format(format).ok_or("unsupported format")?;

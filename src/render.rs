@@ -4,7 +4,7 @@
 //! the file it makes (`Rendered`), so the mount knows every size without decoding. Any change
 //! to its output must change [`RENDERER_ID`].
 
-use crate::archive::{ColorModel, ImageEntry, ImageFormat, MetaBlock};
+use crate::archive::{ColorModel, ImageEntry, ImageFormat, MetaBlock, TiffDir};
 use crate::meta;
 use crate::pixels::{Decoded, Picture, YccRef};
 use image::RgbImage;
@@ -16,6 +16,11 @@ pub const JPEG_QUALITY: u8 = 97;
 
 /// Identifies the renderer's exact output. Bump when anything below changes the bytes.
 pub const RENDERER_ID: &str =
+    "av1pack-render-6;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;\
+     image-0.25.10;tiff-0.11.3-deflate6-hpred-tags";
+
+/// The renderer before TIFFs carried their original's tags (archives up to format version 8).
+pub const RENDERER_V5_ID: &str =
     "av1pack-render-5;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;\
      image-0.25.10;tiff-0.11.3-deflate6-hpred";
 
@@ -44,20 +49,25 @@ pub enum Renderer {
     /// image, so V4 renders every V3 archive as V3 did; the id is kept apart so that a size
     /// recorded by this renderer is never taken for one of V3's.
     V4,
-    /// `av1pack-render-5` ([`RENDERER_ID`]): as V4, and TIFFs are Deflate-compressed with the
-    /// horizontal predictor (V4 wrote them uncompressed: an 800×600 LZW TIFF of 198 KB came
-    /// back as 480 KB).
+    /// `av1pack-render-5`: as V4, and TIFFs are Deflate-compressed with the horizontal
+    /// predictor (V4 wrote them uncompressed: an 800×600 LZW TIFF of 198 KB came back as
+    /// 480 KB).
     V5,
+    /// `av1pack-render-6` ([`RENDERER_ID`]): as V5, and a TIFF holds the tags carried from its
+    /// original (`MetaBlock::TiffTag`, index format 9). A version 8 index holds none, so V6
+    /// renders every V5 archive as V5 did; the id is kept apart as V4's is.
+    V6,
 }
 
 impl Renderer {
     /// The renderer whose id ([`RENDERER_ID`]) pack records.
-    pub const CURRENT: Renderer = Renderer::V5;
+    pub const CURRENT: Renderer = Renderer::V6;
 
     /// The renderer an archive's recorded sizes come from, if this av1pack has it.
     pub fn of(id: &str) -> Option<Renderer> {
         match id {
-            RENDERER_ID => Some(Renderer::V5),
+            RENDERER_ID => Some(Renderer::V6),
+            RENDERER_V5_ID => Some(Renderer::V5),
             RENDERER_V4_ID => Some(Renderer::V4),
             RENDERER_V3_ID => Some(Renderer::V3),
             RENDERER_V2_ID => Some(Renderer::V2),
@@ -110,6 +120,8 @@ pub enum RenderError {
     Image(#[from] image::ImageError),
     #[error("TIFF encoding failed: {0}")]
     Tiff(#[from] tiff::TiffError),
+    #[error("damaged index: TIFF tag {0} of type {1} with {2} bytes cannot be written")]
+    TiffTag(u16, u16, usize),
     #[error("image of {0}x{1} is too large for this format")]
     TooLarge(u32, u32),
 }
@@ -159,7 +171,7 @@ pub fn render(
                     with_alpha
                 };
                 if compressed_tiff {
-                    return tiff_file(&rgba, w, h, 4);
+                    return tiff_file(&rgba, w, h, 4, &entry.metadata);
                 }
                 let img =
                     image::RgbaImage::from_raw(w, h, rgba).ok_or(RenderError::TooLarge(w, h))?;
@@ -189,7 +201,7 @@ pub fn render(
                 _ => return png_file(&pixels, w, h, grey, false, &entry.metadata),
             };
             if compressed_tiff {
-                return tiff_file(&pixels, w, h, if grey { 1 } else { 3 });
+                return tiff_file(&pixels, w, h, if grey { 1 } else { 3 }, &entry.metadata);
             }
             let img = if grey {
                 image::DynamicImage::ImageLuma8(
@@ -208,19 +220,114 @@ pub fn render(
 
 /// A TIFF of 8-bit samples (`channels` 1: grey, 3: RGB, 4: RGBA), one image, Deflate at
 /// level 6 with the horizontal predictor: about the size of the LZW or Deflate TIFFs scanners
-/// and editors write, where uncompressed ones were 2–3 times that.
-fn tiff_file(data: &[u8], w: u32, h: u32, channels: u8) -> Result<Vec<u8>, RenderError> {
+/// and editors write, where uncompressed ones were 2–3 times that. The original's carried tags
+/// (`MetaBlock::TiffTag`) go into its directory, in place of the encoder's own resolution.
+fn tiff_file(
+    data: &[u8],
+    w: u32,
+    h: u32,
+    channels: u8,
+    metadata: &[MetaBlock],
+) -> Result<Vec<u8>, RenderError> {
     use tiff::encoder::{colortype, Compression, DeflateLevel, Predictor, TiffEncoder};
     let mut out = Cursor::new(Vec::new());
     let mut enc = TiffEncoder::new(&mut out)?
         .with_compression(Compression::Deflate(DeflateLevel::Balanced))
         .with_predictor(Predictor::Horizontal);
     match channels {
-        1 => enc.write_image::<colortype::Gray8>(w, h, data)?,
-        3 => enc.write_image::<colortype::RGB8>(w, h, data)?,
-        _ => enc.write_image::<colortype::RGBA8>(w, h, data)?,
+        1 => tagged_tiff::<colortype::Gray8, _>(&mut enc, w, h, data, metadata)?,
+        3 => tagged_tiff::<colortype::RGB8, _>(&mut enc, w, h, data, metadata)?,
+        _ => tagged_tiff::<colortype::RGBA8, _>(&mut enc, w, h, data, metadata)?,
     }
     Ok(out.into_inner())
+}
+
+/// Writes one image of colour type `C` with the carried tags among `metadata`: the EXIF, GPS
+/// and interoperability directories first (each before the one that points at it), then the
+/// image's.
+fn tagged_tiff<C, W>(
+    enc: &mut tiff::encoder::TiffEncoder<W>,
+    w: u32,
+    h: u32,
+    data: &[u8],
+    metadata: &[MetaBlock],
+) -> Result<(), RenderError>
+where
+    C: tiff::encoder::colortype::ColorType<Inner = u8>,
+    W: std::io::Write + std::io::Seek,
+{
+    let interop = sub_directory(enc, metadata, TiffDir::Interop, &[])?;
+    let exif = sub_directory(enc, metadata, TiffDir::Exif, &[(TiffDir::Interop, interop)])?;
+    let gps = sub_directory(enc, metadata, TiffDir::Gps, &[])?;
+    let mut image = enc.new_image::<C>(w, h)?;
+    write_tags(
+        image.encoder(),
+        metadata,
+        TiffDir::Image,
+        &[(TiffDir::Exif, exif), (TiffDir::Gps, gps)],
+    )?;
+    image.write_data(data)?;
+    Ok(())
+}
+
+/// Writes directory `which` unchained, if any block is in it or it points anywhere; returns
+/// its offset.
+fn sub_directory<W: std::io::Write + std::io::Seek>(
+    enc: &mut tiff::encoder::TiffEncoder<W>,
+    metadata: &[MetaBlock],
+    which: TiffDir,
+    pointers: &[(TiffDir, Option<u32>)],
+) -> Result<Option<u32>, RenderError> {
+    let used = metadata
+        .iter()
+        .any(|b| matches!(b, MetaBlock::TiffTag { dir, .. } if *dir == which));
+    if !used && pointers.iter().all(|(_, at)| at.is_none()) {
+        return Ok(None);
+    }
+    let mut dir = enc.extra_directory()?;
+    write_tags(&mut dir, metadata, which, pointers)?;
+    Ok(Some(dir.finish_with_offsets()?.offset))
+}
+
+/// Writes the blocks of directory `which` into `out`, and the pointers to the directories
+/// written before it (as LONGs, as most writers do).
+fn write_tags<W: std::io::Write + std::io::Seek>(
+    out: &mut tiff::encoder::DirectoryEncoder<'_, W, tiff::encoder::TiffKindStandard>,
+    metadata: &[MetaBlock],
+    which: TiffDir,
+    pointers: &[(TiffDir, Option<u32>)],
+) -> Result<(), RenderError> {
+    use tiff::tags::{ByteOrder, Tag, Type};
+    for block in metadata {
+        let MetaBlock::TiffTag {
+            dir,
+            tag,
+            kind,
+            data,
+        } = block
+        else {
+            continue;
+        };
+        if *dir != which {
+            continue;
+        }
+        // The index reader checked this; a renderer must not write a broken file either way.
+        let ty = Type::from_u16(*kind)
+            .filter(|_| crate::archive::tiff_tag_writable(*dir, *tag, *kind, data.len()))
+            .ok_or(RenderError::TiffTag(*tag, *kind, data.len()))?;
+        let mut bytes = data.clone();
+        ByteOrder::LittleEndian.convert(ty, &mut bytes, ByteOrder::native());
+        let entry = out.write_entry_bytes(ty, &bytes)?;
+        let mut one = tiff::Directory::empty();
+        one.extend([(Tag::from_u16_exhaustive(*tag), entry)]);
+        out.extend_from(&one);
+    }
+    for (to, at) in pointers {
+        if let (Some(tag), Some(at)) = (to.pointer_tag(), at) {
+            out.write_tag(Tag::from_u16_exhaustive(tag), *at)?;
+        }
+    }
+    Ok(())
 }
 
 /// Renders a decoded image as `renderer` does: a JPEG straight from Y'CbCr planes where
@@ -415,6 +522,68 @@ pub fn png_path(path: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tags carried from a TIFF are in the TIFF written back, as they were read, in their
+    /// directories (the resolution in place of the encoder's 1/1), beside the same pixels.
+    #[test]
+    fn a_tiff_written_back_holds_the_carried_tags() {
+        let tag = |dir: TiffDir, tag: u16, kind: u16, data: &[u8]| MetaBlock::TiffTag {
+            dir,
+            tag,
+            kind,
+            data: data.to_vec(),
+        };
+        let image = TiffDir::Image;
+        let blocks = vec![
+            tag(image, 274, 3, &[6, 0]),
+            tag(image, 282, 5, &[44, 1, 0, 0, 1, 0, 0, 0]),
+            tag(image, 283, 5, &[88, 2, 0, 0, 1, 0, 0, 0]),
+            tag(image, 296, 3, &[2, 0]),
+            tag(image, 315, 2, b"A. Photographer\0"),
+            tag(image, 33723, 7, &[0x1c, 2, 0, 0, 2, 0, 4]),
+            tag(image, 34675, 7, &[1, 2, 3]),
+            tag(image, 65000, 11, &1.5f32.to_le_bytes()),
+            tag(TiffDir::Exif, 33434, 5, &[1, 0, 0, 0, 125, 0, 0, 0]),
+            tag(TiffDir::Exif, 36867, 2, b"2020:01:01 10:00:00\0"),
+            tag(TiffDir::Interop, 1, 2, b"R98\0"),
+            tag(TiffDir::Gps, 0, 1, &[2, 3, 0, 0]),
+        ];
+        let pixels: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 7) as u8).collect();
+        let file = tiff_file(&pixels, 5, 4, 3, &blocks).unwrap();
+        assert_eq!(
+            meta::tiff_meta(Cursor::new(&file)),
+            meta::TiffMeta::Carried(blocks.clone())
+        );
+        let back = image::load_from_memory(&file).unwrap().to_rgb8();
+        assert_eq!(back.as_raw(), &pixels);
+        // Without tags, the file is the one render-5 made.
+        let mut plain = Cursor::new(Vec::new());
+        {
+            use tiff::encoder::{colortype, Compression, DeflateLevel, Predictor, TiffEncoder};
+            TiffEncoder::new(&mut plain)
+                .unwrap()
+                .with_compression(Compression::Deflate(DeflateLevel::Balanced))
+                .with_predictor(Predictor::Horizontal)
+                .write_image::<colortype::RGB8>(5, 4, &pixels)
+                .unwrap();
+        }
+        assert_eq!(
+            tiff_file(&pixels, 5, 4, 3, &[]).unwrap(),
+            plain.into_inner()
+        );
+        // A layout tag, a pointer type or a partial value is refused, not written.
+        for bad in [
+            tag(image, 273, 4, &[0; 4]),
+            tag(image, 34665, 13, &[8, 0, 0, 0]),
+            tag(TiffDir::Exif, 40965, 4, &[8, 0, 0, 0]),
+            tag(image, 282, 5, &[1, 0, 0, 0]),
+        ] {
+            assert!(matches!(
+                tiff_file(&pixels, 5, 4, 3, &[bad]),
+                Err(RenderError::TiffTag(..))
+            ));
+        }
+    }
 
     #[test]
     fn png_paths() {

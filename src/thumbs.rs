@@ -217,17 +217,28 @@ fn decode_oriented(bytes: &[u8]) -> Result<DynamicImage, String> {
     Ok(img)
 }
 
-/// Turns a decoded image upright from the EXIF block kept with it (JPEG APP1 or PNG eXIf).
+/// Turns a decoded image upright as the metadata kept with it says: an EXIF block (JPEG APP1
+/// or PNG eXIf) or a TIFF's Orientation tag.
 fn apply_exif_orientation(mut img: DynamicImage, metadata: &[MetaBlock]) -> DynamicImage {
-    let exif = metadata.iter().find_map(|m| match m {
-        MetaBlock::JpegSegment { marker: 0xE1, data } => data.strip_prefix(b"Exif\0\0"),
+    use image::metadata::Orientation;
+    let orientation = metadata.iter().find_map(|m| match m {
+        MetaBlock::JpegSegment { marker: 0xE1, data } => data
+            .strip_prefix(b"Exif\0\0")
+            .and_then(Orientation::from_exif_chunk),
         MetaBlock::PngChunk {
             kind: [b'e', b'X', b'I', b'f'],
             data,
-        } => Some(data.as_slice()),
+        } => Orientation::from_exif_chunk(data),
+        // One SHORT, little-endian.
+        MetaBlock::TiffTag {
+            dir: crate::archive::TiffDir::Image,
+            tag: 274,
+            kind: 3,
+            data,
+        } if data.len() == 2 && data[1] == 0 => Orientation::from_exif(data[0]),
         _ => None,
     });
-    if let Some(o) = exif.and_then(image::metadata::Orientation::from_exif_chunk) {
+    if let Some(o) = orientation {
         img.apply_orientation(o);
     }
     img

@@ -197,7 +197,6 @@ fn edge_cases_round_trip() {
         ("bilevel.png", "1, 2 or 4 bits a pixel"),
         ("fax.tif", "TIFF of 1, 2 or 4 bits a sample"),
         ("print.tif", "CMYK TIFF"),
-        ("scanned.tif", "TIFF with a resolution, Artist"),
         ("exif.webp", "WebP with EXIF"),
         ("profile.bmp", "BMP with a colour profile"),
         (
@@ -212,8 +211,9 @@ fn edge_cases_round_trip() {
         assert_eq!(lines.len(), 1, "{name} in {err}");
         assert!(lines[0].contains(why), "{name}: {}", lines[0]);
     }
-    // Without such metadata, TIFF, WebP and BMP images are coded.
-    for name in ["scan.tiff", "web.webp", "bitmap.bmp"] {
+    // Without such metadata, TIFF, WebP and BMP images are coded; a TIFF's resolution and
+    // Artist travel with it.
+    for name in ["scan.tiff", "scanned.tif", "web.webp", "bitmap.bmp"] {
         assert!(
             !err.contains(&format!("kept as is: {name}")),
             "{name}: {err}"
@@ -258,7 +258,6 @@ fn edge_cases_round_trip() {
         "bilevel.png",
         "fax.tif",
         "print.tif",
-        "scanned.tif",
         "exif.webp",
         "profile.bmp",
         "IMG_2001.dng",
@@ -269,6 +268,97 @@ fn edge_cases_round_trip() {
             "{name} comes back as it was"
         );
     }
+}
+
+/// A scanner's TIFFs (300 dpi, an Artist, Software, an ICC profile, XMP), one of them with
+/// EXIF, GPS and IPTC written by exiftool, are coded at the target, not kept, and come back
+/// with the same tags.
+#[test]
+fn scanned_tiffs_are_coded_and_keep_their_tags() {
+    use tiff::decoder::Decoder;
+    use tiff::tags::Tag;
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("scans");
+    std::fs::create_dir(&album).unwrap();
+    for (k, name) in ["2005/anne_helene.jpg", "2006/bar55.jpg"]
+        .iter()
+        .enumerate()
+    {
+        let rgb = image::open(sample_album().join(name)).unwrap().to_rgb8();
+        write_scanner_tiff(&album.join(format!("scan {k}.tif")), &rgb);
+    }
+    let st = std::process::Command::new("exiftool")
+        .args([
+            "-q",
+            "-overwrite_original",
+            "-DateTimeOriginal=2020:01:01 10:00:00",
+            "-ExposureTime=1/125",
+            "-Make=Canon",
+            "-GPSLatitude=48.85",
+            "-GPSLatitudeRef=N",
+            "-InteropIndex=R98",
+            "-IPTC:Keywords=holiday",
+        ])
+        .arg(album.join("scan 1.tif"))
+        .status()
+        .expect("exiftool (scripts/install-deps.sh installs it)");
+    assert!(st.success());
+    let archive = tmp.path().join("scans.mkv");
+    let err = pack_with(&[], &album, &archive);
+    assert!(!err.contains("kept as is:"), "{err}");
+    let v = verify_json(&archive, &album);
+    assert_eq!(v["images"].as_array().unwrap().len(), 2, "both coded: {v}");
+    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+    let out = tmp.path().join("restored");
+    unpack(&archive, &out);
+    let tags = |path: &Path| {
+        let mut d = Decoder::new(std::fs::File::open(path).unwrap()).unwrap();
+        let mut get = |t: Tag| d.get_tag(t).unwrap();
+        (
+            get(Tag::XResolution),
+            get(Tag::YResolution),
+            get(Tag::ResolutionUnit),
+            get(Tag::Artist).into_string().unwrap(),
+            get(Tag::Software).into_string().unwrap(),
+            get(Tag::Unknown(34675)).into_u8_vec().unwrap(),
+            get(Tag::Unknown(700)).into_u8_vec().unwrap(),
+        )
+    };
+    for k in 0..2 {
+        let name = format!("scan {k}.tif");
+        let back = tags(&out.join(&name));
+        assert_eq!(back, tags(&album.join(&name)), "{name}");
+        assert_eq!(back.3, "A. Photographer");
+        assert_eq!(back.5, SCANNER_ICC);
+        // Smaller than the original: a Deflate TIFF of the decoded pixels.
+        let (orig, restored) = (
+            album.join(&name).metadata().unwrap().len(),
+            out.join(&name).metadata().unwrap().len(),
+        );
+        assert!(restored < orig * 11 / 10, "{name}: {restored} vs {orig}");
+    }
+    // exiftool sees the same tags (the pixel layout aside), EXIF and GPS included.
+    let o = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare-tags.py"))
+        .arg(&album)
+        .arg(&out)
+        .output()
+        .expect("python3 and exiftool");
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{report}{}", stderr(&o));
+    assert!(
+        report.contains("2 images, 2 with identical tag sets"),
+        "{report}"
+    );
+    let exif = std::process::Command::new("exiftool")
+        .args(["-s3", "-GPSLatitudeRef", "-InteropIndex", "-Keywords"])
+        .arg(out.join("scan 1.tif"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&exif.stdout),
+        "North\nR98 - DCF basic file (sRGB)\nholiday\n"
+    );
 }
 
 #[test]

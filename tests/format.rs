@@ -57,8 +57,57 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
-/// What version 7 added: two kept PNG files recoded as members of one group.
+/// What version 9 added: a TIFF whose tags (a resolution, an Artist, EXIF and GPS fields)
+/// travel with it.
 fn sample_index() -> Index {
+    let mut idx = sample_index_v7();
+    let tag = |dir: TiffDir, tag: u16, kind: u16, data: &[u8]| MetaBlock::TiffTag {
+        dir,
+        tag,
+        kind,
+        data: data.to_vec(),
+    };
+    idx.entries.push(Entry {
+        path: b"scan.tif".to_vec(),
+        mtime: Timestamp::default(),
+        mode: 0o644,
+        kind: EntryKind::Image(Box::new(ImageEntry {
+            format: ImageFormat::Tiff,
+            color: ColorModel::Rgb,
+            width: 640,
+            height: 480,
+            original_size: 900_000,
+            original_hash: 16,
+            tiles: vec![Tile {
+                track: 0,
+                frame: 2,
+                x: 0,
+                y: 0,
+                width: 640,
+                height: 480,
+                rotated: false,
+            }],
+            alpha: vec![],
+            metadata: vec![
+                tag(TiffDir::Image, 282, 5, &[44, 1, 0, 0, 1, 0, 0, 0]),
+                tag(TiffDir::Image, 296, 3, &[2, 0]),
+                tag(TiffDir::Image, 315, 2, b"A. Photographer\0"),
+                tag(TiffDir::Exif, 36867, 2, b"2020:01:01 10:00:00\0"),
+                tag(TiffDir::Gps, 1, 2, b"N\0"),
+                tag(TiffDir::Interop, 1, 2, b"R98\0"),
+            ],
+            rendered: Rendered {
+                size: 600_000,
+                hash: 17,
+            },
+            score: Some(90.5),
+        })),
+    });
+    idx
+}
+
+/// What version 7 added: two kept PNG files recoded as members of one group.
+fn sample_index_v7() -> Index {
     let mut idx = sample_index_v6();
     for (k, (at, len)) in [(0u64, 700u64), (700, 900)].into_iter().enumerate() {
         idx.entries.push(Entry {
@@ -272,7 +321,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v8.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v9.bin");
+/// Written by the av1pack of format version 8 (kept, not regenerated).
+const GOLDEN_V8: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v8.bin");
 /// Written by the av1pack of format version 7 (kept, not regenerated).
 const GOLDEN_V7: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v7.bin");
 /// Written by the av1pack of format version 6 (kept, not regenerated).
@@ -294,7 +345,7 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 8);
+    assert_eq!(codec::FORMAT_VERSION, 9);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
@@ -303,11 +354,17 @@ fn index_bytes_match_the_golden_file() {
     assert_eq!(decoded, resolved(sample_index()));
 }
 
+/// Version 9 added a kind of metadata block at the end of its enum.
+#[test]
+fn version_8_indexes_still_decode() {
+    assert_eq!(decode_golden(GOLDEN_V8, 8), resolved(sample_index_v7()));
+}
+
 /// Version 8 changed what tracks may hold, not the index: version 7's bytes differ only in
 /// the version number.
 #[test]
 fn version_7_indexes_still_decode() {
-    assert_eq!(decode_golden(GOLDEN_V7, 7), resolved(sample_index()));
+    assert_eq!(decode_golden(GOLDEN_V7, 7), resolved(sample_index_v7()));
 }
 
 #[test]
@@ -437,6 +494,35 @@ fn structurally_impossible_indexes_are_refused() {
         codec::decode_index(&b),
         Err(IndexError::Malformed(_))
     ));
+}
+
+/// A TIFF tag a TIFF cannot take as it is (a layout tag the renderer writes itself, a
+/// directory pointer, part of a value) is refused on reading, before any file is written.
+#[test]
+fn tiff_tags_that_cannot_be_written_are_refused() {
+    let (image, exif) = (TiffDir::Image, TiffDir::Exif);
+    for (dir, tag, kind, len) in [
+        (image, 273, 4, 4),
+        (image, 34665, 13, 4),
+        (exif, 40965, 4, 4),
+        (image, 282, 5, 4),
+        (image, 315, 0, 1),
+    ] {
+        let mut idx = sample_index();
+        if let Some(EntryKind::Image(img)) = idx.entries.last_mut().map(|e| &mut e.kind) {
+            img.metadata.push(MetaBlock::TiffTag {
+                dir,
+                tag,
+                kind,
+                data: vec![0; len],
+            });
+        }
+        let b = codec::encode_index(&idx).unwrap();
+        assert!(
+            matches!(codec::decode_index(&b), Err(IndexError::Malformed(m)) if m.contains("TIFF tag")),
+            "tag {tag} type {kind}"
+        );
+    }
 }
 
 /// Found by fuzzing (fuzz/ decode_index): values that decode but that readers cannot use.

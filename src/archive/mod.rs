@@ -283,13 +283,54 @@ pub enum MetaBlock {
     PngChunk { kind: [u8; 4], data: Vec<u8> },
     /// Bytes after the end of the image data (after a JPEG's EOI marker), appended back.
     Trailer(Vec<u8>),
+    /// A TIFF tag of the original that is not about how its pixels are stored (a resolution,
+    /// an ICC profile, XMP, an Artist, EXIF and GPS fields...; format version 9): the
+    /// directory it is in, the tag number, its TIFF field type (1 to 12), and its values'
+    /// bytes, little-endian whatever the original's byte order (an IPTC block, which writers
+    /// declare as LONGs although it is a byte stream, is held as its bytes with type 7,
+    /// UNDEFINED). The pointers between directories are not blocks: the TIFF written back
+    /// makes its own.
+    TiffTag {
+        dir: TiffDir,
+        tag: u16,
+        kind: u16,
+        data: Vec<u8>,
+    },
+}
+
+/// The directory of a TIFF a carried tag belongs to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TiffDir {
+    /// The image's own (first) directory.
+    Image,
+    /// The EXIF directory (tag 34665 of the image's).
+    Exif,
+    /// The GPS directory (tag 34853 of the image's).
+    Gps,
+    /// The interoperability directory (tag 40965 of the EXIF one).
+    Interop,
+}
+
+impl TiffDir {
+    /// The tag that points at this directory (from the image's or, for Interop, the EXIF
+    /// one), or `None` for the image's own.
+    pub fn pointer_tag(self) -> Option<u16> {
+        match self {
+            TiffDir::Image => None,
+            TiffDir::Exif => Some(34665),
+            TiffDir::Gps => Some(34853),
+            TiffDir::Interop => Some(40965),
+        }
+    }
 }
 
 impl MetaBlock {
     /// Bytes of data the block holds.
     pub fn len(&self) -> usize {
         match self {
-            MetaBlock::JpegSegment { data, .. } | MetaBlock::PngChunk { data, .. } => data.len(),
+            MetaBlock::JpegSegment { data, .. }
+            | MetaBlock::PngChunk { data, .. }
+            | MetaBlock::TiffTag { data, .. } => data.len(),
             MetaBlock::Trailer(data) => data.len(),
         }
     }
@@ -297,6 +338,39 @@ impl MetaBlock {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// TIFF tags that only say how the pixels are stored, which the TIFF written back states in
+/// its own way, so no `MetaBlock::TiffTag` holds one: size, samples, compression, photometric
+/// interpretation, fill order, strips, sample range, planar configuration, free space, fax
+/// options, predictor, tiles, extra samples, sample format, JPEG tables, Y'CbCr coding.
+pub const TIFF_LAYOUT_TAGS: [u16; 29] = [
+    256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 288, 289, 292, 293, 317, 322,
+    323, 324, 325, 338, 339, 347, 529, 530, 531, 532,
+];
+
+/// Bytes of one value of a TIFF field type a `MetaBlock::TiffTag` may have (1 to 12: no
+/// directory pointers, no BigTIFF 64-bit integers), else `None`.
+pub fn tiff_type_size(kind: u16) -> Option<usize> {
+    match kind {
+        1 | 2 | 6 | 7 => Some(1),
+        3 | 8 => Some(2),
+        4 | 9 | 11 => Some(4),
+        5 | 10 | 12 => Some(8),
+        _ => None,
+    }
+}
+
+/// Tags that point at other directories, which a `MetaBlock::TiffTag` never holds: SubIFDs,
+/// EXIF, GPS, interoperability.
+pub const TIFF_POINTER_TAGS: [u16; 4] = [330, 34665, 34853, 40965];
+
+/// Whether a `MetaBlock::TiffTag` can be written into a TIFF: not a pointer, nor in the
+/// image's directory a tag about the pixel layout; a field type of 1 to 12, and whole values.
+pub fn tiff_tag_writable(dir: TiffDir, tag: u16, kind: u16, len: usize) -> bool {
+    let layout = dir == TiffDir::Image && TIFF_LAYOUT_TAGS.contains(&tag);
+    let pointer = TIFF_POINTER_TAGS.contains(&tag);
+    !layout && !pointer && tiff_type_size(kind).is_some_and(|n| len.is_multiple_of(n))
 }
 
 /// Bytes of metadata an image entry holds.
