@@ -24,7 +24,7 @@ TIFF_LAYOUT = {"Compression", "PhotometricInterpretation", "FillOrder", "StripOf
                "RowsPerStrip", "StripByteCounts", "MinSampleValue", "MaxSampleValue",
                "PlanarConfiguration", "FreeOffsets", "FreeByteCounts", "T4Options", "T6Options",
                "Predictor", "TileWidth", "TileLength", "TileOffsets", "TileByteCounts",
-               "ExtraSamples", "SampleFormat", "JPEGTables", "YCbCrCoefficients",
+               "SampleFormat", "JPEGTables", "YCbCrCoefficients",
                "YCbCrSubSampling", "YCbCrPositioning", "ReferenceBlackWhite"}
 EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 

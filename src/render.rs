@@ -260,11 +260,13 @@ where
     let exif = sub_directory(enc, metadata, TiffDir::Exif, &[(TiffDir::Interop, interop)])?;
     let gps = sub_directory(enc, metadata, TiffDir::Gps, &[])?;
     let mut image = enc.new_image::<C>(w, h)?;
+    let alpha = C::BITS_PER_SAMPLE.len() == 4;
     write_tags(
         image.encoder(),
         metadata,
         TiffDir::Image,
         &[(TiffDir::Exif, exif), (TiffDir::Gps, gps)],
+        alpha,
     )?;
     image.write_data(data)?;
     Ok(())
@@ -285,17 +287,19 @@ fn sub_directory<W: std::io::Write + std::io::Seek>(
         return Ok(None);
     }
     let mut dir = enc.extra_directory()?;
-    write_tags(&mut dir, metadata, which, pointers)?;
+    write_tags(&mut dir, metadata, which, pointers, false)?;
     Ok(Some(dir.finish_with_offsets()?.offset))
 }
 
 /// Writes the blocks of directory `which` into `out`, and the pointers to the directories
-/// written before it (as LONGs, as most writers do).
+/// written before it (as LONGs, as most writers do). `alpha`: the image written has an alpha
+/// sample.
 fn write_tags<W: std::io::Write + std::io::Seek>(
     out: &mut tiff::encoder::DirectoryEncoder<'_, W, tiff::encoder::TiffKindStandard>,
     metadata: &[MetaBlock],
     which: TiffDir,
     pointers: &[(TiffDir, Option<u32>)],
+    alpha: bool,
 ) -> Result<(), RenderError> {
     use tiff::tags::{ByteOrder, Tag, Type};
     for block in metadata {
@@ -309,6 +313,11 @@ fn write_tags<W: std::io::Write + std::io::Seek>(
             continue;
         };
         if *dir != which {
+            continue;
+        }
+        // The original's ExtraSamples describes the alpha sample only where the file made has
+        // one (RGBA: a grey + alpha original comes out as RGBA, with one extra sample too).
+        if *tag == crate::archive::TIFF_EXTRA_SAMPLES && !(alpha && *kind == 3 && data.len() == 2) {
             continue;
         }
         // The index reader checked this; a renderer must not write a broken file either way.
@@ -583,6 +592,35 @@ mod tests {
                 Err(RenderError::TiffTag(..))
             ));
         }
+    }
+
+    /// The original's ExtraSamples (unassociated or premultiplied alpha) goes into a TIFF
+    /// with alpha, and not into one without.
+    #[test]
+    fn extra_samples_describe_the_alpha_written() {
+        let extra = |v: u8| MetaBlock::TiffTag {
+            dir: TiffDir::Image,
+            tag: 338,
+            kind: 3,
+            data: vec![v, 0],
+        };
+        let read = |file: &[u8]| {
+            tiff::decoder::Decoder::new(Cursor::new(file))
+                .unwrap()
+                .find_tag(tiff::tags::Tag::ExtraSamples)
+                .unwrap()
+                .map(|v| v.into_u32().unwrap())
+        };
+        let rgba = [9u8; 2 * 2 * 4];
+        for v in [1, 2] {
+            let file = tiff_file(&rgba, 2, 2, 4, &[extra(v)]).unwrap();
+            assert_eq!(read(&file), Some(u32::from(v)));
+        }
+        assert_eq!(
+            read(&tiff_file(&rgba[..12], 2, 2, 3, &[extra(2)]).unwrap()),
+            None
+        );
+        assert_eq!(read(&tiff_file(&rgba, 2, 2, 4, &[]).unwrap()), None);
     }
 
     #[test]

@@ -343,11 +343,16 @@ impl MetaBlock {
 /// TIFF tags that only say how the pixels are stored, which the TIFF written back states in
 /// its own way, so no `MetaBlock::TiffTag` holds one: size, samples, compression, photometric
 /// interpretation, fill order, strips, sample range, planar configuration, free space, fax
-/// options, predictor, tiles, extra samples, sample format, JPEG tables, Y'CbCr coding.
-pub const TIFF_LAYOUT_TAGS: [u16; 29] = [
+/// options, predictor, tiles, sample format, JPEG tables, Y'CbCr coding. ExtraSamples (338)
+/// is carried: it says whether the alpha sample is premultiplied, which the decoded pixels do
+/// not tell, and the renderer writes it where the TIFF it makes has alpha.
+pub const TIFF_LAYOUT_TAGS: [u16; 28] = [
     256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 288, 289, 292, 293, 317, 322,
-    323, 324, 325, 338, 339, 347, 529, 530, 531, 532,
+    323, 324, 325, 339, 347, 529, 530, 531, 532,
 ];
+
+/// ExtraSamples: what a TIFF's samples beyond its colour are (alpha, premultiplied or not).
+pub const TIFF_EXTRA_SAMPLES: u16 = 338;
 
 /// Bytes of one value of a TIFF field type a `MetaBlock::TiffTag` may have (1 to 12: no
 /// directory pointers, no BigTIFF 64-bit integers), else `None`.
