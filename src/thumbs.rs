@@ -321,6 +321,34 @@ fn write_png(img: &DynamicImage, texts: &[(&str, String)], dest: &Path) -> Resul
 mod tests {
     use super::*;
 
+    /// A TIFF's Orientation tag turns its thumbnail as an EXIF block does a JPEG's.
+    #[test]
+    fn a_tiffs_orientation_turns_its_thumbnail() {
+        let img = || DynamicImage::ImageRgb8(image::RgbImage::new(40, 30));
+        let tiff = |o: u8| MetaBlock::TiffTag {
+            dir: crate::archive::TiffDir::Image,
+            tag: 274,
+            kind: 3,
+            data: vec![o, 0],
+        };
+        let dims = |m: &[MetaBlock]| {
+            let t = apply_exif_orientation(img(), m);
+            (t.width(), t.height())
+        };
+        assert_eq!(dims(&[tiff(6)]), (30, 40));
+        assert_eq!(dims(&[tiff(3)]), (40, 30));
+        assert_eq!(dims(&[tiff(8)]), (30, 40));
+        assert_eq!(dims(&[]), (40, 30));
+        // Another directory's tag 274 is not the image's orientation.
+        let exif = MetaBlock::TiffTag {
+            dir: crate::archive::TiffDir::Exif,
+            tag: 274,
+            kind: 3,
+            data: vec![6, 0],
+        };
+        assert_eq!(dims(&[exif]), (40, 30));
+    }
+
     #[test]
     fn uris_are_escaped_like_glib() {
         assert_eq!(file_uri(b"/a b/c%d#e.png"), "file:///a%20b/c%25d%23e.png");
