@@ -148,8 +148,8 @@ pub const MAX_PIXELS: u64 = 1 << 27;
 /// Why a file must be kept as it is although its decoder reads it: it holds more than the one
 /// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
 /// PNG's end), metadata the file written back would not carry (a TIFF's sub-directories and
-/// previews, a WebP's ICC, EXIF or XMP, a BMP's colour profile; PNG chunks, JPEG segments and
-/// other TIFF tags are carried), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
+/// previews, a WebP's chunks beyond its metadata, a BMP's colour profile; PNG chunks, JPEG
+/// segments, WebP ICC, EXIF and XMP chunks and other TIFF tags are carried), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
 /// palette or of fewer than 8 bits a pixel, or a BMP with a palette (written back each would be
 /// full colour or 8-bit; TIFFs of 1 bit and CMYK TIFFs are found by their decoder, in
 /// [`probe`]). Reads chunk and directory headers only, one function per format. A header too
@@ -201,41 +201,37 @@ fn png_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     Ok(None)
 }
 
-/// An animated WebP or one with an ICC profile, EXIF or XMP (the VP8X flags), or a lossy one
-/// (a "VP8 " chunk).
+/// An animated WebP (the VP8X flags), a lossy one (a "VP8 " chunk), or one with a chunk a
+/// WebP written back would not have (its ICC profile, EXIF and XMP are carried).
 fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     let mut buf = [0u8; 8];
     // RIFF header, then chunks: a VP8X header (whose flags say whether the file is
-    // animated), then the image: "VP8 " (lossy) or "VP8L" (lossless).
+    // animated), metadata, and the image: "VP8 " (lossy) or "VP8L" (lossless).
     let mut at = 12u64;
     while at + 8 <= len {
         f.seek(SeekFrom::Start(at))?;
         f.read_exact(&mut buf)?;
         let size = u64::from(u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]));
-        match &buf[..4] {
+        let kind = [buf[0], buf[1], buf[2], buf[3]];
+        match &kind {
             b"VP8X" => {
                 let mut flags = [0u8; 1];
                 f.read_exact(&mut flags)?;
                 if flags[0] & 0x02 != 0 {
                     return Ok(Some("animated WebP".into()));
                 }
-                // ICC profile, EXIF and XMP chunks: a WebP written back has none of them.
-                let held: Vec<&str> = [(0x20, "an ICC profile"), (0x08, "EXIF"), (0x04, "XMP")]
-                    .into_iter()
-                    .filter(|(bit, _)| flags[0] & bit != 0)
-                    .map(|(_, name)| name)
-                    .collect();
-                if !held.is_empty() {
-                    return Ok(Some(format!(
-                        "WebP with {} (written back it would not have them)",
-                        held.join(", ")
-                    )));
-                }
             }
             // Rendered back it would be a lossless WebP, several times larger.
             b"VP8 " => return Ok(Some(LOSSY_WEBP.into())),
-            b"VP8L" => return Ok(None),
-            _ => {}
+            // A lossy image's alpha comes before its "VP8 " chunk.
+            b"VP8L" | b"ALPH" => {}
+            k if meta::WEBP_META.contains(k) => {}
+            _ => {
+                return Ok(Some(format!(
+                    "WebP with a chunk \"{}\" (written back it would not have it)",
+                    String::from_utf8_lossy(&kind).escape_debug()
+                )))
+            }
         }
         at += 8 + size + size % 2;
     }

@@ -223,6 +223,98 @@ pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
     out
 }
 
+/// The metadata chunks of a WebP (ICC profile, EXIF, XMP), in file order.
+pub fn webp_blocks(bytes: &[u8]) -> Vec<MetaBlock> {
+    webp_chunks(bytes)
+        .filter(|(kind, _)| WEBP_META.contains(kind))
+        .map(|(kind, data)| MetaBlock::WebpChunk {
+            kind,
+            data: data.to_vec(),
+        })
+        .collect()
+}
+
+/// The chunks a WebP's metadata travels in.
+pub const WEBP_META: [[u8; 4]; 3] = [*b"ICCP", *b"EXIF", *b"XMP "];
+
+/// The chunks of a RIFF WebP file: four-character code and data, until the data ends or a
+/// chunk runs past it.
+fn webp_chunks(bytes: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+    let riff = bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP";
+    let mut at = if riff { 12 } else { bytes.len() };
+    std::iter::from_fn(move || {
+        let head = bytes.get(at..at.checked_add(8)?)?;
+        let kind = [head[0], head[1], head[2], head[3]];
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let data = bytes.get(at + 8..(at + 8).checked_add(len)?)?;
+        at += 8 + len + len % 2;
+        Some((kind, data))
+    })
+}
+
+/// Puts a WebP's metadata chunks (`MetaBlock::WebpChunk`) into a freshly encoded simple
+/// WebP, which becomes an extended one: a VP8X header (its flags saying ICC, alpha, EXIF,
+/// XMP, and the canvas size), the ICC profile, the image, then EXIF and XMP, in the order the
+/// WebP container specification gives. `None` if the file would pass RIFF's 4 GiB.
+pub fn splice_webp(
+    encoded: &[u8],
+    blocks: &[MetaBlock],
+    w: u32,
+    h: u32,
+    alpha: bool,
+) -> Option<Vec<u8>> {
+    let meta: Vec<(&[u8; 4], &[u8])> = blocks
+        .iter()
+        .filter_map(|b| match b {
+            MetaBlock::WebpChunk { kind, data } => Some((kind, data.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if meta.is_empty() {
+        return Some(encoded.to_vec());
+    }
+    let has = |k: &[u8; 4]| meta.iter().any(|(kind, _)| *kind == k);
+    let mut flags = 0u8;
+    for (bit, on) in [
+        (0x20, has(b"ICCP")),
+        (0x10, alpha),
+        (0x08, has(b"EXIF")),
+        (0x04, has(b"XMP ")),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    let mut vp8x = vec![flags, 0, 0, 0];
+    vp8x.extend_from_slice(&(w.checked_sub(1)?).to_le_bytes()[..3]);
+    vp8x.extend_from_slice(&(h.checked_sub(1)?).to_le_bytes()[..3]);
+    let mut out = b"RIFF\0\0\0\0WEBP".to_vec();
+    let mut chunk = |kind: &[u8; 4], data: &[u8]| -> Option<()> {
+        out.extend_from_slice(kind);
+        out.extend_from_slice(&u32::try_from(data.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            out.push(0);
+        }
+        Some(())
+    };
+    chunk(b"VP8X", &vp8x)?;
+    for (kind, data) in meta.iter().filter(|(k, _)| *k == b"ICCP") {
+        chunk(kind, data)?;
+    }
+    for (kind, data) in webp_chunks(encoded).filter(|(k, _)| k != b"VP8X") {
+        chunk(&kind, data)?;
+    }
+    for after in [b"EXIF", b"XMP "] {
+        for (kind, data) in meta.iter().filter(|(k, _)| *k == after) {
+            chunk(kind, data)?;
+        }
+    }
+    let size = u32::try_from(out.len() - 8).ok()?;
+    out[4..8].copy_from_slice(&size.to_le_bytes());
+    Some(out)
+}
+
 /// Carried TIFF tags may hold this many bytes in all; a file with more (a Photoshop TIFF's
 /// layers, say) is kept as it is, so that the index the mount holds in memory stays small.
 pub const MAX_TIFF_TAG_BYTES: usize = 1 << 20;
@@ -666,5 +758,68 @@ mod tiff_tests {
             tiff_meta(Cursor::new(big_endian(&[(254, 4, vec![0; 4])]))),
             TiffMeta::Carried(vec![image_tag(254, 4, &[0; 4])])
         );
+    }
+}
+
+#[cfg(test)]
+mod webp_tests {
+    use super::*;
+
+    fn encoded(alpha: bool) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let img = image::RgbaImage::from_fn(5, 3, |x, y| {
+            image::Rgba([
+                x as u8 * 40,
+                y as u8 * 80,
+                7,
+                if alpha { x as u8 * 50 } else { 255 },
+            ])
+        });
+        let img = if alpha {
+            image::DynamicImage::ImageRgba8(img)
+        } else {
+            image::DynamicImage::ImageRgb8(image::DynamicImage::ImageRgba8(img).to_rgb8())
+        };
+        img.write_to(&mut out, image::ImageFormat::WebP).unwrap();
+        out.into_inner()
+    }
+
+    /// The chunks spliced into a WebP read back as they were carried, the VP8X header says
+    /// what the file holds, and the pixels are the encoder's.
+    #[test]
+    fn metadata_chunks_spliced_into_a_webp_read_back() {
+        let blocks = vec![
+            MetaBlock::WebpChunk {
+                kind: *b"ICCP",
+                data: vec![1, 2, 3],
+            },
+            MetaBlock::WebpChunk {
+                kind: *b"EXIF",
+                data: b"II*\0\x08\0\0\0\0\0".to_vec(),
+            },
+            MetaBlock::WebpChunk {
+                kind: *b"XMP ",
+                data: b"<x:xmpmeta/>".to_vec(),
+            },
+        ];
+        for alpha in [false, true] {
+            let plain = encoded(alpha);
+            let file = splice_webp(&plain, &blocks, 5, 3, alpha).unwrap();
+            assert_eq!(webp_blocks(&file), blocks);
+            let chunks: Vec<[u8; 4]> = webp_chunks(&file).map(|(k, _)| k).collect();
+            assert_eq!(chunks, [*b"VP8X", *b"ICCP", *b"VP8L", *b"EXIF", *b"XMP "]);
+            let vp8x = webp_chunks(&file).next().unwrap().1.to_vec();
+            let flags = if alpha { 0x3c } else { 0x2c };
+            assert_eq!(vp8x, [flags, 0, 0, 0, 4, 0, 0, 2, 0, 0]);
+            assert_eq!(
+                u32::from_le_bytes(file[4..8].try_into().unwrap()) as usize,
+                file.len() - 8
+            );
+            let a = image::load_from_memory(&plain).unwrap().to_rgba8();
+            let b = image::load_from_memory(&file).unwrap().to_rgba8();
+            assert_eq!(a, b);
+            // Without chunks, the encoder's file as it is.
+            assert_eq!(splice_webp(&plain, &[], 5, 3, alpha).unwrap(), plain);
+        }
     }
 }

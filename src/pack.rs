@@ -2313,6 +2313,7 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
             blocks
         }
         ImageFormat::Png => meta::png_blocks(&bytes),
+        ImageFormat::WebP => meta::webp_blocks(&bytes),
         ImageFormat::Tiff => match meta::tiff_meta(io::Cursor::new(&bytes)) {
             meta::TiffMeta::Carried(blocks) => blocks,
             meta::TiffMeta::Kept(why) => return Err(why),

@@ -19,7 +19,8 @@ pub const RENDERER_ID: &str =
     "av1pack-render-6;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;\
      image-0.25.10;tiff-0.11.3-deflate6-hpred-tags";
 
-/// The renderer before TIFFs carried their original's tags (archives up to format version 8).
+/// The renderer before TIFFs and WebPs carried their original's metadata (archives up to
+/// format version 8).
 pub const RENDERER_V5_ID: &str =
     "av1pack-render-5;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;\
      image-0.25.10;tiff-0.11.3-deflate6-hpred";
@@ -54,7 +55,7 @@ pub enum Renderer {
     /// 480 KB).
     V5,
     /// `av1pack-render-6` ([`RENDERER_ID`]): as V5, and a TIFF holds the tags carried from its
-    /// original (`MetaBlock::TiffTag`, index format 9). A version 8 index holds none, so V6
+    /// original (`MetaBlock::TiffTag`, index format 9), a WebP its chunks (`WebpChunk`). A version 8 index holds none, so V6
     /// renders every V5 archive as V5 did; the id is kept apart as V4's is.
     V6,
 }
@@ -177,7 +178,7 @@ pub fn render(
                     image::RgbaImage::from_raw(w, h, rgba).ok_or(RenderError::TooLarge(w, h))?;
                 let mut out = Cursor::new(Vec::new());
                 image::DynamicImage::ImageRgba8(img).write_to(&mut out, fmt)?;
-                Ok(out.into_inner())
+                with_webp_chunks(out.into_inner(), target, &entry.metadata, w, h, true)
             }
             _ => png_file(&with_alpha, w, h, grey, true, &entry.metadata),
         };
@@ -213,9 +214,25 @@ pub fn render(
             };
             let mut out = Cursor::new(Vec::new());
             img.write_to(&mut out, fmt)?;
-            Ok(out.into_inner())
+            with_webp_chunks(out.into_inner(), target, &entry.metadata, w, h, false)
         }
     }
+}
+
+/// A WebP made with the original's metadata chunks (ICC, EXIF, XMP; format version 9); other
+/// files as they are.
+fn with_webp_chunks(
+    file: Vec<u8>,
+    target: ImageFormat,
+    metadata: &[MetaBlock],
+    w: u32,
+    h: u32,
+    alpha: bool,
+) -> Result<Vec<u8>, RenderError> {
+    if target != ImageFormat::WebP {
+        return Ok(file);
+    }
+    meta::splice_webp(&file, metadata, w, h, alpha).ok_or(RenderError::TooLarge(w, h))
 }
 
 /// A TIFF of 8-bit samples (`channels` 1: grey, 3: RGB, 4: RGBA), one image, Deflate at

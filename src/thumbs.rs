@@ -217,8 +217,8 @@ fn decode_oriented(bytes: &[u8]) -> Result<DynamicImage, String> {
     Ok(img)
 }
 
-/// Turns a decoded image upright as the metadata kept with it says: an EXIF block (JPEG APP1
-/// or PNG eXIf) or a TIFF's Orientation tag.
+/// Turns a decoded image upright as the metadata kept with it says: an EXIF block (JPEG APP1,
+/// PNG eXIf, WebP EXIF) or a TIFF's Orientation tag.
 fn apply_exif_orientation(mut img: DynamicImage, metadata: &[MetaBlock]) -> DynamicImage {
     use image::metadata::Orientation;
     let orientation = metadata.iter().find_map(|m| match m {
@@ -229,6 +229,11 @@ fn apply_exif_orientation(mut img: DynamicImage, metadata: &[MetaBlock]) -> Dyna
             kind: [b'e', b'X', b'I', b'f'],
             data,
         } => Orientation::from_exif_chunk(data),
+        // Some writers start a WebP's EXIF chunk with JPEG's "Exif\0\0".
+        MetaBlock::WebpChunk {
+            kind: [b'E', b'X', b'I', b'F'],
+            data,
+        } => Orientation::from_exif_chunk(data.strip_prefix(b"Exif\0\0").unwrap_or(data)),
         // One SHORT, little-endian.
         MetaBlock::TiffTag {
             dir: crate::archive::TiffDir::Image,
@@ -321,9 +326,10 @@ fn write_png(img: &DynamicImage, texts: &[(&str, String)], dest: &Path) -> Resul
 mod tests {
     use super::*;
 
-    /// A TIFF's Orientation tag turns its thumbnail as an EXIF block does a JPEG's.
+    /// A TIFF's Orientation tag or a WebP's EXIF chunk turns its thumbnail as an EXIF block
+    /// does a JPEG's.
     #[test]
-    fn a_tiffs_orientation_turns_its_thumbnail() {
+    fn a_tiffs_or_webps_orientation_turns_its_thumbnail() {
         let img = || DynamicImage::ImageRgb8(image::RgbImage::new(40, 30));
         let tiff = |o: u8| MetaBlock::TiffTag {
             dir: crate::archive::TiffDir::Image,
@@ -347,6 +353,16 @@ mod tests {
             data: vec![6, 0],
         };
         assert_eq!(dims(&[exif]), (40, 30));
+        // A WebP's EXIF chunk, with or without JPEG's "Exif\0\0" before it.
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0".to_vec();
+        tiff.extend([0; 4]);
+        for data in [tiff.clone(), [&b"Exif\0\0"[..], &tiff].concat()] {
+            let webp = MetaBlock::WebpChunk {
+                kind: *b"EXIF",
+                data,
+            };
+            assert_eq!(dims(&[webp]), (30, 40));
+        }
     }
 
     #[test]

@@ -57,8 +57,8 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
-/// What version 9 added: a TIFF whose tags (a resolution, an Artist, EXIF and GPS fields)
-/// travel with it.
+/// What version 9 added: an image whose TIFF tags (a resolution, an Artist, EXIF and GPS
+/// fields) and WebP chunks travel with it.
 fn sample_index() -> Index {
     let mut idx = sample_index_v7();
     let tag = |dir: TiffDir, tag: u16, kind: u16, data: &[u8]| MetaBlock::TiffTag {
@@ -95,6 +95,10 @@ fn sample_index() -> Index {
                 tag(TiffDir::Exif, 36867, 2, b"2020:01:01 10:00:00\0"),
                 tag(TiffDir::Gps, 1, 2, b"N\0"),
                 tag(TiffDir::Interop, 1, 2, b"R98\0"),
+                MetaBlock::WebpChunk {
+                    kind: *b"XMP ",
+                    data: b"<x/>".to_vec(),
+                },
             ],
             rendered: Rendered {
                 size: 600_000,

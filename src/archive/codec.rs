@@ -14,12 +14,13 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// 5: `EntryKind::Copy`. 6: `BlobCoding::Png`. 7: `BlobCoding::PngGrouped`. 8: the index is
 /// as in 7, but colour tracks may be 10-bit Y'CbCr (`yuv444p10le`, with any codec but NVENC),
 /// which a reader of version 7 cannot decode: the number tells it so before it tries.
-/// 9: `MetaBlock::TiffTag` (a TIFF's tags, carried into the TIFF written back).
+/// 9: `MetaBlock::TiffTag` and `MetaBlock::WebpChunk` (a TIFF's tags and a WebP's ICC, EXIF
+/// and XMP chunks, carried into the file written back).
 pub const FORMAT_VERSION: u32 = 9;
 /// The oldest version this av1pack reads: a version 3 index is a version 9 index that holds
 /// no `ColorModel::Rgb420`, no `EntryKind::Copy`, no `BlobCoding::Png`, no
-/// `BlobCoding::PngGrouped` and no `MetaBlock::TiffTag` (each variant was added at the end,
-/// so the bytes decode alike).
+/// `BlobCoding::PngGrouped` and no `MetaBlock::TiffTag` or `WebpChunk` (each variant was added
+/// at the end, so the bytes decode alike).
 pub const OLDEST_READ_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// Upper bound for an index payload: 256 MiB is ~2 million entries.

@@ -296,6 +296,9 @@ pub enum MetaBlock {
         kind: u16,
         data: Vec<u8>,
     },
+    /// A WebP metadata chunk (format version 9): `ICCP`, `EXIF` or `XMP ` and its data,
+    /// written back into the extended (VP8X) WebP the renderer makes.
+    WebpChunk { kind: [u8; 4], data: Vec<u8> },
 }
 
 /// The directory of a TIFF a carried tag belongs to.
@@ -330,7 +333,8 @@ impl MetaBlock {
         match self {
             MetaBlock::JpegSegment { data, .. }
             | MetaBlock::PngChunk { data, .. }
-            | MetaBlock::TiffTag { data, .. } => data.len(),
+            | MetaBlock::TiffTag { data, .. }
+            | MetaBlock::WebpChunk { data, .. } => data.len(),
             MetaBlock::Trailer(data) => data.len(),
         }
     }

@@ -175,8 +175,8 @@ pub fn edge_album(root: &Path) -> PathBuf {
     write_bilevel_png(&a.join("bilevel.png"), 300, 200);
     write_bilevel_tiff(&a.join("fax.tif"), 300, 200);
     write_cmyk_tiff(&a.join("print.tif"), 80, 60);
-    // A TIFF's resolution and Artist travel with it; the WebP's EXIF, the BMP's profile and
-    // the DNG's raw data would not: those are kept as they are.
+    // A TIFF's resolution and Artist and a WebP's EXIF travel with them; the BMP's profile
+    // and the DNG's raw data would not: those are kept as they are.
     write_tagged_tiff(&a.join("scanned.tif"), 90, 60);
     write_webp_with_exif(&a.join("exif.webp"), 64, 40);
     write_bmp_with_profile(&a.join("profile.bmp"), 30, 20);
@@ -355,30 +355,51 @@ pub fn write_dng_like(path: &Path, w: u32, h: u32) {
     img.write_data(rgb.as_raw()).unwrap();
 }
 
-/// A lossless WebP in the extended format (VP8X) with an EXIF chunk after the image.
+/// A lossless WebP in the extended format (VP8X) with an EXIF chunk.
 pub fn write_webp_with_exif(path: &Path, w: u32, h: u32) {
-    let mut simple = Vec::new();
-    pattern(w, h, 12)
-        .write_to(
-            &mut std::io::Cursor::new(&mut simple),
-            image::ImageFormat::WebP,
-        )
-        .unwrap();
-    assert_eq!(&simple[12..16], b"VP8L", "a simple lossless WebP");
-    let image_chunk = &simple[12..];
     let exif = b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0";
+    write_webp_with_chunks(path, &pattern(w, h, 12), &[(*b"EXIF", &exif[..])]);
+}
+
+/// `rgb` as a lossless WebP in the extended format (VP8X) with metadata `chunks` (ICCP before
+/// the image, the others after it, as the container specification orders them).
+pub fn write_webp_with_chunks(path: &Path, rgb: &image::RgbImage, chunks: &[([u8; 4], &[u8])]) {
+    let (w, h) = rgb.dimensions();
+    let mut simple = Vec::new();
+    rgb.write_to(
+        &mut std::io::Cursor::new(&mut simple),
+        image::ImageFormat::WebP,
+    )
+    .unwrap();
+    assert_eq!(&simple[12..16], b"VP8L", "a simple lossless WebP");
+    let chunk = |body: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]| {
+        body.extend(kind);
+        body.extend((data.len() as u32).to_le_bytes());
+        body.extend(data);
+        if data.len() % 2 == 1 {
+            body.push(0);
+        }
+    };
+    let mut flags = 0u8;
+    for (kind, _) in chunks {
+        flags |= match kind {
+            b"ICCP" => 0x20,
+            b"EXIF" => 0x08,
+            b"XMP " => 0x04,
+            _ => 0,
+        };
+    }
     let mut body = b"WEBP".to_vec();
-    body.extend(b"VP8X");
-    body.extend(10u32.to_le_bytes());
-    body.extend([0x08, 0, 0, 0]); // flags: EXIF
-    body.extend(&(w - 1).to_le_bytes()[..3]);
-    body.extend(&(h - 1).to_le_bytes()[..3]);
-    body.extend(image_chunk);
-    body.extend(b"EXIF");
-    body.extend((exif.len() as u32).to_le_bytes());
-    body.extend(exif);
-    if exif.len() % 2 == 1 {
-        body.push(0);
+    let mut vp8x = vec![flags, 0, 0, 0];
+    vp8x.extend(&(w - 1).to_le_bytes()[..3]);
+    vp8x.extend(&(h - 1).to_le_bytes()[..3]);
+    chunk(&mut body, b"VP8X", &vp8x);
+    for (kind, data) in chunks.iter().filter(|(k, _)| k == b"ICCP") {
+        chunk(&mut body, kind, data);
+    }
+    body.extend(&simple[12..]);
+    for (kind, data) in chunks.iter().filter(|(k, _)| k != b"ICCP") {
+        chunk(&mut body, kind, data);
     }
     let mut out = b"RIFF".to_vec();
     out.extend((body.len() as u32).to_le_bytes());
