@@ -147,10 +147,11 @@ pub const MAX_PIXELS: u64 = 1 << 27;
 
 /// Why a file must be kept as it is although its decoder reads it: it holds more than the one
 /// picture the decoder gives (an animated PNG or WebP, a TIFF of several pages, data after a
-/// PNG's end), metadata the file written back would not carry (a TIFF's sub-directories and
-/// previews, a WebP's chunks beyond its metadata, a BMP's colour profile; PNG chunks, JPEG
-/// segments, WebP ICC, EXIF and XMP chunks and other TIFF tags are carried), or it is a lossy WebP (only lossless WebP can be written back), a PNG with a
-/// palette or of fewer than 8 bits a pixel, or a BMP with a palette (written back each would be
+/// PNG's or a WebP's end), metadata the file written back would not carry (a TIFF's
+/// sub-images and previews, a WebP's chunks beyond its metadata, a BMP's colour profile; PNG
+/// chunks, JPEG segments, WebP ICC, EXIF and XMP chunks and other TIFF tags are carried), or
+/// it is a lossy WebP (only lossless WebP can be written back), a PNG with a palette or of
+/// fewer than 8 bits a pixel, or a BMP with a palette (written back each would be
 /// full colour or 8-bit; TIFFs of 1 bit and CMYK TIFFs are found by their decoder, in
 /// [`probe`]). Reads chunk and directory headers only, one function per format. A header too
 /// short (`UnexpectedEof`, which [`probe`] takes as nothing to say) or malformed to tell says
@@ -201,8 +202,9 @@ fn png_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     Ok(None)
 }
 
-/// An animated WebP (the VP8X flags), a lossy one (a "VP8 " chunk), or one with a chunk a
-/// WebP written back would not have (its ICC profile, EXIF and XMP are carried).
+/// An animated WebP (the VP8X flags), a lossy one (a "VP8 " chunk), one with a chunk a WebP
+/// written back would not have (its ICC profile, EXIF and XMP are carried), or bytes after
+/// its last chunk.
 fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
     let mut buf = [0u8; 8];
     // RIFF header, then chunks: a VP8X header (whose flags say whether the file is
@@ -235,7 +237,7 @@ fn webp_kept_for(f: &mut fs::File, len: u64) -> io::Result<Option<String>> {
         }
         at += 8 + size + size % 2;
     }
-    Ok(None)
+    Ok((at < len).then(|| format!("{} bytes after the WebP's end", len - at)))
 }
 
 /// A TIFF whose first directory a TIFF written back could not hold: another page, a preview

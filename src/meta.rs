@@ -1,5 +1,5 @@
-//! Metadata blocks of JPEG, PNG and TIFF files: taken from the original byte for byte (a
-//! TIFF's tag values in little-endian order), and written back into the files the renderer
+//! Metadata blocks of JPEG, PNG, TIFF and WebP files: taken from the original byte for byte
+//! (a TIFF's tag values in little-endian order), and written back into the files the renderer
 //! makes.
 
 use crate::archive::{tiff_type_size, MetaBlock, TiffDir, TIFF_LAYOUT_TAGS};
@@ -373,7 +373,6 @@ pub fn tiff_meta<R: std::io::Read + std::io::Seek>(reader: R) -> TiffMeta {
     if kept.is_empty() {
         return TiffMeta::Carried(blocks);
     }
-    kept.dedup();
     TiffMeta::Kept(format!(
         "TIFF with {} (written back it would not have them)",
         kept.join(", ")
@@ -428,7 +427,7 @@ impl<R: std::io::Read + std::io::Seek> TiffRead<R> {
                 _ => String::new(),
             };
             if !why.is_empty() {
-                self.kept.push(why);
+                note_once(&mut self.kept, why);
                 continue;
             }
             let size =
@@ -438,8 +437,10 @@ impl<R: std::io::Read + std::io::Seek> TiffRead<R> {
                     self.total += n as usize
                 }
                 _ => {
-                    self.kept
-                        .push(format!("over {} KiB of tags", MAX_TIFF_TAG_BYTES >> 10));
+                    note_once(
+                        &mut self.kept,
+                        format!("over {} KiB of tags", MAX_TIFF_TAG_BYTES >> 10),
+                    );
                     continue;
                 }
             }
@@ -464,6 +465,13 @@ impl<R: std::io::Read + std::io::Seek> TiffRead<R> {
             self.directory(at, sub)?;
         }
         Ok(())
+    }
+}
+
+/// Adds a reason to keep a file to `kept`, unless it is there already.
+fn note_once(kept: &mut Vec<String>, why: String) {
+    if !kept.contains(&why) {
+        kept.push(why);
     }
 }
 
@@ -644,7 +652,8 @@ mod tiff_tests {
                 image.push((34665, 4, long(exif_at)));
             }
             if !gps.is_empty() {
-                image.push((34853, 4, long(gps_at)));
+                // Some writers type a pointer IFD (13) rather than LONG.
+                image.push((34853, 13, long(gps_at)));
             }
             let mut out = b"MM\0*".to_vec();
             out.extend(long(8));

@@ -17,7 +17,7 @@ pub const JPEG_QUALITY: u8 = 97;
 /// Identifies the renderer's exact output. Bump when anything below changes the bytes.
 pub const RENDERER_ID: &str =
     "av1pack-render-6;png-0.18.1-fast;libjpeg-turbo-3.1.0-q97-444|420-islow;\
-     image-0.25.10;tiff-0.11.3-deflate6-hpred-tags";
+     image-0.25.10;tiff-0.11.3-deflate6-hpred-tags;webp-vp8x-chunks";
 
 /// The renderer before TIFFs and WebPs carried their original's metadata (archives up to
 /// format version 8).
@@ -55,8 +55,9 @@ pub enum Renderer {
     /// 480 KB).
     V5,
     /// `av1pack-render-6` ([`RENDERER_ID`]): as V5, and a TIFF holds the tags carried from its
-    /// original (`MetaBlock::TiffTag`, index format 9), a WebP its chunks (`WebpChunk`). A version 8 index holds none, so V6
-    /// renders every V5 archive as V5 did; the id is kept apart as V4's is.
+    /// original (`MetaBlock::TiffTag`, index format 9), a WebP its ICC, EXIF and XMP chunks
+    /// (`MetaBlock::WebpChunk`). A version 8 index holds neither, so V6 renders every V5
+    /// archive as V5 did; the id is kept apart as V4's is.
     V6,
 }
 

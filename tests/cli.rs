@@ -198,6 +198,7 @@ fn edge_cases_round_trip() {
         ("fax.tif", "TIFF of 1, 2 or 4 bits a sample"),
         ("print.tif", "CMYK TIFF"),
         ("profile.bmp", "BMP with a colour profile"),
+        ("tail.webp", "3 bytes after the WebP's end"),
         (
             "IMG_2001.dng",
             "TIFF with a reduced-resolution first image, DNG tags",
@@ -258,6 +259,7 @@ fn edge_cases_round_trip() {
         "fax.tif",
         "print.tif",
         "profile.bmp",
+        "tail.webp",
         "IMG_2001.dng",
         "palette.bmp",
     ] {

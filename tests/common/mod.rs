@@ -189,6 +189,10 @@ pub fn edge_album(root: &Path) -> PathBuf {
     pattern(90, 60, 8).save(a.join("bitmap.bmp")).unwrap();
     pattern(90, 60, 9).save(a.join("scan.tiff")).unwrap();
     pattern(90, 60, 10).save(a.join("web.webp")).unwrap();
+    // Bytes after a WebP's last chunk would not survive coding: kept.
+    let mut tail = std::fs::read(a.join("web.webp")).unwrap();
+    tail.extend(b"xyz");
+    std::fs::write(a.join("tail.webp"), tail).unwrap();
     // An animated GIF (three frames): kept byte for byte.
     {
         let file = std::fs::File::create(a.join("animated.gif")).unwrap();
