@@ -120,18 +120,47 @@ fn coded_images_keep_format_and_metadata() {
     assert_eq!(a, b);
     // exiftool reports the same tags on every coded image and its restored file (file-level
     // tags aside): EXIF, ICC, XMP, PNG text and significant-bits chunks, alpha PNGs included.
+    assert_same_tags(&sample_album(), &out, 9);
+}
+
+/// Asserts that exiftool reports the same tags on the `n` images below `original` and their
+/// files below `restored` (`scripts/compare-tags.py`: file-level and TIFF pixel-layout fields
+/// aside).
+fn assert_same_tags(original: &Path, restored: &Path, n: usize) {
     let o = std::process::Command::new("python3")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare-tags.py"))
-        .arg(sample_album())
-        .arg(&out)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare-tags.py"))
+        .arg(original)
+        .arg(restored)
         .output()
         .expect("python3 and exiftool (scripts/install-deps.sh installs exiftool)");
     let report = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{report}{}", stderr(&o));
     assert!(
-        report.contains("9 images, 9 with identical tag sets"),
+        report.contains(&format!("{n} images, {n} with identical tag sets")),
         "{report}"
     );
+}
+
+/// `exiftool -q -overwrite_original ARGS FILE`, which must succeed.
+fn exiftool_write(file: &Path, args: &[&str]) {
+    let st = std::process::Command::new("exiftool")
+        .args(["-q", "-overwrite_original"])
+        .args(args)
+        .arg(file)
+        .status()
+        .expect("exiftool (scripts/install-deps.sh installs it)");
+    assert!(st.success(), "exiftool {args:?}");
+}
+
+/// Packs `album` at the default target, which must code all its `n` images (none kept) at
+/// SSIMULACRA2 ≥ 90, and unpacks the archive into `out`.
+fn pack_all_coded(album: &Path, archive: &Path, out: &Path, n: usize) {
+    let err = pack_with(&[], album, archive);
+    assert!(!err.contains("kept as is:"), "{err}");
+    let v = verify_json(archive, album);
+    assert_eq!(v["images"].as_array().unwrap().len(), n, "all coded: {v}");
+    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+    unpack(archive, out);
 }
 
 #[test]
@@ -287,10 +316,9 @@ fn scanned_tiffs_are_coded_and_keep_their_tags() {
         let rgb = image::open(sample_album().join(name)).unwrap().to_rgb8();
         write_scanner_tiff(&album.join(format!("scan {k}.tif")), &rgb);
     }
-    let st = std::process::Command::new("exiftool")
-        .args([
-            "-q",
-            "-overwrite_original",
+    exiftool_write(
+        &album.join("scan 1.tif"),
+        &[
             "-DateTimeOriginal=2020:01:01 10:00:00",
             "-ExposureTime=1/125",
             "-Make=Canon",
@@ -298,19 +326,10 @@ fn scanned_tiffs_are_coded_and_keep_their_tags() {
             "-GPSLatitudeRef=N",
             "-InteropIndex=R98",
             "-IPTC:Keywords=holiday",
-        ])
-        .arg(album.join("scan 1.tif"))
-        .status()
-        .expect("exiftool (scripts/install-deps.sh installs it)");
-    assert!(st.success());
-    let archive = tmp.path().join("scans.mkv");
-    let err = pack_with(&[], &album, &archive);
-    assert!(!err.contains("kept as is:"), "{err}");
-    let v = verify_json(&archive, &album);
-    assert_eq!(v["images"].as_array().unwrap().len(), 2, "both coded: {v}");
-    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+        ],
+    );
     let out = tmp.path().join("restored");
-    unpack(&archive, &out);
+    pack_all_coded(&album, &tmp.path().join("scans.mkv"), &out, 2);
     let tags = |path: &Path| {
         let mut d = Decoder::new(std::fs::File::open(path).unwrap()).unwrap();
         let mut get = |t: Tag| d.get_tag(t).unwrap();
@@ -338,18 +357,7 @@ fn scanned_tiffs_are_coded_and_keep_their_tags() {
         assert!(restored < orig * 11 / 10, "{name}: {restored} vs {orig}");
     }
     // exiftool sees the same tags (the pixel layout aside), EXIF and GPS included.
-    let o = std::process::Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare-tags.py"))
-        .arg(&album)
-        .arg(&out)
-        .output()
-        .expect("python3 and exiftool");
-    let report = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{report}{}", stderr(&o));
-    assert!(
-        report.contains("2 images, 2 with identical tag sets"),
-        "{report}"
-    );
+    assert_same_tags(&album, &out, 2);
     let exif = std::process::Command::new("exiftool")
         .args(["-s3", "-GPSLatitudeRef", "-InteropIndex", "-Keywords"])
         .arg(out.join("scan 1.tif"))
@@ -372,27 +380,17 @@ fn webp_photos_are_coded_with_their_metadata() {
         let rgb = image::open(sample_album().join(name)).unwrap().to_rgb8();
         let path = album.join(format!("photo {k}.webp"));
         write_webp_with_chunks(&path, &rgb, &[(*b"ICCP", &SCANNER_ICC[..])]);
-        let st = std::process::Command::new("exiftool")
-            .args([
-                "-q",
-                "-overwrite_original",
+        exiftool_write(
+            &path,
+            &[
                 "-Artist=A. Photographer",
                 "-DateTimeOriginal=2020:01:01 10:00:00",
                 "-XMP:Title=Holiday",
-            ])
-            .arg(&path)
-            .status()
-            .expect("exiftool (scripts/install-deps.sh installs it)");
-        assert!(st.success());
+            ],
+        );
     }
-    let archive = tmp.path().join("webp.mkv");
-    let err = pack_with(&[], &album, &archive);
-    assert!(!err.contains("kept as is:"), "{err}");
-    let v = verify_json(&archive, &album);
-    assert_eq!(v["images"].as_array().unwrap().len(), 2, "both coded: {v}");
-    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
     let out = tmp.path().join("restored");
-    unpack(&archive, &out);
+    pack_all_coded(&album, &tmp.path().join("webp.mkv"), &out, 2);
     let chunks = |p: &Path| av1pack::meta::webp_blocks(&std::fs::read(p).unwrap());
     for k in 0..2 {
         let name = format!("photo {k}.webp");
@@ -400,18 +398,7 @@ fn webp_photos_are_coded_with_their_metadata() {
         assert_eq!(a.len(), 3, "ICC, EXIF and XMP: {a:?}");
         assert_eq!(a, b, "{name}");
     }
-    let o = std::process::Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compare-tags.py"))
-        .arg(&album)
-        .arg(&out)
-        .output()
-        .expect("python3 and exiftool");
-    let report = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{report}{}", stderr(&o));
-    assert!(
-        report.contains("2 images, 2 with identical tag sets"),
-        "{report}"
-    );
+    assert_same_tags(&album, &out, 2);
 }
 
 #[test]
