@@ -8,24 +8,21 @@ pub struct DecodedFrame {
     pub pts: i64,
     pub width: u32,
     pub height: u32,
-    /// Y', Cb, Cr (full-range BT.601, the JPEG matrix), or G, B, R when `gbr`: three planes of
-    /// `height` rows of `stride` bytes.
+    /// Y', Cb, Cr (full-range BT.601, the JPEG matrix), or G, B, R when `gbr`.
     planes: Planes,
-    /// Bytes from one row to the next, in every plane.
-    stride: usize,
     /// The planes hold G, B, R as they are (lossless RGB coding).
     gbr: bool,
 }
 
-/// Where a frame's planes are.
+/// Where a frame's planes are. 8-bit planes are `height` rows of `stride` bytes each.
 enum Planes {
     /// Copied out, one after the other (when the decoder's planes have different strides).
-    Owned(Vec<u8>),
+    Owned { buf: Vec<u8>, stride: usize },
     /// The decoder's own frame, held by reference (no copy of its pixels).
-    Frame(frame::Video),
-    /// The decoder's own 10-bit Y'CbCr frame (two bytes a sample, little-endian), converted
-    /// to RGB only when its pixels are asked for: a read decodes the frames before its own in
-    /// the GOP, which nobody looks at.
+    Frame { frame: frame::Video, stride: usize },
+    /// The decoder's own 10-bit Y'CbCr frame (two bytes a sample, little-endian, each plane
+    /// with the frame's own stride), converted to RGB only when its pixels are asked for: a
+    /// read decodes the frames before its own in the GOP, which nobody looks at.
     Deep(frame::Video),
 }
 
@@ -37,13 +34,16 @@ impl DecodedFrame {
         !self.gbr && !matches!(self.planes, Planes::Deep(_))
     }
 
-    fn plane(&self, k: usize) -> &[u8] {
+    /// Plane `k` of an 8-bit frame, and the bytes from one of its rows to the next (`None`
+    /// for a 10-bit frame, whose rows [`deep_rgb`] reads).
+    fn plane(&self, k: usize) -> Option<(&[u8], usize)> {
         match &self.planes {
-            Planes::Owned(v) => {
-                let n = self.stride * self.height as usize;
-                &v[k * n..(k + 1) * n]
+            Planes::Owned { buf, stride } => {
+                let n = stride * self.height as usize;
+                Some((buf.get(k * n..(k + 1) * n)?, *stride))
             }
-            Planes::Frame(f) | Planes::Deep(f) => f.data(k),
+            Planes::Frame { frame, stride } => Some((frame.data(k), *stride)),
+            Planes::Deep(_) => None,
         }
     }
 
@@ -53,13 +53,14 @@ impl DecodedFrame {
         if !self.has_ycc_planes() || w == 0 || h == 0 || w > self.width || h > self.height {
             return None;
         }
+        let ((y, stride), (cb, _), (cr, _)) = (self.plane(0)?, self.plane(1)?, self.plane(2)?);
         Some(YccRef {
             width: w,
             height: h,
-            stride: self.stride,
-            y: self.plane(0),
-            cb: self.plane(1),
-            cr: self.plane(2),
+            stride,
+            y,
+            cb,
+            cr,
         })
     }
 
@@ -71,9 +72,9 @@ impl DecodedFrame {
         if let Planes::Deep(f) = &self.planes {
             return deep_rgb(f, w as usize, h as usize);
         }
-        let (w, cw) = (w as usize, self.stride);
+        let w = w as usize;
         let mut rgb = vec![0u8; w * h as usize * 3];
-        let (p0, p1, p2) = (self.plane(0), self.plane(1), self.plane(2));
+        let ((p0, cw), (p1, _), (p2, _)) = (self.plane(0)?, self.plane(1)?, self.plane(2)?);
         for (row, out) in rgb.chunks_exact_mut(w * 3).enumerate() {
             let a = row * cw;
             let (p0, p1, p2) = (&p0[a..a + w], &p1[a..a + w], &p2[a..a + w]);
@@ -94,8 +95,8 @@ impl DecodedFrame {
     /// decoder's own, which go back to its pool when the frame is dropped).
     fn into_buffer(self) -> Vec<u8> {
         match self.planes {
-            Planes::Owned(v) => v,
-            Planes::Frame(_) | Planes::Deep(_) => Vec::new(),
+            Planes::Owned { buf, .. } => buf,
+            Planes::Frame { .. } | Planes::Deep(_) => Vec::new(),
         }
     }
 
@@ -231,7 +232,6 @@ impl VideoDecoder {
             width: w as u32,
             height: h as u32,
             planes: Planes::Deep(frame),
-            stride: 2 * w,
             gbr: false,
         })
     }
@@ -271,8 +271,7 @@ impl VideoDecoder {
                 pts,
                 width: w as u32,
                 height: h as u32,
-                planes: Planes::Frame(frame),
-                stride,
+                planes: Planes::Frame { frame, stride },
                 gbr,
             }));
         }
@@ -293,8 +292,10 @@ impl VideoDecoder {
             pts,
             width: w as u32,
             height: h as u32,
-            planes: Planes::Owned(planes),
-            stride: w,
+            planes: Planes::Owned {
+                buf: planes,
+                stride: w,
+            },
             gbr,
         }))
     }
