@@ -726,6 +726,48 @@ mod tiff_tests {
         );
     }
 
+    /// Cut at every length, or with any byte changed, a TIFF with EXIF, interoperability and
+    /// GPS directories is carried or kept, never a panic; and whatever is carried can be
+    /// written back.
+    #[test]
+    fn damaged_tiffs_are_carried_or_kept_never_a_panic() {
+        let file = big_endian_with(
+            &[(315, 2, b"Me\0".to_vec()), (33723, 4, vec![0x1c; 8])],
+            &[(36867, 2, b"2020:01:01 10:00:00\0".to_vec())],
+            &[(1, 2, b"R98\0".to_vec())],
+            &[(1, 2, b"N\0".to_vec())],
+        );
+        let check = |bytes: Vec<u8>| {
+            if let TiffMeta::Carried(blocks) = tiff_meta(Cursor::new(bytes)) {
+                for b in &blocks {
+                    let MetaBlock::TiffTag {
+                        dir,
+                        tag,
+                        kind,
+                        data,
+                    } = b
+                    else {
+                        panic!("{b:?}");
+                    };
+                    assert!(
+                        crate::archive::tiff_tag_writable(*dir, *tag, *kind, data.len()),
+                        "{b:?}"
+                    );
+                }
+            }
+        };
+        for cut in 0..file.len() {
+            check(file[..cut].to_vec());
+        }
+        for at in 0..file.len() {
+            for v in [0x00, 0x01, 0x7f, 0xff] {
+                let mut bad = file.clone();
+                bad[at] = v;
+                check(bad);
+            }
+        }
+    }
+
     #[test]
     fn what_a_tiff_written_back_cannot_hold_keeps_the_file() {
         let kept = |file: Vec<u8>| match tiff_meta(Cursor::new(file)) {
@@ -829,6 +871,11 @@ mod webp_tests {
             assert_eq!(a, b);
             // Without chunks, the encoder's file as it is.
             assert_eq!(splice_webp(&plain, &[], 5, 3, alpha).unwrap(), plain);
+            // Cut anywhere, the chunks read are whole ones, never a panic.
+            for cut in 0..file.len() {
+                let some = webp_blocks(&file[..cut]);
+                assert!(blocks.starts_with(&some), "cut at {cut}: {some:?}");
+            }
         }
     }
 }
