@@ -52,6 +52,10 @@ pub struct PackOptions {
     pub slide_ms: u64,
     /// Frame order within a track: path order, or by visual similarity.
     pub order: Order,
+    /// Bytes of metadata (EXIF, ICC, XMP, TIFF tags...) the coded images may bring into the
+    /// index in all: an image whose metadata would go past it is kept as it is. The index is
+    /// held in memory by the mount, and may not pass `MAX_INDEX_BYTES`.
+    pub metadata_budget: u64,
 }
 
 impl Default for PackOptions {
@@ -70,6 +74,7 @@ impl Default for PackOptions {
             lossless: false,
             slide_ms: DEFAULT_SLIDE_MS,
             order: Order::Auto,
+            metadata_budget: MAX_INDEX_BYTES / 2,
         }
     }
 }
@@ -426,8 +431,14 @@ pub fn pack(
         }
     }
 
+    let metadata = MetadataBudget::new(opts.metadata_budget);
+    let album = AlbumFiles {
+        items: &items,
+        probes: &probes,
+        metadata: &metadata,
+    };
     for (t, plan) in plans.iter().enumerate() {
-        let results = encode_track(t, plan, &items, &probes, opts, &mut writer, progress)?;
+        let results = encode_track(t, plan, &album, opts, &mut writer, progress)?;
         for (i, outcome) in results {
             kinds[i] = Some(match outcome {
                 Outcome::Image(img) => EntryKind::Image(img),
@@ -1098,12 +1109,12 @@ impl Assembler {
 fn encode_track(
     t: usize,
     plan: &TrackPlan,
-    items: &[Item],
-    probes: &[Option<Probe>],
+    album: &AlbumFiles,
     opts: &PackOptions,
     writer: &mut ArchiveWriter,
     progress: &dyn Progress,
 ) -> Result<Vec<(usize, Outcome)>, PackError> {
+    let (items, probes, metadata) = (album.items, album.probes, album.metadata);
     let frame_bytes = u64::from(plan.width) * u64::from(plan.height) * 3;
     let gop = (GOP_MEMORY / frame_bytes.max(1)).clamp(1, u64::from(opts.gop.max(1))) as u32;
     let track_name = format!("track {} ({}x{})", t + 1, plan.width, plan.height);
@@ -1154,7 +1165,7 @@ fn encode_track(
             for (k, (job, item, probe)) in jobs.into_iter().enumerate() {
                 if current.as_ref().map(|c| c.0) != Some(job.item) {
                     drop(current.take()); // free the last image before decoding the next
-                    current = Some((job.item, load(&item, &probe)));
+                    current = Some((job.item, load(&item, &probe, metadata)));
                 }
                 let result = match current.as_ref().map(|c| &c.1) {
                     Some(Ok(d)) => Ok(prepare(d, job, t, alpha_t, cw, ch)),
@@ -2275,8 +2286,60 @@ fn prepare(d: &Decoded, job: Job, t: usize, alpha_t: Option<usize>, cw: u32, ch:
     }
 }
 
-/// Reads, hashes and decodes one image.
-fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
+/// The album's files as the tracks read them: each one, what its probe found, and the
+/// metadata budget their loaders share.
+struct AlbumFiles<'a> {
+    items: &'a [Item],
+    probes: &'a [Option<Probe>],
+    metadata: &'a MetadataBudget,
+}
+
+/// What is left of [`PackOptions::metadata_budget`], shared by the tracks' loaders.
+struct MetadataBudget {
+    limit: u64,
+    left: std::sync::atomic::AtomicU64,
+}
+
+impl MetadataBudget {
+    fn new(limit: u64) -> Self {
+        MetadataBudget {
+            limit,
+            left: std::sync::atomic::AtomicU64::new(limit),
+        }
+    }
+
+    /// Takes `bytes` from what is left; `Err` with the reason to keep the image when they do
+    /// not fit (an image that is then kept anyway has still used its share: the index never
+    /// holds more than the limit).
+    fn take(&self, bytes: u64) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.left
+            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(bytes))
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "its {bytes} bytes of metadata would take the album's past {} in the index, \
+                     which the mount holds in memory",
+                    human_bytes(self.limit)
+                )
+            })
+    }
+}
+
+/// A byte count as messages give it: "128 MiB", "3 KiB", "12 bytes".
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Reads, hashes and decodes one image; its metadata takes its share of `budget`.
+fn load(item: &Item, probe: &Probe, budget: &MetadataBudget) -> Result<Decoded, String> {
     let Probe::Image {
         format,
         width,
@@ -2320,6 +2383,7 @@ fn load(item: &Item, probe: &Probe) -> Result<Decoded, String> {
         },
         _ => Vec::new(),
     };
+    budget.take(metadata.iter().map(|m| m.len() as u64).sum())?;
     let img_format = image_format(format).ok_or("unsupported format")?;
     let mut reader = image::ImageReader::with_format(io::Cursor::new(&bytes), img_format);
     reader.limits(decode_limits());

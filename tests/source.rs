@@ -686,3 +686,51 @@ fn the_next_kept_pages_are_decoded_ahead_of_a_reader() {
     read(pages[2]);
     assert_eq!(src.stats().cache_hits.load(Ordering::Relaxed), hits + 2);
 }
+
+/// Past the metadata budget the index may hold, an image is kept as it is, named with the
+/// reason, rather than pack failing at the end with an index too large; the images within it
+/// are coded with their tags.
+#[test]
+fn metadata_past_the_budget_keeps_the_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("scans");
+    std::fs::create_dir(&album).unwrap();
+    for (k, name) in ["2005/skagen.jpg", "2006/bar55.jpg", "2006/bar55_2.jpg"]
+        .iter()
+        .enumerate()
+    {
+        let photo = image::open(sample_album().join(name)).unwrap().to_rgb8();
+        write_scanner_tiff(&album.join(format!("scan {k}.tif")), &photo);
+    }
+    let dest = tmp.path().join("s.mkv");
+    let full = pack::pack(&album, &dest, &PackOptions::default(), &Quiet).unwrap();
+    assert_eq!(full.images, 3, "{full:?}");
+    let archive = Archive::open(&dest).unwrap();
+    let per_image = match &archive.index.entries[0].kind {
+        EntryKind::Image(img) => av1pack::archive::metadata_bytes(img),
+        other => panic!("{other:?}"),
+    };
+    assert!(per_image > 50, "{per_image}");
+    // Room for two images' tags, not three.
+    let opts = PackOptions {
+        metadata_budget: 2 * per_image + per_image / 2,
+        force: true,
+        ..PackOptions::default()
+    };
+    let report = pack::pack(&album, &dest, &opts, &Quiet).unwrap();
+    assert_eq!(report.images, 2, "{report:?}");
+    assert_eq!(report.verbatim.len(), 1, "{report:?}");
+    let (path, reason) = &report.verbatim[0];
+    assert!(path.starts_with("scan "), "{path}");
+    assert!(
+        reason.contains(&format!("its {per_image} bytes of metadata would take")),
+        "{reason}"
+    );
+    let restored = tmp.path().join("restored");
+    let archive = Archive::open(&dest).unwrap();
+    assert!(unpack_to(&archive, &restored).failed.is_empty());
+    assert_eq!(
+        std::fs::read(restored.join(path)).unwrap(),
+        std::fs::read(album.join(path)).unwrap()
+    );
+}
