@@ -503,9 +503,9 @@ pub fn pack(
         }
         let kind = match (copy_of[i], &kind) {
             (Some(of), EntryKind::Image(img))
-                if repeated + archive::metadata_bytes(img) <= MAX_INDEX_BYTES / 4 =>
+                if repeated + archive::metadata_bytes(&img.metadata) <= MAX_INDEX_BYTES / 4 =>
             {
-                repeated += archive::metadata_bytes(img);
+                repeated += archive::metadata_bytes(&img.metadata);
                 EntryKind::Copy { of: of as u64 }
             }
             (Some(of), EntryKind::Verbatim { .. }) => EntryKind::Copy { of: of as u64 },
@@ -2323,18 +2323,9 @@ impl MetadataBudget {
                 format!(
                     "its {bytes} bytes of metadata would take the album's past {} in the index, \
                      which the mount holds in memory",
-                    human_bytes(self.limit)
+                    crate::human_bytes(self.limit)
                 )
             })
-    }
-}
-
-/// A byte count as messages give it: "128 MiB", "3 KiB", "12 bytes".
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-        n => format!("{n} bytes"),
     }
 }
 
@@ -2383,7 +2374,7 @@ fn load(item: &Item, probe: &Probe, budget: &MetadataBudget) -> Result<Decoded, 
         },
         _ => Vec::new(),
     };
-    budget.take(metadata.iter().map(|m| m.len() as u64).sum())?;
+    budget.take(archive::metadata_bytes(&metadata))?;
     let img_format = image_format(format).ok_or("unsupported format")?;
     let mut reader = image::ImageReader::with_format(io::Cursor::new(&bytes), img_format);
     reader.limits(decode_limits());

@@ -707,7 +707,7 @@ fn metadata_past_the_budget_keeps_the_image() {
     assert_eq!(full.images, 3, "{full:?}");
     let archive = Archive::open(&dest).unwrap();
     let per_image = match &archive.index.entries[0].kind {
-        EntryKind::Image(img) => av1pack::archive::metadata_bytes(img),
+        EntryKind::Image(img) => av1pack::archive::metadata_bytes(&img.metadata),
         other => panic!("{other:?}"),
     };
     assert!(per_image > 50, "{per_image}");

@@ -142,7 +142,7 @@ fn resolve_copies(index: &mut Index) -> Result<(), IndexError> {
         match o.map(|o| (o, &entries[o].kind)) {
             Some((o, EntryKind::Verbatim { .. })) => copies.push((i, o)),
             Some((o, EntryKind::Image(img))) => {
-                repeated = repeated.saturating_add(super::metadata_bytes(img));
+                repeated = repeated.saturating_add(super::metadata_bytes(&img.metadata));
                 copies.push((i, o));
             }
             _ => {

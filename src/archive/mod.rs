@@ -382,9 +382,9 @@ pub fn tiff_tag_writable(dir: TiffDir, tag: u16, kind: u16, len: usize) -> bool 
     !layout && !pointer && tiff_type_size(kind).is_some_and(|n| len.is_multiple_of(n))
 }
 
-/// Bytes of metadata an image entry holds.
-pub fn metadata_bytes(img: &ImageEntry) -> u64 {
-    img.metadata.iter().map(|m| m.len() as u64).sum()
+/// Bytes of data metadata blocks hold (an image entry's, or a file's before it becomes one).
+pub fn metadata_bytes(blocks: &[MetaBlock]) -> u64 {
+    blocks.iter().map(|m| m.len() as u64).sum()
 }
 
 /// A path on this machine as text for messages, escaped as [`printable_path`] does.

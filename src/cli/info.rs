@@ -1,5 +1,6 @@
-use super::{exit, human_bytes, Global};
+use super::{exit, Global};
 use crate::archive::{Archive, BlobCoding, EntryKind, Index};
+use crate::human_bytes;
 use std::path::PathBuf;
 
 /// Show an archive's settings, counts and sizes.

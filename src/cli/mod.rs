@@ -173,18 +173,3 @@ fn init_logging(verbose: u8, quiet: bool) {
 pub(crate) fn write_path(out: &mut impl std::io::Write, path: &[u8]) -> std::io::Result<()> {
     out.write_all(path)
 }
-
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}

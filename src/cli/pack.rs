@@ -1,4 +1,5 @@
-use super::{exit, human_bytes, progress::Bar, usage, Global};
+use super::{exit, progress::Bar, usage, Global};
+use crate::human_bytes;
 use crate::media::Codec;
 use crate::order::Order;
 use crate::pack::{self, PackOptions};

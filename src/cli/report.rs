@@ -1,4 +1,5 @@
-use super::{exit, human_bytes, Global};
+use super::{exit, Global};
+use crate::human_bytes;
 use crate::report;
 use anyhow::Context;
 use std::io::Write;
