@@ -142,9 +142,7 @@ pub fn render(
     renderer: Renderer,
 ) -> Result<Vec<u8>, RenderError> {
     let target = target(entry, format);
-    let tiff_deflate = renderer
-        .tiff_deflate()
-        .filter(|_| target == ImageFormat::Tiff);
+    let tiff_deflate = renderer.tiff_deflate();
     let rgb = &pic.rgb;
     let grey = entry.color == ColorModel::Grey;
     let pixels: std::borrow::Cow<'_, [u8]> = if grey {
@@ -166,11 +164,6 @@ pub fn render(
         }
         return match target {
             ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP => {
-                let fmt = match target {
-                    ImageFormat::Bmp => image::ImageFormat::Bmp,
-                    ImageFormat::Tiff => image::ImageFormat::Tiff,
-                    _ => image::ImageFormat::WebP,
-                };
                 // These writers take RGBA only (grey + alpha goes out as RGBA).
                 let rgba: Vec<u8> = if grey {
                     with_alpha
@@ -180,14 +173,7 @@ pub fn render(
                 } else {
                     with_alpha
                 };
-                if let Some(level) = tiff_deflate {
-                    return tiff_file(&rgba, w, h, 4, &entry.metadata, level);
-                }
-                let img =
-                    image::RgbaImage::from_raw(w, h, rgba).ok_or(RenderError::TooLarge(w, h))?;
-                let mut out = Cursor::new(Vec::new());
-                image::DynamicImage::ImageRgba8(img).write_to(&mut out, fmt)?;
-                with_webp_chunks(out.into_inner(), target, &entry.metadata, w, h, true)
+                bitmap_file(target, rgba, 4, (w, h), &entry.metadata, tiff_deflate)
             }
             _ => png_file(&with_alpha, w, h, grey, true, &entry.metadata),
         };
@@ -198,51 +184,61 @@ pub fn render(
             let jpeg = jpeg_file(&pixels, w, h, entry.color)?;
             Ok(meta::splice_jpeg(&jpeg, &entry.metadata))
         }
-        ImageFormat::Bmp
-        | ImageFormat::Tiff
-        | ImageFormat::WebP
-        | ImageFormat::Gif
-        | ImageFormat::Other => {
-            let fmt = match target {
-                ImageFormat::Bmp => image::ImageFormat::Bmp,
-                ImageFormat::Tiff => image::ImageFormat::Tiff,
-                ImageFormat::WebP => image::ImageFormat::WebP,
-                // Formats we do not write come out as PNG.
-                _ => return png_file(&pixels, w, h, grey, false, &entry.metadata),
-            };
-            if let Some(level) = tiff_deflate {
-                let channels = if grey { 1 } else { 3 };
-                return tiff_file(&pixels, w, h, channels, &entry.metadata, level);
-            }
-            let img = if grey {
-                image::DynamicImage::ImageLuma8(
-                    image::GrayImage::from_raw(w, h, pixels.into_owned())
-                        .ok_or(RenderError::TooLarge(w, h))?,
-                )
-            } else {
-                image::DynamicImage::ImageRgb8(rgb.clone())
-            };
-            let mut out = Cursor::new(Vec::new());
-            img.write_to(&mut out, fmt)?;
-            with_webp_chunks(out.into_inner(), target, &entry.metadata, w, h, false)
+        ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP => {
+            let channels = if grey { 1 } else { 3 };
+            let data = pixels.into_owned();
+            bitmap_file(
+                target,
+                data,
+                channels,
+                (w, h),
+                &entry.metadata,
+                tiff_deflate,
+            )
+        }
+        // Formats we do not write come out as PNG.
+        ImageFormat::Gif | ImageFormat::Other => {
+            png_file(&pixels, w, h, grey, false, &entry.metadata)
         }
     }
 }
 
-/// A WebP made with the original's metadata chunks (ICC, EXIF, XMP; format version 9); other
-/// files as they are.
-fn with_webp_chunks(
-    file: Vec<u8>,
+/// A BMP, TIFF or (lossless) WebP of `data`, 8-bit samples, `channels` 1 (grey), 3 (RGB) or 4
+/// (RGBA): a TIFF by [`tiff_file`] where the renderer compresses TIFFs (`tiff_deflate`), the
+/// others by the image crate, a WebP with the original's metadata chunks.
+fn bitmap_file(
     target: ImageFormat,
+    data: Vec<u8>,
+    channels: u8,
+    (w, h): (u32, u32),
     metadata: &[MetaBlock],
-    w: u32,
-    h: u32,
-    alpha: bool,
+    tiff_deflate: Option<tiff::encoder::DeflateLevel>,
 ) -> Result<Vec<u8>, RenderError> {
+    let fmt = match target {
+        ImageFormat::Bmp => image::ImageFormat::Bmp,
+        ImageFormat::Tiff => match tiff_deflate {
+            Some(level) => return tiff_file(&data, w, h, channels, metadata, level),
+            None => image::ImageFormat::Tiff,
+        },
+        _ => image::ImageFormat::WebP,
+    };
+    let too_large = RenderError::TooLarge(w, h);
+    let img = match channels {
+        1 => image::DynamicImage::ImageLuma8(
+            image::GrayImage::from_raw(w, h, data).ok_or(too_large)?,
+        ),
+        3 => image::DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, data).ok_or(too_large)?),
+        _ => image::DynamicImage::ImageRgba8(
+            image::RgbaImage::from_raw(w, h, data).ok_or(too_large)?,
+        ),
+    };
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, fmt)?;
+    let file = out.into_inner();
     if target != ImageFormat::WebP {
         return Ok(file);
     }
-    meta::splice_webp(&file, metadata, w, h, alpha).ok_or(RenderError::TooLarge(w, h))
+    meta::splice_webp(&file, metadata, w, h, channels == 4).ok_or(RenderError::TooLarge(w, h))
 }
 
 /// A TIFF of 8-bit samples (`channels` 1: grey, 3: RGB, 4: RGBA), one image, Deflate at
