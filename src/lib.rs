@@ -9,6 +9,7 @@ pub mod dedupe;
 pub mod frames;
 pub mod fs;
 pub mod fuse;
+pub mod jpegthin;
 pub mod lepton;
 pub mod media;
 pub mod meta;

@@ -1,0 +1,501 @@
+//! Visually lossless recoding of JPEG files in their own DCT ("thinning"): the luma
+//! coefficients of magnitude 1 (the costliest to code for the least they carry) are set to
+//! zero, highest frequencies first, as far as the image still scores the quality target
+//! against the original; the file is then written back with optimised Huffman tables and every
+//! marker segment of the original (EXIF, ICC, XMP, comments). What comes back is a JPEG of the
+//! same size in pixels, the same metadata, whose blocks keep the original's quantisation, so
+//! none of the original's artefacts need to be reproduced (as a video codec must, which is why
+//! it cannot beat a JPEG at visually lossless quality).
+//!
+//! The coefficient work is libjpeg-turbo's lossless transform (`tj3Transform`) with a custom
+//! filter: the only module that calls `turbojpeg-sys` directly.
+
+use crate::pixels::Picture;
+use crate::quality;
+use std::os::raw::{c_int, c_short, c_void};
+use turbojpeg_sys as tj;
+
+/// Steps of the thinning order: 63 zigzag positions, each split in [`SUBSTEPS`] by a hash of
+/// the block, so that the amount thinned grows in small steps.
+const SUBSTEPS: usize = 10;
+/// Number of cuts: a cut `c` zeroes the magnitude-1 luma coefficients of rank below `c`.
+pub const CUTS: usize = 63 * SUBSTEPS;
+/// The thinned file must be at least this much smaller (per mille) than the original
+/// rewritten with optimised tables, or the original is kept.
+const MIN_GAIN_PERMILLE: usize = 30;
+/// Quality searches score at most this many candidates per image.
+const MAX_TRIES: usize = 4;
+/// Aim this far above the target when interpolating, so that a try lands above it.
+const CUSHION: f64 = 0.15;
+
+/// Zigzag position of each coefficient in natural (row-major) order.
+const ZIGZAG_OF_NATURAL: [u8; 64] = [
+    0, 1, 5, 6, 14, 15, 27, 28, 2, 4, 7, 13, 16, 26, 29, 42, 3, 8, 12, 17, 25, 30, 41, 43, 9, 11,
+    18, 24, 31, 40, 44, 53, 10, 19, 23, 32, 39, 45, 52, 54, 20, 22, 33, 38, 46, 51, 55, 60, 21, 34,
+    37, 47, 50, 56, 59, 61, 35, 36, 48, 49, 57, 58, 62, 63,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ThinError {
+    #[error("libjpeg-turbo: {0}")]
+    Turbo(String),
+    #[error("the JPEG does not decode: {0}")]
+    Decode(String),
+    #[error("scoring: {0}")]
+    Quality(#[from] quality::QualityError),
+}
+
+/// A thinned JPEG file and its score against the original.
+#[derive(Debug, Clone)]
+pub struct Thinned {
+    pub bytes: Vec<u8>,
+    pub ssimulacra2: f64,
+    /// Share of the magnitude-1 luma coefficients set to zero.
+    pub share: f64,
+}
+
+/// Rank of a magnitude-1 AC coefficient in the thinning order (0 = thinned first): high
+/// zigzag positions first, the blocks of one position spread over [`SUBSTEPS`] ranks.
+fn rank(zigzag: usize, bx: usize, by: usize) -> usize {
+    let h = (bx.wrapping_mul(0x9E37_79B9) ^ by.wrapping_mul(0x85EB_CA6B)).wrapping_mul(0x2545_F491);
+    (63 - zigzag) * SUBSTEPS + (h >> 7) % SUBSTEPS
+}
+
+/// What the filter does with the luma plane.
+enum Work {
+    /// Counts the magnitude-1 AC coefficients of each rank.
+    Count(Vec<u64>),
+    /// Zeroes those of rank below the cut.
+    Cut(usize),
+}
+
+unsafe extern "C" fn filter(
+    coeffs: *mut c_short,
+    array: tj::tjregion,
+    _plane: tj::tjregion,
+    component: c_int,
+    _transform_id: c_int,
+    transform: *mut tj::tjtransform,
+) -> c_int {
+    if component != 0 || coeffs.is_null() || transform.is_null() {
+        return 0;
+    }
+    // SAFETY: libjpeg-turbo calls the filter with one row of blocks (`array.w / 8` blocks of
+    // 64 coefficients in natural order, `array.h` = 8) and the transform passed to
+    // tj3Transform, whose `data` is the `Work` owned by `transform_with` for the call.
+    let work = unsafe { &mut *((*transform).data as *mut Work) };
+    let blocks = (array.w.max(0) as usize) / 8;
+    let rows = (array.h.max(0) as usize) / 8;
+    let coefs = unsafe { std::slice::from_raw_parts_mut(coeffs, blocks * rows * 64) };
+    let by0 = array.y.max(0) as usize / 8;
+    for (n, block) in coefs.chunks_exact_mut(64).enumerate() {
+        let (bx, by) = (n % blocks.max(1), by0 + n / blocks.max(1));
+        for (natural, c) in block.iter_mut().enumerate().skip(1) {
+            if *c != 1 && *c != -1 {
+                continue;
+            }
+            let r = rank(usize::from(ZIGZAG_OF_NATURAL[natural]), bx, by);
+            match work {
+                Work::Count(counts) => {
+                    if let Some(k) = counts.get_mut(r) {
+                        *k += 1;
+                    }
+                }
+                Work::Cut(cut) => {
+                    if r < *cut {
+                        *c = 0;
+                    }
+                }
+            }
+        }
+    }
+    0
+}
+
+/// A TurboJPEG transform instance, destroyed on drop.
+struct Handle(tj::tjhandle);
+
+impl Handle {
+    fn new() -> Result<Self, ThinError> {
+        // SAFETY: tj3Init has no preconditions; a null handle is an error.
+        let h = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_TRANSFORM as c_int) };
+        if h.is_null() {
+            return Err(ThinError::Turbo("could not start a transform".into()));
+        }
+        Ok(Handle(h))
+    }
+
+    fn error(&self) -> ThinError {
+        // SAFETY: the handle is live; the message is a NUL-terminated string it owns.
+        let msg = unsafe { std::ffi::CStr::from_ptr(tj::tj3GetErrorStr(self.0)) };
+        ThinError::Turbo(msg.to_string_lossy().into_owned())
+    }
+
+    fn get(&self, param: tj::TJPARAM) -> c_int {
+        // SAFETY: the handle is live.
+        unsafe { tj::tj3Get(self.0, param as c_int) }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle was made by tj3Init and is destroyed once.
+        unsafe { tj::tj3Destroy(self.0) }
+    }
+}
+
+/// Runs the transform with `work` as the filter's state; the new file unless `count_only`.
+fn transform_with(jpeg: &[u8], work: &mut Work, count_only: bool) -> Result<Vec<u8>, ThinError> {
+    let h = Handle::new()?;
+    // SAFETY: `jpeg` outlives the call.
+    if unsafe { tj::tj3DecompressHeader(h.0, jpeg.as_ptr(), jpeg.len() as tj::size_t) } != 0 {
+        return Err(h.error());
+    }
+    let colorspace = h.get(tj::TJPARAM_TJPARAM_COLORSPACE);
+    if h.get(tj::TJPARAM_TJPARAM_LOSSLESS) != 0
+        || h.get(tj::TJPARAM_TJPARAM_PRECISION) != 8
+        || !(colorspace == tj::TJCS_TJCS_YCbCr as c_int
+            || colorspace == tj::TJCS_TJCS_GRAY as c_int)
+    {
+        return Err(ThinError::Turbo(
+            "only 8-bit lossy YCbCr or grey JPEGs are thinned".into(),
+        ));
+    }
+    let mut options = tj::TJXOPT_OPTIMIZE as c_int;
+    if count_only {
+        options |= tj::TJXOPT_NOOUTPUT as c_int;
+    }
+    let t = tj::tjtransform {
+        r: tj::tjregion {
+            x: 0,
+            y: 0,
+            w: 0,
+            h: 0,
+        },
+        op: tj::TJXOP_TJXOP_NONE as c_int,
+        options,
+        data: work as *mut Work as *mut c_void,
+        customFilter: Some(filter),
+    };
+    let mut buf: *mut u8 = std::ptr::null_mut();
+    let mut size: tj::size_t = 0;
+    // SAFETY: one transform, one output buffer allocated by TurboJPEG (freed below); the
+    // filter's `data` points at `work`, alive for the call. Warnings (damaged data) make
+    // the call fail.
+    let rc = unsafe {
+        tj::tj3Transform(
+            h.0,
+            jpeg.as_ptr(),
+            jpeg.len() as tj::size_t,
+            1,
+            &mut buf,
+            &mut size,
+            &t,
+        )
+    };
+    let out = if rc == 0 && !buf.is_null() && !count_only {
+        // SAFETY: TurboJPEG wrote `size` bytes at `buf`.
+        unsafe { std::slice::from_raw_parts(buf, size as usize) }.to_vec()
+    } else {
+        Vec::new()
+    };
+    if !buf.is_null() {
+        // SAFETY: allocated by TurboJPEG for this call.
+        unsafe { tj::tj3Free(buf as *mut c_void) };
+    }
+    if rc != 0 {
+        return Err(h.error());
+    }
+    Ok(out)
+}
+
+/// How many magnitude-1 luma AC coefficients the JPEG has at each rank.
+pub fn census(jpeg: &[u8]) -> Result<Vec<u64>, ThinError> {
+    let mut work = Work::Count(vec![0; CUTS]);
+    transform_with(jpeg, &mut work, true)?;
+    match work {
+        Work::Count(c) => Ok(c),
+        Work::Cut(_) => Err(ThinError::Turbo("lost the census".into())),
+    }
+}
+
+/// The JPEG rewritten with its magnitude-1 luma AC coefficients of rank below `cut` set to
+/// zero (`cut` 0: the same coefficients, optimised Huffman tables), markers kept.
+pub fn thin(jpeg: &[u8], cut: usize) -> Result<Vec<u8>, ThinError> {
+    transform_with(jpeg, &mut Work::Cut(cut.min(CUTS)), false)
+}
+
+/// Whether the file ends where its image does (at the EOI marker): data past it (a motion
+/// photo's video, the second image of a multi-picture file) would not survive a rewrite.
+pub fn ends_at_eoi(jpeg: &[u8]) -> bool {
+    let mut at = 2;
+    // Marker segments up to the first scan.
+    loop {
+        let Some(&[0xFF, m]) = jpeg.get(at..at + 2) else {
+            return false;
+        };
+        match m {
+            0xFF => at += 1,
+            0xD9 => return at + 2 == jpeg.len(),
+            0x01 | 0xD0..=0xD7 => at += 2,
+            _ => {
+                let Some(&[hi, lo]) = jpeg.get(at + 2..at + 4) else {
+                    return false;
+                };
+                at += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+                if m == 0xDA {
+                    // Entropy-coded data: skip to the next marker that is not a stuffed byte
+                    // or a restart, then go on with the segments (progressive files have
+                    // several scans).
+                    while let Some(rest) = jpeg.get(at..) {
+                        let Some(p) = rest.iter().position(|&b| b == 0xFF) else {
+                            return false;
+                        };
+                        at += p;
+                        match jpeg.get(at + 1) {
+                            Some(0x00) | Some(0xD0..=0xD7) | Some(0xFF) => at += 1,
+                            Some(_) => break,
+                            None => return false,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decode(jpeg: &[u8]) -> Result<Picture, ThinError> {
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(jpeg), image::ImageFormat::Jpeg);
+    reader.limits(crate::pack::decode_limits());
+    reader
+        .decode()
+        .map(Picture::from_dynamic)
+        .map_err(|e| ThinError::Decode(e.to_string()))
+}
+
+/// The cut that thins `share` of the counted coefficients (the smallest cut reaching it).
+fn cut_for(counts: &[u64], share: f64) -> usize {
+    let total: u64 = counts.iter().sum();
+    let want = (share.clamp(0.0, 1.0) * total as f64).round() as u64;
+    let mut sum = 0;
+    for (c, &n) in counts.iter().enumerate() {
+        if sum >= want {
+            return c;
+        }
+        sum += n;
+    }
+    CUTS
+}
+
+/// The most thinned form of `jpeg` that still scores at least `target` against the
+/// original's pixels (SSIMULACRA2 as `verify` scores it), when that is at least 3 % smaller
+/// than the original rewritten with optimised tables. `None`: nothing worth it (no
+/// candidate, or none both good and smaller); errors: the file does not take the transform.
+///
+/// Scores at most [`MAX_TRIES`] candidates: `hint` first (the share taken for a similar
+/// image; everything thinned without one), then shares interpolated between the best passing
+/// and the worst failing try, or extrapolated above the best passing one.
+pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thinned>, ThinError> {
+    let counts = census(jpeg)?;
+    if counts.iter().sum::<u64>() == 0 {
+        return Ok(None);
+    }
+    let base = thin(jpeg, 0)?.len();
+    let worth = |len: usize| len * 1000 <= base * (1000 - MIN_GAIN_PERMILLE);
+    let all = thin(jpeg, CUTS)?;
+    if !worth(all.len()) {
+        return Ok(None);
+    }
+    let full_gain = 1.0 - all.len() as f64 / base as f64;
+    let original = decode(jpeg)?;
+    let score = |bytes: &[u8]| -> Result<f64, ThinError> {
+        let pic = decode(bytes)?;
+        if pic.rgb.dimensions() != original.rgb.dimensions() {
+            return Err(ThinError::Decode(
+                "the thinned file has other dimensions".into(),
+            ));
+        }
+        Ok(quality::score_picture(&original, &pic)?.ssimulacra2)
+    };
+    // (share, score) of the best passing try, and of the worst failing one.
+    let mut good = (0.0, 100.0);
+    let mut bad: Option<(f64, f64)> = None;
+    let mut best: Option<Thinned> = None;
+    let mut share = hint.map_or(1.0, |h| h.clamp(0.05, 1.0));
+    for _ in 0..MAX_TRIES {
+        // The gain grows about in proportion to the share: stop before scoring a share that
+        // cannot be worth it.
+        if share * full_gain * 1000.0 < MIN_GAIN_PERMILLE as f64 {
+            break;
+        }
+        let bytes = if share >= 1.0 {
+            all.clone()
+        } else {
+            thin(jpeg, cut_for(&counts, share))?
+        };
+        if !worth(bytes.len()) {
+            break;
+        }
+        let s = score(&bytes)?;
+        if s >= target {
+            good = (share, s);
+            best = Some(Thinned {
+                bytes,
+                ssimulacra2: s,
+                share,
+            });
+            if share >= 1.0 {
+                break;
+            }
+        } else {
+            bad = Some((share, s));
+        }
+        let aim = (target + CUSHION).min(good.1);
+        share = match bad {
+            Some(bad) => {
+                if bad.0 - good.0 < 0.03 {
+                    break;
+                }
+                let t = (good.1 - aim) / (good.1 - bad.1).max(1e-9);
+                good.0 + (bad.0 - good.0) * t.clamp(0.05, 0.95)
+            }
+            None => {
+                // Above the best passing share, at the slope from nothing thinned to it.
+                let slope = (100.0 - good.1) / good.0.max(1e-9);
+                let next = (good.0 + (good.1 - aim) / slope.max(1e-9)).min(1.0);
+                if next - good.0 < 0.03 {
+                    break;
+                }
+                next
+            }
+        };
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 256×192 photo-like JPEG at quality 95 (fine quantisation: many ±1 coefficients).
+    fn sample(quality: i32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(256, 192, |x, y| {
+            let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 3 & 15;
+            image::Rgb([
+                (x + n) as u8,
+                ((x * y) / 200 + n) as u8,
+                (255 - y as u8).wrapping_add(n as u8),
+            ])
+        });
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(quality).unwrap();
+        c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+        c.compress_to_vec(turbojpeg::Image {
+            pixels: img.as_raw().as_slice(),
+            width: 256,
+            pitch: 256 * 3,
+            height: 192,
+            format: turbojpeg::PixelFormat::RGB,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn zigzag_table_is_a_permutation() {
+        let mut seen = [false; 64];
+        for &z in &ZIGZAG_OF_NATURAL {
+            seen[z as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+        // The first row in natural order: 0 1 5 6 14 15 27 28.
+        assert_eq!(ZIGZAG_OF_NATURAL[7], 28);
+        assert_eq!(ZIGZAG_OF_NATURAL[63], 63);
+    }
+
+    #[test]
+    fn cut_zero_keeps_the_pixels_and_a_full_cut_shrinks_the_file() {
+        let jpeg = sample(95);
+        let counts = census(&jpeg).unwrap();
+        assert!(counts.iter().sum::<u64>() > 1000, "{counts:?}");
+        let same = thin(&jpeg, 0).unwrap();
+        assert_eq!(decode(&same).unwrap().rgb, decode(&jpeg).unwrap().rgb);
+        let all = thin(&jpeg, CUTS).unwrap();
+        assert!(
+            all.len() < same.len() * 9 / 10,
+            "{} {}",
+            all.len(),
+            same.len()
+        );
+        assert_eq!(census(&all).unwrap().iter().sum::<u64>(), 0);
+        // Thinning more never leaves more coefficients.
+        let half = thin(&jpeg, cut_for(&counts, 0.5)).unwrap();
+        let left: u64 = census(&half).unwrap().iter().sum();
+        let total: u64 = counts.iter().sum();
+        assert!(
+            left < total * 6 / 10 && left > total * 4 / 10,
+            "{left} of {total}"
+        );
+    }
+
+    #[test]
+    fn markers_survive_a_rewrite() {
+        let jpeg = sample(95);
+        // An EXIF-like APP1 and a comment after SOI.
+        let mut with = jpeg[..2].to_vec();
+        with.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x0C]);
+        with.extend_from_slice(b"Exif\0\0ABCD");
+        with.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x07]);
+        with.extend_from_slice(b"hello");
+        with.extend_from_slice(&jpeg[2..]);
+        let out = thin(&with, CUTS).unwrap();
+        let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        assert!(find(&out, b"Exif\0\0ABCD"));
+        assert!(find(&out, b"\xFF\xFE\x00\x07hello"));
+        assert!(ends_at_eoi(&out));
+    }
+
+    #[test]
+    fn search_meets_the_target_or_gives_nothing() {
+        let jpeg = sample(95);
+        let original = decode(&jpeg).unwrap();
+        for target in [80.0, 90.0] {
+            if let Some(t) = search(&jpeg, target, None).unwrap() {
+                let back = decode(&t.bytes).unwrap();
+                let s = quality::score_picture(&original, &back)
+                    .unwrap()
+                    .ssimulacra2;
+                assert!(s >= target, "{s} < {target}");
+                assert!((s - t.ssimulacra2).abs() < 1e-9);
+                assert!(t.bytes.len() < thin(&jpeg, 0).unwrap().len());
+            }
+        }
+        // An unreachable target gives nothing.
+        assert!(search(&jpeg, 100.5, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn files_with_data_after_the_image_are_recognised() {
+        let jpeg = sample(90);
+        assert!(ends_at_eoi(&jpeg));
+        let mut tail = jpeg.clone();
+        tail.extend_from_slice(b"ftypmp42 motion photo");
+        assert!(!ends_at_eoi(&tail));
+        assert!(!ends_at_eoi(&jpeg[..jpeg.len() - 1]));
+        assert!(!ends_at_eoi(b"\xFF\xD8"));
+    }
+
+    #[test]
+    fn damaged_and_unusual_files_are_errors_not_crashes() {
+        let jpeg = sample(90);
+        for cut in [10, jpeg.len() / 2, jpeg.len() - 3] {
+            let _ = thin(&jpeg[..cut], CUTS);
+            let _ = census(&jpeg[..cut]);
+        }
+        assert!(thin(b"not a jpeg at all", 0).is_err());
+        let mut flipped = jpeg.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x55;
+        let _ = search(&flipped, 90.0, Some(0.5));
+    }
+}
