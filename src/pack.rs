@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -56,6 +56,19 @@ pub struct PackOptions {
     /// index in all: an image whose metadata would go past it is kept as it is. The index is
     /// held in memory by the mount, and may not pass `MAX_INDEX_BYTES`.
     pub metadata_budget: u64,
+    /// Keep JPEG files bit for bit (Lepton) even where recoding them in their own DCT
+    /// (`crate::jpegthin`) would keep the quality target and be smaller.
+    pub exact_jpegs: bool,
+}
+
+impl PackOptions {
+    /// The score a kept JPEG recoded in its own DCT must reach, if JPEGs may be recoded.
+    pub fn thin_target(&self) -> Option<f64> {
+        if self.lossless || self.exact_jpegs {
+            return None;
+        }
+        self.target.map(|t| t.min_score)
+    }
 }
 
 impl Default for PackOptions {
@@ -75,11 +88,14 @@ impl Default for PackOptions {
             slide_ms: DEFAULT_SLIDE_MS,
             order: Order::Auto,
             metadata_budget: MAX_INDEX_BYTES / 2,
+            exact_jpegs: false,
         }
     }
 }
 
 /// Why JPEG files are not coded in lossless mode.
+/// How the reason of a JPEG recoded in its own DCT starts (`crate::jpegthin`).
+pub const THINNED: &str = "JPEG recoded smaller in its own DCT";
 pub const LOSSLESS_KEEPS_JPEG: &str =
     "lossless mode keeps JPEG files as they are (a re-encoded JPEG is never pixel-exact)";
 
@@ -418,15 +434,20 @@ pub fn pack(
     writer.set_frame_duration_ms(opts.slide_ms);
 
     // Non-images first: streamed into the attachment area.
+    let early_hint = Mutex::new(None);
     let mut kinds: Vec<Option<EntryKind>> = vec![None; items.len()];
     for (i, item) in items.iter().enumerate() {
         if let Some(Probe::Verbatim(reason)) = &probes[i] {
             log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
-            let blob = store_verbatim(&mut writer, item, None)?;
+            let thin = opts.thin_target().map(|target| Thin {
+                target,
+                hint: &early_hint,
+            });
+            let blob = store_verbatim(&mut writer, item, None, thin)?;
             progress.file_done(&String::from_utf8_lossy(&item.rel), blob.file_size());
             kinds[i] = Some(EntryKind::Verbatim {
                 blob,
-                reason: reason.clone(),
+                reason: kept_reason(&blob, reason),
             });
         }
     }
@@ -722,13 +743,36 @@ impl Recoded {
 /// gives them back exactly and is smaller, other files zstd-compressed where that pays, or
 /// byte for byte. `recoded`: the file's recoded form when it was made before (to measure
 /// it), checked here.
+/// How kept JPEGs are recoded in their own DCT: the score to reach, and the share of
+/// coefficients the last one took (a first guess for the next: similar images take similar
+/// shares).
+#[derive(Clone, Copy)]
+struct Thin<'a> {
+    target: f64,
+    hint: &'a Mutex<Option<f64>>,
+}
+
 fn store_verbatim(
     writer: &mut ArchiveWriter,
     item: &Item,
     recoded: Option<Recoded>,
+    thin: Option<Thin<'_>>,
 ) -> Result<archive::Blob, PackError> {
-    let form = verbatim_form(item, recoded)?;
+    let form = verbatim_form(item, recoded, thin)?;
     write_verbatim(writer, item, form)
+}
+
+/// What `ls` and the report say of a kept file: why it was not coded as video, or for a JPEG
+/// recoded in its own DCT, that it was and its score (short: the index holds one per file).
+fn kept_reason(blob: &archive::Blob, reason: &str) -> String {
+    match blob.coding {
+        archive::BlobCoding::JpegThinned { score_centi, .. } => format!(
+            "{THINNED} (SSIMULACRA2 {}.{:02})",
+            score_centi / 100,
+            score_centi % 100
+        ),
+        _ => reason.to_string(),
+    }
 }
 
 /// How a kept file goes into the archive (worked out apart from writing, so that the Lepton
@@ -762,8 +806,14 @@ fn io_error(item: &Item) -> impl Fn(io::Error) -> PackError + '_ {
 
 /// Reads a kept file and, for a JPEG, makes (or checks) its Lepton form, for a PNG its
 /// `pngz` form; any other file (or a PNG that does not recode) is zstd-compressed when its
-/// start promises that it pays.
-fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimForm, PackError> {
+/// start promises that it pays. `thin`: the score a JPEG recoded in its own DCT must reach
+/// (`None`: JPEGs are kept exactly); the recoded file is taken where its Lepton form is
+/// smaller than the original's.
+fn verbatim_form(
+    item: &Item,
+    mut recoded: Option<Recoded>,
+    thin: Option<Thin<'_>>,
+) -> Result<VerbatimForm, PackError> {
     let io_err = io_error(item);
     let mut f = File::open(&item.abs).map_err(&io_err)?;
     let len = f.metadata().map_err(&io_err)?.len();
@@ -820,12 +870,66 @@ fn verbatim_form(item: &Item, mut recoded: Option<Recoded>) -> Result<VerbatimFo
         Some(Recoded::Lepton(coded)) => crate::lepton::checked(coded, &data),
         _ => crate::lepton::compress(&data),
     };
+    if let Some(form) = thin.and_then(|thin| {
+        thinned_form(
+            item,
+            &data,
+            thin,
+            coded.as_ref().map_or(data.len(), Vec::len),
+        )
+    }) {
+        return Ok(form);
+    }
     Ok(match coded {
         Some(coded) => VerbatimForm::Coded {
             coded,
             coding: archive::BlobCoding::Lepton { size: len, hash },
         },
         None => VerbatimForm::Bytes(data),
+    })
+}
+
+/// A JPEG recoded in its own DCT to the quality `target` and Lepton-compressed, if that is
+/// smaller than `kept` bytes (what keeping it exactly takes). Files with data after the image,
+/// or that libjpeg-turbo does not take whole, are kept exactly (logged).
+fn thinned_form(item: &Item, data: &[u8], thin: Thin<'_>, kept: usize) -> Option<VerbatimForm> {
+    let name = archive::printable(&item.abs);
+    if !crate::jpegthin::ends_at_eoi(data) {
+        log::debug!("{name}: not recoded (data after the image)");
+        return None;
+    }
+    let hint = thin.hint.lock().ok().and_then(|h| *h);
+    let thinned = match crate::jpegthin::search(data, thin.target, hint) {
+        Ok(Some(t)) => {
+            if let Ok(mut h) = thin.hint.lock() {
+                *h = Some(t.share);
+            }
+            t
+        }
+        Ok(None) => return None,
+        Err(e) => {
+            log::info!("{name}: kept exactly, not recoded: {e}");
+            return None;
+        }
+    };
+    let coded = crate::lepton::compress(&thinned.bytes)?;
+    if coded.len() >= kept {
+        return None;
+    }
+    log::info!(
+        "{name}: recoded in its own DCT, {} -> {} bytes stored (SSIMULACRA2 {:.2})",
+        kept,
+        coded.len(),
+        thinned.ssimulacra2
+    );
+    Some(VerbatimForm::Coded {
+        coded,
+        coding: archive::BlobCoding::JpegThinned {
+            size: thinned.bytes.len() as u64,
+            hash: xxh3_64(&thinned.bytes),
+            score_centi: (thinned.ssimulacra2 * 100.0).floor().clamp(0.0, 10_000.0) as u32,
+            original_size: data.len() as u64,
+        },
     })
 }
 
@@ -1143,6 +1247,7 @@ fn encode_track(
         kept_sizes: HashMap::new(),
         draft_sizes: HashMap::new(),
         kept_forms: HashMap::new(),
+        thin_hint: Mutex::new(None),
         threads,
         deep,
     };
@@ -1406,8 +1511,14 @@ impl Judge<'_, '_> {
             })
             .collect();
         let items = self.coder.items;
+        let hint = &self.coder.thin_hint;
+        let thin = self
+            .coder
+            .opts
+            .thin_target()
+            .map(|target| Thin { target, hint });
         let forms = crate::par::map(&kept, |(_, i, lepton)| {
-            verbatim_form(&items[*i], lepton.clone())
+            verbatim_form(&items[*i], lepton.clone(), thin)
         })
         .map_err(|e| PackError::Pipeline(format!("storing kept files: {e}")))?;
         for ((k, i, _), form) in kept.iter().zip(forms) {
@@ -1420,7 +1531,7 @@ impl Judge<'_, '_> {
             let item = &items[*i];
             log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
             let blob = write_verbatim(self.writer, item, form?)?;
-            self.assembler.out[*k].1 = Outcome::Stored(blob, reason);
+            self.assembler.out[*k].1 = Outcome::Stored(blob, kept_reason(&blob, &reason));
         }
         // Recoded forms of files coded as video are no longer needed (their sizes are kept
         // for the other tiles of large images).
@@ -1463,6 +1574,8 @@ struct GopCoder<'a> {
     /// The recoded forms measured for the GOP being judged: stored with a file that is kept,
     /// dropped once the GOP is judged.
     kept_forms: HashMap<usize, Recoded>,
+    /// The share of coefficients the track's last recoded JPEG took ([`Thin`]).
+    thin_hint: Mutex<Option<f64>>,
     /// Threads of one encoder session (see [`session_threads`]).
     threads: usize,
     /// Code 10-bit Y'CbCr ([`deep_track`]).

@@ -150,11 +150,17 @@ pub fn verify(
             r.problems.push((path, why));
         }
     };
+    // JPEGs recoded in their own DCT: scored against the originals (in parallel, below).
+    let mut thinned = Vec::new();
     for (_, e, blob) in index.kept_in_archive_order() {
         let Some(rel) = safe_relative(&e.path) else {
             problem(e.path_lossy(), "unsafe path".into());
             continue;
         };
+        if matches!(blob.coding, crate::archive::BlobCoding::JpegThinned { .. }) {
+            thinned.push((e, blob, rel));
+            continue;
+        }
         // read_file checks the stored bytes (and a decompressed file) against the index.
         let stored = archive.read_file(blob).map(|b| xxh3_64(&b));
         let orig = std::fs::read(originals.join(rel)).map(|b| xxh3_64(&b));
@@ -173,6 +179,38 @@ pub fn verify(
         }
     }
     // What the folder holds and the archive does not (added since, or packed elsewhere).
+    let scored = crate::par::map(&thinned, |(e, blob, rel)| {
+        let served = archive
+            .read_file(blob)
+            .map_err(|err| format!("archive: {err}"))?;
+        let original = load_original(&originals.join(rel))?;
+        let back = Picture::from_dynamic(
+            image::load_from_memory(&served)
+                .map_err(|err| format!("recoded JPEG does not decode: {err}"))?,
+        );
+        if original.rgb.dimensions() != back.rgb.dimensions() {
+            return Err("recoded JPEG has other dimensions than the original".to_string());
+        }
+        let s = quality::score_picture(&original, &back).map_err(|err| err.to_string())?;
+        Ok(ImageScore {
+            path: e.path_lossy(),
+            ssimulacra2: s.ssimulacra2,
+            psnr: s.psnr,
+            alpha_max_diff: None,
+            seam: None,
+        })
+    })
+    .map_err(|_| FrameError::Internal("a worker scoring recoded JPEGs panicked".into()))?;
+    for ((e, _, _), result) in thinned.iter().zip(scored) {
+        match result {
+            Ok(score) => {
+                if let Ok(mut r) = report.lock() {
+                    r.images.push(score);
+                }
+            }
+            Err(why) => problem(e.path_lossy(), why),
+        }
+    }
     let packed: std::collections::HashSet<&[u8]> =
         index.entries.iter().map(|e| e.path.as_slice()).collect();
     match crate::album::walk(originals) {

@@ -1458,3 +1458,104 @@ fn photos_in_png_are_all_coded_to_the_target() {
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
     assert_ten_bit_tracks(&archive);
 }
+
+/// JPEGs that video does not beat are recoded in their own DCT at the default target: each
+/// comes back a smaller JPEG of the same size in pixels and the same tags, scoring ≥ 90
+/// against the original in pack, `verify` and a test's own scoring; a JPEG with data after its
+/// image (a motion photo's video) comes back bit for bit, as every JPEG does with
+/// `--exact-jpegs`.
+#[test]
+fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    for i in 0..3 {
+        let p = album.join(format!("IMG_{i}.jpg"));
+        write_fine_jpeg(&p, 960, 640, i);
+        exiftool_write(
+            &p,
+            &[
+                "-Artist=A. Photographer",
+                "-Orientation#=6",
+                "-Comment=kept",
+            ],
+        );
+    }
+    let motion = album.join("motion.jpg");
+    write_fine_jpeg(&motion, 960, 640, 7);
+    let mut bytes = std::fs::read(&motion).unwrap();
+    bytes.extend_from_slice(b"\0\0\0\x18ftypmp42 the video of a motion photo");
+    std::fs::write(&motion, &bytes).unwrap();
+
+    let exact = tmp.path().join("exact.mkv");
+    pack_with(&["--exact-jpegs"], &album, &exact);
+    let out_exact = tmp.path().join("out-exact");
+    unpack(&exact, &out_exact);
+    assert_same_files(&album, &out_exact, files(&album));
+
+    let archive = tmp.path().join("a.mkv");
+    let err = pack_with(&[], &album, &archive);
+    assert!(
+        err.contains("3 JPEGs recoded smaller in their own DCT"),
+        "{err}"
+    );
+    let (small, big) = (
+        std::fs::metadata(&archive).unwrap().len(),
+        std::fs::metadata(&exact).unwrap().len(),
+    );
+    assert!(small * 10 < big * 9, "{small} bytes recoded, {big} exact");
+
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    assert_same_files(&album, &out, ["motion.jpg"]);
+    let a = av1pack::archive::Archive::open(&archive).unwrap();
+    for i in 0..3 {
+        let name = format!("IMG_{i}.jpg");
+        let (orig, back) = (album.join(&name), out.join(&name));
+        let (o, b) = (std::fs::read(&orig).unwrap(), std::fs::read(&back).unwrap());
+        assert_ne!(o, b, "{name} recoded");
+        assert!(
+            b.len() < o.len(),
+            "{name}: {} of {} bytes",
+            b.len(),
+            o.len()
+        );
+        assert!(b.starts_with(&[0xFF, 0xD8]) && b.ends_with(&[0xFF, 0xD9]));
+        assert_looks_the_same(&orig, &back, 90.0);
+        // The index records the file given back and its score; ls shows the original's size.
+        let e = entry(&a, &name);
+        let av1pack::archive::EntryKind::Verbatim { blob, reason } = &e.kind else {
+            panic!("{name} kept as a file");
+        };
+        let av1pack::archive::BlobCoding::JpegThinned {
+            size,
+            score_centi,
+            original_size,
+            ..
+        } = blob.coding
+        else {
+            panic!("{name}: {:?}", blob.coding);
+        };
+        assert_eq!(size, b.len() as u64);
+        assert_eq!(original_size, o.len() as u64);
+        assert!(score_centi >= 9000, "{name}: {score_centi}");
+        assert!(reason.starts_with("JPEG recoded smaller in its own DCT (SSIMULACRA2 9"));
+        assert_eq!(e.original_size(), o.len() as u64);
+        assert_eq!(e.served_size(), b.len() as u64);
+    }
+    // EXIF (orientation, artist) and the comment travel with the pixels.
+    assert_same_tags(&album, &out, 4);
+
+    let v = verify_json(&archive, &album);
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3, "{v}");
+    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+    let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[os("info"), archive.as_os_str()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("3 JPEGs recoded smaller in their own DCT (SSIMULACRA2 min 9"),
+        "{text}"
+    );
+}

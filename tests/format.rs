@@ -57,9 +57,34 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
+/// What version 10 added: a JPEG recoded in its own DCT, given back as that file.
+fn sample_index() -> Index {
+    let mut idx = sample_index_v9();
+    idx.entries.push(Entry {
+        path: b"burst/frame 2.jpg".to_vec(),
+        mtime: Timestamp::default(),
+        mode: 0o644,
+        kind: EntryKind::Verbatim {
+            blob: Blob {
+                offset: 3000,
+                len: 40_000,
+                hash: 18,
+                coding: BlobCoding::JpegThinned {
+                    size: 60_000,
+                    hash: 19,
+                    score_centi: 9_017,
+                    original_size: 80_000,
+                },
+            },
+            reason: "JPEG recoded smaller in its own DCT (SSIMULACRA2 90.17)".into(),
+        },
+    });
+    idx
+}
+
 /// What version 9 added: an image whose TIFF tags (a resolution, an Artist, EXIF and GPS
 /// fields) and WebP chunks travel with it.
-fn sample_index() -> Index {
+fn sample_index_v9() -> Index {
     let mut idx = sample_index_v7();
     let tag = |dir: TiffDir, tag: u16, kind: u16, data: &[u8]| MetaBlock::TiffTag {
         dir,
@@ -325,7 +350,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v9.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v10.bin");
+/// Written by the av1pack of format version 9 (kept, not regenerated).
+const GOLDEN_V9: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v9.bin");
 /// Written by the av1pack of format version 8 (kept, not regenerated).
 const GOLDEN_V8: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v8.bin");
 /// Written by the av1pack of format version 7 (kept, not regenerated).
@@ -349,13 +376,39 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 9);
+    assert_eq!(codec::FORMAT_VERSION, 10);
     assert!(
         bytes == golden,
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
     );
     let decoded = codec::decode_index(&golden).unwrap();
     assert_eq!(decoded, resolved(sample_index()));
+}
+
+/// Version 10 added a way of storing kept files at the end of its enum.
+#[test]
+fn version_9_indexes_still_decode() {
+    assert_eq!(decode_golden(GOLDEN_V9, 9), resolved(sample_index_v9()));
+}
+
+/// A recoded JPEG's score is at most 100.
+#[test]
+fn thinned_jpeg_scores_over_100_are_refused() {
+    let mut idx = sample_index();
+    let Some(EntryKind::Verbatim { blob, .. }) = idx.entries.last_mut().map(|e| &mut e.kind) else {
+        panic!("the sample ends with a thinned JPEG");
+    };
+    blob.coding = BlobCoding::JpegThinned {
+        size: 60_000,
+        hash: 19,
+        score_centi: 10_001,
+        original_size: 80_000,
+    };
+    let b = codec::encode_index(&idx).unwrap();
+    assert!(matches!(
+        codec::decode_index(&b),
+        Err(IndexError::Malformed(m)) if m.contains("score over 100")
+    ));
 }
 
 /// Version 9 added a kind of metadata block at the end of its enum.
@@ -512,7 +565,7 @@ fn tiff_tags_that_cannot_be_written_are_refused() {
         (image, 282, 5, 4),
         (image, 315, 0, 1),
     ] {
-        let mut idx = sample_index();
+        let mut idx = sample_index_v9();
         if let Some(EntryKind::Image(img)) = idx.entries.last_mut().map(|e| &mut e.kind) {
             img.metadata.push(MetaBlock::TiffTag {
                 dir,

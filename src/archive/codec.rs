@@ -15,11 +15,13 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// as in 7, but colour tracks may be 10-bit Y'CbCr (`yuv444p10le`, with any codec but NVENC),
 /// which a reader of version 7 cannot decode: the number tells it so before it tries.
 /// 9: `MetaBlock::TiffTag` and `MetaBlock::WebpChunk` (a TIFF's tags and a WebP's ICC, EXIF
-/// and XMP chunks, carried into the file written back).
-pub const FORMAT_VERSION: u32 = 9;
-/// The oldest version this av1pack reads: a version 3 index is a version 9 index that holds
+/// and XMP chunks, carried into the file written back). 10: `BlobCoding::JpegThinned` (a JPEG
+/// recoded smaller in its own DCT, given back as that file).
+pub const FORMAT_VERSION: u32 = 10;
+/// The oldest version this av1pack reads: a version 3 index is a version 10 index that holds
 /// no `ColorModel::Rgb420`, no `EntryKind::Copy`, no `BlobCoding::Png`, no
-/// `BlobCoding::PngGrouped` and no `MetaBlock::TiffTag` or `WebpChunk` (each variant was added
+/// `BlobCoding::PngGrouped`, no `MetaBlock::TiffTag` or `WebpChunk` and no
+/// `BlobCoding::JpegThinned` (each variant was added
 /// at the end, so the bytes decode alike).
 pub const OLDEST_READ_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
@@ -192,6 +194,16 @@ fn validate(index: &Index) -> Result<(), IndexError> {
                 "{} has an impossible time",
                 entry.path_lossy()
             )));
+        }
+        if let EntryKind::Verbatim { blob, .. } = &entry.kind {
+            if let super::BlobCoding::JpegThinned { score_centi, .. } = blob.coding {
+                if score_centi > 10_000 {
+                    return Err(IndexError::Malformed(format!(
+                        "{} has a score over 100",
+                        entry.path_lossy()
+                    )));
+                }
+            }
         }
         if let EntryKind::Image(img) = &entry.kind {
             if !finite(img.score) {

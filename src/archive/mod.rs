@@ -170,6 +170,18 @@ pub enum BlobCoding {
         len: u64,
         group_len: u64,
     },
+    /// A JPEG file recoded in its own DCT (`crate::jpegthin`, format version 10): some of its
+    /// luma coefficients of magnitude 1 set to zero, the markers kept; what the archive gives
+    /// back is that file, not the original, Lepton-compressed here like `Lepton`. `size` and
+    /// `hash` are the recoded file's; `score_centi` is its SSIMULACRA2 against the original
+    /// in hundredths, rounded down, measured at pack time; `original_size` the original
+    /// file's size.
+    JpegThinned {
+        size: u64,
+        hash: u64,
+        score_centi: u32,
+        original_size: u64,
+    },
 }
 
 impl Blob {
@@ -180,7 +192,8 @@ impl Blob {
             BlobCoding::Lepton { size, .. }
             | BlobCoding::Zstd { size, .. }
             | BlobCoding::Png { size, .. }
-            | BlobCoding::PngGrouped { size, .. } => size,
+            | BlobCoding::PngGrouped { size, .. }
+            | BlobCoding::JpegThinned { size, .. } => size,
         }
     }
 
@@ -191,7 +204,8 @@ impl Blob {
             BlobCoding::Lepton { hash, .. }
             | BlobCoding::Zstd { hash, .. }
             | BlobCoding::Png { hash, .. }
-            | BlobCoding::PngGrouped { hash, .. } => hash,
+            | BlobCoding::PngGrouped { hash, .. }
+            | BlobCoding::JpegThinned { hash, .. } => hash,
         }
     }
 
@@ -441,7 +455,10 @@ impl Entry {
     pub fn original_size(&self) -> u64 {
         match &self.kind {
             EntryKind::Dir | EntryKind::Symlink { .. } | EntryKind::Copy { .. } => 0,
-            EntryKind::Verbatim { blob, .. } => blob.file_size(),
+            EntryKind::Verbatim { blob, .. } => match blob.coding {
+                BlobCoding::JpegThinned { original_size, .. } => original_size,
+                _ => blob.file_size(),
+            },
             EntryKind::Image(img) => img.original_size,
         }
     }

@@ -242,7 +242,7 @@ impl Archive {
             coding => {
                 let stored = self.stored_bytes(blob)?;
                 match coding {
-                    BlobCoding::Lepton { size, .. } => {
+                    BlobCoding::Lepton { size, .. } | BlobCoding::JpegThinned { size, .. } => {
                         crate::lepton::decompress(&stored, size).map_err(|e| e.to_string())
                     }
                     BlobCoding::Zstd { size, .. } => {

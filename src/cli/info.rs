@@ -29,6 +29,10 @@ struct Info<'a> {
     /// Files kept as they are, by how their bytes are stored.
     verbatim_lepton: usize,
     verbatim_zstd: usize,
+    /// JPEG files recoded in their own DCT (`crate::jpegthin`), Lepton-compressed.
+    verbatim_thinned: usize,
+    /// Their lowest SSIMULACRA2 against the originals, measured at pack time.
+    thinned_score_min: Option<f32>,
     /// PNG files with their image data recoded (`pngz`).
     verbatim_png: usize,
     /// Groups the recoded PNGs are compressed in (format version 7; 0 before).
@@ -129,6 +133,18 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         verbatim: count(|k| matches!(k, EntryKind::Verbatim { .. })),
         verbatim_lepton: coding(|c| matches!(c, BlobCoding::Lepton { .. })),
         verbatim_zstd: coding(|c| matches!(c, BlobCoding::Zstd { .. })),
+        verbatim_thinned: coding(|c| matches!(c, BlobCoding::JpegThinned { .. })),
+        thinned_score_min: idx
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Verbatim { blob, .. } => match blob.coding {
+                    BlobCoding::JpegThinned { score_centi, .. } => Some(score_centi as f32 / 100.0),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .reduce(f32::min),
         verbatim_png: coding(|c| {
             matches!(c, BlobCoding::Png { .. } | BlobCoding::PngGrouped { .. })
         }),
@@ -196,8 +212,14 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     );
     if info.verbatim > 0 {
         println!(
-            "kept files: {} Lepton-compressed JPEGs, {} PNGs with their pixels LZMA-recoded{}, {} zstd-compressed, {} as they are",
+            "kept files: {} Lepton-compressed JPEGs{}, {} PNGs with their pixels LZMA-recoded{}, {} zstd-compressed, {} as they are",
             info.verbatim_lepton,
+            match (info.verbatim_thinned, info.thinned_score_min) {
+                (0, _) | (_, None) => String::new(),
+                (n, Some(min)) => format!(
+                    ", {n} JPEGs recoded smaller in their own DCT (SSIMULACRA2 min {min:.2}), Lepton-compressed"
+                ),
+            },
             info.verbatim_png,
             match info.png_groups {
                 0 => String::new(),
@@ -205,7 +227,11 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
                 n => format!(" (in {n} groups)"),
             },
             info.verbatim_zstd,
-            info.verbatim - info.verbatim_lepton - info.verbatim_png - info.verbatim_zstd
+            info.verbatim
+                - info.verbatim_lepton
+                - info.verbatim_thinned
+                - info.verbatim_png
+                - info.verbatim_zstd
         );
     }
     if info.copies > 0 {

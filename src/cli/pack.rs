@@ -121,6 +121,11 @@ pub struct Args {
     /// other (the index maps every frame back to its file, whatever the order).
     #[arg(long, value_enum, default_value = "auto")]
     pub order: FrameOrder,
+    /// Keep JPEG files bit for bit (Lepton-compressed). By default a JPEG that is not coded as
+    /// video is recoded in its own DCT where that keeps the quality target and is smaller
+    /// (some fine detail of magnitude 1 dropped; EXIF, ICC and every other marker kept).
+    #[arg(long)]
+    pub exact_jpegs: bool,
 }
 
 /// Ctrl-C, SIGTERM and SIGHUP remove the partial archive: nothing of the interrupted pack is
@@ -236,6 +241,7 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         force: a.force,
         extra_params: a.encoder_params,
         lossless,
+        exact_jpegs: a.exact_jpegs,
         slide_ms: (a.slide_seconds * 1000.0).round() as u64,
         order: match a.order {
             FrameOrder::Auto => Order::Auto,
@@ -262,9 +268,11 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         );
     }
     if !g.quiet {
-        let mut smaller = 0;
+        let (mut smaller, mut thinned) = (0, 0);
         for (path, reason) in &report.verbatim {
-            if reason.starts_with(pack::SMALLER_AS_IS) {
+            if reason.starts_with(pack::THINNED) {
+                thinned += 1;
+            } else if reason.starts_with(pack::SMALLER_AS_IS) {
                 smaller += 1;
             } else {
                 eprintln!("av1pack: kept as is: {path} ({reason})");
@@ -279,6 +287,13 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
                 } else {
                     "their original files"
                 }
+            );
+        }
+        if thinned > 0 {
+            eprintln!(
+                "av1pack: {} recoded smaller in {} own DCT, each at the quality target (--exact-jpegs keeps JPEGs bit for bit)",
+                count(thinned, "JPEG"),
+                if thinned == 1 { "its" } else { "their" }
             );
         }
         if report.copies > 0 {
@@ -299,11 +314,16 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         }
         let ratio = report.archive_bytes as f64 / report.original_bytes.max(1) as f64;
         eprintln!(
-            "av1pack: packed {} ({} as video in {}, {} kept as is), {}, {}: {} → {} ({:.2}× the originals)",
+            "av1pack: packed {} ({} as video in {}, {}{} kept as is), {}, {}: {} → {} ({:.2}× the originals)",
             count(report.files, "file"),
             count(report.images, "image"),
             count(report.tracks, "track"),
-            report.verbatim.len(),
+            if thinned > 0 {
+                format!("{thinned} JPEGs recoded, ")
+            } else {
+                String::new()
+            },
+            report.verbatim.len() - thinned,
             count(report.dirs, "folder"),
             count(report.symlinks, "symlink"),
             human_bytes(report.original_bytes),

@@ -678,3 +678,14 @@ pub fn entry<'a>(a: &'a av1pack::archive::Archive, path: &str) -> &'a av1pack::a
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
+
+/// A photo with some sensor noise as a finely quantised JPEG (quality 92, as phones write
+/// them): video at ≥ 90 does not beat it (it must code the noise), and its coefficients of
+/// magnitude 1 can go.
+pub fn write_fine_jpeg(path: &Path, w: u32, h: u32, seed: u32) {
+    let img = photo(w, h, seed, 1.5);
+    let mut out = std::fs::File::create(path).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+        .encode_image(&img)
+        .unwrap();
+}
