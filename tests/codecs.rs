@@ -82,13 +82,7 @@ fn round_trip(codec: &str, encoder: &str, matroska_id: &str) {
     }
 
     let out = tmp.path().join("out");
-    let o = bin()
-        .arg("unpack")
-        .arg(&archive)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "unpack: {}", stderr(&o));
+    unpack_to(&archive, &out);
     assert_eq!(files(&out), files(&src));
     for (e, _) in &coded {
         let rel = std::str::from_utf8(&e.path).unwrap();

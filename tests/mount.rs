@@ -147,13 +147,7 @@ fn fixture(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let restored = root.join("restored");
-    let o = bin()
-        .arg("unpack")
-        .arg(&archive)
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    unpack_to(&archive, &restored);
     (album, archive, restored)
 }
 
@@ -571,13 +565,7 @@ fn recoded_jpegs_are_served_as_unpack_gives_them() {
         .count();
     assert_eq!(thinned, 3, "every JPEG recoded");
     let out = tmp.path().join("out");
-    let o = bin()
-        .arg("unpack")
-        .arg(&archive)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    unpack_to(&archive, &out);
     let m = mount(&archive, &tmp.path().join("mnt"), &[]);
     for i in 0..3 {
         let name = format!("IMG_{i}.jpg");
@@ -643,13 +631,7 @@ fn an_hevc_coded_image_is_served_like_unpack_gives_it() {
         "the third frame of the HEVC track (decoded after the two before it)"
     );
     let restored = tmp.path().join("restored");
-    let o = bin()
-        .arg("unpack")
-        .arg(&archive)
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    unpack_to(&archive, &restored);
 
     let m = mount(&archive, &tmp.path().join("mnt"), &[]);
     let served = m.dir.join("frame 2.png");

@@ -689,3 +689,9 @@ pub fn write_fine_jpeg(path: &Path, w: u32, h: u32, seed: u32) {
         .encode_image(&img)
         .unwrap();
 }
+
+/// `av1pack unpack ARCHIVE OUT`, which must succeed.
+pub fn unpack_to(archive: &Path, out: &Path) {
+    let o = bin().arg("unpack").arg(archive).arg(out).output().unwrap();
+    assert!(o.status.success(), "unpack: {}", stderr(&o));
+}
