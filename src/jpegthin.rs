@@ -401,6 +401,83 @@ mod tests {
         .unwrap()
     }
 
+    /// Odd sizes (partial blocks and MCUs), every subsampling, grey and progressive: a full cut leaves the same dimensions and no coefficient of magnitude 1 in the
+    /// luma; CMYK and lossless JPEGs are refused, not mangled.
+    #[test]
+    fn every_layout_takes_a_cut_and_others_are_refused() {
+        let encode = |w: usize, h: usize, setup: &dyn Fn(&mut turbojpeg::Compressor)| {
+            let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                let n = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 5 & 7;
+                image::Rgb([(x / 3 + n) as u8, (y / 2 + n) as u8, ((x + y) / 5) as u8])
+            });
+            let mut c = turbojpeg::Compressor::new().unwrap();
+            c.set_quality(95).unwrap();
+            setup(&mut c);
+            c.compress_to_vec(turbojpeg::Image {
+                pixels: img.as_raw().as_slice(),
+                width: w,
+                pitch: w * 3,
+                height: h,
+                format: turbojpeg::PixelFormat::RGB,
+            })
+            .unwrap()
+        };
+        use turbojpeg::Subsamp;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "4:4:4",
+                encode(203, 157, &|c| c.set_subsamp(Subsamp::None).unwrap()),
+            ),
+            (
+                "4:2:2",
+                encode(203, 157, &|c| c.set_subsamp(Subsamp::Sub2x1).unwrap()),
+            ),
+            (
+                "4:2:0",
+                encode(203, 157, &|c| c.set_subsamp(Subsamp::Sub2x2).unwrap()),
+            ),
+            (
+                "grey",
+                encode(201, 99, &|c| c.set_subsamp(Subsamp::Gray).unwrap()),
+            ),
+            (
+                "progressive",
+                encode(130, 77, &|c| c.set_progressive(true).unwrap()),
+            ),
+        ];
+        for (name, jpeg) in &cases {
+            let before = decode(jpeg).unwrap();
+            let all = thin(jpeg, CUTS).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(census(&all).unwrap().iter().sum::<u64>(), 0, "{name}");
+            let after = decode(&all).unwrap();
+            assert_eq!(before.rgb.dimensions(), after.rgb.dimensions(), "{name}");
+            assert!(ends_at_eoi(&all), "{name}");
+        }
+        let cmyk = {
+            let mut c = turbojpeg::Compressor::new().unwrap();
+            c.set_quality(95).unwrap();
+            c.set_colorspace(turbojpeg::Colorspace::CMYK).unwrap();
+            let px = vec![100u8; 64 * 48 * 4];
+            c.compress_to_vec(turbojpeg::Image {
+                pixels: px.as_slice(),
+                width: 64,
+                pitch: 64 * 4,
+                height: 48,
+                format: turbojpeg::PixelFormat::CMYK,
+            })
+            .unwrap()
+        };
+        assert!(
+            matches!(thin(&cmyk, CUTS), Err(ThinError::Turbo(m)) if m.contains("YCbCr or grey"))
+        );
+        let lossless = encode(64, 48, &|c| c.set_lossless(true).unwrap());
+        assert!(thin(&lossless, CUTS).is_err());
+        // Arithmetic coding: the decoder that scores does not take it, so the
+        // file is never recoded (pack keeps it exactly).
+        let arithmetic = encode(130, 77, &|c| c.set_arithmetic(true).unwrap());
+        assert!(!matches!(search(&arithmetic, 90.0, None), Ok(Some(_))));
+    }
+
     #[test]
     fn zigzag_table_is_a_permutation() {
         let mut seen = [false; 64];
