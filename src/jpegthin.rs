@@ -15,9 +15,13 @@ use crate::quality;
 use std::os::raw::{c_int, c_short, c_void};
 use turbojpeg_sys as tj;
 
-/// Steps of the thinning order: 63 zigzag positions, each split in [`SUBSTEPS`] by a hash of
-/// the block, so that the amount thinned grows in small steps.
-const SUBSTEPS: usize = 10;
+/// Steps of the thinning order: 63 zigzag positions, each split in [`SUBSTEPS`]: by how busy
+/// the block is (its count of non-zero AC coefficients, up to [`BUSY_LEVELS`]` - 1`: busier
+/// blocks first, where texture masks the change), then by a hash of the block's place, so
+/// that the amount thinned grows in small steps.
+const SUBSTEPS: usize = BUSY_LEVELS * HASH_STEPS;
+const BUSY_LEVELS: usize = 9;
+const HASH_STEPS: usize = 4;
 /// Number of cuts: a cut `c` zeroes the magnitude-1 luma coefficients of rank below `c`.
 pub const CUTS: usize = 63 * SUBSTEPS;
 /// The thinned file must be at least this much smaller (per mille) than the original
@@ -55,10 +59,15 @@ pub struct Thinned {
 }
 
 /// Rank of a magnitude-1 AC coefficient in the thinning order (0 = thinned first): high
-/// zigzag positions first, the blocks of one position spread over [`SUBSTEPS`] ranks.
-fn rank(zigzag: usize, bx: usize, by: usize) -> usize {
+/// zigzag positions first; within a position, blocks with more non-zero AC coefficients
+/// (`busy`) first, each level spread over [`HASH_STEPS`] ranks by the block's place.
+///
+/// Measured on six frames of a 1080p burst at ≥ 90: busiest first 244,404 bytes of Lepton,
+/// the hash alone 247,099, calmest first 248,064.
+fn rank(zigzag: usize, busy: usize, bx: usize, by: usize) -> usize {
     let h = (bx.wrapping_mul(0x9E37_79B9) ^ by.wrapping_mul(0x85EB_CA6B)).wrapping_mul(0x2545_F491);
-    (63 - zigzag) * SUBSTEPS + (h >> 7) % SUBSTEPS
+    let calm = BUSY_LEVELS - 1 - busy.min(BUSY_LEVELS - 1);
+    (63 - zigzag.min(63)) * SUBSTEPS + calm * HASH_STEPS + (h >> 7) % HASH_STEPS
 }
 
 /// What the filter does with the luma plane.
@@ -90,11 +99,12 @@ unsafe extern "C" fn filter(
     let by0 = array.y.max(0) as usize / 8;
     for (n, block) in coefs.chunks_exact_mut(64).enumerate() {
         let (bx, by) = (n % blocks.max(1), by0 + n / blocks.max(1));
+        let busy = block[1..].iter().filter(|&&c| c != 0).count();
         for (natural, c) in block.iter_mut().enumerate().skip(1) {
             if *c != 1 && *c != -1 {
                 continue;
             }
-            let r = rank(usize::from(ZIGZAG_OF_NATURAL[natural]), bx, by);
+            let r = rank(usize::from(ZIGZAG_OF_NATURAL[natural]), busy, bx, by);
             match work {
                 Work::Count(counts) => {
                     if let Some(k) = counts.get_mut(r) {

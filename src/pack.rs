@@ -94,8 +94,8 @@ impl Default for PackOptions {
 }
 
 /// Why JPEG files are not coded in lossless mode.
-/// How the reason of a JPEG recoded in its own DCT starts (`crate::jpegthin`).
-pub const THINNED: &str = "JPEG recoded smaller in its own DCT";
+/// How pack's report describes a JPEG recoded in its own DCT (`crate::jpegthin`).
+pub use archive::THINNED;
 pub const LOSSLESS_KEEPS_JPEG: &str =
     "lossless mode keeps JPEG files as they are (a re-encoded JPEG is never pixel-exact)";
 
@@ -517,9 +517,9 @@ pub fn pack(
         };
         match &kind {
             EntryKind::Image(_) => report.images += 1,
-            EntryKind::Verbatim { reason, .. } => report
+            EntryKind::Verbatim { blob, reason } => report
                 .verbatim
-                .push((archive::printable_path(&item.rel), reason.clone())),
+                .push((archive::printable_path(&item.rel), blob.describe(reason))),
             _ => {}
         }
         let kind = match (copy_of[i], &kind) {
@@ -762,15 +762,12 @@ fn store_verbatim(
     write_verbatim(writer, item, form)
 }
 
-/// What `ls` and the report say of a kept file: why it was not coded as video, or for a JPEG
-/// recoded in its own DCT, that it was and its score (short: the index holds one per file).
+/// The reason a kept file's entry records: why it was not coded as video; none for a JPEG
+/// recoded in its own DCT, whose coding says what it is (`Blob::describe`), so that the
+/// index, held by the mount and written twice, does not repeat it for every such file.
 fn kept_reason(blob: &archive::Blob, reason: &str) -> String {
     match blob.coding {
-        archive::BlobCoding::JpegThinned { score_centi, .. } => format!(
-            "{THINNED} (SSIMULACRA2 {}.{:02})",
-            score_centi / 100,
-            score_centi % 100
-        ),
+        archive::BlobCoding::JpegThinned { .. } => String::new(),
         _ => reason.to_string(),
     }
 }

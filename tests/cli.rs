@@ -1539,7 +1539,11 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
         assert_eq!(size, b.len() as u64);
         assert_eq!(original_size, o.len() as u64);
         assert!(score_centi >= 9000, "{name}: {score_centi}");
-        assert!(reason.starts_with("JPEG recoded smaller in its own DCT (SSIMULACRA2 9"));
+        // The entry records no reason of its own (the coding says it); ls describes it.
+        assert_eq!(reason, "");
+        assert!(blob
+            .describe(reason)
+            .starts_with("JPEG recoded smaller in its own DCT (SSIMULACRA2 9"));
         assert_eq!(e.original_size(), o.len() as u64);
         assert_eq!(e.served_size(), b.len() as u64);
     }
@@ -1558,4 +1562,14 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
         text.contains("3 JPEGs recoded smaller in their own DCT (SSIMULACRA2 min 9"),
         "{text}"
     );
+    let o = run(&[os("ls"), os("--json"), archive.as_os_str()]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reasons: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .filter(|r| r.starts_with("JPEG recoded smaller in its own DCT (SSIMULACRA2 9"))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{listed}");
 }

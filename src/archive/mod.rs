@@ -184,7 +184,24 @@ pub enum BlobCoding {
     },
 }
 
+/// How `ls`, `info` and pack's report describe a JPEG recoded in its own DCT (followed by its
+/// score). Its entry records no reason of its own: the coding says it all.
+pub const THINNED: &str = "JPEG recoded smaller in its own DCT";
+
 impl Blob {
+    /// What a kept file's entry says of it: the `reason` it records, or for a JPEG recoded in
+    /// its own DCT (which records none), that and its score.
+    pub fn describe(&self, reason: &str) -> String {
+        match self.coding {
+            BlobCoding::JpegThinned { score_centi, .. } => format!(
+                "{THINNED} (SSIMULACRA2 {}.{:02})",
+                score_centi / 100,
+                score_centi % 100
+            ),
+            _ => reason.to_string(),
+        }
+    }
+
     /// Length of the file the blob gives back.
     pub fn file_size(&self) -> u64 {
         match self.coding {

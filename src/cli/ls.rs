@@ -75,9 +75,9 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
                         j.kind = "link";
                         j.target = Some(String::from_utf8_lossy(target).into_owned());
                     }
-                    EntryKind::Verbatim { reason, .. } => {
+                    EntryKind::Verbatim { blob, reason } => {
                         j.kind = "file";
-                        j.reason = Some(reason.clone());
+                        j.reason = Some(blob.describe(reason));
                     }
                     EntryKind::Image(img) => {
                         j.kind = "image";
