@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::thread;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -434,16 +434,20 @@ pub fn pack(
     writer.set_frame_duration_ms(opts.slide_ms);
 
     // Non-images first: streamed into the attachment area.
-    let early_hint = Mutex::new(None);
+    let mut early_hint = None;
     let mut kinds: Vec<Option<EntryKind>> = vec![None; items.len()];
     for (i, item) in items.iter().enumerate() {
         if let Some(Probe::Verbatim(reason)) = &probes[i] {
             log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
             let thin = opts.thin_target().map(|target| Thin {
                 target,
-                hint: &early_hint,
+                hint: early_hint,
             });
-            let blob = store_verbatim(&mut writer, item, None, thin)?;
+            let form = verbatim_form(item, None, thin)?;
+            if let VerbatimForm::Thinned { share, .. } = form {
+                early_hint = Some(share);
+            }
+            let blob = write_verbatim(&mut writer, item, form)?;
             progress.file_done(&String::from_utf8_lossy(&item.rel), blob.file_size());
             kinds[i] = Some(EntryKind::Verbatim {
                 blob,
@@ -744,22 +748,13 @@ impl Recoded {
 /// byte for byte. `recoded`: the file's recoded form when it was made before (to measure
 /// it), checked here.
 /// How kept JPEGs are recoded in their own DCT: the score to reach, and the share of
-/// coefficients the last one took (a first guess for the next: similar images take similar
-/// shares).
+/// coefficients a JPEG stored before took (a first guess: similar images take similar shares;
+/// taken from the files stored in order, never from files recoded side by side, so that the
+/// archive does not depend on which finishes first).
 #[derive(Clone, Copy)]
-struct Thin<'a> {
+struct Thin {
     target: f64,
-    hint: &'a Mutex<Option<f64>>,
-}
-
-fn store_verbatim(
-    writer: &mut ArchiveWriter,
-    item: &Item,
-    recoded: Option<Recoded>,
-    thin: Option<Thin<'_>>,
-) -> Result<archive::Blob, PackError> {
-    let form = verbatim_form(item, recoded, thin)?;
-    write_verbatim(writer, item, form)
+    hint: Option<f64>,
 }
 
 /// The reason a kept file's entry records: why it was not coded as video; none for a JPEG
@@ -780,6 +775,13 @@ enum VerbatimForm {
     Coded {
         coded: Vec<u8>,
         coding: archive::BlobCoding,
+    },
+    /// A JPEG recoded in its own DCT, Lepton-compressed and checked, and the share of its
+    /// coefficients thinned.
+    Thinned {
+        coded: Vec<u8>,
+        coding: archive::BlobCoding,
+        share: f64,
     },
     /// A PNG's checked recoded form as a member of a group (`pngz::member`), with the
     /// file's size and hash.
@@ -809,7 +811,7 @@ fn io_error(item: &Item) -> impl Fn(io::Error) -> PackError + '_ {
 fn verbatim_form(
     item: &Item,
     mut recoded: Option<Recoded>,
-    thin: Option<Thin<'_>>,
+    thin: Option<Thin>,
 ) -> Result<VerbatimForm, PackError> {
     let io_err = io_error(item);
     let mut f = File::open(&item.abs).map_err(&io_err)?;
@@ -889,20 +891,14 @@ fn verbatim_form(
 /// A JPEG recoded in its own DCT to the quality `target` and Lepton-compressed, if that is
 /// smaller than `kept` bytes (what keeping it exactly takes). Files with data after the image,
 /// or that libjpeg-turbo does not take whole, are kept exactly (logged).
-fn thinned_form(item: &Item, data: &[u8], thin: Thin<'_>, kept: usize) -> Option<VerbatimForm> {
+fn thinned_form(item: &Item, data: &[u8], thin: Thin, kept: usize) -> Option<VerbatimForm> {
     let name = archive::printable(&item.abs);
     if !crate::jpegthin::ends_at_eoi(data) {
         log::debug!("{name}: not recoded (data after the image)");
         return None;
     }
-    let hint = thin.hint.lock().ok().and_then(|h| *h);
-    let thinned = match crate::jpegthin::search(data, thin.target, hint) {
-        Ok(Some(t)) => {
-            if let Ok(mut h) = thin.hint.lock() {
-                *h = Some(t.share);
-            }
-            t
-        }
+    let thinned = match crate::jpegthin::search(data, thin.target, thin.hint) {
+        Ok(Some(t)) => t,
         Ok(None) => return None,
         Err(e) => {
             log::info!("{name}: kept exactly, not recoded: {e}");
@@ -919,8 +915,9 @@ fn thinned_form(item: &Item, data: &[u8], thin: Thin<'_>, kept: usize) -> Option
         coded.len(),
         thinned.ssimulacra2
     );
-    Some(VerbatimForm::Coded {
+    Some(VerbatimForm::Thinned {
         coded,
+        share: thinned.share,
         coding: archive::BlobCoding::JpegThinned {
             size: thinned.bytes.len() as u64,
             hash: xxh3_64(&thinned.bytes),
@@ -937,7 +934,7 @@ fn write_verbatim(
 ) -> Result<archive::Blob, PackError> {
     let name = String::from_utf8_lossy(&item.rel).into_owned();
     match form {
-        VerbatimForm::Coded { coded, coding } => {
+        VerbatimForm::Coded { coded, coding } | VerbatimForm::Thinned { coded, coding, .. } => {
             let mut blob = writer.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
             blob.coding = coding;
             Ok(blob)
@@ -1244,7 +1241,7 @@ fn encode_track(
         kept_sizes: HashMap::new(),
         draft_sizes: HashMap::new(),
         kept_forms: HashMap::new(),
-        thin_hint: Mutex::new(None),
+        thin_hint: None,
         threads,
         deep,
     };
@@ -1508,7 +1505,7 @@ impl Judge<'_, '_> {
             })
             .collect();
         let items = self.coder.items;
-        let hint = &self.coder.thin_hint;
+        let hint = self.coder.thin_hint;
         let thin = self
             .coder
             .opts
@@ -1527,7 +1524,11 @@ impl Judge<'_, '_> {
             };
             let item = &items[*i];
             log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
-            let blob = write_verbatim(self.writer, item, form?)?;
+            let form = form?;
+            if let VerbatimForm::Thinned { share, .. } = form {
+                self.coder.thin_hint = Some(share);
+            }
+            let blob = write_verbatim(self.writer, item, form)?;
             self.assembler.out[*k].1 = Outcome::Stored(blob, kept_reason(&blob, &reason));
         }
         // Recoded forms of files coded as video are no longer needed (their sizes are kept
@@ -1572,7 +1573,7 @@ struct GopCoder<'a> {
     /// dropped once the GOP is judged.
     kept_forms: HashMap<usize, Recoded>,
     /// The share of coefficients the track's last recoded JPEG took ([`Thin`]).
-    thin_hint: Mutex<Option<f64>>,
+    thin_hint: Option<f64>,
     /// Threads of one encoder session (see [`session_threads`]).
     threads: usize,
     /// Code 10-bit Y'CbCr ([`deep_track`]).

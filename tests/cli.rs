@@ -1504,6 +1504,14 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
         std::fs::metadata(&exact).unwrap().len(),
     );
     assert!(small * 10 < big * 9, "{small} bytes recoded, {big} exact");
+    // The search's first guess comes from files stored before, never from files recoded side
+    // by side: the same album gives the same archive.
+    let again = tmp.path().join("again.mkv");
+    pack_with(&[], &album, &again);
+    assert!(
+        std::fs::read(&archive).unwrap() == std::fs::read(&again).unwrap(),
+        "packing again gave another archive"
+    );
 
     let out = tmp.path().join("out");
     unpack(&archive, &out);
