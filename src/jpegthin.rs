@@ -1,6 +1,7 @@
-//! Visually lossless recoding of JPEG files in their own DCT ("thinning"): the luma
+//! Visually lossless recoding of JPEG files in their own DCT ("thinning"): the luma AC
 //! coefficients of magnitude 1 (the costliest to code for the least they carry) are set to
-//! zero, highest frequencies first, as far as the image still scores the quality target
+//! zero, highest zigzag positions first and busier blocks first within a position (see
+//! `rank`), as far as the image still scores the quality target
 //! against the original; the file is then written back with optimised Huffman tables and every
 //! marker segment of the original (EXIF, ICC, XMP, comments). What comes back is a JPEG of the
 //! same size in pixels, the same metadata, whose blocks keep the original's quantisation, so
