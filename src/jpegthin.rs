@@ -158,6 +158,12 @@ impl Drop for Handle {
 /// Runs the transform with `work` as the filter's state; the new file unless `count_only`.
 fn transform_with(jpeg: &[u8], work: &mut Work, count_only: bool) -> Result<Vec<u8>, ThinError> {
     let h = Handle::new()?;
+    // No larger image than pack codes at all (its coefficients are held whole).
+    let max_pixels = c_int::try_from(crate::album::MAX_PIXELS).unwrap_or(c_int::MAX);
+    // SAFETY: the handle is live; an out-of-range value is refused with an error code.
+    if unsafe { tj::tj3Set(h.0, tj::TJPARAM_TJPARAM_MAXPIXELS as c_int, max_pixels) } != 0 {
+        return Err(h.error());
+    }
     // SAFETY: `jpeg` outlives the call.
     if unsafe { tj::tj3DecompressHeader(h.0, jpeg.as_ptr(), jpeg.len() as tj::size_t) } != 0 {
         return Err(h.error());
