@@ -24,7 +24,7 @@ const SUBSTEPS: usize = BUSY_LEVELS * HASH_STEPS;
 const BUSY_LEVELS: usize = 9;
 const HASH_STEPS: usize = 4;
 /// Number of cuts: a cut `c` zeroes the magnitude-1 luma coefficients of rank below `c`.
-pub const CUTS: usize = 63 * SUBSTEPS;
+const CUTS: usize = 63 * SUBSTEPS;
 /// The thinned file must be at least this much smaller (per mille) than the original
 /// rewritten with optimised tables, or the original is kept.
 const MIN_GAIN_PERMILLE: usize = 30;
@@ -48,6 +48,8 @@ pub enum ThinError {
     Decode(String),
     #[error("scoring: {0}")]
     Quality(#[from] quality::QualityError),
+    #[error("data after the image's end (a motion photo's video, a second picture) would be lost")]
+    DataAfterImage,
 }
 
 /// A thinned JPEG file and its score against the original.
@@ -226,25 +228,27 @@ fn transform_with(jpeg: &[u8], work: &mut Work, count_only: bool) -> Result<Vec<
     Ok(out)
 }
 
-/// How many magnitude-1 luma AC coefficients the JPEG has at each rank.
-pub fn census(jpeg: &[u8]) -> Result<Vec<u64>, ThinError> {
+/// How many magnitude-1 luma AC coefficients the JPEG has at each rank, and with `rewrite`
+/// the file written again unchanged (optimised Huffman tables: what thinning is measured
+/// against), in the same pass.
+fn count(jpeg: &[u8], rewrite: bool) -> Result<(Vec<u64>, Vec<u8>), ThinError> {
     let mut work = Work::Count(vec![0; CUTS]);
-    transform_with(jpeg, &mut work, true)?;
+    let file = transform_with(jpeg, &mut work, !rewrite)?;
     match work {
-        Work::Count(c) => Ok(c),
+        Work::Count(c) => Ok((c, file)),
         Work::Cut(_) => Err(ThinError::Turbo("lost the census".into())),
     }
 }
 
 /// The JPEG rewritten with its magnitude-1 luma AC coefficients of rank below `cut` set to
 /// zero (`cut` 0: the same coefficients, optimised Huffman tables), markers kept.
-pub fn thin(jpeg: &[u8], cut: usize) -> Result<Vec<u8>, ThinError> {
+fn thin(jpeg: &[u8], cut: usize) -> Result<Vec<u8>, ThinError> {
     transform_with(jpeg, &mut Work::Cut(cut.min(CUTS)), false)
 }
 
 /// Whether the file ends where its image does (at the EOI marker): data past it (a motion
 /// photo's video, the second image of a multi-picture file) would not survive a rewrite.
-pub fn ends_at_eoi(jpeg: &[u8]) -> bool {
+fn ends_at_eoi(jpeg: &[u8]) -> bool {
     let mut at = 2;
     // Marker segments up to the first scan.
     loop {
@@ -308,23 +312,31 @@ fn cut_for(counts: &[u64], share: f64) -> usize {
 /// The most thinned form of `jpeg` that still scores at least `target` against the
 /// original's pixels (SSIMULACRA2 as `verify` scores it), when that is at least 3 % smaller
 /// than the original rewritten with optimised tables. `None`: nothing worth it (no
-/// candidate, or none both good and smaller); errors: the file does not take the transform.
+/// candidate, or none both good and smaller); errors: the file does not take the transform,
+/// or has data after the image that a rewrite would drop.
 ///
 /// Scores at most [`MAX_TRIES`] candidates: `hint` first (the share taken for a similar
 /// image; everything thinned without one), then shares interpolated between the best passing
 /// and the worst failing try, or extrapolated above the best passing one.
 pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thinned>, ThinError> {
-    let counts = census(jpeg)?;
+    if !ends_at_eoi(jpeg) {
+        return Err(ThinError::DataAfterImage);
+    }
+    let (counts, rewritten) = count(jpeg, true)?;
     if counts.iter().sum::<u64>() == 0 {
         return Ok(None);
     }
-    let base = thin(jpeg, 0)?.len();
+    let base = rewritten.len();
+    drop(rewritten);
     let worth = |len: usize| len * 1000 <= base * (1000 - MIN_GAIN_PERMILLE);
     let all = thin(jpeg, CUTS)?;
     if !worth(all.len()) {
         return Ok(None);
     }
     let full_gain = 1.0 - all.len() as f64 / base as f64;
+    // Everything thinned is scored at most once (a share of 1 that fails is never tried
+    // again, one that passes ends the search).
+    let mut all = Some(all);
     let original = decode(jpeg)?;
     let score = |bytes: &[u8]| -> Result<f64, ThinError> {
         let pic = decode(bytes)?;
@@ -346,10 +358,9 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
         if share * full_gain * 1000.0 < MIN_GAIN_PERMILLE as f64 {
             break;
         }
-        let bytes = if share >= 1.0 {
-            all.clone()
-        } else {
-            thin(jpeg, cut_for(&counts, share))?
+        let bytes = match (share >= 1.0).then(|| all.take()).flatten() {
+            Some(bytes) => bytes,
+            None => thin(jpeg, cut_for(&counts, share))?,
         };
         if !worth(bytes.len()) {
             break;
@@ -394,6 +405,11 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How many magnitude-1 luma AC coefficients the JPEG has at each rank.
+    fn census(jpeg: &[u8]) -> Result<Vec<u64>, ThinError> {
+        count(jpeg, false).map(|(counts, _)| counts)
+    }
 
     /// A 256×192 photo-like JPEG at quality 95 (fine quantisation: many ±1 coefficients).
     fn sample(quality: i32) -> Vec<u8> {
@@ -553,8 +569,10 @@ mod tests {
     fn search_meets_the_target_or_gives_nothing() {
         let jpeg = sample(95);
         let original = decode(&jpeg).unwrap();
+        let mut found = 0;
         for target in [80.0, 90.0] {
             if let Some(t) = search(&jpeg, target, None).unwrap() {
+                found += 1;
                 let back = decode(&t.bytes).unwrap();
                 let s = quality::score_picture(&original, &back)
                     .unwrap()
@@ -564,6 +582,8 @@ mod tests {
                 assert!(t.bytes.len() < thin(&jpeg, 0).unwrap().len());
             }
         }
+        // At 80 at least, this noisy quality-95 picture has something to give.
+        assert!(found >= 1, "nothing found at 80 or 90");
         // An unreachable target gives nothing.
         assert!(search(&jpeg, 100.5, None).unwrap().is_none());
     }
@@ -577,14 +597,20 @@ mod tests {
         assert!(!ends_at_eoi(&tail));
         assert!(!ends_at_eoi(&jpeg[..jpeg.len() - 1]));
         assert!(!ends_at_eoi(b"\xFF\xD8"));
+        // The search refuses such a file rather than drop its tail.
+        assert!(matches!(
+            search(&tail, 80.0, None),
+            Err(ThinError::DataAfterImage)
+        ));
     }
 
     #[test]
     fn damaged_and_unusual_files_are_errors_not_crashes() {
         let jpeg = sample(90);
         for cut in [10, jpeg.len() / 2, jpeg.len() - 3] {
-            let _ = thin(&jpeg[..cut], CUTS);
-            let _ = census(&jpeg[..cut]);
+            assert!(thin(&jpeg[..cut], CUTS).is_err(), "cut at {cut}");
+            assert!(census(&jpeg[..cut]).is_err(), "cut at {cut}");
+            assert!(search(&jpeg[..cut], 90.0, None).is_err(), "cut at {cut}");
         }
         assert!(thin(b"not a jpeg at all", 0).is_err());
         let mut flipped = jpeg.clone();

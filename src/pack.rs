@@ -94,8 +94,6 @@ impl Default for PackOptions {
 }
 
 /// Why JPEG files are not coded in lossless mode.
-/// How pack's report describes a JPEG recoded in its own DCT (`crate::jpegthin`).
-pub use archive::THINNED;
 pub const LOSSLESS_KEEPS_JPEG: &str =
     "lossless mode keeps JPEG files as they are (a re-encoded JPEG is never pixel-exact)";
 
@@ -150,6 +148,8 @@ pub struct PackReport {
     pub images: usize,
     /// Files kept byte for byte, with the reason.
     pub verbatim: Vec<(String, String)>,
+    /// JPEG files recoded in their own DCT (kept as files, not byte for byte).
+    pub thinned: usize,
     pub original_bytes: u64,
     pub archive_bytes: u64,
     pub tracks: usize,
@@ -444,10 +444,7 @@ pub fn pack(
                 hint: early_hint,
             });
             let form = verbatim_form(item, None, thin)?;
-            if let VerbatimForm::Thinned { share, .. } = form {
-                early_hint = Some(share);
-            }
-            let blob = write_verbatim(&mut writer, item, form)?;
+            let blob = write_verbatim(&mut writer, item, form, &mut early_hint)?;
             progress.file_done(&String::from_utf8_lossy(&item.rel), blob.file_size());
             kinds[i] = Some(EntryKind::Verbatim {
                 blob,
@@ -521,9 +518,12 @@ pub fn pack(
         };
         match &kind {
             EntryKind::Image(_) => report.images += 1,
-            EntryKind::Verbatim { blob, reason } => report
+            EntryKind::Verbatim { blob, .. } if blob.thinned_score().is_some() => {
+                report.thinned += 1
+            }
+            EntryKind::Verbatim { reason, .. } => report
                 .verbatim
-                .push((archive::printable_path(&item.rel), blob.describe(reason))),
+                .push((archive::printable_path(&item.rel), reason.clone())),
             _ => {}
         }
         let kind = match (copy_of[i], &kind) {
@@ -743,10 +743,6 @@ impl Recoded {
     }
 }
 
-/// Stores a file kept as it is: JPEG files Lepton-compressed and PNG files recoded when that
-/// gives them back exactly and is smaller, other files zstd-compressed where that pays, or
-/// byte for byte. `recoded`: the file's recoded form when it was made before (to measure
-/// it), checked here.
 /// How kept JPEGs are recoded in their own DCT: the score to reach, and the share of
 /// coefficients a JPEG stored before took (a first guess: similar images take similar shares;
 /// taken from the files stored in order, never from files recoded side by side, so that the
@@ -865,27 +861,27 @@ fn verbatim_form(
             None => VerbatimForm::Bytes(data),
         });
     }
-    let coded = match recoded {
-        Some(Recoded::Lepton(coded)) => crate::lepton::checked(coded, &data),
-        _ => crate::lepton::compress(&data),
+    // The Lepton form measures what keeping the file exactly takes; it is checked (decoded
+    // and compared) only if the file is kept exactly.
+    let exact = match recoded {
+        Some(Recoded::Lepton(coded)) => Some(coded),
+        _ => crate::lepton::encode(&data),
     };
-    if let Some(form) = thin.and_then(|thin| {
-        thinned_form(
-            item,
-            &data,
-            thin,
-            coded.as_ref().map_or(data.len(), Vec::len),
-        )
-    }) {
+    let kept = exact
+        .as_ref()
+        .map_or(data.len(), |c| c.len().min(data.len()));
+    if let Some(form) = thin.and_then(|thin| thinned_form(item, &data, thin, kept)) {
         return Ok(form);
     }
-    Ok(match coded {
-        Some(coded) => VerbatimForm::Coded {
-            coded,
-            coding: archive::BlobCoding::Lepton { size: len, hash },
+    Ok(
+        match exact.and_then(|coded| crate::lepton::checked(coded, &data)) {
+            Some(coded) => VerbatimForm::Coded {
+                coded,
+                coding: archive::BlobCoding::Lepton { size: len, hash },
+            },
+            None => VerbatimForm::Bytes(data),
         },
-        None => VerbatimForm::Bytes(data),
-    })
+    )
 }
 
 /// A JPEG recoded in its own DCT to the quality `target` and Lepton-compressed, if that is
@@ -893,10 +889,6 @@ fn verbatim_form(
 /// or that libjpeg-turbo does not take whole, are kept exactly (logged).
 fn thinned_form(item: &Item, data: &[u8], thin: Thin, kept: usize) -> Option<VerbatimForm> {
     let name = archive::printable(&item.abs);
-    if !crate::jpegthin::ends_at_eoi(data) {
-        log::debug!("{name}: not recoded (data after the image)");
-        return None;
-    }
     let thinned = match crate::jpegthin::search(data, thin.target, thin.hint) {
         Ok(Some(t)) => t,
         Ok(None) => return None,
@@ -927,12 +919,18 @@ fn thinned_form(item: &Item, data: &[u8], thin: Thin, kept: usize) -> Option<Ver
     })
 }
 
+/// Writes a kept file in the form made for it; for a JPEG recoded in its own DCT, `hint`
+/// becomes the share it took (the next search's first guess, in storing order).
 fn write_verbatim(
     writer: &mut ArchiveWriter,
     item: &Item,
     form: VerbatimForm,
+    hint: &mut Option<f64>,
 ) -> Result<archive::Blob, PackError> {
     let name = String::from_utf8_lossy(&item.rel).into_owned();
+    if let VerbatimForm::Thinned { share, .. } = form {
+        *hint = Some(share);
+    }
     match form {
         VerbatimForm::Coded { coded, coding } | VerbatimForm::Thinned { coded, coding, .. } => {
             let mut blob = writer.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
@@ -1524,11 +1522,7 @@ impl Judge<'_, '_> {
             };
             let item = &items[*i];
             log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
-            let form = form?;
-            if let VerbatimForm::Thinned { share, .. } = form {
-                self.coder.thin_hint = Some(share);
-            }
-            let blob = write_verbatim(self.writer, item, form)?;
+            let blob = write_verbatim(self.writer, item, form?, &mut self.coder.thin_hint)?;
             self.assembler.out[*k].1 = Outcome::Stored(blob, kept_reason(&blob, &reason));
         }
         // Recoded forms of files coded as video are no longer needed (their sizes are kept

@@ -1,7 +1,7 @@
 //! `report`: what an archive saves against its originals and the usual archivers (zip, 7z),
 //! and the quality of every image as measured at pack time, as numbers and as a chart.
 
-use crate::archive::{Archive, BlobCoding, EntryKind};
+use crate::archive::{Archive, EntryKind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -117,17 +117,13 @@ pub fn gather(archive_path: &Path, originals: Option<&Path>) -> Result<Report, R
                     exact: false,
                 });
             }
-            EntryKind::Verbatim { blob, .. }
-                if matches!(blob.coding, BlobCoding::JpegThinned { .. }) =>
-            {
+            EntryKind::Verbatim { blob, .. } if blob.thinned_score().is_some() => {
                 files += 1;
-                if let BlobCoding::JpegThinned { score_centi, .. } = blob.coding {
-                    images.push(ImageScore {
-                        path: e.path_lossy(),
-                        score: Some(score_centi as f32 / 100.0),
-                        exact: false,
-                    });
-                }
+                images.push(ImageScore {
+                    path: e.path_lossy(),
+                    score: blob.thinned_score(),
+                    exact: false,
+                });
             }
             EntryKind::Verbatim { reason, .. } => {
                 files += 1;

@@ -178,7 +178,6 @@ pub fn verify(
             (_, Err(err)) => problem(e.path_lossy(), format!("original: {err}")),
         }
     }
-    // What the folder holds and the archive does not (added since, or packed elsewhere).
     let scored = crate::par::map(&thinned, |(e, blob, rel)| {
         let served = archive
             .read_file(blob)
@@ -211,6 +210,7 @@ pub fn verify(
             Err(why) => problem(e.path_lossy(), why),
         }
     }
+    // What the folder holds and the archive does not (added since, or packed elsewhere).
     let packed: std::collections::HashSet<&[u8]> =
         index.entries.iter().map(|e| e.path.as_slice()).collect();
     match crate::album::walk(originals) {

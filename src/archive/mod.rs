@@ -192,13 +192,17 @@ impl Blob {
     /// What a kept file's entry says of it: the `reason` it records, or for a JPEG recoded in
     /// its own DCT (which records none), that and its score.
     pub fn describe(&self, reason: &str) -> String {
+        match self.thinned_score() {
+            Some(score) => format!("{THINNED} (SSIMULACRA2 {score:.2})"),
+            None => reason.to_string(),
+        }
+    }
+
+    /// For a JPEG recoded in its own DCT, its SSIMULACRA2 against the original at pack time.
+    pub fn thinned_score(&self) -> Option<f32> {
         match self.coding {
-            BlobCoding::JpegThinned { score_centi, .. } => format!(
-                "{THINNED} (SSIMULACRA2 {}.{:02})",
-                score_centi / 100,
-                score_centi % 100
-            ),
-            _ => reason.to_string(),
+            BlobCoding::JpegThinned { score_centi, .. } => Some(score_centi as f32 / 100.0),
+            _ => None,
         }
     }
 

@@ -138,10 +138,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             .entries
             .iter()
             .filter_map(|e| match &e.kind {
-                EntryKind::Verbatim { blob, .. } => match blob.coding {
-                    BlobCoding::JpegThinned { score_centi, .. } => Some(score_centi as f32 / 100.0),
-                    _ => None,
-                },
+                EntryKind::Verbatim { blob, .. } => blob.thinned_score(),
                 _ => None,
             })
             .reduce(f32::min),

@@ -268,11 +268,9 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
         );
     }
     if !g.quiet {
-        let (mut smaller, mut thinned) = (0, 0);
+        let mut smaller = 0;
         for (path, reason) in &report.verbatim {
-            if reason.starts_with(pack::THINNED) {
-                thinned += 1;
-            } else if reason.starts_with(pack::SMALLER_AS_IS) {
+            if reason.starts_with(pack::SMALLER_AS_IS) {
                 smaller += 1;
             } else {
                 eprintln!("av1pack: kept as is: {path} ({reason})");
@@ -289,11 +287,11 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
                 }
             );
         }
-        if thinned > 0 {
+        if report.thinned > 0 {
             eprintln!(
                 "av1pack: {} recoded smaller in {} own DCT, each at the quality target (--exact-jpegs keeps JPEGs bit for bit)",
-                count(thinned, "JPEG"),
-                if thinned == 1 { "its" } else { "their" }
+                count(report.thinned, "JPEG"),
+                if report.thinned == 1 { "its" } else { "their" }
             );
         }
         if report.copies > 0 {
@@ -318,12 +316,12 @@ pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
             count(report.files, "file"),
             count(report.images, "image"),
             count(report.tracks, "track"),
-            if thinned > 0 {
-                format!("{thinned} JPEGs recoded, ")
+            if report.thinned > 0 {
+                format!("{} JPEGs recoded, ", report.thinned)
             } else {
                 String::new()
             },
-            report.verbatim.len() - thinned,
+            report.verbatim.len(),
             count(report.dirs, "folder"),
             count(report.symlinks, "symlink"),
             human_bytes(report.original_bytes),
