@@ -12,16 +12,6 @@ fn pack(src: &Path, dest: &Path) {
     pack_with(&[], src, dest);
 }
 
-/// `av1pack pack FLAGS SRC DEST`, which must succeed; returns what it printed on stderr.
-fn pack_with(flags: &[&str], src: &Path, dest: &Path) -> String {
-    let mut args: Vec<&OsStr> = vec![os("pack")];
-    args.extend(flags.iter().map(|f| os(f)));
-    args.extend([src.as_os_str(), dest.as_os_str()]);
-    let o = run(&args);
-    assert!(o.status.success(), "pack {flags:?} failed: {}", stderr(&o));
-    stderr(&o)
-}
-
 fn unpack(archive: &Path, out: &Path) {
     let o = run(&[os("unpack"), archive.as_os_str(), out.as_os_str()]);
     assert!(o.status.success(), "unpack failed: {}", stderr(&o));

@@ -465,13 +465,7 @@ fn kept_jpegs_stored_with_lepton_are_served_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     // Lossless mode keeps every JPEG as it is: stored Lepton-compressed.
     let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .args(["pack", "-q", "--quality", "lossless"])
-        .arg(sample_album())
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_with(&["-q", "--quality", "lossless"], &sample_album(), &archive);
     let a = Archive::open(&archive).unwrap();
     let lepton: Vec<(String, Range<u64>)> = a
         .index
@@ -546,13 +540,7 @@ fn recoded_jpegs_are_served_as_unpack_gives_them() {
         write_fine_jpeg(&album.join(format!("IMG_{i}.jpg")), 960, 640, i);
     }
     let archive = tmp.path().join("a.mkv");
-    let o = bin()
-        .args(["pack", "-q"])
-        .arg(&album)
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_with(&["-q"], &album, &archive);
     let a = Archive::open(&archive).unwrap();
     let thinned = a
         .index
@@ -611,13 +599,7 @@ fn an_hevc_coded_image_is_served_like_unpack_gives_it() {
         img.save(album.join(format!("frame {i}.png"))).unwrap();
     }
     let archive = tmp.path().join("hevc.mkv");
-    let o = bin()
-        .args(["pack", "--codec", "hevc"])
-        .arg(&album)
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    pack_with(&["--codec", "hevc"], &album, &archive);
     let a = Archive::open(&archive).unwrap();
     assert_eq!(a.index.tracks[0].codec, "V_MPEGH/ISO/HEVC");
     let last = a

@@ -695,3 +695,13 @@ pub fn unpack_to(archive: &Path, out: &Path) {
     let o = bin().arg("unpack").arg(archive).arg(out).output().unwrap();
     assert!(o.status.success(), "unpack: {}", stderr(&o));
 }
+
+/// `av1pack pack FLAGS SRC DEST`, which must succeed; returns what it printed on stderr.
+pub fn pack_with(flags: &[&str], src: &Path, dest: &Path) -> String {
+    let mut args: Vec<&OsStr> = vec![os("pack")];
+    args.extend(flags.iter().map(|f| os(f)));
+    args.extend([src.as_os_str(), dest.as_os_str()]);
+    let o = run(&args);
+    assert!(o.status.success(), "pack {flags:?} failed: {}", stderr(&o));
+    stderr(&o)
+}
