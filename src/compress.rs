@@ -1,5 +1,6 @@
 //! Kept files that are not JPEGs (sidecars, text, uncompressed or 16-bit images, anything
-//! else) stored zstd-compressed where that pays; the one place that uses the zstd crate.
+//! else) stored zstd-compressed where that pays, and the archive's index ([`squeeze`]); the
+//! one place that uses the zstd crate.
 //!
 //! A file is tried only when a quick look at its start compresses well, so that videos,
 //! archives and compressed images (which make up most of such bytes in an album) cost one
@@ -20,6 +21,8 @@ pub enum CompressError {
     Zstd(#[from] std::io::Error),
     #[error("zstd data gives {got} bytes where {want} were recorded")]
     Size { got: usize, want: u64 },
+    #[error("zstd data gives more than {0} bytes")]
+    Limit(u64),
 }
 
 /// Whether the start of a file (up to [`PROBE`] bytes) compresses by at least a tenth at a
@@ -57,6 +60,28 @@ pub fn decompress(coded: &[u8], size: u64) -> Result<Vec<u8>, CompressError> {
             got: out.len(),
             want: size,
         });
+    }
+    Ok(out)
+}
+
+/// Compresses bytes that must be stored smaller whatever they hold (the archive's index):
+/// the strongest level up to 16 MiB, a quicker one above. The frame records its content size.
+pub fn squeeze(data: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let level = if data.len() <= 16 << 20 { 19 } else { 9 };
+    Ok(zstd::bulk::compress(data, level)?)
+}
+
+/// Bytes back from [`squeeze`], refusing output over `limit` bytes as it is produced (a small
+/// hostile frame cannot make a huge allocation).
+pub fn unsqueeze(coded: &[u8], limit: u64) -> Result<Vec<u8>, CompressError> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::with_buffer(coded)?;
+    let mut out = Vec::new();
+    decoder
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(CompressError::Limit(limit));
     }
     Ok(out)
 }
@@ -104,5 +129,31 @@ mod tests {
         assert!(!promising(&noise[..PROBE]));
         assert!(compress(&noise).is_none());
         assert!(compress(b"hello hello hello").is_none());
+    }
+
+    #[test]
+    fn squeezed_bytes_come_back_within_their_limit() {
+        let index: Vec<u8> = (0..5000u32)
+            .flat_map(|i| format!("holiday/img_{i:04}.jpg").into_bytes())
+            .collect();
+        let coded = squeeze(&index).unwrap();
+        assert!(coded.len() * 4 < index.len(), "{}", coded.len());
+        assert_eq!(unsqueeze(&coded, index.len() as u64).unwrap(), index);
+        // One byte more than the limit is refused, as is a damaged or cut frame.
+        assert!(matches!(
+            unsqueeze(&coded, index.len() as u64 - 1),
+            Err(CompressError::Limit(_))
+        ));
+        let mut bad = coded.clone();
+        bad.truncate(bad.len() / 2);
+        assert!(unsqueeze(&bad, 1 << 20).is_err());
+        assert!(unsqueeze(b"not zstd at all", 1 << 20).is_err());
+        // A frame that inflates far past the limit stops at the limit.
+        let zeros = squeeze(&vec![0u8; 8 << 20]).unwrap();
+        assert!(zeros.len() < 4096);
+        assert!(matches!(
+            unsqueeze(&zeros, 1 << 20),
+            Err(CompressError::Limit(_))
+        ));
     }
 }

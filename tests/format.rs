@@ -350,7 +350,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v10.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v11.bin");
+/// Written by the av1pack of format version 10 (kept, not regenerated).
+const GOLDEN_V10: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v10.bin");
 /// Written by the av1pack of format version 9 (kept, not regenerated).
 const GOLDEN_V9: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v9.bin");
 /// Written by the av1pack of format version 8 (kept, not regenerated).
@@ -376,13 +378,62 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 10);
+    assert_eq!(codec::FORMAT_VERSION, 11);
+    // The bincode inside is pinned byte for byte; the zstd frame around it only as far as it
+    // inflates to those bytes (another zstd build may compress them differently).
     assert!(
-        bytes == golden,
+        codec::raw_payload(&bytes).unwrap() == codec::raw_payload(&golden).unwrap(),
         "index encoding changed: bump codec::FORMAT_VERSION and document it in docs/FORMAT.md"
     );
     let decoded = codec::decode_index(&golden).unwrap();
     assert_eq!(decoded, resolved(sample_index()));
+}
+
+/// Version 11 compresses the payload; the bincode inside is version 10's, which is stored
+/// uncompressed: the payload is smaller and decodes to the same index.
+#[test]
+fn version_10_indexes_still_decode_and_11_is_smaller() {
+    let v10 = std::fs::read(GOLDEN_V10).unwrap();
+    assert_eq!(decode_golden(GOLDEN_V10, 10), resolved(sample_index()));
+    assert_eq!(
+        codec::raw_payload(&v10).unwrap(),
+        codec::raw_payload(&codec::encode_index(&sample_index()).unwrap()).unwrap()
+    );
+    // A larger album's index: many entries that share folders and most fields.
+    let mut idx = sample_index();
+    let image = idx.entries[1].clone();
+    idx.entries = (0..500)
+        .map(|i| {
+            let mut e = image.clone();
+            e.path = format!("2024/summer/IMG_{:04}.JPG", 1000 + i * 7).into_bytes();
+            e.mtime.secs += i64::from(i) * 13;
+            e
+        })
+        .collect();
+    let squeezed = codec::encode_index(&idx).unwrap();
+    let raw = codec::raw_payload(&squeezed).unwrap().len();
+    assert!(
+        squeezed.len() * 2 < raw,
+        "{} bytes stored for {raw} of bincode",
+        squeezed.len()
+    );
+    assert_eq!(codec::decode_index(&squeezed).unwrap(), idx);
+}
+
+/// A payload whose checksum holds but that is not a zstd frame is malformed, not a panic.
+#[test]
+fn payloads_that_do_not_inflate_are_refused() {
+    let junk = b"this is not zstd data at all....";
+    let mut b = Vec::new();
+    b.extend_from_slice(b"AV1PKIDX");
+    b.extend_from_slice(&codec::FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&(junk.len() as u64).to_le_bytes());
+    b.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(junk).to_le_bytes());
+    b.extend_from_slice(junk);
+    assert!(matches!(
+        codec::decode_index(&b),
+        Err(IndexError::Malformed(m)) if m.contains("inflate")
+    ));
 }
 
 /// Version 10 added a way of storing kept files at the end of its enum.

@@ -2,8 +2,9 @@
 //!
 //! Layout (all integers little-endian):
 //! `magic "AV1PKIDX"` · `u32 format version` · `u64 payload length` · `u64 xxh3-64 of payload`
-//! · payload (bincode 2, standard config, serde). Decoding checks every field and refuses
-//! payloads over [`MAX_INDEX_BYTES`] before allocating.
+//! · payload (from version 11 a zstd frame of the bincode, before it the bincode itself:
+//! bincode 2, standard config, serde). Decoding checks every field and refuses payloads over
+//! [`MAX_INDEX_BYTES`], stored or inflated, before allocating them.
 
 use super::Index;
 use xxhash_rust::xxh3::xxh3_64;
@@ -16,13 +17,16 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// which a reader of version 7 cannot decode: the number tells it so before it tries.
 /// 9: `MetaBlock::TiffTag` and `MetaBlock::WebpChunk` (a TIFF's tags and a WebP's ICC, EXIF
 /// and XMP chunks, carried into the file written back). 10: `BlobCoding::JpegThinned` (a JPEG
-/// recoded smaller in its own DCT, given back as that file).
-pub const FORMAT_VERSION: u32 = 10;
-/// The oldest version this av1pack reads: a version 3 index is a version 10 index that holds
-/// no `ColorModel::Rgb420`, no `EntryKind::Copy`, no `BlobCoding::Png`, no
-/// `BlobCoding::PngGrouped`, no `MetaBlock::TiffTag` or `WebpChunk` and no
-/// `BlobCoding::JpegThinned` (each variant was added
-/// at the end, so the bytes decode alike).
+/// recoded smaller in its own DCT, given back as that file). 11: the payload is a zstd frame of
+/// the same bincode (an index of a few hundred entries is about 0.4 of its size).
+pub const FORMAT_VERSION: u32 = 11;
+/// The first version whose payload is zstd-compressed.
+pub const SQUEEZED_SINCE: u32 = 11;
+/// The oldest version this av1pack reads: the payload of a version 3 index is, uncompressed,
+/// the bincode of a version 11 index that holds no `ColorModel::Rgb420`, no `EntryKind::Copy`,
+/// no `BlobCoding::Png`, no `BlobCoding::PngGrouped`, no `MetaBlock::TiffTag` or `WebpChunk`
+/// and no `BlobCoding::JpegThinned` (each variant was added at the end, so the bytes decode
+/// alike).
 pub const OLDEST_READ_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 /// Upper bound for an index payload: 256 MiB is ~2 million entries.
@@ -59,11 +63,12 @@ fn config() -> impl bincode::config::Config {
 
 /// Serialises an index with its header.
 pub fn encode_index(index: &Index) -> Result<Vec<u8>, IndexError> {
-    let payload = bincode::serde::encode_to_vec(index, config())
+    let raw = bincode::serde::encode_to_vec(index, config())
         .map_err(|e| IndexError::Encode(e.to_string()))?;
-    if payload.len() as u64 > MAX_INDEX_BYTES {
-        return Err(IndexError::TooLarge(payload.len() as u64));
+    if raw.len() as u64 > MAX_INDEX_BYTES {
+        return Err(IndexError::TooLarge(raw.len() as u64));
     }
+    let payload = crate::compress::squeeze(&raw).map_err(|e| IndexError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -75,6 +80,11 @@ pub fn encode_index(index: &Index) -> Result<Vec<u8>, IndexError> {
 
 /// Reads the header only: returns the payload length it announces.
 pub fn payload_len(header: &[u8]) -> Result<u64, IndexError> {
+    Ok(read_header(header)?.1)
+}
+
+/// The version and payload length a header announces, checked.
+fn read_header(header: &[u8]) -> Result<(u32, u64), IndexError> {
     if header.len() < HEADER_LEN {
         return Err(IndexError::Truncated {
             have: header.len() as u64,
@@ -92,12 +102,13 @@ pub fn payload_len(header: &[u8]) -> Result<u64, IndexError> {
     if len > MAX_INDEX_BYTES {
         return Err(IndexError::TooLarge(len));
     }
-    Ok(len)
+    Ok((version, len))
 }
 
-/// Parses and validates a serialised index.
-pub fn decode_index(bytes: &[u8]) -> Result<Index, IndexError> {
-    let len = payload_len(bytes)?;
+/// The bincode of a serialised index: its header and checksum checked, inflated if the version
+/// compresses it (at most [`MAX_INDEX_BYTES`]).
+pub fn raw_payload(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, IndexError> {
+    let (version, len) = read_header(bytes)?;
     let need = HEADER_LEN as u64 + len;
     if (bytes.len() as u64) < need {
         return Err(IndexError::Truncated {
@@ -110,6 +121,18 @@ pub fn decode_index(bytes: &[u8]) -> Result<Index, IndexError> {
     if xxh3_64(payload) != checksum {
         return Err(IndexError::Checksum);
     }
+    if version < SQUEEZED_SINCE {
+        return Ok(payload.into());
+    }
+    crate::compress::unsqueeze(payload, MAX_INDEX_BYTES)
+        .map(Into::into)
+        .map_err(|e| IndexError::Malformed(format!("payload does not inflate: {e}")))
+}
+
+/// Parses and validates a serialised index.
+pub fn decode_index(bytes: &[u8]) -> Result<Index, IndexError> {
+    let payload = raw_payload(bytes)?;
+    let payload = &payload[..];
     let (index, used): (Index, usize) = bincode::serde::decode_from_slice(payload, config())
         .map_err(|e| IndexError::Malformed(e.to_string()))?;
     if used != payload.len() {
