@@ -171,7 +171,7 @@ pub enum BlobCoding {
         group_len: u64,
     },
     /// A JPEG file recoded in its own DCT (`crate::jpegthin`, format version 10): some of its
-    /// luma coefficients of magnitude 1 set to zero, the markers kept; what the archive gives
+    /// AC coefficients of magnitude 1 set to zero, the markers kept; what the archive gives
     /// back is that file, not the original, Lepton-compressed here like `Lepton`. `size` and
     /// `hash` are the recoded file's; `score_centi` is its SSIMULACRA2 against the original
     /// in hundredths, rounded down, measured at pack time; `original_size` the original
