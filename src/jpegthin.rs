@@ -3,8 +3,9 @@
 //! zero, highest zigzag positions first and busier blocks first within a position (see
 //! `rank`), as far as the image still scores the quality target
 //! against the original; where every one of them can go, the chroma ones follow in the same
-//! order (measured on 12 MP phone photos: 5 % less again); the file is then written back with optimised Huffman tables and every
-//! marker segment of the original (EXIF, ICC, XMP, comments). What comes back is a JPEG of the
+//! order (measured on 12 MP phone photos: 5 % less again); the file is then written back with
+//! optimised Huffman tables and every marker segment of the original (EXIF, ICC, XMP,
+//! comments). What comes back is a JPEG of the
 //! same size in pixels, the same metadata, whose blocks keep the original's quantisation, so
 //! none of the original's artefacts need to be reproduced (as a video codec must, which is why
 //! it cannot beat a JPEG at visually lossless quality).
@@ -342,15 +343,23 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
     }
     let base = rewritten.len();
     drop(rewritten);
-    let original = decode(jpeg)?;
+    // Decoded at the first score: files not worth thinning are never decoded.
+    let original = std::cell::OnceCell::new();
     let score = |bytes: &[u8]| -> Result<f64, ThinError> {
+        let original = match original.get() {
+            Some(o) => o,
+            None => {
+                let o = decode(jpeg)?;
+                original.get_or_init(|| o)
+            }
+        };
         let pic = decode(bytes)?;
         if pic.rgb.dimensions() != original.rgb.dimensions() {
             return Err(ThinError::Decode(
                 "the thinned file has other dimensions".into(),
             ));
         }
-        Ok(quality::score_picture(&original, &pic)?.ssimulacra2)
+        Ok(quality::score_picture(original, &pic)?.ssimulacra2)
     };
     let descent = Descent {
         jpeg,
