@@ -136,6 +136,15 @@ fn load_original(path: &Path) -> Result<Picture, String> {
     load_picture(path).map_err(|e| format!("original: {e}"))
 }
 
+/// Decodes a file the archive gives back (a rendered image, a recoded JPEG) under pack's
+/// decode limits, like the originals: a damaged or hostile archive's file that claims huge
+/// dimensions is a problem named for its image, not an allocation that brings verify down.
+fn decode_served(bytes: &[u8]) -> Result<Picture, image::ImageError> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    reader.limits(crate::pack::decode_limits());
+    Ok(Picture::from_dynamic(reader.decode()?))
+}
+
 /// Decodes every image as unpack would give it back and scores it against `originals`.
 pub fn verify(
     archive: &Archive,
@@ -183,10 +192,8 @@ pub fn verify(
             .read_file(blob)
             .map_err(|err| format!("archive: {err}"))?;
         let original = load_original(&originals.join(rel))?;
-        let back = Picture::from_dynamic(
-            image::load_from_memory(&served)
-                .map_err(|err| format!("recoded JPEG does not decode: {err}"))?,
-        );
+        let back =
+            decode_served(&served).map_err(|err| format!("recoded JPEG does not decode: {err}"))?;
         if original.rgb.dimensions() != back.rgb.dimensions() {
             return Err("recoded JPEG has other dimensions than the original".to_string());
         }
@@ -242,10 +249,8 @@ pub fn verify(
             let file =
                 render::render_decoded(img, &pic, format, renderer).map_err(|e| e.to_string())?;
             drop(pic);
-            let served = Picture::from_dynamic(
-                image::load_from_memory(&file)
-                    .map_err(|e| format!("rendered file does not decode: {e}"))?,
-            );
+            let served =
+                decode_served(&file).map_err(|e| format!("rendered file does not decode: {e}"))?;
             let tiles: Vec<_> = img
                 .tiles
                 .iter()
@@ -305,4 +310,28 @@ pub fn verify(
     r.images.sort_by(|a, b| a.path.cmp(&b.path));
     r.problems.sort();
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A served JPEG whose header claims 65,535 × 65,535 pixels is refused by the decode
+    /// limits before any pixel buffer is made.
+    #[test]
+    fn served_files_claiming_huge_dimensions_are_refused() {
+        let img =
+            image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 7]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&img)
+            .unwrap();
+        assert_eq!(
+            super::decode_served(&jpeg).unwrap().rgb.dimensions(),
+            (16, 16)
+        );
+        // SOF0: FF C0, length, precision, then height and width.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+        let err = super::decode_served(&jpeg).unwrap_err();
+        assert!(matches!(err, image::ImageError::Limits(_)), "{err}");
+    }
 }
