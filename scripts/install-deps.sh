@@ -31,6 +31,8 @@ PACKAGES=(
   # build the libjpeg-turbo bundled with the turbojpeg crate (the renderer's JPEG encoder)
   cmake
   nasm
+  # qemu-x86_64: the test that runs av1pack as on a CPU older than x86-64-v3
+  qemu-user
   # cjxl/djxl (0.7 on Debian 12): only for the JPEG XL columns of scripts/bench-pack.sh;
   # av1pack itself and its tests do not use them.
   libjxl-tools
