@@ -297,14 +297,9 @@ fn ends_at_eoi(jpeg: &[u8]) -> bool {
     }
 }
 
+/// Decodes a JPEG as `verify` does (its scores are verify's).
 fn decode(jpeg: &[u8]) -> Result<Picture, ThinError> {
-    let mut reader =
-        image::ImageReader::with_format(std::io::Cursor::new(jpeg), image::ImageFormat::Jpeg);
-    reader.limits(crate::pack::decode_limits());
-    reader
-        .decode()
-        .map(Picture::from_dynamic)
-        .map_err(|e| ThinError::Decode(e.to_string()))
+    crate::verify::decode_bytes(jpeg).map_err(|e| ThinError::Decode(e.to_string()))
 }
 
 /// The cut that thins `share` of the counted coefficients (the smallest cut reaching it).

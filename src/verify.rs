@@ -114,8 +114,16 @@ pub fn load_picture_upright(path: &Path) -> Result<Picture, LoadError> {
 }
 
 fn decode_file(path: &Path, upright: bool) -> Result<Picture, LoadError> {
+    decode(image::ImageReader::open(path)?, upright)
+}
+
+/// Decodes an image from `reader` as [`load_picture`] says (and turned upright if asked).
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    upright: bool,
+) -> Result<Picture, LoadError> {
     use image::ImageDecoder;
-    let mut reader = image::ImageReader::open(path)?.with_guessed_format()?;
+    let mut reader = reader.with_guessed_format()?;
     if reader.format().is_none() {
         return Err(LoadError::NotAnImage);
     }
@@ -136,13 +144,12 @@ fn load_original(path: &Path) -> Result<Picture, String> {
     load_picture(path).map_err(|e| format!("original: {e}"))
 }
 
-/// Decodes a file the archive gives back (a rendered image, a recoded JPEG) under pack's
-/// decode limits, like the originals: a damaged or hostile archive's file that claims huge
-/// dimensions is a problem named for its image, not an allocation that brings verify down.
-fn decode_served(bytes: &[u8]) -> Result<Picture, image::ImageError> {
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
-    reader.limits(crate::pack::decode_limits());
-    Ok(Picture::from_dynamic(reader.decode()?))
+/// Decodes an image held in memory as [`load_picture`] decodes a file, under pack's decode
+/// limits: what the archive gives back (a rendered image, a recoded JPEG), and the candidates
+/// `jpegthin` scores. A damaged or hostile archive's file that claims huge dimensions is a
+/// problem named for its image, not an allocation that brings verify down.
+pub(crate) fn decode_bytes(bytes: &[u8]) -> Result<Picture, LoadError> {
+    decode(image::ImageReader::new(std::io::Cursor::new(bytes)), false)
 }
 
 /// Decodes every image as unpack would give it back and scores it against `originals`.
@@ -193,7 +200,7 @@ pub fn verify(
             .map_err(|err| format!("archive: {err}"))?;
         let original = load_original(&originals.join(rel))?;
         let back =
-            decode_served(&served).map_err(|err| format!("recoded JPEG does not decode: {err}"))?;
+            decode_bytes(&served).map_err(|err| format!("recoded JPEG does not decode: {err}"))?;
         if original.rgb.dimensions() != back.rgb.dimensions() {
             return Err("recoded JPEG has other dimensions than the original".to_string());
         }
@@ -250,7 +257,7 @@ pub fn verify(
                 render::render_decoded(img, &pic, format, renderer).map_err(|e| e.to_string())?;
             drop(pic);
             let served =
-                decode_served(&file).map_err(|e| format!("rendered file does not decode: {e}"))?;
+                decode_bytes(&file).map_err(|e| format!("rendered file does not decode: {e}"))?;
             let tiles: Vec<_> = img
                 .tiles
                 .iter()
@@ -325,13 +332,16 @@ mod tests {
             .encode_image(&img)
             .unwrap();
         assert_eq!(
-            super::decode_served(&jpeg).unwrap().rgb.dimensions(),
+            super::decode_bytes(&jpeg).unwrap().rgb.dimensions(),
             (16, 16)
         );
         // SOF0: FF C0, length, precision, then height and width.
         let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
         jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
-        let err = super::decode_served(&jpeg).unwrap_err();
-        assert!(matches!(err, image::ImageError::Limits(_)), "{err}");
+        let err = super::decode_bytes(&jpeg).unwrap_err();
+        assert!(
+            matches!(err, super::LoadError::Decode(image::ImageError::Limits(_))),
+            "{err}"
+        );
     }
 }

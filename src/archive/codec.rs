@@ -21,7 +21,7 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// the same bincode (an index of a few hundred entries is about 0.4 of its size).
 pub const FORMAT_VERSION: u32 = 11;
 /// The first version whose payload is zstd-compressed.
-pub const SQUEEZED_SINCE: u32 = 11;
+const SQUEEZED_SINCE: u32 = 11;
 /// The oldest version this av1pack reads: the payload of a version 3 index is, uncompressed,
 /// the bincode of a version 11 index that holds no `ColorModel::Rgb420`, no `EntryKind::Copy`,
 /// no `BlobCoding::Png`, no `BlobCoding::PngGrouped`, no `MetaBlock::TiffTag` or `WebpChunk`
