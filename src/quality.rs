@@ -135,11 +135,11 @@ fn ssimulacra2_of(original: &RgbImage, distorted: &RgbImage) -> Result<f64, Qual
                 image::imageops::FilterType::Nearest,
             )
         };
-        (up(original), up(distorted))
+        (to_linear(&up(original))?, to_linear(&up(distorted))?)
     } else {
-        (original.clone(), distorted.clone())
+        (to_linear(original)?, to_linear(distorted)?)
     };
-    ssimulacra2::compute_frame_ssimulacra2(to_linear(&a)?, to_linear(&b)?)
+    ssimulacra2::compute_frame_ssimulacra2(a, b)
         .map_err(|e| QualityError::Ssimulacra2(format!("{e:?}")))
 }
 
