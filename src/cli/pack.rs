@@ -142,19 +142,7 @@ fn remove_partial_on_signal() -> anyhow::Result<()> {
 }
 
 pub fn run(a: Args, g: Global) -> anyhow::Result<u8> {
-    // Canvases are tens of megabytes and are freed on other threads than the ones that
-    // allocated them (loader, coder, judge, scorers): with one malloc arena they are reused
-    // instead of piling up per thread (camera-12mp peak 383 MiB instead of 391-476 MiB,
-    // same speed; docs/BENCHMARKS.md).
-    // A fixed mmap threshold keeps buffers of 1 MiB and more out of the heap: with glibc's
-    // moving threshold they went to the heap too, and the small allocations that live on
-    // (index entries) pinned its holes, so peak memory grew with the album (640x480 JPEGs at
-    // --crf 18: 190, 212, 264 MiB for 100, 1,000, 3,000 images; now 164-170 MiB flat).
-    // SAFETY: mallopt only tunes glibc's allocator; called before pack starts its threads.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
+    super::tune_allocator_for_batch_work();
     if !PRESETS.contains(&a.preset.as_str()) {
         usage!(
             "--preset {}: not an x264 preset (one of {})",

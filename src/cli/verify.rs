@@ -26,6 +26,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
+    super::tune_allocator_for_batch_work();
     let archive = Archive::open(&a.archive)?;
     if !a.originals.is_dir() {
         anyhow::bail!("{}: not a folder", a.originals.display());
