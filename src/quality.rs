@@ -1,7 +1,6 @@
 //! Image quality scores: SSIMULACRA2 (perceptual; 90 = visually lossless) and PSNR.
 
 use image::RgbImage;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QualityError {
@@ -89,19 +88,16 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     }
     let (w, h) = original.dimensions();
     let ssimulacra2 = if u64::from(w) * u64::from(h) > MAX_WHOLE_PIXELS {
-        let tiles: Vec<(u32, u32, u32, u32)> = spans(w)
-            .into_iter()
-            .flat_map(|(x, tw)| spans(h).into_iter().map(move |(y, th)| (x, y, tw, th)))
-            .collect();
-        let worst = worst_of(&tiles, |&(x, y, tw, th)| {
-            let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
-            let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
-            if a.as_raw() == b.as_raw() {
-                Ok(f64::INFINITY)
-            } else {
-                ssimulacra2_of(&a, &b)
+        let mut worst = f64::INFINITY;
+        for (x, tw) in spans(w) {
+            for (y, th) in spans(h) {
+                let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
+                let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
+                if a.as_raw() != b.as_raw() {
+                    worst = worst.min(ssimulacra2_of(&a, &b)?);
+                }
             }
-        })?;
+        }
         if worst.is_finite() {
             worst
         } else {
@@ -111,86 +107,6 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
         ssimulacra2_of(original, distorted)?
     };
     Ok(Scores { ssimulacra2, psnr })
-}
-
-/// Threads scoring tiles at this moment, in all callers together (see [`worst_of`]).
-static SCORING: AtomicUsize = AtomicUsize::new(0);
-
-/// One thread counted in [`SCORING`] while it lives.
-struct Scorer;
-
-impl Scorer {
-    /// Counts the calling thread, whatever the count: it scores anyway.
-    fn enter() -> Self {
-        SCORING.fetch_add(1, Ordering::AcqRel);
-        Scorer
-    }
-
-    /// Counts one more thread if fewer than `limit` are scoring.
-    fn try_enter(limit: usize) -> Option<Self> {
-        SCORING
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Scorer)
-    }
-}
-
-impl Drop for Scorer {
-    fn drop(&mut self) {
-        SCORING.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The lowest of `score` over `tiles`, the tiles scored side by side: the caller, and helper
-/// threads as long as fewer threads than the machine has cores are scoring, counting every
-/// caller's (so a caller that already runs on every core, files scored in parallel, gets no
-/// helper, and the working memory of scoring, about 200 bytes a pixel of a tile, stays that of
-/// one tile a core). The minimum does not depend on the order, so neither does the result.
-fn worst_of<T: Sync>(
-    tiles: &[T],
-    score: impl Fn(&T) -> Result<f64, QualityError> + Sync,
-) -> Result<f64, QualityError> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let _me = Scorer::enter();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let work = || -> Result<f64, QualityError> {
-        let mut worst = f64::INFINITY;
-        while !failed.load(Ordering::Relaxed) {
-            let Some(tile) = tiles.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
-            match score(tile) {
-                Ok(s) => worst = worst.min(s),
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(worst)
-    };
-    std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..tiles.len().min(cores))
-            .map_while(|_| Scorer::try_enter(cores))
-            .map(|slot| {
-                s.spawn(|| {
-                    let _slot = slot;
-                    work()
-                })
-            })
-            .collect();
-        let mut worst = work()?;
-        for h in helpers {
-            let theirs = h
-                .join()
-                .map_err(|_| QualityError::Ssimulacra2("a scoring thread panicked".into()))??;
-            worst = worst.min(theirs);
-        }
-        Ok(worst)
-    })
 }
 
 /// Splits a side into tiles of about [`TILE`] pixels (the last one at least half a tile).
@@ -404,10 +320,9 @@ mod tests {
         assert_eq!(own.to_bits(), table.to_bits(), "{own} vs {table}");
     }
 
-    /// Tiles scored side by side give the very minimum that scoring them one by one gives,
-    /// and a tile that cannot be scored is the error of the whole.
+    /// A large image scores its worst tile, exactly.
     #[test]
-    fn large_images_score_their_worst_tile_whatever_thread_scores_it() {
+    fn large_images_score_their_worst_tile() {
         let (w, h) = (1500u32, 1100u32);
         assert!(u64::from(w) * u64::from(h) > MAX_WHOLE_PIXELS);
         let a = RgbImage::from_fn(w, h, |x, y| {
@@ -420,7 +335,7 @@ mod tests {
             let n = ((x * 7 + y * 13) % if heavy { 41 } else { 5 }) as u8;
             p.0[1] = p.0[1].saturating_add(n);
         }
-        let serial = spans(w)
+        let tiles = spans(w)
             .into_iter()
             .flat_map(|(x, tw)| spans(h).into_iter().map(move |(y, th)| (x, y, tw, th)))
             .map(|(x, y, tw, th)| {
@@ -429,29 +344,12 @@ mod tests {
                 ssimulacra2_of(&ta, &tb).unwrap()
             })
             .collect::<Vec<_>>();
-        let worst = serial.iter().copied().fold(f64::INFINITY, f64::min);
-        let best = serial.iter().copied().fold(0.0, f64::max);
-        assert!(worst < best - 5.0, "{serial:?}");
+        assert_eq!(tiles.len(), 4);
+        let worst = tiles.iter().copied().fold(f64::INFINITY, f64::min);
+        let best = tiles.iter().copied().fold(0.0, f64::max);
+        assert!(worst < best - 5.0, "{tiles:?}");
         let s = score(&a, &b).unwrap().ssimulacra2;
-        assert_eq!(s.to_bits(), worst.to_bits(), "{s} vs {serial:?}");
-
-        let items: Vec<u32> = (0..40).collect();
-        let low = worst_of(&items, |&i| {
-            std::thread::sleep(std::time::Duration::from_micros(u64::from(i % 3) * 300));
-            Ok(f64::from(100 - (i * 37) % 41))
-        });
-        assert_eq!(low.unwrap(), 60.0);
-        let failing = worst_of(&items, |&i| {
-            if i == 17 {
-                Err(QualityError::Ssimulacra2("tile 17".into()))
-            } else {
-                Ok(95.0)
-            }
-        });
-        assert!(
-            matches!(&failing, Err(QualityError::Ssimulacra2(m)) if m == "tile 17"),
-            "{failing:?}"
-        );
+        assert_eq!(s.to_bits(), worst.to_bits(), "{s} vs {tiles:?}");
     }
 
     #[test]

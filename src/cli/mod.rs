@@ -153,15 +153,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 /// 264 MiB for 100, 1,000, 3,000 images; now 164-170 MiB flat).
 /// Fixing that threshold also fixes glibc's trim threshold at 128 KiB: the heap's free top was
 /// given back to the system after every SSIMULACRA2 score and faulted in again, zeroed, by the
-/// next (a third of pack's time on 12 MP photos was the kernel's). Up to 256 MiB of free heap
-/// top is now kept for reuse: camera-12mp packs in 31.6 s instead of 37.4 s, same peak memory.
+/// next (a third of pack's time on 12 MP photos was the kernel's). Up to 64 MiB of free heap
+/// top is now kept for reuse: camera-12mp packs in 48-52 s instead of 57-59 s, its peak
+/// 350-362 MiB instead of 344 (docs/BENCHMARKS.md).
 fn tune_allocator_for_batch_work() {
     // SAFETY: mallopt only tunes glibc's allocator; called before the command starts threads.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 
