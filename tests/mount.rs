@@ -702,6 +702,19 @@ fn copies_are_stored_once_and_served_under_every_name() {
         assert!(o.status.success(), "{}", stderr(&o));
         let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(info["copies"], copies.len(), "{flags:?}: {info}");
+        // The frames' padding is the same with copies as without (a copy codes no frame).
+        let o = bin()
+            .args(["info", "--json"])
+            .arg(tmp.path().join(format!("plain{k}.mkv")))
+            .output()
+            .unwrap();
+        let without: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let padding = info["padding"].as_f64().unwrap();
+        assert!(
+            (0.0..1.0).contains(&padding) && (padding > 0.0) == (info["images"] != 0),
+            "{flags:?}: {info}"
+        );
+        assert_eq!(info["padding"], without["padding"], "{flags:?}: {info}");
         let out = tmp.path().join(format!("out{k}"));
         let o = bin()
             .arg("unpack")

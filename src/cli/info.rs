@@ -49,7 +49,7 @@ struct Info<'a> {
     pack_score_mean: Option<f32>,
     /// Tracks (1-based) that hold alpha planes, coded losslessly.
     alpha_tracks: Vec<usize>,
-    /// Share of coded pixels that are canvas padding.
+    /// Share of coded pixels that are canvas padding (0 without frames).
     padding: f64,
 }
 
@@ -67,17 +67,26 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         })
         .collect();
     // Pixels of images (colour tiles and alpha planes) in the coded frames.
+    // Pixels of the images in the frames, each frame counted once (copies share theirs).
+    let mut framed = std::collections::HashSet::new();
     let image_pixels: u64 = idx
         .entries
         .iter()
         .filter_map(|e| match &e.kind {
-            EntryKind::Image(img) => Some(
-                img.tiles
-                    .iter()
-                    .chain(&img.alpha)
-                    .map(|t| u64::from(t.width) * u64::from(t.height))
-                    .sum::<u64>(),
-            ),
+            EntryKind::Image(img)
+                if img
+                    .tiles
+                    .first()
+                    .is_some_and(|t| framed.insert((t.track, t.frame, t.x, t.y))) =>
+            {
+                Some(
+                    img.tiles
+                        .iter()
+                        .chain(&img.alpha)
+                        .map(|t| u64::from(t.width) * u64::from(t.height))
+                        .sum::<u64>(),
+                )
+            }
             _ => None,
         })
         .sum();
@@ -167,7 +176,11 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         pack_score_min: scores.iter().copied().reduce(f32::min),
         pack_score_mean: (!scores.is_empty())
             .then(|| scores.iter().sum::<f32>() / scores.len() as f32),
-        padding: 1.0 - image_pixels as f64 / canvas_pixels.max(1) as f64,
+        padding: if canvas_pixels == 0 {
+            0.0
+        } else {
+            1.0 - image_pixels as f64 / canvas_pixels as f64
+        },
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
