@@ -364,9 +364,10 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         image::ColorType::Rgba8 => (ColorModel::Rgb, true),
         image::ColorType::La8 => (ColorModel::Grey, true),
         other => {
+            let bits = other.bits_per_pixel() / u16::from(other.channel_count().max(1));
             return Ok(Probe::Verbatim(format!(
-                "{other:?} pixels (more than 8 bits per channel): kept as is for now"
-            )))
+                "{bits} bits a sample (coded frames would keep 8)"
+            )));
         }
     };
     if width == 0 || height == 0 {

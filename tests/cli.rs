@@ -210,7 +210,10 @@ fn edge_cases_round_trip() {
     for (name, why) in [
         ("truncated.jpg", "truncated JPEG"),
         ("empty.jpg", "empty file"),
-        ("sixteen-bit.png", "more than 8 bits"),
+        (
+            "sixteen-bit.png",
+            "16 bits a sample (coded frames would keep 8)",
+        ),
         ("animated.gif", "GIF"),
         ("palette.png", "PNG with a palette"),
         ("bilevel.png", "1, 2 or 4 bits a pixel"),
