@@ -223,6 +223,91 @@ pub fn splice_jpeg(encoded: &[u8], blocks: &[MetaBlock]) -> Vec<u8> {
     out
 }
 
+/// What a PNG can carry of a JPEG's, WebP's or TIFF's metadata, as PNG holds it: the ICC
+/// profile (for an iCCP chunk; a JPEG's APP2 pieces joined in order), the EXIF block (for an
+/// eXIf chunk: the TIFF structure, without JPEG's "Exif\0\0"; with its orientation, so that
+/// viewers turn the image upright as they did the original) and the XMP packet (for an iTXt
+/// chunk "XML:com.adobe.xmp"). A TIFF's EXIF directory is not rebuilt. PNG chunks of a PNG
+/// original are not looked at: they go into the file as they are.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PngCarried {
+    pub icc: Option<Vec<u8>>,
+    pub exif: Option<Vec<u8>>,
+    pub xmp: Option<String>,
+}
+
+/// XMP's JPEG APP1 signature.
+const XMP_APP1: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
+/// The iTXt keyword of an XMP packet in a PNG.
+pub const PNG_XMP_KEYWORD: &str = "XML:com.adobe.xmp";
+
+pub fn png_carried(blocks: &[MetaBlock]) -> PngCarried {
+    let mut out = PngCarried::default();
+    // JPEG ICC pieces: (sequence number, count, bytes).
+    let mut icc_pieces: Vec<(u8, u8, &[u8])> = Vec::new();
+    let xmp = |data: &[u8]| std::str::from_utf8(data).ok().map(str::to_owned);
+    for block in blocks {
+        match block {
+            MetaBlock::JpegSegment { marker: 0xE1, data } => {
+                if let Some(exif) = data.strip_prefix(b"Exif\0\0") {
+                    out.exif.get_or_insert_with(|| exif.to_vec());
+                } else if let Some(packet) = data.strip_prefix(XMP_APP1) {
+                    if out.xmp.is_none() {
+                        out.xmp = xmp(packet);
+                    }
+                }
+            }
+            MetaBlock::JpegSegment { marker: 0xE2, data } => {
+                if let Some(&[seq, count, ref rest @ ..]) = data.strip_prefix(b"ICC_PROFILE\0") {
+                    icc_pieces.push((seq, count, rest));
+                }
+            }
+            MetaBlock::WebpChunk { kind, data } => match kind {
+                b"ICCP" => {
+                    out.icc.get_or_insert_with(|| data.clone());
+                }
+                b"EXIF" => {
+                    let exif = data.strip_prefix(b"Exif\0\0").unwrap_or(data);
+                    out.exif.get_or_insert_with(|| exif.to_vec());
+                }
+                b"XMP " if out.xmp.is_none() => out.xmp = xmp(data),
+                _ => {}
+            },
+            MetaBlock::TiffTag {
+                dir: TiffDir::Image,
+                tag,
+                data,
+                ..
+            } => match tag {
+                34675 => {
+                    out.icc.get_or_insert_with(|| data.clone());
+                }
+                700 if out.xmp.is_none() => out.xmp = xmp(data),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    // The pieces must be 1..=count, each once, all with the same count.
+    icc_pieces.sort_by_key(|p| p.0);
+    let whole = icc_pieces.first().is_some_and(|&(_, count, _)| {
+        usize::from(count) == icc_pieces.len()
+            && icc_pieces
+                .iter()
+                .enumerate()
+                .all(|(i, &(seq, c, _))| usize::from(seq) == i + 1 && c == count)
+    });
+    if whole && out.icc.is_none() {
+        out.icc = Some(
+            icc_pieces
+                .iter()
+                .flat_map(|p| p.2.iter().copied())
+                .collect(),
+        );
+    }
+    out
+}
+
 /// The metadata chunks of a WebP (ICC profile, EXIF, XMP), in file order.
 pub fn webp_blocks(bytes: &[u8]) -> Vec<MetaBlock> {
     webp_chunks(bytes)
@@ -877,5 +962,50 @@ mod webp_tests {
                 assert!(blocks.starts_with(&some), "cut at {cut}: {some:?}");
             }
         }
+    }
+
+    /// An ICC profile is carried only when every APP2 piece of it is there, once; WebP and
+    /// TIFF originals give theirs too, a WebP's EXIF without JPEG's header.
+    #[test]
+    fn only_whole_icc_profiles_are_carried_into_png() {
+        let icc = |seq: u8, count: u8, body: &[u8]| MetaBlock::JpegSegment {
+            marker: 0xE2,
+            data: [b"ICC_PROFILE\0".as_slice(), &[seq, count], body].concat(),
+        };
+        let joined = png_carried(&[icc(2, 2, b"cd"), icc(1, 2, b"ab")]);
+        assert_eq!(joined.icc.as_deref(), Some(&b"abcd"[..]));
+        for broken in [
+            vec![icc(1, 2, b"ab")],
+            vec![icc(1, 2, b"ab"), icc(1, 2, b"ab")],
+            vec![icc(1, 2, b"ab"), icc(2, 3, b"cd")],
+            vec![icc(0, 1, b"ab")],
+        ] {
+            assert_eq!(png_carried(&broken).icc, None, "{broken:?}");
+        }
+        let webp = png_carried(&[
+            MetaBlock::WebpChunk {
+                kind: *b"EXIF",
+                data: b"Exif\0\0II*\0".to_vec(),
+            },
+            MetaBlock::WebpChunk {
+                kind: *b"ICCP",
+                data: b"profile".to_vec(),
+            },
+        ]);
+        assert_eq!(webp.exif.as_deref(), Some(&b"II*\0"[..]));
+        assert_eq!(webp.icc.as_deref(), Some(&b"profile"[..]));
+        let tiff = png_carried(&[MetaBlock::TiffTag {
+            dir: TiffDir::Image,
+            tag: 34675,
+            kind: 7,
+            data: b"tiff icc".to_vec(),
+        }]);
+        assert_eq!(tiff.icc.as_deref(), Some(&b"tiff icc"[..]));
+        // A PNG original's chunks are written as they are, not carried again.
+        let png = png_carried(&[MetaBlock::PngChunk {
+            kind: *b"eXIf",
+            data: b"MM".to_vec(),
+        }]);
+        assert_eq!(png, PngCarried::default());
     }
 }

@@ -506,8 +506,16 @@ fn png_file(
     metadata: &[MetaBlock],
 ) -> Result<Vec<u8>, RenderError> {
     let mut buf = Vec::with_capacity(pixels.len() / 2 + 1024);
+    // A JPEG, WebP or TIFF original's profile, EXIF and XMP (`unpack --format png`).
+    let carried = crate::meta::png_carried(metadata);
     {
-        let mut enc = png::Encoder::new(&mut buf, w, h);
+        let mut info = png::Info::with_size(w, h);
+        info.icc_profile = carried.icc.as_deref().map(std::borrow::Cow::Borrowed);
+        info.exif_metadata = carried.exif.as_deref().map(std::borrow::Cow::Borrowed);
+        let mut enc = png::Encoder::with_info(&mut buf, info)?;
+        if let Some(xmp) = &carried.xmp {
+            enc.add_itxt_chunk(crate::meta::PNG_XMP_KEYWORD.into(), xmp.clone())?;
+        }
         enc.set_color(match (grey, alpha) {
             (true, false) => png::ColorType::Grayscale,
             (true, true) => png::ColorType::GrayscaleAlpha,
@@ -620,6 +628,69 @@ mod tests {
                 Err(RenderError::TiffTag(..))
             ));
         }
+    }
+
+    /// A JPEG original written as PNG (`unpack --format png`) keeps its ICC profile (from two
+    /// APP2 pieces given out of order), its EXIF (orientation included) and its XMP, in the
+    /// chunks PNG readers look for; with nothing to carry the file is what it was before.
+    #[test]
+    fn a_png_of_a_jpeg_carries_its_profile_exif_and_xmp() {
+        let seg = |marker: u8, head: &[u8], body: &[u8]| MetaBlock::JpegSegment {
+            marker,
+            data: [head, body].concat(),
+        };
+        let profile: Vec<u8> = (0..300u32).map(|i| (i * 13) as u8).collect();
+        // A big-endian TIFF header, one entry: Orientation (274) = 6.
+        let exif = [
+            b"MM\0\x2a\0\0\0\x08\0\x01".as_slice(),
+            &[1, 18, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        let xmp = "<x:xmpmeta xmlns:x='adobe:ns:meta/'>été</x:xmpmeta>";
+        let blocks = vec![
+            seg(0xE1, b"Exif\0\0", &exif),
+            seg(0xE2, b"ICC_PROFILE\0\x02\x02", &profile[200..]),
+            seg(0xE1, b"http://ns.adobe.com/xap/1.0/\0", xmp.as_bytes()),
+            seg(0xE2, b"ICC_PROFILE\0\x01\x02", &profile[..200]),
+            seg(0xFE, b"", b"a comment"),
+        ];
+        let pixels: Vec<u8> = (0..6 * 4 * 3).map(|i| (i * 5) as u8).collect();
+        let file = png_file(&pixels, 6, 4, false, false, &blocks).unwrap();
+        let mut reader = png::Decoder::new(Cursor::new(&file)).read_info().unwrap();
+        let mut back = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut back).unwrap();
+        assert_eq!(back, pixels);
+        let info = reader.info();
+        assert_eq!(info.icc_profile.as_deref(), Some(&profile[..]));
+        assert_eq!(info.exif_metadata.as_deref(), Some(&exif[..]));
+        let texts: Vec<_> = info
+            .utf8_text
+            .iter()
+            .map(|t| (t.keyword.clone(), t.get_text().unwrap()))
+            .collect();
+        assert_eq!(
+            texts,
+            [(meta::PNG_XMP_KEYWORD.to_string(), xmp.to_string())]
+        );
+        let upright = image::metadata::Orientation::from_exif_chunk(&exif);
+        assert_eq!(upright, Some(image::metadata::Orientation::Rotate90));
+
+        let mut plain = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut plain, 6, 4);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.set_compression(png::Compression::Fast);
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&pixels).unwrap();
+            w.finish().unwrap();
+        }
+        let comment_only = &blocks[4..];
+        assert_eq!(
+            png_file(&pixels, 6, 4, false, false, comment_only).unwrap(),
+            plain
+        );
     }
 
     /// The original's ExtraSamples (unassociated or premultiplied alpha) goes into a TIFF
