@@ -304,6 +304,42 @@ pub const PALETTE_BMP: &str =
 pub const FEW_BITS_PNG: &str =
     "PNG of 1, 2 or 4 bits a pixel (written back it would have 8, several times larger)";
 
+/// Image formats that cameras and phones write and the image decoders here do not read (so
+/// that a kept file is named for what it is): by their first bytes.
+fn undecoded_image(head: &[u8]) -> Option<&'static str> {
+    // ISO base media files: a box size, "ftyp", the major brand.
+    if head.get(4..8) == Some(b"ftyp") {
+        return match head.get(8..12)? {
+            b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"mif1" | b"msf1" => {
+                Some("HEIF image (HEIC)")
+            }
+            b"crx " => Some("Canon raw image (CR3)"),
+            _ => None,
+        };
+    }
+    if head.starts_with(&[0xFF, 0x0A]) || head.starts_with(b"\0\0\0\x0CJXL \r\n\x87\n") {
+        return Some("JPEG XL image");
+    }
+    if head.starts_with(b"FUJIFILMCCD-RAW") {
+        return Some("Fujifilm raw image (RAF)");
+    }
+    None
+}
+
+/// Reads until `buf` is full or the file ends; the number of bytes read.
+fn read_up_to(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Looks at a file's header (no pixel decoding) and decides whether it is coded as video.
 pub fn probe(path: &Path) -> Result<Probe, ScanError> {
     use image::ImageDecoder;
@@ -315,7 +351,14 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         .with_guessed_format()
         .map_err(io_err(path))?;
     let Some(fmt) = reader.format() else {
-        return Ok(Probe::Verbatim("not an image".into()));
+        let mut head = [0u8; 32];
+        let n = fs::File::open(path)
+            .and_then(|mut f| read_up_to(&mut f, &mut head))
+            .map_err(io_err(path))?;
+        return Ok(Probe::Verbatim(match undecoded_image(&head[..n]) {
+            Some(kind) => format!("{kind}, which av1pack does not decode"),
+            None => "not an image".into(),
+        }));
     };
     let format = match fmt {
         image::ImageFormat::Png => ImageFormat::Png,

@@ -202,6 +202,10 @@ fn ls_and_info_describe_the_archive() {
 fn edge_cases_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let album = edge_album(tmp.path());
+    // A phone's HEIF photo (its first box; no decoder here reads HEIF) and a JPEG XL.
+    let heic = [&[0, 0, 0, 24][..], b"ftypheic\0\0\0\0mif1heic", &[7; 64]].concat();
+    std::fs::write(album.join("IMG_0001.HEIC"), heic).unwrap();
+    std::fs::write(album.join("scan.jxl"), [0xFF, 0x0A, 0xFA, 0x7F, 1, 2, 3]).unwrap();
     let archive = tmp.path().join("edge.mkv");
     let o = run(&[os("pack"), album.as_os_str(), archive.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -228,6 +232,11 @@ fn edge_cases_round_trip() {
         ("palette.bmp", "BMP with a palette"),
         ("cut short.png", "unreadable image header"),
         ("notes.txt", "not an image"),
+        (
+            "IMG_0001.HEIC",
+            "HEIF image (HEIC), which av1pack does not decode",
+        ),
+        ("scan.jxl", "JPEG XL image, which av1pack does not decode"),
     ] {
         let lines: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
         assert_eq!(lines.len(), 1, "{name} in {err}");
