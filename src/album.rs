@@ -326,20 +326,6 @@ fn undecoded_image(head: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// Reads until `buf` is full or the file ends; the number of bytes read.
-fn read_up_to(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Looks at a file's header (no pixel decoding) and decides whether it is coded as video.
 pub fn probe(path: &Path) -> Result<Probe, ScanError> {
     use image::ImageDecoder;
@@ -351,10 +337,10 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         .with_guessed_format()
         .map_err(io_err(path))?;
     let Some(fmt) = reader.format() else {
+        // The format guess left the reader at the file's start.
         let mut head = [0u8; 32];
-        let n = fs::File::open(path)
-            .and_then(|mut f| read_up_to(&mut f, &mut head))
-            .map_err(io_err(path))?;
+        let n =
+            crate::dedupe::read_full(&mut reader.into_inner(), &mut head).map_err(io_err(path))?;
         return Ok(Probe::Verbatim(match undecoded_image(&head[..n]) {
             Some(kind) => format!("{kind}, which av1pack does not decode"),
             None => "not an image".into(),

@@ -241,6 +241,7 @@ const XMP_APP1: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
 /// The iTXt keyword of an XMP packet in a PNG.
 pub const PNG_XMP_KEYWORD: &str = "XML:com.adobe.xmp";
 
+/// What of `blocks` (an image's kept metadata) a PNG written of it carries ([`PngCarried`]).
 pub fn png_carried(blocks: &[MetaBlock]) -> PngCarried {
     let mut out = PngCarried::default();
     // JPEG ICC pieces: (sequence number, count, bytes).

@@ -507,14 +507,14 @@ fn png_file(
 ) -> Result<Vec<u8>, RenderError> {
     let mut buf = Vec::with_capacity(pixels.len() / 2 + 1024);
     // A JPEG, WebP or TIFF original's profile, EXIF and XMP (`unpack --format png`).
-    let carried = crate::meta::png_carried(metadata);
+    let meta::PngCarried { icc, exif, xmp } = meta::png_carried(metadata);
     {
         let mut info = png::Info::with_size(w, h);
-        info.icc_profile = carried.icc.as_deref().map(std::borrow::Cow::Borrowed);
-        info.exif_metadata = carried.exif.as_deref().map(std::borrow::Cow::Borrowed);
+        info.icc_profile = icc.map(std::borrow::Cow::Owned);
+        info.exif_metadata = exif.map(std::borrow::Cow::Owned);
         let mut enc = png::Encoder::with_info(&mut buf, info)?;
-        if let Some(xmp) = &carried.xmp {
-            enc.add_itxt_chunk(crate::meta::PNG_XMP_KEYWORD.into(), xmp.clone())?;
+        if let Some(xmp) = xmp {
+            enc.add_itxt_chunk(meta::PNG_XMP_KEYWORD.into(), xmp)?;
         }
         enc.set_color(match (grey, alpha) {
             (true, false) => png::ColorType::Grayscale,

@@ -66,30 +66,6 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             _ => None,
         })
         .collect();
-    // Pixels of images (colour tiles and alpha planes) in the coded frames.
-    // Pixels of the images in the frames, each frame counted once (copies share theirs).
-    let mut framed = std::collections::HashSet::new();
-    let image_pixels: u64 = idx
-        .entries
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EntryKind::Image(img)
-                if img
-                    .tiles
-                    .first()
-                    .is_some_and(|t| framed.insert((t.track, t.frame, t.x, t.y))) =>
-            {
-                Some(
-                    img.tiles
-                        .iter()
-                        .chain(&img.alpha)
-                        .map(|t| u64::from(t.width) * u64::from(t.height))
-                        .sum::<u64>(),
-                )
-            }
-            _ => None,
-        })
-        .sum();
     let alpha_tracks: std::collections::BTreeSet<usize> = idx
         .entries
         .iter()
@@ -106,10 +82,10 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         .sum();
     // Copies share their original's stored bytes or frames.
     let mut storage = std::collections::HashSet::new();
-    let copies = idx
+    let is_copy: Vec<bool> = idx
         .entries
         .iter()
-        .filter(|e| match &e.kind {
+        .map(|e| match &e.kind {
             // Recoded PNGs of one group share its stored bytes, each at its own place.
             EntryKind::Verbatim { blob, .. } => {
                 let at = match blob.coding {
@@ -123,7 +99,25 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             }),
             _ => false,
         })
-        .count();
+        .collect();
+    let copies = is_copy.iter().filter(|&&c| c).count();
+    // Pixels of the images (colour tiles and alpha planes) in the coded frames, each frame
+    // counted once (a copy codes none).
+    let image_pixels: u64 = idx
+        .entries
+        .iter()
+        .zip(&is_copy)
+        .filter_map(|(e, &copy)| match &e.kind {
+            EntryKind::Image(img) if !copy => Some(
+                img.tiles
+                    .iter()
+                    .chain(&img.alpha)
+                    .map(|t| u64::from(t.width) * u64::from(t.height))
+                    .sum::<u64>(),
+            ),
+            _ => None,
+        })
+        .sum();
     let coding = |c: fn(&BlobCoding) -> bool| count_kept(idx, c);
     let info = Info {
         archive: a.archive.display().to_string(),
