@@ -173,7 +173,7 @@ fn score_dirs(
     upright: bool,
     jobs: usize,
 ) -> Result<Outcome, album::ScanError> {
-    let files: Vec<PathBuf> = album::walk(orig_root)?
+    let files: Vec<PathBuf> = album::walk(orig_root, &album::Exclude::nothing())?
         .items
         .into_iter()
         .filter(|i| match i.found {

@@ -52,21 +52,85 @@ pub struct Walk {
     pub skipped: Vec<PathBuf>,
 }
 
-/// Lists the album below `root`.
-pub fn walk(root: &Path) -> Result<Walk, ScanError> {
+/// An archive that may lie inside the album it is packed from or checked against: the walk
+/// leaves it out (an archive packed with `--force` into its own album would otherwise hold its
+/// previous version), and the unfinished files that packs writing it leave beside it.
+#[derive(Debug, Default)]
+pub struct Exclude {
+    /// (device, inode) of the archive, when it exists.
+    file: Option<(u64, u64)>,
+    /// (device, inode) of the archive's folder and the start of the names of its partial
+    /// files in it (`.NAME.`, ending in [`crate::partial::SUFFIX`]).
+    partials: Option<((u64, u64), Vec<u8>)>,
+}
+
+impl Exclude {
+    /// Nothing left out.
+    pub fn nothing() -> Exclude {
+        Exclude::default()
+    }
+
+    /// The archive at `path` (if it exists), and, with `partials`, the files a pack writing
+    /// it names `.NAME.….av1pack-partial` beside it.
+    pub fn archive(path: &Path, partials: bool) -> Exclude {
+        let id = |m: fs::Metadata| (m.dev(), m.ino());
+        let file = fs::metadata(path).ok().filter(|m| m.is_file()).map(id);
+        let partials = partials
+            .then(|| {
+                let parent = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let dir = fs::metadata(parent).ok().map(id)?;
+                let mut prefix = b".".to_vec();
+                prefix.extend_from_slice(path.file_name()?.as_bytes());
+                prefix.push(b'.');
+                Some((dir, prefix))
+            })
+            .flatten();
+        Exclude { file, partials }
+    }
+
+    /// Why the file `name` (in the folder `dir`) is left out, if it is.
+    fn leaves_out(&self, dir: (u64, u64), name: &[u8], meta: &fs::Metadata) -> Option<&str> {
+        if !meta.is_file() {
+            return None;
+        }
+        if self.file == Some((meta.dev(), meta.ino())) {
+            return Some("the archive itself");
+        }
+        self.partials
+            .as_ref()
+            .filter(|(d, prefix)| {
+                *d == dir
+                    && name.starts_with(prefix)
+                    && name.ends_with(crate::partial::SUFFIX.as_bytes())
+            })
+            .map(|_| "an unfinished archive of the same name")
+    }
+}
+
+/// Lists the album below `root`, without what `exclude` names.
+pub fn walk(root: &Path, exclude: &Exclude) -> Result<Walk, ScanError> {
     let meta = fs::metadata(root).map_err(io_err(root))?;
     if !meta.is_dir() {
         return Err(ScanError::NotDir(root.to_owned()));
     }
     let mut found = Walk::default();
-    walk_dir(root, &[], &mut found)?;
+    walk_dir(root, (meta.dev(), meta.ino()), &[], exclude, &mut found)?;
     if found.items.is_empty() {
         return Err(ScanError::Empty(root.to_owned()));
     }
     Ok(found)
 }
 
-fn walk_dir(dir: &Path, prefix: &[u8], found: &mut Walk) -> Result<(), ScanError> {
+fn walk_dir(
+    dir: &Path,
+    dir_id: (u64, u64),
+    prefix: &[u8],
+    exclude: &Exclude,
+    found: &mut Walk,
+) -> Result<(), ScanError> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(io_err(dir))?
         .map(|e| e.map(|e| e.file_name()))
@@ -76,6 +140,10 @@ fn walk_dir(dir: &Path, prefix: &[u8], found: &mut Walk) -> Result<(), ScanError
     for name in names {
         let abs = dir.join(&name);
         let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+        if let Some(why) = exclude.leaves_out(dir_id, name.as_bytes(), &meta) {
+            log::info!("{}: left out: {why}", crate::archive::printable(&abs));
+            continue;
+        }
         let mut rel = prefix.to_vec();
         if !rel.is_empty() {
             rel.push(b'/');
@@ -104,7 +172,7 @@ fn walk_dir(dir: &Path, prefix: &[u8], found: &mut Walk) -> Result<(), ScanError
                 mode,
                 found: Found::Dir,
             });
-            walk_dir(&abs, &rel, found)?;
+            walk_dir(&abs, (meta.dev(), meta.ino()), &rel, exclude, found)?;
         } else if ft.is_file() {
             found.items.push(Item {
                 rel,

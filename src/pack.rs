@@ -272,7 +272,7 @@ pub fn pack(
             return Err(PackError::Exists(dest.to_owned()));
         }
     }
-    let album::Walk { items, skipped } = album::walk(src)?;
+    let album::Walk { items, skipped } = album::walk(src, &album::Exclude::archive(dest, true))?;
     // A file with the same bytes as an earlier one is packed once: its entry takes the
     // earlier one's (frames or stored bytes), with its own name, time and mode.
     let copy_of = dedupe::copies(&items);

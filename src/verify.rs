@@ -227,7 +227,10 @@ pub fn verify(
     // What the folder holds and the archive does not (added since, or packed elsewhere).
     let packed: std::collections::HashSet<&[u8]> =
         index.entries.iter().map(|e| e.path.as_slice()).collect();
-    match crate::album::walk(originals) {
+    // The archive itself may lie in the folder (packed into its own album), and another
+    // pack's unfinished file of its name: neither is a file of the album.
+    let exclude = crate::album::Exclude::archive(archive.path(), true);
+    match crate::album::walk(originals, &exclude) {
         Ok(found) => {
             for item in found.items {
                 if !packed.contains(item.rel.as_slice()) {

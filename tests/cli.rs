@@ -1424,6 +1424,56 @@ fn pack_names_what_it_does_not_pack() {
     assert_eq!(names, ["a.png", "b.png"]);
 }
 
+/// An archive written into the album it packs is not packed into itself: packed again with
+/// `--force`, it holds the album's files only (not its previous version, nor the unfinished
+/// file of another pack of that name), and verify does not count it as a file of the folder.
+#[test]
+fn an_archive_inside_its_album_leaves_itself_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    pattern(64, 48, 1).save(album.join("a.png")).unwrap();
+    std::fs::write(album.join("notes.txt"), "kept").unwrap();
+    let dest = album.join("album.mkv");
+    let names = |archive: &Path| {
+        let out = tmp.path().join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        unpack(archive, &out);
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    pack(&album, &dest);
+    assert_eq!(names(&dest), ["a.png", "notes.txt"]);
+    let first = std::fs::metadata(&dest).unwrap().len();
+    // Another pack's unfinished archive of the same name, beside it.
+    let partial = album.join(".album.mkv.x1y2z3.av1pack-partial");
+    std::fs::write(&partial, b"half an archive").unwrap();
+    let log = pack_with(&["--force", "-v"], &album, &dest);
+    for needle in [
+        "album.mkv: left out: the archive itself",
+        "album.mkv.x1y2z3.av1pack-partial: left out: an unfinished archive of the same name",
+    ] {
+        assert!(log.contains(needle), "expected {needle:?} in {log}");
+    }
+    assert_eq!(names(&dest), ["a.png", "notes.txt"]);
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), first);
+    assert!(
+        partial.exists(),
+        "another pack's file is not removed while young"
+    );
+    let v = verify_json(&dest, &album);
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+    // Any other folder's archive is an ordinary file of the album.
+    std::fs::remove_file(&partial).unwrap();
+    let other = tmp.path().join("other.mkv");
+    pack(&album, &other);
+    assert_eq!(names(&other), ["a.png", "album.mkv", "notes.txt"]);
+}
+
 /// Names that are not UTF-8 or hold a newline are escaped in `-v` lines as in warnings: one
 /// line per file, and two names that differ only there stay apart.
 #[test]
