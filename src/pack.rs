@@ -725,11 +725,18 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-/// A JPEG's Lepton form or a PNG's `pngz` form, made to measure it, with the xxh3-64 of
-/// the file it was made from.
+/// A JPEG's Lepton or recoded form or a PNG's `pngz` form, made to measure it, with the
+/// xxh3-64 of the file it was made from.
 #[derive(Clone)]
 enum Recoded {
-    Lepton(Vec<u8>),
+    /// A JPEG's Lepton form; `searched`: recoding it in its own DCT was tried and gave
+    /// nothing smaller (not tried again when the file is stored).
+    Lepton {
+        coded: Vec<u8>,
+        searched: bool,
+    },
+    /// A JPEG recoded in its own DCT ([`VerbatimForm::Thinned`]), smaller than its Lepton form.
+    Thinned(Box<VerbatimForm>, u64),
     Png(Vec<u8>, u64),
     /// A `pngz::draft` (the zlib settings not searched for yet).
     PngDraft(Vec<u8>, u64),
@@ -738,7 +745,13 @@ enum Recoded {
 impl Recoded {
     fn len(&self) -> usize {
         match self {
-            Recoded::Lepton(b) | Recoded::Png(b, _) | Recoded::PngDraft(b, _) => b.len(),
+            Recoded::Lepton { coded: b, .. } | Recoded::Png(b, _) | Recoded::PngDraft(b, _) => {
+                b.len()
+            }
+            Recoded::Thinned(form, _) => match form.as_ref() {
+                VerbatimForm::Thinned { coded, .. } => coded.len(),
+                _ => usize::MAX,
+            },
         }
     }
 }
@@ -765,6 +778,7 @@ fn kept_reason(blob: &archive::Blob, reason: &str) -> String {
 
 /// How a kept file goes into the archive (worked out apart from writing, so that the Lepton
 /// work of several files can run in parallel).
+#[derive(Clone)]
 enum VerbatimForm {
     /// A checked Lepton (JPEG), `pngz` (PNG) or zstd form, and how it is coded (with the
     /// original's size and hash).
@@ -862,15 +876,20 @@ fn verbatim_form(
         });
     }
     // The Lepton form measures what keeping the file exactly takes; it is checked (decoded
-    // and compared) only if the file is kept exactly.
-    let exact = match recoded {
-        Some(Recoded::Lepton(coded)) => Some(coded),
-        _ => crate::lepton::encode(&data),
+    // and compared) only if the file is kept exactly. A form recoded in its own DCT that a
+    // GOP's budget measured is taken as it is (it was checked when made).
+    let (exact, searched) = match recoded {
+        Some(Recoded::Thinned(form, made_from)) if made_from == hash => return Ok(*form),
+        Some(Recoded::Lepton { coded, searched }) => (Some(coded), searched),
+        _ => (crate::lepton::encode(&data), false),
     };
     let kept = exact
         .as_ref()
         .map_or(data.len(), |c| c.len().min(data.len()));
-    if let Some(form) = thin.and_then(|thin| thinned_form(item, &data, thin, kept)) {
+    if let Some(form) = thin
+        .filter(|_| !searched)
+        .and_then(|thin| thinned_form(item, &data, thin, kept))
+    {
         return Ok(form);
     }
     Ok(
@@ -882,6 +901,29 @@ fn verbatim_form(
             None => VerbatimForm::Bytes(data),
         },
     )
+}
+
+/// What keeping a JPEG takes, as a GOP's budget measures it: its Lepton form, or, with
+/// `thin`, its form recoded in its own DCT where that is smaller (the same search as when the
+/// file is stored, which then takes this form).
+fn jpeg_kept_form(item: &Item, bytes: &[u8], hash: u64, thin: Option<Thin>) -> Option<Recoded> {
+    let lepton = crate::lepton::encode(bytes);
+    let Some(thin) = thin else {
+        return lepton.map(|coded| Recoded::Lepton {
+            coded,
+            searched: false,
+        });
+    };
+    let kept = lepton
+        .as_ref()
+        .map_or(bytes.len(), |c| c.len().min(bytes.len()));
+    match thinned_form(item, bytes, thin, kept) {
+        Some(form) => Some(Recoded::Thinned(Box::new(form), hash)),
+        None => lepton.map(|coded| Recoded::Lepton {
+            coded,
+            searched: true,
+        }),
+    }
 }
 
 /// A JPEG recoded in its own DCT to the quality `target` and Lepton-compressed, if that is
@@ -1618,6 +1660,8 @@ struct Budget {
     raw: u64,
     /// The part of `raw` that is JPEG files.
     jpeg: u64,
+    /// The least share of its size a JPEG file can be kept in ([`jpeg_floor`]).
+    jpeg_floor: (u64, u64),
     /// The part of `raw` that is PNG files.
     png: u64,
     /// `raw` with the JPEG and PNG files at their recoded size, once measured.
@@ -1629,8 +1673,8 @@ struct Budget {
 impl Budget {
     /// What keeping the files takes, when that is no more than `coded` bytes of frames (plus
     /// the overhead); `None` when coding is smaller. `measure` gives the exact size (JPEGs and
-    /// PNGs at their recoded size), called only when the files' own size, [`LEPTON_FLOOR`] of
-    /// the JPEGs' and nothing of the PNGs' do not decide, nor the PNGs' drafts (`drafts`,
+    /// PNGs at their recoded size), called only when the files' own size, the JPEGs' floor
+    /// ([`jpeg_floor`]) and nothing of the PNGs' do not decide, nor the PNGs' drafts (`drafts`,
     /// which spare the zlib settings search, most of a PNG's measuring), and remembered in
     /// `exact`.
     fn beats(&mut self, coded: u64, mut measure: impl FnMut(Measure) -> u64) -> Option<u64> {
@@ -1640,7 +1684,8 @@ impl Budget {
         }
         // A PNG of text or a user interface recodes to a fifth of its size or less: no
         // floor is safe for PNGs but their drafts.
-        let floor = self.raw - self.jpeg - self.png + self.jpeg * LEPTON_FLOOR.0 / LEPTON_FLOOR.1;
+        let floor =
+            self.raw - self.jpeg - self.png + self.jpeg * self.jpeg_floor.0 / self.jpeg_floor.1;
         if total < floor {
             return None;
         }
@@ -1657,7 +1702,7 @@ impl Budget {
 
 /// What [`Budget::beats`] asks to be measured.
 enum Measure {
-    /// The files with PNGs at their drafts' size and JPEGs at [`LEPTON_FLOOR`] of theirs.
+    /// The files with PNGs at their drafts' size and JPEGs at their floor ([`jpeg_floor`]).
     Drafts,
     /// The files as the archive would keep them.
     Exact,
@@ -1674,6 +1719,20 @@ fn tile_share(r: &Ready, bytes: u64) -> u64 {
 /// Lepton shrinks a JPEG file by 17 to 29 % on the corpora measured; coding that beats
 /// this fraction of the JPEG files' size wins without measuring them.
 const LEPTON_FLOOR: (u64, u64) = (3, 5);
+
+/// Recoded in its own DCT, a JPEG can take less again (burst frames at 90: half their size;
+/// at lower targets less): below this fraction coding wins without measuring.
+const THINNED_FLOOR: (u64, u64) = (1, 5);
+
+/// The fraction of a JPEG file's size below which coding wins without measuring what keeping
+/// it takes.
+fn jpeg_floor(opts: &PackOptions) -> (u64, u64) {
+    if opts.thin_target().is_some() {
+        THINNED_FLOOR
+    } else {
+        LEPTON_FLOOR
+    }
+}
 
 /// One tile of a GOP after decoding: its served file and score (and its pixels, for images
 /// in several tiles).
@@ -1881,6 +1940,7 @@ impl GopCoder<'_> {
             overhead: metadata + alpha_bytes,
             raw: original,
             jpeg,
+            jpeg_floor: jpeg_floor(self.opts),
             png,
             exact: None,
             drafts: None,
@@ -2095,8 +2155,8 @@ impl GopCoder<'_> {
     }
 
     /// A floor of what keeping the batch's files takes: PNGs at their drafts' size (made here
-    /// in parallel, and kept to be settled if it comes to that), JPEGs at [`LEPTON_FLOOR`] of
-    /// theirs, shares of it for tiles.
+    /// in parallel, and kept to be settled if it comes to that), JPEGs at their floor
+    /// ([`jpeg_floor`]), shares of it for tiles.
     fn kept_at_least(&mut self, batch: &[Ready]) -> u64 {
         let mut todo: Vec<usize> = batch
             .iter()
@@ -2126,7 +2186,10 @@ impl GopCoder<'_> {
                         .get(&r.job.item)
                         .or_else(|| self.draft_sizes.get(&r.job.item))
                         .map_or(r.file_size, |&n| n.min(r.file_size)),
-                    ImageFormat::Jpeg => r.file_size * LEPTON_FLOOR.0 / LEPTON_FLOOR.1,
+                    ImageFormat::Jpeg => {
+                        let (num, den) = jpeg_floor(self.opts);
+                        r.file_size * num / den
+                    }
                     _ => r.file_size,
                 };
                 tile_share(r, whole)
@@ -2134,8 +2197,9 @@ impl GopCoder<'_> {
             .sum()
     }
 
-    /// The batch's files as the archive would keep them: JPEGs at their Lepton size and PNGs
-    /// at their recoded size (where that takes them and is smaller), shares of it for tiles.
+    /// The batch's files as the archive would keep them: JPEGs at their Lepton size, or
+    /// recoded in their own DCT where pack does that and it is smaller, and PNGs at their
+    /// recoded size (where that takes them and is smaller), shares of it for tiles.
     fn kept_exactly(&mut self, batch: &[Ready]) -> u64 {
         let recodes = |f: ImageFormat| matches!(f, ImageFormat::Jpeg | ImageFormat::Png);
         // The files not measured yet, recoded in parallel (PNGs from their drafts, if made).
@@ -2151,11 +2215,16 @@ impl GopCoder<'_> {
             .map(|(i, f)| (i, f, self.kept_forms.remove(&i)))
             .collect();
         let items = self.items;
+        // The same first guess as the files of this GOP get if they are stored.
+        let thin = self.opts.thin_target().map(|target| Thin {
+            target,
+            hint: self.thin_hint,
+        });
         let coded = self.recode_each(&jobs, |(i, format, made)| {
             let bytes = std::fs::read(&items[*i].abs).ok()?;
             let hash = xxh3_64(&bytes);
             match (format, made) {
-                (ImageFormat::Jpeg, _) => crate::lepton::encode(&bytes).map(Recoded::Lepton),
+                (ImageFormat::Jpeg, _) => jpeg_kept_form(&items[*i], &bytes, hash, thin),
                 // Checked by decoding only if the file is kept (`verbatim_form`).
                 (_, Some(Recoded::PngDraft(d, from))) if *from == hash => {
                     crate::pngz::settle(d.clone(), &bytes).map(|c| Recoded::Png(c, hash))
@@ -2558,6 +2627,7 @@ mod tests {
             overhead,
             raw,
             jpeg,
+            jpeg_floor: LEPTON_FLOOR,
             png,
             exact: None,
             drafts: None,
