@@ -1,0 +1,307 @@
+//! Files kept as files: their stored forms (Lepton, JPEGs recoded in their own DCT, recoded
+//! PNGs, zstd, as they are) and writing them into the archive.
+
+use super::*;
+
+/// A JPEG's Lepton or recoded form or a PNG's `pngz` form, made to measure it, with the
+/// xxh3-64 of the file it was made from.
+#[derive(Clone)]
+pub(super) enum Recoded {
+    /// A JPEG's Lepton form; `searched`: recoding it in its own DCT was tried and gave
+    /// nothing smaller (not tried again when the file is stored).
+    Lepton {
+        coded: Vec<u8>,
+        searched: bool,
+    },
+    /// A JPEG recoded in its own DCT ([`VerbatimForm::Thinned`]), smaller than its Lepton form.
+    Thinned(Box<VerbatimForm>, u64),
+    Png(Vec<u8>, u64),
+    /// A `pngz::draft` (the zlib settings not searched for yet).
+    PngDraft(Vec<u8>, u64),
+}
+
+impl Recoded {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Recoded::Lepton { coded: b, .. } | Recoded::Png(b, _) | Recoded::PngDraft(b, _) => {
+                b.len()
+            }
+            Recoded::Thinned(form, _) => match form.as_ref() {
+                VerbatimForm::Thinned { coded, .. } => coded.len(),
+                _ => usize::MAX,
+            },
+        }
+    }
+}
+
+/// How kept JPEGs are recoded in their own DCT: the score to reach, and the share of
+/// coefficients a JPEG stored before took (a first guess: similar images take similar shares;
+/// taken from the files stored in order, never from files recoded side by side, so that the
+/// archive does not depend on which finishes first).
+#[derive(Clone, Copy)]
+pub(super) struct Thin {
+    pub(super) target: f64,
+    pub(super) hint: Option<f64>,
+}
+
+/// The reason a kept file's entry records: why it was not coded as video; none for a JPEG
+/// recoded in its own DCT, whose coding says what it is (`Blob::describe`), so that the
+/// index, held by the mount and written twice, does not repeat it for every such file.
+pub(super) fn kept_reason(blob: &archive::Blob, reason: &str) -> String {
+    match blob.coding {
+        archive::BlobCoding::JpegThinned { .. } => String::new(),
+        _ => reason.to_string(),
+    }
+}
+
+/// How a kept file goes into the archive (worked out apart from writing, so that the Lepton
+/// work of several files can run in parallel).
+#[derive(Clone)]
+pub(super) enum VerbatimForm {
+    /// A checked Lepton (JPEG), `pngz` (PNG) or zstd form, and how it is coded (with the
+    /// original's size and hash).
+    Coded {
+        coded: Vec<u8>,
+        coding: archive::BlobCoding,
+    },
+    /// A JPEG recoded in its own DCT, Lepton-compressed and checked, and the share of its
+    /// coefficients thinned.
+    Thinned {
+        coded: Vec<u8>,
+        coding: archive::BlobCoding,
+        share: f64,
+    },
+    /// A PNG's checked recoded form as a member of a group (`pngz::member`), with the
+    /// file's size and hash.
+    PngMember {
+        member: Vec<u8>,
+        size: u64,
+        hash: u64,
+    },
+    /// The file's bytes, read already.
+    Bytes(Vec<u8>),
+    /// Streamed from the file as it is written.
+    File,
+}
+
+pub(super) fn io_error(item: &Item) -> impl Fn(io::Error) -> PackError + '_ {
+    |error| PackError::Io {
+        path: item.abs.clone(),
+        error,
+    }
+}
+
+/// Reads a kept file and, for a JPEG, makes (or checks) its Lepton form, for a PNG its
+/// `pngz` form; any other file (or a PNG that does not recode) is zstd-compressed when its
+/// start promises that it pays. `thin`: the score a JPEG recoded in its own DCT must reach
+/// (`None`: JPEGs are kept exactly); the recoded file is taken where its Lepton form is
+/// smaller than the original's.
+pub(super) fn verbatim_form(
+    item: &Item,
+    mut recoded: Option<Recoded>,
+    thin: Option<Thin>,
+) -> Result<VerbatimForm, PackError> {
+    let io_err = io_error(item);
+    let mut f = File::open(&item.abs).map_err(&io_err)?;
+    let len = f.metadata().map_err(&io_err)?.len();
+    let mut head = Vec::with_capacity(compress::PROBE);
+    (&mut f)
+        .take(compress::PROBE as u64)
+        .read_to_end(&mut head)
+        .map_err(&io_err)?;
+    let jpeg = len <= crate::lepton::MAX_SIZE as u64 && head.starts_with(&[0xFF, 0xD8, 0xFF]);
+    let png = len <= crate::pngz::MAX_SIZE as u64 && crate::pngz::is_png(&head);
+    let squeeze = !jpeg && len <= compress::MAX_SIZE as u64 && compress::promising(&head);
+    if !jpeg && !png && !squeeze {
+        return Ok(VerbatimForm::File);
+    }
+    let mut data = Vec::with_capacity(len as usize);
+    f.seek(SeekFrom::Start(0)).map_err(&io_err)?;
+    f.read_to_end(&mut data).map_err(&io_err)?;
+    if data.len() as u64 != len {
+        return Err(io_err(std::io::Error::other(
+            "the file changed while it was read",
+        )));
+    }
+    let hash = xxh3_64(&data);
+    if png {
+        let coded = match recoded.take() {
+            Some(Recoded::Png(coded, made_from)) if made_from == hash => Some(coded),
+            Some(Recoded::PngDraft(draft, made_from)) if made_from == hash => {
+                crate::pngz::settle(draft, &data)
+            }
+            _ => crate::pngz::measure(&data),
+        };
+        // Stored as a member of a group with other PNGs, checked in that form.
+        if let Some(member) = coded.and_then(|c| crate::pngz::checked_member(&c, &data)) {
+            return Ok(VerbatimForm::PngMember {
+                member,
+                size: len,
+                hash,
+            });
+        }
+        if !squeeze {
+            return Ok(VerbatimForm::Bytes(data));
+        }
+    }
+    if squeeze {
+        return Ok(match compress::compress(&data) {
+            Some(coded) => VerbatimForm::Coded {
+                coded,
+                coding: archive::BlobCoding::Zstd { size: len, hash },
+            },
+            None => VerbatimForm::Bytes(data),
+        });
+    }
+    // The Lepton form measures what keeping the file exactly takes; it is checked (decoded
+    // and compared) only if the file is kept exactly. A form recoded in its own DCT that a
+    // GOP's budget measured is taken as it is (it was checked when made).
+    let (exact, searched) = match recoded {
+        Some(Recoded::Thinned(form, made_from)) if made_from == hash => return Ok(*form),
+        Some(Recoded::Lepton { coded, searched }) => (Some(coded), searched),
+        _ => (crate::lepton::encode(&data), false),
+    };
+    let kept = exact
+        .as_ref()
+        .map_or(data.len(), |c| c.len().min(data.len()));
+    if let Some(form) = thin
+        .filter(|_| !searched)
+        .and_then(|thin| thinned_form(item, &data, thin, kept))
+    {
+        return Ok(form);
+    }
+    Ok(
+        match exact.and_then(|coded| crate::lepton::checked(coded, &data)) {
+            Some(coded) => VerbatimForm::Coded {
+                coded,
+                coding: archive::BlobCoding::Lepton { size: len, hash },
+            },
+            None => VerbatimForm::Bytes(data),
+        },
+    )
+}
+
+/// What keeping a JPEG takes, as a GOP's budget measures it: its Lepton form, or, with
+/// `thin`, its form recoded in its own DCT where that is smaller (the same search as when the
+/// file is stored, which then takes this form).
+pub(super) fn jpeg_kept_form(
+    item: &Item,
+    bytes: &[u8],
+    hash: u64,
+    thin: Option<Thin>,
+) -> Option<Recoded> {
+    let lepton = crate::lepton::encode(bytes);
+    let Some(thin) = thin else {
+        return lepton.map(|coded| Recoded::Lepton {
+            coded,
+            searched: false,
+        });
+    };
+    let kept = lepton
+        .as_ref()
+        .map_or(bytes.len(), |c| c.len().min(bytes.len()));
+    match thinned_form(item, bytes, thin, kept) {
+        Some(form) => Some(Recoded::Thinned(Box::new(form), hash)),
+        None => lepton.map(|coded| Recoded::Lepton {
+            coded,
+            searched: true,
+        }),
+    }
+}
+
+/// A JPEG recoded in its own DCT to the quality `target` and Lepton-compressed, if that is
+/// smaller than `kept` bytes (what keeping it exactly takes). Files with data after the image,
+/// or that libjpeg-turbo does not take whole, are kept exactly (logged).
+pub(super) fn thinned_form(
+    item: &Item,
+    data: &[u8],
+    thin: Thin,
+    kept: usize,
+) -> Option<VerbatimForm> {
+    let name = archive::printable(&item.abs);
+    let thinned = match crate::jpegthin::search(data, thin.target, thin.hint) {
+        Ok(Some(t)) => t,
+        Ok(None) => return None,
+        Err(e) => {
+            log::info!("{name}: kept exactly, not recoded: {e}");
+            return None;
+        }
+    };
+    let coded = crate::lepton::compress(&thinned.bytes)?;
+    if coded.len() >= kept {
+        return None;
+    }
+    log::info!(
+        "{name}: recoded in its own DCT, {} -> {} bytes stored (SSIMULACRA2 {:.2})",
+        kept,
+        coded.len(),
+        thinned.ssimulacra2
+    );
+    Some(VerbatimForm::Thinned {
+        coded,
+        share: thinned.share,
+        coding: archive::BlobCoding::JpegThinned {
+            size: thinned.bytes.len() as u64,
+            hash: xxh3_64(&thinned.bytes),
+            score_centi: (thinned.ssimulacra2 * 100.0).floor().clamp(0.0, 10_000.0) as u32,
+            original_size: data.len() as u64,
+        },
+    })
+}
+
+/// Writes a kept file in the form made for it; for a JPEG recoded in its own DCT, `hint`
+/// becomes the share it took (the next search's first guess, in storing order).
+pub(super) fn write_verbatim(
+    writer: &mut ArchiveWriter,
+    item: &Item,
+    form: VerbatimForm,
+    hint: &mut Option<f64>,
+) -> Result<archive::Blob, PackError> {
+    let name = String::from_utf8_lossy(&item.rel).into_owned();
+    if let VerbatimForm::Thinned { share, .. } = form {
+        *hint = Some(share);
+    }
+    match form {
+        VerbatimForm::Coded { coded, coding } | VerbatimForm::Thinned { coded, coding, .. } => {
+            let mut blob = writer.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
+            blob.coding = coding;
+            Ok(blob)
+        }
+        VerbatimForm::PngMember { member, size, hash } => {
+            Ok(writer.add_png_member(&member, size, hash)?)
+        }
+        VerbatimForm::Bytes(data) => {
+            Ok(writer.add_blob(&name, &mut data.as_slice(), data.len() as u64)?)
+        }
+        VerbatimForm::File => {
+            // Streamed: an error reading the file is the file's, any other the archive's (a
+            // full disk must not be blamed on an album file).
+            let io_err = io_error(item);
+            let f = File::open(&item.abs).map_err(&io_err)?;
+            let len = f.metadata().map_err(&io_err)?.len();
+            let mut source = SourceFile {
+                file: f,
+                failed: false,
+            };
+            match writer.add_blob(&name, &mut source, len) {
+                Ok(blob) => Ok(blob),
+                Err(archive::WriteError::Io(error)) if source.failed => Err(io_err(error)),
+                Err(e) => Err(PackError::Write(e)),
+            }
+        }
+    }
+}
+
+/// A kept file read into the archive, remembering whether reading it failed.
+pub(super) struct SourceFile {
+    pub(super) file: File,
+    pub(super) failed: bool,
+}
+
+impl io::Read for SourceFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf);
+        self.failed |= n.is_err();
+        n
+    }
+}
