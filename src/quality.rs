@@ -1,6 +1,8 @@
 //! Image quality scores: SSIMULACRA2 (perceptual; 90 = visually lossless) and PSNR.
 
 use image::RgbImage;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QualityError {
@@ -61,15 +63,58 @@ fn to_linear(img: &RgbImage) -> Result<ssimulacra2::LinearRgb, QualityError> {
 }
 
 /// Images larger than this many pixels are scored tile by tile (SSIMULACRA2 needs about
-/// 200 bytes of working memory per pixel: a 12 MP photo would need over 2 GB at once).
+/// 160 bytes of working memory per pixel: a 12 MP photo would need about 2 GB at once).
 pub const MAX_WHOLE_PIXELS: u64 = 1_500_000;
 /// Side of the square tiles large images are scored in.
 pub const TILE: u32 = 1024;
+/// Where [`TILE`] would make tiles of more than [`MAX_TILE_PIXELS`] (photos of 12 MP: 1 MP
+/// tiles), tiles of this side instead (0.4 MP there): two of them, scored side by side, take
+/// less memory than one tile of 1 MP did.
+pub const SMALL_TILE: u32 = 724;
+/// The largest tile [`TILE`] may make (a 4K frame's tiles, 960×720, stay as they are).
+pub const MAX_TILE_PIXELS: u64 = 786_432;
+/// Tiles scored at the same time in the whole process, whichever threads score them: the
+/// memory of scoring stays that of two tiles however many images are scored side by side.
+const SCORING_SLOTS: usize = 2;
+
+/// A counting semaphore of [`SCORING_SLOTS`] (a poisoned lock is taken over: the count
+/// stays right, as nothing panics while holding it).
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+static SLOTS: Slots = Slots {
+    used: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+/// One of the [`SLOTS`], given back when dropped.
+struct Slot;
+
+impl Slots {
+    fn take(&'static self) -> Slot {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used >= SCORING_SLOTS {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(1);
+        SLOTS.freed.notify_one();
+    }
+}
 
 /// Scores `distorted` against `original`. Images under 8×8 pixels (too small for
 /// SSIMULACRA2) are scored by enlarging both by pixel replication; images over
-/// [`MAX_WHOLE_PIXELS`] get the worst score of their [`TILE`]-sized tiles (a conservative
-/// score: every region must be good).
+/// [`MAX_WHOLE_PIXELS`] get the worst score of their tiles ([`tiles`]; a conservative
+/// score: every region must be good), scored on two threads.
 pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, QualityError> {
     if original.dimensions() != distorted.dimensions() {
         return Err(QualityError::Dimensions(
@@ -88,16 +133,7 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     }
     let (w, h) = original.dimensions();
     let ssimulacra2 = if u64::from(w) * u64::from(h) > MAX_WHOLE_PIXELS {
-        let mut worst = f64::INFINITY;
-        for (x, tw) in spans(w) {
-            for (y, th) in spans(h) {
-                let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
-                let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
-                if a.as_raw() != b.as_raw() {
-                    worst = worst.min(ssimulacra2_of(&a, &b)?);
-                }
-            }
-        }
+        let worst = worst_tile(original, distorted, &tiles(w, h))?;
         if worst.is_finite() {
             worst
         } else {
@@ -109,9 +145,67 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     Ok(Scores { ssimulacra2, psnr })
 }
 
-/// Splits a side into tiles of about [`TILE`] pixels (the last one at least half a tile).
-fn spans(side: u32) -> Vec<(u32, u32)> {
-    let n = side.div_ceil(TILE).max(1);
+/// The tiles (x, y, width, height) a large image is scored in: about [`TILE`] pixels a side,
+/// or [`SMALL_TILE`] where those would be over [`MAX_TILE_PIXELS`].
+pub fn tiles(w: u32, h: u32) -> Vec<(u32, u32, u32, u32)> {
+    let grid = |side: u32| -> Vec<(u32, u32, u32, u32)> {
+        let rows = spans(h, side);
+        spans(w, side)
+            .into_iter()
+            .flat_map(|(x, tw)| rows.iter().map(move |&(y, th)| (x, y, tw, th)))
+            .collect()
+    };
+    let large = grid(TILE);
+    if large
+        .iter()
+        .any(|&(_, _, tw, th)| u64::from(tw) * u64::from(th) > MAX_TILE_PIXELS)
+    {
+        grid(SMALL_TILE)
+    } else {
+        large
+    }
+}
+
+/// The lowest score of the `tiles` that differ (infinity if none does), scored on up to two
+/// threads, each tile holding one of the process's [`SLOTS`] while it is scored.
+fn worst_tile(
+    original: &RgbImage,
+    distorted: &RgbImage,
+    tiles: &[(u32, u32, u32, u32)],
+) -> Result<f64, QualityError> {
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<f64, QualityError> {
+        let mut worst = f64::INFINITY;
+        while let Some(&(x, y, tw, th)) = tiles.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
+            let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
+            if a.as_raw() != b.as_raw() {
+                let _slot = SLOTS.take();
+                worst = worst.min(ssimulacra2_of(&a, &b)?);
+            }
+        }
+        Ok(worst)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, SCORING_SLOTS)
+        .min(tiles.len().max(1));
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut worst = work()?;
+        for h in helpers {
+            let theirs = h
+                .join()
+                .map_err(|_| QualityError::Ssimulacra2("a scoring thread panicked".into()))??;
+            worst = worst.min(theirs);
+        }
+        Ok(worst)
+    })
+}
+
+/// Splits a side into spans of about `tile` pixels (the last one at least half a tile).
+fn spans(side: u32, tile: u32) -> Vec<(u32, u32)> {
+    let n = side.div_ceil(tile).max(1);
     let base = side / n;
     let extra = side % n;
     let mut out = Vec::with_capacity(n as usize);
@@ -266,17 +360,44 @@ mod tests {
 
     #[test]
     fn spans_cover_the_side_exactly() {
-        for side in [1u32, 7, 1024, 1025, 3000, 4000, 20000] {
-            let sp = spans(side);
-            assert_eq!(sp[0].0, 0);
-            assert_eq!(sp.iter().map(|s| s.1).sum::<u32>(), side);
-            for w in sp.windows(2) {
-                assert_eq!(w[0].0 + w[0].1, w[1].0);
+        for tile in [TILE, SMALL_TILE] {
+            for side in [1u32, 7, 1024, 1025, 3000, 4000, 20000] {
+                let sp = spans(side, tile);
+                assert_eq!(sp[0].0, 0);
+                assert_eq!(sp.iter().map(|s| s.1).sum::<u32>(), side);
+                for w in sp.windows(2) {
+                    assert_eq!(w[0].0 + w[0].1, w[1].0);
+                }
+                assert!(
+                    sp.iter().all(|s| s.1 <= tile && (s.1 >= 8 || side < 8)),
+                    "{side}: {sp:?}"
+                );
             }
-            assert!(
-                sp.iter().all(|s| s.1 <= TILE && (s.1 >= 8 || side < 8)),
-                "{side}: {sp:?}"
-            );
+        }
+    }
+
+    /// Frames up to 4K keep their 1024-pixel tiles; a 12 MP photo is cut in tiles of at most
+    /// 0.75 MP (two scored side by side take less memory than one of its 1 MP tiles did).
+    #[test]
+    fn photos_are_cut_in_tiles_two_of_which_fit_where_one_did() {
+        let area = |t: &[(u32, u32, u32, u32)]| -> u64 {
+            t.iter()
+                .map(|&(_, _, w, h)| u64::from(w) * u64::from(h))
+                .sum()
+        };
+        let hd = tiles(1920, 1080);
+        assert_eq!(hd.len(), 4);
+        assert!(hd.iter().all(|&(_, _, w, h)| (w, h) == (960, 540)));
+        let uhd = tiles(3840, 2160);
+        assert!(uhd.iter().all(|&(_, _, w, h)| (w, h) == (960, 720)));
+        for (w, h) in [(4000u32, 3000u32), (3000, 4000), (6000, 4000), (2600, 1900)] {
+            let t = tiles(w, h);
+            assert_eq!(area(&t), u64::from(w) * u64::from(h), "{w}x{h}");
+            let largest = t
+                .iter()
+                .map(|&(_, _, w, h)| u64::from(w) * u64::from(h))
+                .max();
+            assert!(largest.unwrap() <= (1 << 20) / 2, "{w}x{h}: {t:?}");
         }
     }
 
@@ -335,9 +456,8 @@ mod tests {
             let n = ((x * 7 + y * 13) % if heavy { 41 } else { 5 }) as u8;
             p.0[1] = p.0[1].saturating_add(n);
         }
-        let tiles = spans(w)
+        let tiles = tiles(w, h)
             .into_iter()
-            .flat_map(|(x, tw)| spans(h).into_iter().map(move |(y, th)| (x, y, tw, th)))
             .map(|(x, y, tw, th)| {
                 let ta = image::imageops::crop_imm(&a, x, y, tw, th).to_image();
                 let tb = image::imageops::crop_imm(&b, x, y, tw, th).to_image();
