@@ -64,12 +64,13 @@ pub(super) enum VerbatimForm {
         coded: Vec<u8>,
         coding: archive::BlobCoding,
     },
-    /// A JPEG recoded in its own DCT, Lepton-compressed and checked, and the share of its
-    /// coefficients thinned.
+    /// A JPEG recoded in its own DCT, Lepton-compressed and checked, the share of its
+    /// coefficients thinned, and the bytes keeping it exactly would take.
     Thinned {
         coded: Vec<u8>,
         coding: archive::BlobCoding,
         share: f64,
+        exact: usize,
     },
     /// A PNG's checked recoded form as a member of a group (`pngz::member`), with the
     /// file's size and hash.
@@ -231,15 +232,10 @@ pub(super) fn thinned_form(
     if coded.len() >= kept {
         return None;
     }
-    log::info!(
-        "{name}: recoded in its own DCT, {} -> {} bytes stored (SSIMULACRA2 {:.2})",
-        kept,
-        coded.len(),
-        thinned.ssimulacra2
-    );
     Some(VerbatimForm::Thinned {
         coded,
         share: thinned.share,
+        exact: kept,
         coding: archive::BlobCoding::JpegThinned {
             size: thinned.bytes.len() as u64,
             hash: xxh3_64(&thinned.bytes),
@@ -258,8 +254,23 @@ pub(super) fn write_verbatim(
     hint: &mut Option<f64>,
 ) -> Result<archive::Blob, PackError> {
     let name = String::from_utf8_lossy(&item.rel).into_owned();
-    if let VerbatimForm::Thinned { share, .. } = form {
+    if let VerbatimForm::Thinned {
+        share,
+        exact,
+        ref coded,
+        ref coding,
+    } = form
+    {
         *hint = Some(share);
+        let score = match coding {
+            archive::BlobCoding::JpegThinned { score_centi, .. } => f64::from(*score_centi) / 100.0,
+            _ => f64::NAN,
+        };
+        log::info!(
+            "{}: recoded in its own DCT, {exact} -> {} bytes stored (SSIMULACRA2 {score:.2})",
+            archive::printable(&item.abs),
+            coded.len(),
+        );
     }
     match form {
         VerbatimForm::Coded { coded, coding } | VerbatimForm::Thinned { coded, coding, .. } => {
