@@ -167,7 +167,8 @@ pub fn tiles(w: u32, h: u32) -> Vec<(u32, u32, u32, u32)> {
 }
 
 /// The lowest score of the `tiles` that differ (infinity if none does), scored on up to two
-/// threads, each tile holding one of the process's [`SLOTS`] while it is scored.
+/// threads, each tile holding one of the process's [`SLOTS`] while it is scored. A helper
+/// thread that cannot be started leaves the work to this one; one that panics is an error.
 fn worst_tile(
     original: &RgbImage,
     distorted: &RgbImage,
@@ -181,7 +182,14 @@ fn worst_tile(
             let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
             if a.as_raw() != b.as_raw() {
                 let _slot = SLOTS.take();
-                worst = worst.min(ssimulacra2_of(&a, &b)?);
+                match ssimulacra2_of(&a, &b) {
+                    Ok(s) => worst = worst.min(s),
+                    Err(e) => {
+                        // The other thread stops at its next tile.
+                        next.store(tiles.len(), Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(worst)
@@ -191,15 +199,20 @@ fn worst_tile(
         .clamp(1, SCORING_SLOTS)
         .min(tiles.len().max(1));
     std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-        let mut worst = work()?;
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+            .collect();
+        let mut results = vec![work()];
         for h in helpers {
-            let theirs = h
-                .join()
-                .map_err(|_| QualityError::Ssimulacra2("a scoring thread panicked".into()))??;
-            worst = worst.min(theirs);
+            results.push(h.join().unwrap_or_else(|_| {
+                Err(QualityError::Ssimulacra2(
+                    "a scoring thread panicked".into(),
+                ))
+            }));
         }
-        Ok(worst)
+        results
+            .into_iter()
+            .try_fold(f64::INFINITY, |worst, r| r.map(|w| worst.min(w)))
     })
 }
 
