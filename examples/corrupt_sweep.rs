@@ -57,7 +57,10 @@ fn layout(a: &Archive) -> Layout {
                     }
                 }
             }
-            EntryKind::Dir | EntryKind::Symlink { .. } | EntryKind::Copy { .. } => {}
+            EntryKind::Dir
+            | EntryKind::Symlink { .. }
+            | EntryKind::Copy { .. }
+            | EntryKind::Link { .. } => {}
         }
         entries.push((e.path_lossy(), ranges));
     }

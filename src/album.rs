@@ -29,7 +29,11 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ScanError + '_ {
 pub enum Found {
     Dir,
     Symlink(Vec<u8>),
-    File { size: u64 },
+    File {
+        size: u64,
+        /// (device, inode) of a file with other names (hard links), else `None`.
+        inode: Option<(u64, u64)>,
+    },
 }
 
 /// One item of the album, as found on disk.
@@ -179,7 +183,10 @@ fn walk_dir(
                 abs,
                 mtime,
                 mode,
-                found: Found::File { size: meta.len() },
+                found: Found::File {
+                    size: meta.len(),
+                    inode: (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
+                },
             });
         } else {
             log::warn!(
@@ -190,6 +197,28 @@ fn walk_dir(
         }
     }
     Ok(())
+}
+
+/// For each item, the earlier item that is another name of the same file (a hard link to
+/// it), if any: the first name found stands for the file.
+pub fn hard_links(items: &[Item]) -> Vec<Option<usize>> {
+    let mut first = std::collections::HashMap::new();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item.found {
+            Found::File {
+                inode: Some(id), ..
+            } => match first.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                    None
+                }
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// How a file will be kept.

@@ -24,7 +24,7 @@ pub fn copies(items: &[Item]) -> Vec<Option<usize>> {
     let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         // Empty files are not worth it: they store nothing.
-        if let Found::File { size } = item.found {
+        if let Found::File { size, .. } = item.found {
             if size > 0 {
                 by_size.entry(size).or_default().push(i);
             }

@@ -17,8 +17,8 @@ pub fn nodes(archive: &Archive) -> Vec<NodeSpec> {
         .map(|(id, e)| NodeSpec {
             path: e.path.clone(),
             kind: match &e.kind {
-                // A decoded index holds no copies (they take their original's kind).
-                EntryKind::Dir | EntryKind::Copy { .. } => NodeKind::Dir,
+                // A decoded index holds no copies or links (they take their original's kind).
+                EntryKind::Dir | EntryKind::Copy { .. } | EntryKind::Link { .. } => NodeKind::Dir,
                 EntryKind::Symlink { target } => NodeKind::Symlink(target.clone()),
                 EntryKind::Verbatim { .. } | EntryKind::Image(_) => NodeKind::File,
             },

@@ -227,6 +227,34 @@ pub fn unpack(
         fail(index.entries[i].path_lossy(), why);
     }
 
+    // Hard links: each later name, written above with the same bytes, becomes another name of
+    // the first one's file, where both were written whole (else the copy stays).
+    let failed: std::collections::HashSet<String> = report
+        .lock()
+        .map(|r| r.failed.iter().map(|(p, _)| p.clone()).collect())
+        .unwrap_or_default();
+    for &(i, first) in &index.links {
+        let (Ok(i), Ok(first)) = (usize::try_from(i), usize::try_from(first)) else {
+            continue;
+        };
+        let (Some(e), Some(f)) = (index.entries.get(i), index.entries.get(first)) else {
+            continue;
+        };
+        let (Some(Some(rel)), Some(Some(first_rel))) = (targets.get(i), targets.get(first)) else {
+            continue;
+        };
+        if failed.contains(&e.path_lossy()) || failed.contains(&f.path_lossy()) {
+            continue;
+        }
+        if let Err(why) = tree.link_file(first_rel, rel) {
+            log::warn!(
+                "{}: kept as a copy, not a hard link of {}: {why}",
+                e.path_lossy(),
+                f.path_lossy()
+            );
+        }
+    }
+
     // Counts an entry restored, or reports why it was not.
     let settle = |e: &Entry, r: Result<(), String>, what: &str| match r {
         Ok(()) => {
@@ -640,6 +668,22 @@ impl<'a> Tree<'a> {
                 Err(err.to_string())
             }
         }
+    }
+
+    /// Makes the file at `rel`, written already, another name of the file at `first`: a hard
+    /// link made under a temporary name and renamed over it (so `rel` keeps its bytes if
+    /// linking fails).
+    fn link_file(&self, first: &Path, rel: &Path) -> Result<(), String> {
+        let (dir, path) = self.place(rel)?;
+        let source = self.root.join(first);
+        let (tmp, ()) = self
+            .create_temp(&dir, |tmp| fs::hard_link(&source, tmp))
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = fs::rename(tmp.path(), &path) {
+            tmp.discard();
+            return Err(e.to_string());
+        }
+        Ok(())
     }
 
     /// Makes the symlink `rel` → `link` with time `mtime`, and renames it into place.

@@ -1474,6 +1474,51 @@ fn an_archive_inside_its_album_leaves_itself_out() {
     assert_eq!(names(&other), ["a.png", "album.mkv", "notes.txt"]);
 }
 
+/// Hard links come back as hard links: two names of one file are one file again after unpack
+/// (one inode, two links), an image's as well as a kept file's, while a copy with the same
+/// bytes stays a file of its own. Both are stored once.
+#[test]
+fn hard_links_come_back_as_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(album.join("sub")).unwrap();
+    pattern(64, 48, 1).save(album.join("a.png")).unwrap();
+    std::fs::hard_link(album.join("a.png"), album.join("sub/a (link).png")).unwrap();
+    std::fs::write(album.join("notes.txt"), "the same notes").unwrap();
+    std::fs::hard_link(album.join("notes.txt"), album.join("sub/notes.txt")).unwrap();
+    std::fs::write(album.join("copy.txt"), "the same notes").unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack_with(&["--crf", "20"], &album, &archive);
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    let meta = |rel: &str| std::fs::metadata(out.join(rel)).unwrap();
+    for (first, other) in [
+        ("a.png", "sub/a (link).png"),
+        ("notes.txt", "sub/notes.txt"),
+    ] {
+        assert_eq!(meta(first).ino(), meta(other).ino(), "{other}");
+        assert_eq!(meta(first).nlink(), 2, "{first}");
+    }
+    assert_ne!(meta("copy.txt").ino(), meta("notes.txt").ino());
+    assert_eq!(meta("copy.txt").nlink(), 1);
+    assert_eq!(
+        std::fs::read(out.join("sub/notes.txt")).unwrap(),
+        b"the same notes"
+    );
+    assert_eq!(
+        std::fs::read(out.join("sub/a (link).png")).unwrap(),
+        std::fs::read(out.join("a.png")).unwrap()
+    );
+    let o = run(&[os("info"), archive.as_os_str()]);
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        info.contains(
+            "3 files stored once with an earlier file of the same bytes (2 of them hard links"
+        ),
+        "{info}"
+    );
+}
+
 /// Names that are not UTF-8 or hold a newline are escaped in `-v` lines as in warnings: one
 /// line per file, and two names that differ only there stay apart.
 #[test]

@@ -29,7 +29,10 @@ fn decode_golden(path: &str, version: u32) -> Index {
 
 fn resolved(mut idx: Index) -> Index {
     for i in 0..idx.entries.len() {
-        if let EntryKind::Copy { of } = idx.entries[i].kind {
+        if let EntryKind::Copy { of } | EntryKind::Link { of } = idx.entries[i].kind {
+            if matches!(idx.entries[i].kind, EntryKind::Link { .. }) {
+                idx.links.push((i as u64, of));
+            }
             idx.entries[i].kind = idx.entries[of as usize].kind.clone();
         }
     }
@@ -58,7 +61,25 @@ fn sample_copies() -> Vec<Entry> {
 }
 
 /// What version 10 added: a JPEG recoded in its own DCT, given back as that file.
+/// What version 12 added: a hard link (another name of the kept JPEG, entry 3), before the
+/// last entry.
 fn sample_index() -> Index {
+    let mut idx = sample_index_v11();
+    let at = idx.entries.len() - 1;
+    idx.entries.insert(
+        at,
+        Entry {
+            path: b"kept (another name).jpg".to_vec(),
+            mtime: Timestamp::default(),
+            mode: 0o644,
+            kind: EntryKind::Link { of: 3 },
+        },
+    );
+    idx
+}
+
+/// The sample of a version 11 index (and 10, whose bincode is the same).
+fn sample_index_v11() -> Index {
     let mut idx = sample_index_v9();
     idx.entries.push(Entry {
         path: b"burst/frame 2.jpg".to_vec(),
@@ -347,10 +368,13 @@ fn sample_index_without_copies() -> Index {
                 },
             },
         ],
+        links: Vec::new(),
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v11.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v12.bin");
+/// Written by the av1pack of format version 11 (kept, not regenerated).
+const GOLDEN_V11: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v11.bin");
 /// Written by the av1pack of format version 10 (kept, not regenerated).
 const GOLDEN_V10: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v10.bin");
 /// Written by the av1pack of format version 9 (kept, not regenerated).
@@ -378,7 +402,7 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 11);
+    assert_eq!(codec::FORMAT_VERSION, 12);
     // The bincode inside is pinned byte for byte; the zstd frame around it only as far as it
     // inflates to those bytes (another zstd build may compress them differently).
     assert!(
@@ -394,13 +418,13 @@ fn index_bytes_match_the_golden_file() {
 #[test]
 fn version_10_indexes_still_decode_and_11_is_smaller() {
     let v10 = std::fs::read(GOLDEN_V10).unwrap();
-    assert_eq!(decode_golden(GOLDEN_V10, 10), resolved(sample_index()));
+    assert_eq!(decode_golden(GOLDEN_V10, 10), resolved(sample_index_v11()));
     assert_eq!(
         codec::raw_payload(&v10).unwrap(),
-        codec::raw_payload(&codec::encode_index(&sample_index()).unwrap()).unwrap()
+        codec::raw_payload(&codec::encode_index(&sample_index_v11()).unwrap()).unwrap()
     );
     // A larger album's index: many entries that share folders and most fields.
-    let mut idx = sample_index();
+    let mut idx = sample_index_v11();
     let image = idx.entries[1].clone();
     idx.entries = (0..500)
         .map(|i| {
@@ -418,6 +442,35 @@ fn version_10_indexes_still_decode_and_11_is_smaller() {
         squeezed.len()
     );
     assert_eq!(codec::decode_index(&squeezed).unwrap(), idx);
+}
+
+/// Version 12 added hard links at the end of the entry kinds: a version 11 index decodes as it
+/// did, with no links; a link decodes to its file's kind and is listed in `links`.
+#[test]
+fn version_11_indexes_still_decode_and_links_resolve() {
+    let v11 = decode_golden(GOLDEN_V11, 11);
+    assert_eq!(v11, resolved(sample_index_v11()));
+    assert!(v11.links.is_empty());
+    let idx = codec::decode_index(&codec::encode_index(&sample_index()).unwrap()).unwrap();
+    let link = idx
+        .entries
+        .iter()
+        .position(|e| e.path == b"kept (another name).jpg")
+        .unwrap();
+    assert_eq!(idx.links, vec![(link as u64, 3)]);
+    assert_eq!(idx.entries[link].kind, idx.entries[3].kind);
+    // A link to a later entry, to itself or to a folder is refused.
+    for of in [link as u64, link as u64 + 1, 0] {
+        let mut bad = sample_index();
+        bad.entries[link].kind = EntryKind::Link { of };
+        assert!(
+            matches!(
+                codec::decode_index(&codec::encode_index(&bad).unwrap()),
+                Err(IndexError::Malformed(_))
+            ),
+            "link to {of}"
+        );
+    }
 }
 
 /// A payload whose checksum holds but that is not a zstd frame is malformed, not a panic.

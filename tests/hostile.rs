@@ -500,6 +500,7 @@ fn hostile_archive(path: &Path, entries: Vec<(&[u8], Option<&[u8]>)>) {
         },
         tracks: Vec::new(),
         entries: Vec::new(),
+        links: Vec::new(),
     };
     for (p, data) in entries {
         let kind = match data {

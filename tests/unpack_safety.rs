@@ -42,6 +42,7 @@ fn kind_of(a: &Archive, path: &str) -> &'static str {
         EntryKind::Dir => "dir",
         EntryKind::Symlink { .. } => "symlink",
         EntryKind::Copy { .. } => "copy",
+        EntryKind::Link { .. } => "link",
     }
 }
 

@@ -18,12 +18,14 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// 9: `MetaBlock::TiffTag` and `MetaBlock::WebpChunk` (a TIFF's tags and a WebP's ICC, EXIF
 /// and XMP chunks, carried into the file written back). 10: `BlobCoding::JpegThinned` (a JPEG
 /// recoded smaller in its own DCT, given back as that file). 11: the payload is a zstd frame of
-/// the same bincode (an index of a few hundred entries is about 0.4 of its size).
-pub const FORMAT_VERSION: u32 = 11;
+/// the same bincode (an index of a few hundred entries is about 0.4 of its size). 12: hard
+/// links (`EntryKind::Link`).
+pub const FORMAT_VERSION: u32 = 12;
 /// The first version whose payload is zstd-compressed.
 const SQUEEZED_SINCE: u32 = 11;
 /// The oldest version this av1pack reads: the payload of a version 3 index is, uncompressed,
-/// the bincode of a version 11 index that holds no `ColorModel::Rgb420`, no `EntryKind::Copy`,
+/// the bincode of a version 12 index that holds no `ColorModel::Rgb420`, no `EntryKind::Copy`
+/// or `EntryKind::Link`,
 /// no `BlobCoding::Png`, no `BlobCoding::PngGrouped`, no `MetaBlock::TiffTag` or `WebpChunk`
 /// and no `BlobCoding::JpegThinned` (each variant was added at the end, so the bytes decode
 /// alike).
@@ -147,21 +149,29 @@ pub fn decode_index(bytes: &[u8]) -> Result<Index, IndexError> {
     Ok(index)
 }
 
-/// Gives every copy entry its original's kind. A copy must follow its original, which must be
-/// a file; the metadata the copies repeat may not exceed [`MAX_INDEX_BYTES`] in all (checked
-/// before anything is repeated), so that a small hostile index cannot make a huge one in memory.
+/// Gives every copy and hard link entry its original's kind, and lists the links in
+/// `Index::links`. A copy or link must follow its original, which must be a file; the metadata
+/// they repeat may not exceed [`MAX_INDEX_BYTES`] in all (checked before anything is repeated),
+/// so that a small hostile index cannot make a huge one in memory.
 fn resolve_copies(index: &mut Index) -> Result<(), IndexError> {
     use super::EntryKind;
     let entries = &index.entries;
     let mut repeated = 0u64;
     let mut copies = Vec::new();
+    let mut links = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let EntryKind::Copy { of } = e.kind else {
+        let (EntryKind::Copy { of } | EntryKind::Link { of }) = e.kind else {
             continue;
         };
-        // The original, followed through earlier copies (pack writes none, but they resolve).
+        if matches!(e.kind, EntryKind::Link { .. }) {
+            links.push((i as u64, of));
+        }
+        // The original, followed through earlier copies and links (a link to a copy: the
+        // second name of a file whose bytes an earlier file has).
         let mut o = usize::try_from(of).ok().filter(|&o| o < i);
-        while let Some(EntryKind::Copy { of }) = o.map(|o| &entries[o].kind) {
+        while let Some(EntryKind::Copy { of } | EntryKind::Link { of }) =
+            o.map(|o| &entries[o].kind)
+        {
             o = usize::try_from(*of).ok().filter(|&next| Some(next) < o);
         }
         match o.map(|o| (o, &entries[o].kind)) {
@@ -186,6 +196,7 @@ fn resolve_copies(index: &mut Index) -> Result<(), IndexError> {
     for (i, o) in copies {
         index.entries[i].kind = index.entries[o].kind.clone();
     }
+    index.links = links;
     Ok(())
 }
 

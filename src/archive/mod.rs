@@ -31,6 +31,10 @@ pub struct Index {
     pub tracks: Vec<Track>,
     /// Entries in the deterministic order of the walk (parents before children).
     pub entries: Vec<Entry>,
+    /// Hard links as decoded: (entry, entry it is another name of), from the on-disk
+    /// `EntryKind::Link` entries. Not stored as such.
+    #[serde(skip)]
+    pub links: Vec<(u64, u64)>,
 }
 
 impl Index {
@@ -127,6 +131,12 @@ pub enum EntryKind {
     /// A file with the same bytes as entry `of` (an earlier file entry): stored once. Only on
     /// disk: decoding the index gives the copy entry `of`'s kind (format version 5).
     Copy {
+        of: u64,
+    },
+    /// Another name of entry `of`'s file (an earlier file entry): a hard link, stored once.
+    /// Only on disk: decoding gives it entry `of`'s kind and records the pair in
+    /// [`Index::links`] (format version 12).
+    Link {
         of: u64,
     },
 }
@@ -466,7 +476,10 @@ impl Entry {
     pub fn served_size(&self) -> u64 {
         match &self.kind {
             // A decoded index holds no copies (they take their original's kind).
-            EntryKind::Dir | EntryKind::Symlink { .. } | EntryKind::Copy { .. } => 0,
+            EntryKind::Dir
+            | EntryKind::Symlink { .. }
+            | EntryKind::Copy { .. }
+            | EntryKind::Link { .. } => 0,
             EntryKind::Verbatim { blob, .. } => blob.file_size(),
             EntryKind::Image(img) => img.rendered.size,
         }
@@ -475,7 +488,10 @@ impl Entry {
     /// Size of the original file.
     pub fn original_size(&self) -> u64 {
         match &self.kind {
-            EntryKind::Dir | EntryKind::Symlink { .. } | EntryKind::Copy { .. } => 0,
+            EntryKind::Dir
+            | EntryKind::Symlink { .. }
+            | EntryKind::Copy { .. }
+            | EntryKind::Link { .. } => 0,
             EntryKind::Verbatim { blob, .. } => match blob.coding {
                 BlobCoding::JpegThinned { original_size, .. } => original_size,
                 _ => blob.file_size(),

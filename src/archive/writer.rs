@@ -794,6 +794,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            links: Vec::new(),
         };
         w.finish(&mut index).unwrap();
         let a = Archive::open(&path).unwrap();

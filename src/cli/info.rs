@@ -39,6 +39,8 @@ struct Info<'a> {
     png_groups: usize,
     /// Files stored once with an earlier file of the same bytes (sharing its frames or bytes).
     copies: usize,
+    /// Of those, names of an earlier file (hard links; format version 12).
+    hard_links: usize,
     dirs: usize,
     symlinks: usize,
     original_bytes: u64,
@@ -162,6 +164,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             .collect::<std::collections::HashSet<_>>()
             .len(),
         copies,
+        hard_links: idx.links.len(),
         dirs: count(|k| matches!(k, EntryKind::Dir)),
         symlinks: count(|k| matches!(k, EntryKind::Symlink { .. })),
         original_bytes: original,
@@ -239,8 +242,12 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         );
     }
     if info.copies > 0 {
+        let links = match info.hard_links {
+            0 => String::new(),
+            n => format!(" ({n} of them hard links, linked again by unpack)"),
+        };
         println!(
-            "copies:     {} files stored once with an earlier file of the same bytes",
+            "copies:     {} files stored once with an earlier file of the same bytes{links}",
             info.copies
         );
     }

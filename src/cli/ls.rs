@@ -70,7 +70,7 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
                     target: None,
                 };
                 match &e.kind {
-                    EntryKind::Dir | EntryKind::Copy { .. } => {}
+                    EntryKind::Dir | EntryKind::Copy { .. } | EntryKind::Link { .. } => {}
                     EntryKind::Symlink { target } => {
                         j.kind = "link";
                         j.target = Some(String::from_utf8_lossy(target).into_owned());
@@ -99,7 +99,9 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     for e in &archive.index.entries {
         let (kind, dims) = match &e.kind {
-            EntryKind::Dir | EntryKind::Copy { .. } => ("dir", String::from("-")),
+            EntryKind::Dir | EntryKind::Copy { .. } | EntryKind::Link { .. } => {
+                ("dir", String::from("-"))
+            }
             EntryKind::Symlink { .. } => ("link", String::from("-")),
             EntryKind::Verbatim { .. } => ("file", String::from("-")),
             EntryKind::Image(img) => ("image", format!("{}x{}", img.width, img.height)),

@@ -273,6 +273,9 @@ pub fn pack(
     // A file with the same bytes as an earlier one is packed once: its entry takes the
     // earlier one's (frames or stored bytes), with its own name, time and mode.
     let copy_of = dedupe::copies(&items);
+    // Another name of an earlier file (a hard link) is recorded as such, so that unpack makes
+    // it a link again.
+    let link_of = album::hard_links(&items);
     let mut probes: Vec<Option<Probe>> = Vec::with_capacity(items.len());
     let mut report = PackReport {
         skipped,
@@ -281,7 +284,7 @@ pub fn pack(
     let mut total_bytes = 0;
     for (item, copy) in items.iter().zip(&copy_of) {
         match item.found {
-            Found::File { size } => {
+            Found::File { size, .. } => {
                 report.files += 1;
                 total_bytes += size;
                 if copy.is_some() {
@@ -477,7 +480,7 @@ pub fn pack(
             archive::printable(&items[i].abs),
             archive::printable(&items[o].abs)
         );
-        if let Found::File { size } = items[i].found {
+        if let Found::File { size, .. } = items[i].found {
             progress.file_done(&String::from_utf8_lossy(&items[i].rel), size);
         }
     }
@@ -523,14 +526,18 @@ pub fn pack(
                 .push((archive::printable_path(&item.rel), reason.clone())),
             _ => {}
         }
-        let kind = match (copy_of[i], &kind) {
+        let same = |of: usize| match link_of[i] {
+            Some(first) => EntryKind::Link { of: first as u64 },
+            None => EntryKind::Copy { of: of as u64 },
+        };
+        let kind = match (link_of[i].or(copy_of[i]), &kind) {
             (Some(of), EntryKind::Image(img))
                 if repeated + archive::metadata_bytes(&img.metadata) <= MAX_INDEX_BYTES / 4 =>
             {
                 repeated += archive::metadata_bytes(&img.metadata);
-                EntryKind::Copy { of: of as u64 }
+                same(of)
             }
-            (Some(of), EntryKind::Verbatim { .. }) => EntryKind::Copy { of: of as u64 },
+            (Some(of), EntryKind::Verbatim { .. }) => same(of),
             _ => kind,
         };
         entries.push(Entry {
@@ -561,6 +568,7 @@ pub fn pack(
         },
         tracks,
         entries,
+        links: Vec::new(),
     };
     let file = writer.finish(&mut index)?;
     report.tracks = index.tracks.len();

@@ -390,7 +390,7 @@ pub(super) fn encode_track(
             }
             if job.tile + 1 == job.tiles {
                 let bytes = match item.found {
-                    Found::File { size } => size,
+                    Found::File { size, .. } => size,
                     _ => 0,
                 };
                 progress.file_done(&String::from_utf8_lossy(&item.rel), bytes);
