@@ -411,20 +411,36 @@ impl<F: Fn(&[u8]) -> Result<f64, ThinError>> Descent<'_, F> {
         let mut bad: Option<(f64, f64)> = None;
         let mut best: Option<Thinned> = None;
         let mut share = hint.map_or(1.0, |h| h.clamp(0.05, 1.0));
+        // (cut, score) of every try: two shares that round to the same cut are the same file,
+        // scored once.
+        let mut tried: Vec<(usize, f64)> = Vec::new();
         for _ in 0..MAX_TRIES {
             // The gain grows about in proportion to the share: stop before scoring a share
             // that cannot be worth it.
             if share * full_gain * 1000.0 < min_gain as f64 {
                 break;
             }
+            let cut = if share >= 1.0 {
+                counts.len()
+            } else {
+                cut_for(counts, share)
+            };
             let bytes = match (share >= 1.0).then(|| all.take()).flatten() {
                 Some(bytes) => bytes,
-                None => thin(self.jpeg, offset + cut_for(counts, share))?,
+                None => thin(self.jpeg, offset + cut)?,
             };
             if !worth(bytes.len()) {
                 break;
             }
-            let s = (self.score)(&bytes)?;
+            let s = match tried.iter().find(|&&(c, _)| c == cut) {
+                Some(&(_, s)) => s,
+                None => (self.score)(&bytes)?,
+            };
+            tried.push((cut, s));
+            log::debug!(
+                "recoding in the DCT: share {share:.3} of ranks {offset}.., {} bytes, SSIMULACRA2 {s:.2}",
+                bytes.len()
+            );
             if s >= self.target {
                 good = (share, s);
                 best = Some(Thinned {
