@@ -64,8 +64,8 @@ pub struct Exclude {
     /// (device, inode) of the archive, when it exists.
     file: Option<(u64, u64)>,
     /// (device, inode) of the archive's folder and the start of the names of its partial
-    /// files in it (`.NAME.`, ending in [`crate::partial::SUFFIX`]).
-    partials: Option<((u64, u64), Vec<u8>)>,
+    /// files in it ([`crate::partial::pack_prefix`]).
+    partials: Option<((u64, u64), std::ffi::OsString)>,
 }
 
 impl Exclude {
@@ -74,29 +74,24 @@ impl Exclude {
         Exclude::default()
     }
 
-    /// The archive at `path` (if it exists), and, with `partials`, the files a pack writing
-    /// it names `.NAME.….av1pack-partial` beside it.
-    pub fn archive(path: &Path, partials: bool) -> Exclude {
+    /// The archive at `path` (if it exists), and the partial files a pack writing it makes
+    /// beside it.
+    pub fn archive(path: &Path) -> Exclude {
         let id = |m: fs::Metadata| (m.dev(), m.ino());
         let file = fs::metadata(path).ok().filter(|m| m.is_file()).map(id);
-        let partials = partials
-            .then(|| {
-                let parent = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p,
-                    _ => Path::new("."),
-                };
-                let dir = fs::metadata(parent).ok().map(id)?;
-                let mut prefix = b".".to_vec();
-                prefix.extend_from_slice(path.file_name()?.as_bytes());
-                prefix.push(b'.');
-                Some((dir, prefix))
-            })
-            .flatten();
+        let partials = fs::metadata(crate::partial::folder_of(path))
+            .ok()
+            .map(|m| (id(m), crate::partial::pack_prefix(path)));
         Exclude { file, partials }
     }
 
     /// Why the file `name` (in the folder `dir`) is left out, if it is.
-    fn leaves_out(&self, dir: (u64, u64), name: &[u8], meta: &fs::Metadata) -> Option<&str> {
+    fn leaves_out(
+        &self,
+        dir: (u64, u64),
+        name: &std::ffi::OsStr,
+        meta: &fs::Metadata,
+    ) -> Option<&str> {
         if !meta.is_file() {
             return None;
         }
@@ -105,11 +100,7 @@ impl Exclude {
         }
         self.partials
             .as_ref()
-            .filter(|(d, prefix)| {
-                *d == dir
-                    && name.starts_with(prefix)
-                    && name.ends_with(crate::partial::SUFFIX.as_bytes())
-            })
+            .filter(|(d, prefix)| *d == dir && crate::partial::is_partial(name, prefix))
             .map(|_| "an unfinished archive of the same name")
     }
 }
@@ -144,7 +135,7 @@ fn walk_dir(
     for name in names {
         let abs = dir.join(&name);
         let meta = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
-        if let Some(why) = exclude.leaves_out(dir_id, name.as_bytes(), &meta) {
+        if let Some(why) = exclude.leaves_out(dir_id, &name, &meta) {
             log::info!("{}: left out: {why}", crate::archive::printable(&abs));
             continue;
         }

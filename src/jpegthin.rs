@@ -679,12 +679,13 @@ mod tests {
         assert!(left < chroma_total / 2, "{left} of {chroma_total} left");
     }
 
-    /// Scores shaped like a 12 MP night photo's (measured: 100, 93.4 at 5 %, 90.1 at 70 %, 89.6
-    /// with everything thinned; here 91.3 - 1.7 × share past the first drop) are searched
-    /// from everything thinned down by halving, and the share found keeps the target.
-    /// Interpolating from nothing thinned tries 0.95, 0.90, 0.85, 0.82: all fail.
-    #[test]
-    fn a_steep_first_drop_is_searched_by_halving() {
+    /// The search over a sample JPEG's luma with `curve` (a score for each share thinned) as
+    /// the scorer, a share told by the candidate's length; the target is 90.
+    fn search_on_curve(
+        curve: impl Fn(f64) -> f64,
+        min_gain: usize,
+        hint: Option<f64>,
+    ) -> Option<Thinned> {
         let jpeg = sample(95);
         let (counts, rewritten) = count(&jpeg, true).unwrap();
         let luma = &counts[..LUMA_CUTS];
@@ -696,26 +697,37 @@ mod tests {
                 (thin(&jpeg, cut_for(luma, share)).unwrap().len(), share)
             })
             .collect();
-        let curve = |bytes: &[u8]| -> Result<f64, ThinError> {
+        let score = |bytes: &[u8]| -> Result<f64, ThinError> {
             let share = lengths
                 .iter()
                 .min_by_key(|(len, _)| len.abs_diff(bytes.len()))
                 .map_or(0.0, |&(_, share)| share);
-            Ok(if share == 0.0 {
-                100.0
-            } else {
-                91.3 - 1.7 * share
-            })
+            Ok(curve(share))
         };
         let descent = Descent {
             jpeg: &jpeg,
             target: 90.0,
-            score: &curve,
+            score: &score,
         };
-        let t = descent
-            .run(luma, 0, (100.0, rewritten.len()), MIN_GAIN_PERMILLE, None)
+        descent
+            .run(luma, 0, (100.0, rewritten.len()), min_gain, hint)
             .unwrap()
-            .expect("a share at 90");
+    }
+
+    /// Scores shaped like a 12 MP night photo's (measured: 100, 93.4 at 5 %, 90.1 at 70 %, 89.6
+    /// with everything thinned; here 91.3 - 1.7 × share past the first drop) are searched
+    /// from everything thinned down by halving, and the share found keeps the target.
+    /// Interpolating from nothing thinned tries 0.95, 0.90, 0.85, 0.82: all fail.
+    #[test]
+    fn a_steep_first_drop_is_searched_by_halving() {
+        let curve = |share: f64| {
+            if share == 0.0 {
+                100.0
+            } else {
+                91.3 - 1.7 * share
+            }
+        };
+        let t = search_on_curve(curve, MIN_GAIN_PERMILLE, None).expect("a share at 90");
         assert!(t.ssimulacra2 >= 90.0);
         assert!(t.share >= 0.5, "{}", t.share);
     }
@@ -727,15 +739,6 @@ mod tests {
     /// line through the two failing tries says a quarter or less: halving again finds it.
     #[test]
     fn near_misses_that_creep_are_halved() {
-        let jpeg = sample(95);
-        let (counts, rewritten) = count(&jpeg, true).unwrap();
-        let luma = &counts[..LUMA_CUTS];
-        let lengths: Vec<(usize, f64)> = (0..=100)
-            .map(|k| {
-                let share = f64::from(k) / 100.0;
-                (thin(&jpeg, cut_for(luma, share)).unwrap().len(), share)
-            })
-            .collect();
         // Piecewise linear through the photo's measured points.
         let points = [
             (0.0, 100.0),
@@ -744,24 +747,12 @@ mod tests {
             (0.5, 89.44),
             (1.0, 88.88),
         ];
-        let curve = |bytes: &[u8]| -> Result<f64, ThinError> {
-            let share = lengths
-                .iter()
-                .min_by_key(|(len, _)| len.abs_diff(bytes.len()))
-                .map_or(0.0, |&(_, share)| share);
+        let curve = |share: f64| {
             let k = points.windows(2).position(|w| share <= w[1].0).unwrap_or(3);
             let ((x0, y0), (x1, y1)) = (points[k], points[k + 1]);
-            Ok(y0 + (y1 - y0) * (share - x0) / (x1 - x0))
+            y0 + (y1 - y0) * (share - x0) / (x1 - x0)
         };
-        let descent = Descent {
-            jpeg: &jpeg,
-            target: 90.0,
-            score: &curve,
-        };
-        let t = descent
-            .run(luma, 0, (100.0, rewritten.len()), 1, Some(1.0))
-            .unwrap()
-            .expect("a share at 90");
+        let t = search_on_curve(curve, 1, Some(1.0)).expect("a share at 90");
         assert!(t.ssimulacra2 >= 90.0);
         assert!(t.share >= 0.25, "{}", t.share);
     }

@@ -11,6 +11,29 @@ use std::sync::Mutex;
 /// The end of the name of a file that pack or unpack is still writing.
 pub(crate) const SUFFIX: &str = ".av1pack-partial";
 
+/// The folder a file at `path` is written in (`.` for a bare name).
+pub(crate) fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// The start of the names of the partial files a pack writing `archive` makes beside it
+/// (`.NAME.`, then a random part and [`SUFFIX`]).
+pub(crate) fn pack_prefix(archive: &Path) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(archive.file_name().unwrap_or_default());
+    prefix.push(".");
+    prefix
+}
+
+/// Whether `name` is the name of a partial file whose names start with `prefix`.
+pub(crate) fn is_partial(name: &std::ffi::OsStr, prefix: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().starts_with(prefix.as_bytes()) && name.as_bytes().ends_with(SUFFIX.as_bytes())
+}
+
 /// Takes the advisory lock that marks a partial file as being written (held until `file`
 /// closes); false when another process holds it, or the filesystem has no locks.
 pub(crate) fn lock(file: &File) -> bool {

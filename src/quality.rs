@@ -89,8 +89,8 @@ static SLOTS: Slots = Slots {
     freed: Condvar::new(),
 };
 
-/// One of the [`SLOTS`], given back when dropped.
-struct Slot;
+/// One slot of a [`Slots`], given back when dropped.
+struct Slot(&'static Slots);
 
 impl Slots {
     fn take(&'static self) -> Slot {
@@ -99,15 +99,15 @@ impl Slots {
             used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
         }
         *used += 1;
-        Slot
+        Slot(self)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut used = self.0.used.lock().unwrap_or_else(|p| p.into_inner());
         *used = used.saturating_sub(1);
-        SLOTS.freed.notify_one();
+        self.0.freed.notify_one();
     }
 }
 
@@ -133,7 +133,15 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     }
     let (w, h) = original.dimensions();
     let ssimulacra2 = if u64::from(w) * u64::from(h) > MAX_WHOLE_PIXELS {
-        let worst = worst_tile(original, distorted, &tiles(w, h))?;
+        let worst = worst_of(&tiles(w, h), |&(x, y, tw, th)| {
+            let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
+            let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
+            if a.as_raw() == b.as_raw() {
+                return Ok(f64::INFINITY);
+            }
+            let _slot = SLOTS.take();
+            ssimulacra2_of(&a, &b)
+        })?;
         if worst.is_finite() {
             worst
         } else {
@@ -166,29 +174,24 @@ pub fn tiles(w: u32, h: u32) -> Vec<(u32, u32, u32, u32)> {
     }
 }
 
-/// The lowest score of the `tiles` that differ (infinity if none does), scored on up to two
-/// threads, each tile holding one of the process's [`SLOTS`] while it is scored. A helper
-/// thread that cannot be started leaves the work to this one; one that panics is an error.
-fn worst_tile(
-    original: &RgbImage,
-    distorted: &RgbImage,
-    tiles: &[(u32, u32, u32, u32)],
+/// The lowest `score` of `tiles` (infinity for none), scored on up to [`SCORING_SLOTS`]
+/// threads (`score` takes a slot of [`SLOTS`] around the scoring itself). The minimum does
+/// not depend on which thread scores what. A helper thread that cannot be started leaves the
+/// work to this one; an error stops the other thread at its next tile, and a panic is an
+/// error too.
+fn worst_of<T: Sync>(
+    tiles: &[T],
+    score: impl Fn(&T) -> Result<f64, QualityError> + Sync,
 ) -> Result<f64, QualityError> {
     let next = AtomicUsize::new(0);
     let work = || -> Result<f64, QualityError> {
         let mut worst = f64::INFINITY;
-        while let Some(&(x, y, tw, th)) = tiles.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
-            let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
-            if a.as_raw() != b.as_raw() {
-                let _slot = SLOTS.take();
-                match ssimulacra2_of(&a, &b) {
-                    Ok(s) => worst = worst.min(s),
-                    Err(e) => {
-                        // The other thread stops at its next tile.
-                        next.store(tiles.len(), Ordering::Relaxed);
-                        return Err(e);
-                    }
+        while let Some(tile) = tiles.get(next.fetch_add(1, Ordering::Relaxed)) {
+            match score(tile) {
+                Ok(s) => worst = worst.min(s),
+                Err(e) => {
+                    next.store(tiles.len(), Ordering::Relaxed);
+                    return Err(e);
                 }
             }
         }
@@ -389,8 +392,9 @@ mod tests {
         }
     }
 
-    /// Frames up to 4K keep their 1024-pixel tiles; a 12 MP photo is cut in tiles of at most
-    /// 0.75 MP (two scored side by side take less memory than one of its 1 MP tiles did).
+    /// Frames up to 4K keep their 1024-pixel tiles; photos whose 1024-pixel tiles would be
+    /// over 0.75 MP (a 12 MP one's are 1 MP) are cut in tiles of at most half a megapixel, two
+    /// of which, scored side by side, take less memory than one of 1 MP did.
     #[test]
     fn photos_are_cut_in_tiles_two_of_which_fit_where_one_did() {
         let area = |t: &[(u32, u32, u32, u32)]| -> u64 {
@@ -483,6 +487,26 @@ mod tests {
         assert!(worst < best - 5.0, "{tiles:?}");
         let s = score(&a, &b).unwrap().ssimulacra2;
         assert_eq!(s.to_bits(), worst.to_bits(), "{s} vs {tiles:?}");
+
+        // Whichever thread scores which tile, the minimum is the same, and a tile that cannot
+        // be scored is the error of the whole.
+        let items: Vec<u32> = (0..40).collect();
+        let low = worst_of(&items, |&i| {
+            std::thread::sleep(std::time::Duration::from_micros(u64::from(i % 3) * 300));
+            Ok(f64::from(100 - (i * 37) % 41))
+        });
+        assert_eq!(low.unwrap(), 60.0);
+        let failing = worst_of(&items, |&i| {
+            if i == 17 {
+                Err(QualityError::Ssimulacra2("tile 17".into()))
+            } else {
+                Ok(95.0)
+            }
+        });
+        assert!(
+            matches!(&failing, Err(QualityError::Ssimulacra2(m)) if m == "tile 17"),
+            "{failing:?}"
+        );
     }
 
     #[test]

@@ -234,13 +234,12 @@ pub fn unpack(
         .map(|r| r.failed.iter().map(|(p, _)| p.clone()).collect())
         .unwrap_or_default();
     for &(i, first) in &index.links {
-        let (Ok(i), Ok(first)) = (usize::try_from(i), usize::try_from(first)) else {
-            continue;
-        };
-        let (Some(e), Some(f)) = (index.entries.get(i), index.entries.get(first)) else {
-            continue;
-        };
-        let (Some(Some(rel)), Some(Some(first_rel))) = (targets.get(i), targets.get(first)) else {
+        let (Some(e), Some(f), Some(Some(rel)), Some(Some(first_rel))) = (
+            index.entries.get(i),
+            index.entries.get(first),
+            targets.get(i),
+            targets.get(first),
+        ) else {
             continue;
         };
         if failed.contains(&e.path_lossy()) || failed.contains(&f.path_lossy()) {

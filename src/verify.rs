@@ -229,7 +229,7 @@ pub fn verify(
         index.entries.iter().map(|e| e.path.as_slice()).collect();
     // The archive itself may lie in the folder (packed into its own album), and another
     // pack's unfinished file of its name: neither is a file of the album.
-    let exclude = crate::album::Exclude::archive(archive.path(), true);
+    let exclude = crate::album::Exclude::archive(archive.path());
     match crate::album::walk(originals, &exclude) {
         Ok(found) => {
             for item in found.items {

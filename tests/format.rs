@@ -31,7 +31,7 @@ fn resolved(mut idx: Index) -> Index {
     for i in 0..idx.entries.len() {
         if let EntryKind::Copy { of } | EntryKind::Link { of } = idx.entries[i].kind {
             if matches!(idx.entries[i].kind, EntryKind::Link { .. }) {
-                idx.links.push((i as u64, of));
+                idx.links.push((i, of as usize));
             }
             idx.entries[i].kind = idx.entries[of as usize].kind.clone();
         }
@@ -457,7 +457,7 @@ fn version_11_indexes_still_decode_and_links_resolve() {
         .iter()
         .position(|e| e.path == b"kept (another name).jpg")
         .unwrap();
-    assert_eq!(idx.links, vec![(link as u64, 3)]);
+    assert_eq!(idx.links, vec![(link, 3)]);
     assert_eq!(idx.entries[link].kind, idx.entries[3].kind);
     // A link to a later entry, to itself or to a folder is refused.
     for of in [link as u64, link as u64 + 1, 0] {

@@ -160,15 +160,17 @@ fn resolve_copies(index: &mut Index) -> Result<(), IndexError> {
     let mut copies = Vec::new();
     let mut links = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let (EntryKind::Copy { of } | EntryKind::Link { of }) = e.kind else {
-            continue;
+        let (of, link) = match e.kind {
+            EntryKind::Copy { of } => (of, false),
+            EntryKind::Link { of } => (of, true),
+            _ => continue,
         };
-        if matches!(e.kind, EntryKind::Link { .. }) {
-            links.push((i as u64, of));
-        }
         // The original, followed through earlier copies and links (a link to a copy: the
         // second name of a file whose bytes an earlier file has).
         let mut o = usize::try_from(of).ok().filter(|&o| o < i);
+        if let (true, Some(first)) = (link, o) {
+            links.push((i, first));
+        }
         while let Some(EntryKind::Copy { of } | EntryKind::Link { of }) =
             o.map(|o| &entries[o].kind)
         {

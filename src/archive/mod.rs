@@ -34,7 +34,7 @@ pub struct Index {
     /// Hard links as decoded: (entry, entry it is another name of), from the on-disk
     /// `EntryKind::Link` entries. Not stored as such.
     #[serde(skip)]
-    pub links: Vec<(u64, u64)>,
+    pub links: Vec<(usize, usize)>,
 }
 
 impl Index {

@@ -542,6 +542,15 @@ impl GopCoder<'_> {
             .sum()
     }
 
+    /// How the track's kept JPEGs are recoded in their own DCT now: the target, and the
+    /// share the last one stored took as the first guess.
+    pub(super) fn thin(&self) -> Option<Thin> {
+        self.opts.thin_target().map(|target| Thin {
+            target,
+            hint: self.thin_hint,
+        })
+    }
+
     /// The batch's files as the archive would keep them: JPEGs at their Lepton size, or
     /// recoded in their own DCT where pack does that and it is smaller, and PNGs at their
     /// recoded size (where that takes them and is smaller), shares of it for tiles.
@@ -560,16 +569,13 @@ impl GopCoder<'_> {
             .map(|(i, f)| (i, f, self.kept_forms.remove(&i)))
             .collect();
         let items = self.items;
-        // The same first guess as the files of this GOP get if they are stored.
-        let thin = self.opts.thin_target().map(|target| Thin {
-            target,
-            hint: self.thin_hint,
-        });
+        // The same as the files of this GOP get if they are stored.
+        let thin = self.thin();
         let coded = self.recode_each(&jobs, |(i, format, made)| {
             let bytes = std::fs::read(&items[*i].abs).ok()?;
             let hash = xxh3_64(&bytes);
             match (format, made) {
-                (ImageFormat::Jpeg, _) => jpeg_kept_form(&items[*i], &bytes, hash, thin),
+                (ImageFormat::Jpeg, _) => jpeg_kept_form(&bytes, hash, thin, &items[*i]),
                 // Checked by decoding only if the file is kept (`verbatim_form`).
                 (_, Some(Recoded::PngDraft(d, from))) if *from == hash => {
                     crate::pngz::settle(d.clone(), &bytes).map(|c| Recoded::Png(c, hash))

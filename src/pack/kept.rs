@@ -3,18 +3,16 @@
 
 use super::*;
 
-/// A JPEG's Lepton or recoded form or a PNG's `pngz` form, made to measure it, with the
-/// xxh3-64 of the file it was made from.
+/// A JPEG's kept form or a PNG's `pngz` form, made to measure it, with the xxh3-64 of the
+/// file it was made from.
 #[derive(Clone)]
 pub(super) enum Recoded {
-    /// A JPEG's Lepton form; `searched`: recoding it in its own DCT was tried and gave
-    /// nothing smaller (not tried again when the file is stored).
-    Lepton {
-        coded: Vec<u8>,
-        searched: bool,
-    },
-    /// A JPEG recoded in its own DCT ([`VerbatimForm::Thinned`]), smaller than its Lepton form.
-    Thinned(Box<VerbatimForm>, u64),
+    /// A JPEG's Lepton form (checked only when stored): what keeping it takes, as
+    /// [`jpeg_kept_form`] found, where recoding it in its own DCT gave nothing smaller or is
+    /// not done.
+    Lepton(Vec<u8>),
+    /// A JPEG recoded in its own DCT, smaller than its Lepton form.
+    Thinned(ThinnedJpeg, u64),
     Png(Vec<u8>, u64),
     /// A `pngz::draft` (the zlib settings not searched for yet).
     PngDraft(Vec<u8>, u64),
@@ -23,15 +21,21 @@ pub(super) enum Recoded {
 impl Recoded {
     pub(super) fn len(&self) -> usize {
         match self {
-            Recoded::Lepton { coded: b, .. } | Recoded::Png(b, _) | Recoded::PngDraft(b, _) => {
-                b.len()
-            }
-            Recoded::Thinned(form, _) => match form.as_ref() {
-                VerbatimForm::Thinned { coded, .. } => coded.len(),
-                _ => usize::MAX,
-            },
+            Recoded::Lepton(b) | Recoded::Png(b, _) | Recoded::PngDraft(b, _) => b.len(),
+            Recoded::Thinned(t, _) => t.coded.len(),
         }
     }
+}
+
+/// A JPEG recoded in its own DCT, Lepton-compressed and checked: the share of its
+/// coefficients thinned, its score, and the bytes keeping it exactly would take.
+#[derive(Clone)]
+pub(super) struct ThinnedJpeg {
+    coded: Vec<u8>,
+    coding: archive::BlobCoding,
+    share: f64,
+    ssimulacra2: f64,
+    exact: usize,
 }
 
 /// How kept JPEGs are recoded in their own DCT: the score to reach, and the share of
@@ -56,7 +60,6 @@ pub(super) fn kept_reason(blob: &archive::Blob, reason: &str) -> String {
 
 /// How a kept file goes into the archive (worked out apart from writing, so that the Lepton
 /// work of several files can run in parallel).
-#[derive(Clone)]
 pub(super) enum VerbatimForm {
     /// A checked Lepton (JPEG), `pngz` (PNG) or zstd form, and how it is coded (with the
     /// original's size and hash).
@@ -64,14 +67,8 @@ pub(super) enum VerbatimForm {
         coded: Vec<u8>,
         coding: archive::BlobCoding,
     },
-    /// A JPEG recoded in its own DCT, Lepton-compressed and checked, the share of its
-    /// coefficients thinned, and the bytes keeping it exactly would take.
-    Thinned {
-        coded: Vec<u8>,
-        coding: archive::BlobCoding,
-        share: f64,
-        exact: usize,
-    },
+    /// A JPEG recoded in its own DCT.
+    Thinned(ThinnedJpeg),
     /// A PNG's checked recoded form as a member of a group (`pngz::member`), with the
     /// file's size and hash.
     PngMember {
@@ -154,59 +151,46 @@ pub(super) fn verbatim_form(
             None => VerbatimForm::Bytes(data),
         });
     }
-    // The Lepton form measures what keeping the file exactly takes; it is checked (decoded
-    // and compared) only if the file is kept exactly. A form recoded in its own DCT that a
-    // GOP's budget measured is taken as it is (it was checked when made).
-    let (exact, searched) = match recoded {
-        Some(Recoded::Thinned(form, made_from)) if made_from == hash => return Ok(*form),
-        Some(Recoded::Lepton { coded, searched }) => (Some(coded), searched),
-        _ => (crate::lepton::encode(&data), false),
+    // The form a GOP's budget measured (made with the same `thin`), else made now. A Lepton
+    // form is checked (decoded and compared) only here, where the file is kept exactly; a
+    // recoded one was checked when made.
+    let kept = match recoded {
+        Some(Recoded::Thinned(t, made_from)) if made_from == hash => {
+            return Ok(VerbatimForm::Thinned(t))
+        }
+        Some(Recoded::Lepton(coded)) => Some(Recoded::Lepton(coded)),
+        _ => jpeg_kept_form(&data, hash, thin, item),
     };
-    let kept = exact
-        .as_ref()
-        .map_or(data.len(), |c| c.len().min(data.len()));
-    if let Some(form) = thin
-        .filter(|_| !searched)
-        .and_then(|thin| thinned_form(item, &data, thin, kept))
-    {
-        return Ok(form);
-    }
-    Ok(
-        match exact.and_then(|coded| crate::lepton::checked(coded, &data)) {
+    Ok(match kept {
+        Some(Recoded::Thinned(t, _)) => VerbatimForm::Thinned(t),
+        Some(Recoded::Lepton(coded)) => match crate::lepton::checked(coded, &data) {
             Some(coded) => VerbatimForm::Coded {
                 coded,
                 coding: archive::BlobCoding::Lepton { size: len, hash },
             },
             None => VerbatimForm::Bytes(data),
         },
-    )
+        _ => VerbatimForm::Bytes(data),
+    })
 }
 
-/// What keeping a JPEG takes, as a GOP's budget measures it: its Lepton form, or, with
-/// `thin`, its form recoded in its own DCT where that is smaller (the same search as when the
-/// file is stored, which then takes this form).
+/// How a JPEG (`bytes`, whose xxh3-64 is `hash`) is kept: its Lepton form, or, with `thin`,
+/// its form recoded in its own DCT where that is smaller. A GOP's budget measures a file by
+/// it, and storing the file takes the same form; `None` where Lepton fails and recoding does
+/// not pay (the file is then stored as it is).
 pub(super) fn jpeg_kept_form(
-    item: &Item,
     bytes: &[u8],
     hash: u64,
     thin: Option<Thin>,
+    item: &Item,
 ) -> Option<Recoded> {
     let lepton = crate::lepton::encode(bytes);
-    let Some(thin) = thin else {
-        return lepton.map(|coded| Recoded::Lepton {
-            coded,
-            searched: false,
-        });
-    };
-    let kept = lepton
+    let exact = lepton
         .as_ref()
         .map_or(bytes.len(), |c| c.len().min(bytes.len()));
-    match thinned_form(item, bytes, thin, kept) {
-        Some(form) => Some(Recoded::Thinned(Box::new(form), hash)),
-        None => lepton.map(|coded| Recoded::Lepton {
-            coded,
-            searched: true,
-        }),
+    match thin.and_then(|thin| thinned_form(item, bytes, thin, exact)) {
+        Some(t) => Some(Recoded::Thinned(t, hash)),
+        None => lepton.map(Recoded::Lepton),
     }
 }
 
@@ -218,7 +202,7 @@ pub(super) fn thinned_form(
     data: &[u8],
     thin: Thin,
     kept: usize,
-) -> Option<VerbatimForm> {
+) -> Option<ThinnedJpeg> {
     let name = archive::printable(&item.abs);
     let thinned = match crate::jpegthin::search(data, thin.target, thin.hint) {
         Ok(Some(t)) => t,
@@ -232,9 +216,10 @@ pub(super) fn thinned_form(
     if coded.len() >= kept {
         return None;
     }
-    Some(VerbatimForm::Thinned {
+    Some(ThinnedJpeg {
         coded,
         share: thinned.share,
+        ssimulacra2: thinned.ssimulacra2,
         exact: kept,
         coding: archive::BlobCoding::JpegThinned {
             size: thinned.bytes.len() as u64,
@@ -254,26 +239,19 @@ pub(super) fn write_verbatim(
     hint: &mut Option<f64>,
 ) -> Result<archive::Blob, PackError> {
     let name = String::from_utf8_lossy(&item.rel).into_owned();
-    if let VerbatimForm::Thinned {
-        share,
-        exact,
-        ref coded,
-        ref coding,
-    } = form
-    {
-        *hint = Some(share);
-        let score = match coding {
-            archive::BlobCoding::JpegThinned { score_centi, .. } => f64::from(*score_centi) / 100.0,
-            _ => f64::NAN,
-        };
+    if let VerbatimForm::Thinned(t) = &form {
+        *hint = Some(t.share);
         log::info!(
-            "{}: recoded in its own DCT, {exact} -> {} bytes stored (SSIMULACRA2 {score:.2})",
+            "{}: recoded in its own DCT, {} -> {} bytes stored (SSIMULACRA2 {:.2})",
             archive::printable(&item.abs),
-            coded.len(),
+            t.exact,
+            t.coded.len(),
+            t.ssimulacra2
         );
     }
     match form {
-        VerbatimForm::Coded { coded, coding } | VerbatimForm::Thinned { coded, coding, .. } => {
+        VerbatimForm::Coded { coded, coding }
+        | VerbatimForm::Thinned(ThinnedJpeg { coded, coding, .. }) => {
             let mut blob = writer.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
             blob.coding = coding;
             Ok(blob)

@@ -198,15 +198,13 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 /// Removes partial archives named `PREFIX*.av1pack-partial` in `dir` that no process holds
 /// (their pack was killed: SIGKILL, a crash, a power cut) and that are older than
 /// [`STALE_AFTER`]; returns their paths. Packs that are still writing hold a lock on theirs.
-fn remove_stale_partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+fn remove_stale_partials(dir: &Path, prefix: &std::ffi::OsStr) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
     for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with(prefix) && name.ends_with(partial::SUFFIX)) {
+        if !partial::is_partial(&e.file_name(), prefix) {
             continue;
         }
         let path = e.path();
@@ -236,10 +234,7 @@ pub fn pack(
     progress: &dyn Progress,
 ) -> Result<PackReport, PackError> {
     media::init(false);
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let parent = partial::folder_of(dest).to_owned();
     if !parent.is_dir() {
         return Err(PackError::NoOutputDir(parent));
     }
@@ -269,7 +264,7 @@ pub fn pack(
             return Err(PackError::Exists(dest.to_owned()));
         }
     }
-    let album::Walk { items, skipped } = album::walk(src, &album::Exclude::archive(dest, true))?;
+    let album::Walk { items, skipped } = album::walk(src, &album::Exclude::archive(dest))?;
     // A file with the same bytes as an earlier one is packed once: its entry takes the
     // earlier one's (frames or stored bytes), with its own name, time and mode.
     let copy_of = dedupe::copies(&items);
@@ -384,12 +379,7 @@ pub fn pack(
         .collect();
     report.tracks = canvases.len();
 
-    let prefix = format!(
-        ".{}.",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
+    let prefix = partial::pack_prefix(dest);
     report.removed_partials = remove_stale_partials(&parent, &prefix);
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)

@@ -473,23 +473,21 @@ impl Judge<'_, '_> {
         }
         // Files kept as they are go into the archive now, while the next GOPs are coded,
         // with the recoded form made to measure them (checked here, files in parallel).
-        // (position in `out`, item, its recoded form)
-        let kept: Vec<(usize, usize, Option<Recoded>)> = (from..self.assembler.out.len())
+        // (position in `out`, item, its recoded form, taken by the worker that stores it)
+        type Made = std::sync::Mutex<Option<Recoded>>;
+        let kept: Vec<(usize, usize, Made)> = (from..self.assembler.out.len())
             .filter_map(|k| {
                 let (i, outcome) = &self.assembler.out[k];
                 matches!(outcome, Outcome::Failed(_) | Outcome::Smaller(_))
-                    .then(|| (k, *i, self.coder.kept_forms.remove(i)))
+                    .then(|| (k, *i, Made::new(self.coder.kept_forms.remove(i))))
             })
             .collect();
         let items = self.coder.items;
-        let hint = self.coder.thin_hint;
-        let thin = self
-            .coder
-            .opts
-            .thin_target()
-            .map(|target| Thin { target, hint });
-        let forms = crate::par::map(&kept, |(_, i, lepton)| {
-            verbatim_form(&items[*i], lepton.clone(), thin)
+        let thin = self.coder.thin();
+        let forms = crate::par::map(&kept, |(_, i, made)| {
+            // A poisoned lock only loses the form made ahead: it is made again.
+            let made = made.lock().map(|mut m| m.take()).unwrap_or(None);
+            verbatim_form(&items[*i], made, thin)
         })
         .map_err(|e| PackError::Pipeline(format!("storing kept files: {e}")))?;
         for ((k, i, _), form) in kept.iter().zip(forms) {
