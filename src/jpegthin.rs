@@ -340,6 +340,9 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
     drop(rewritten);
     // Decoded at the first score: files not worth thinning are never decoded.
     let original = std::cell::OnceCell::new();
+    // Which tiles of a large photo scored worst: later tries look at them first, and a try
+    // stops at the first tile below the target (its score is then that tile's).
+    let tiles = std::cell::RefCell::new(quality::TileMemory::default());
     let score = |bytes: &[u8]| -> Result<f64, ThinError> {
         let original = match original.get() {
             Some(o) => o,
@@ -354,7 +357,12 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
                 "the thinned file has other dimensions".into(),
             ));
         }
-        Ok(quality::score_picture(original, &pic)?.ssimulacra2)
+        Ok(quality::score_against(
+            original,
+            &pic,
+            target,
+            &mut tiles.borrow_mut(),
+        )?)
     };
     let descent = Descent {
         jpeg,

@@ -133,15 +133,7 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     }
     let (w, h) = original.dimensions();
     let ssimulacra2 = if u64::from(w) * u64::from(h) > MAX_WHOLE_PIXELS {
-        let worst = worst_of(&tiles(w, h), |&(x, y, tw, th)| {
-            let a = image::imageops::crop_imm(original, x, y, tw, th).to_image();
-            let b = image::imageops::crop_imm(distorted, x, y, tw, th).to_image();
-            if a.as_raw() == b.as_raw() {
-                return Ok(f64::INFINITY);
-            }
-            let _slot = SLOTS.take();
-            ssimulacra2_of(&a, &b)
-        })?;
+        let worst = worst_of(&tiles(w, h), |&tile| tile_score(original, distorted, tile))?;
         if worst.is_finite() {
             worst
         } else {
@@ -151,6 +143,22 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
         ssimulacra2_of(original, distorted)?
     };
     Ok(Scores { ssimulacra2, psnr })
+}
+
+/// The SSIMULACRA2 of one tile (x, y, width, height) of two images, infinity where the tile
+/// is the same in both; the scoring itself takes a slot of [`SLOTS`].
+fn tile_score(
+    original: &RgbImage,
+    distorted: &RgbImage,
+    (x, y, w, h): (u32, u32, u32, u32),
+) -> Result<f64, QualityError> {
+    let a = image::imageops::crop_imm(original, x, y, w, h).to_image();
+    let b = image::imageops::crop_imm(distorted, x, y, w, h).to_image();
+    if a.as_raw() == b.as_raw() {
+        return Ok(f64::INFINITY);
+    }
+    let _slot = SLOTS.take();
+    ssimulacra2_of(&a, &b)
 }
 
 /// The tiles (x, y, width, height) a large image is scored in: about [`TILE`] pixels a side,
@@ -183,26 +191,47 @@ fn worst_of<T: Sync>(
     tiles: &[T],
     score: impl Fn(&T) -> Result<f64, QualityError> + Sync,
 ) -> Result<f64, QualityError> {
+    Ok(
+        scores_of(tiles, f64::NEG_INFINITY, scoring_threads(), score)?
+            .into_iter()
+            .flatten()
+            .fold(f64::INFINITY, f64::min),
+    )
+}
+
+/// The `score` of each of `tiles`, taken in their order on `threads` threads as [`worst_of`]
+/// does, until one scores below `stop_below`: no tile is started after that one
+/// (`None` for them; the tiles already being scored are finished).
+fn scores_of<T: Sync>(
+    tiles: &[T],
+    stop_below: f64,
+    threads: usize,
+    score: impl Fn(&T) -> Result<f64, QualityError> + Sync,
+) -> Result<Vec<Option<f64>>, QualityError> {
     let next = AtomicUsize::new(0);
-    let work = || -> Result<f64, QualityError> {
-        let mut worst = f64::INFINITY;
-        while let Some(tile) = tiles.get(next.fetch_add(1, Ordering::Relaxed)) {
+    let work = || -> Result<Vec<(usize, f64)>, QualityError> {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(tile) = tiles.get(i) else {
+                return Ok(done);
+            };
             match score(tile) {
-                Ok(s) => worst = worst.min(s),
+                Ok(s) => {
+                    if s < stop_below {
+                        next.store(tiles.len(), Ordering::Relaxed);
+                    }
+                    done.push((i, s));
+                }
                 Err(e) => {
                     next.store(tiles.len(), Ordering::Relaxed);
                     return Err(e);
                 }
             }
         }
-        Ok(worst)
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, SCORING_SLOTS)
-        .min(tiles.len().max(1));
     std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads)
+        let helpers: Vec<_> = (1..threads.min(tiles.len()))
             .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
             .collect();
         let mut results = vec![work()];
@@ -213,10 +242,73 @@ fn worst_of<T: Sync>(
                 ))
             }));
         }
-        results
-            .into_iter()
-            .try_fold(f64::INFINITY, |worst, r| r.map(|w| worst.min(w)))
+        let mut scores = vec![None; tiles.len()];
+        for done in results {
+            for (i, s) in done? {
+                scores[i] = Some(s);
+            }
+        }
+        Ok(scores)
     })
+}
+
+/// Threads tiles are scored on: the cores, at most [`SCORING_SLOTS`].
+fn scoring_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, SCORING_SLOTS)
+}
+
+/// What scoring versions of one image has shown of its tiles: each tile's last score, so that
+/// [`score_against`] looks at the worst ones first.
+#[derive(Debug, Default, Clone)]
+pub struct TileMemory {
+    scores: Vec<f64>,
+}
+
+/// The SSIMULACRA2 of `distorted` against `original` as [`score_picture`] gives it, when that
+/// is at least `bar`. Below it, it may be the score of one tile below `bar` only (at least the
+/// image's score, still below `bar`): a large image's tiles are scored worst first, as far as
+/// `memory` knows them from scoring other versions of the same image, and no tile is scored
+/// after one falls short. The first scoring of an image scores every tile (to learn which
+/// are the worst). Images with alpha, and those scored whole, are scored as
+/// [`score_picture`] scores them.
+pub fn score_against(
+    original: &crate::pixels::Picture,
+    distorted: &crate::pixels::Picture,
+    bar: f64,
+    memory: &mut TileMemory,
+) -> Result<f64, QualityError> {
+    let (a, b) = (&original.rgb, &distorted.rgb);
+    let (w, h) = a.dimensions();
+    if original.alpha.is_some()
+        || distorted.alpha.is_some()
+        || a.dimensions() != b.dimensions()
+        || u64::from(w) * u64::from(h) <= MAX_WHOLE_PIXELS
+        || a.as_raw() == b.as_raw()
+    {
+        return Ok(score_picture(original, distorted)?.ssimulacra2);
+    }
+    let all = tiles(w, h);
+    let (order, stop_below) = if memory.scores.len() == all.len() {
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        order.sort_by(|&i, &j| memory.scores[i].total_cmp(&memory.scores[j]));
+        (order, bar)
+    } else {
+        memory.scores = vec![f64::INFINITY; all.len()];
+        ((0..all.len()).collect(), f64::NEG_INFINITY)
+    };
+    let scores = scores_of(&order, stop_below, scoring_threads(), |&i| {
+        tile_score(a, b, all[i])
+    })?;
+    let mut worst = f64::INFINITY;
+    for (&i, s) in order.iter().zip(scores) {
+        if let Some(s) = s {
+            memory.scores[i] = s;
+            worst = worst.min(s);
+        }
+    }
+    Ok(if worst.is_finite() { worst } else { 100.0 })
 }
 
 /// Splits a side into spans of about `tile` pixels (the last one at least half a tile).
@@ -507,6 +599,78 @@ mod tests {
             matches!(&failing, Err(QualityError::Ssimulacra2(m)) if m == "tile 17"),
             "{failing:?}"
         );
+    }
+
+    /// Against a bar, a version that reaches it gets its exact score; one that falls short
+    /// gets a score below the bar and no lower than its own, found from the tile that was
+    /// worst before, without scoring the rest.
+    #[test]
+    fn scoring_against_a_bar_stops_at_the_first_tile_below_it() {
+        let (w, h) = (1500u32, 1100u32);
+        let a = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x / 3) as u8, (y / 5) as u8, ((x + y) / 7) as u8])
+        });
+        // Damage of `strength` everywhere, four times as much in the bottom-right tile.
+        let damaged = |strength: u32| {
+            let mut b = a.clone();
+            for (x, y, p) in b.enumerate_pixels_mut() {
+                let m = if x > 1200 && y > 800 {
+                    4 * strength
+                } else {
+                    strength
+                };
+                p.0[1] = p.0[1].saturating_add(((x * 7 + y * 13) % (m + 1)) as u8);
+            }
+            crate::pixels::Picture {
+                rgb: b,
+                alpha: None,
+            }
+        };
+        let original = crate::pixels::Picture {
+            rgb: a.clone(),
+            alpha: None,
+        };
+        let exact = |p: &crate::pixels::Picture| score(&a, &p.rgb).unwrap().ssimulacra2;
+        let (light, heavy) = (damaged(1), damaged(6));
+        let (good, bad) = (exact(&light), exact(&heavy));
+        assert!(bad < good - 3.0, "{good} {bad}");
+        let bar = (good + bad) / 2.0;
+
+        let mut memory = TileMemory::default();
+        // The first scoring scores every tile, whatever the bar.
+        let first = score_against(&original, &heavy, 100.0, &mut memory).unwrap();
+        assert_eq!(first.to_bits(), bad.to_bits());
+        assert!(memory.scores.iter().all(|s| s.is_finite()), "{memory:?}");
+        let worst_tile = (0..memory.scores.len())
+            .min_by(|&i, &j| memory.scores[i].total_cmp(&memory.scores[j]))
+            .unwrap();
+        // A version above the bar: exact.
+        let passed = score_against(&original, &light, bar, &mut memory).unwrap();
+        assert_eq!(passed.to_bits(), good.to_bits());
+        // Below it: the worst tile first, and nothing after it but what the other thread
+        // had started.
+        memory.scores[worst_tile] = f64::NEG_INFINITY;
+        let failed = score_against(&original, &heavy, bar, &mut memory).unwrap();
+        assert!(failed < bar && failed >= bad, "{failed} {bad} {bar}");
+        assert_eq!(memory.scores[worst_tile].to_bits(), bad.to_bits());
+
+        // On one thread, nothing is scored after the first tile below the bar; on two, the
+        // tiles scored are scored right (which ones depends on timing).
+        let items: Vec<u32> = (0..40).collect();
+        let fake = |&i: &u32| Ok(if i == 5 || i == 9 { 80.0 } else { 95.0 });
+        let scored = scores_of(&items, 90.0, 1, fake).unwrap();
+        assert!(scored[..6].iter().all(Option::is_some), "{scored:?}");
+        assert!(scored[6..].iter().all(Option::is_none), "{scored:?}");
+        let scored = scores_of(&items, 90.0, 2, fake).unwrap();
+        assert_eq!(scored[5], Some(80.0));
+        for (i, s) in scored.iter().enumerate() {
+            assert!(
+                s.is_none_or(|s| s == fake(&(i as u32)).unwrap()),
+                "{scored:?}"
+            );
+        }
+        let all = scores_of(&items, f64::NEG_INFINITY, 2, |&i| Ok(f64::from(i))).unwrap();
+        assert!(all.iter().all(Option::is_some));
     }
 
     #[test]
