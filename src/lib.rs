@@ -23,6 +23,7 @@ pub mod quality;
 pub mod render;
 pub mod report;
 pub mod serve;
+pub mod ssim2;
 pub mod thumbs;
 pub mod unpack;
 pub mod verify;

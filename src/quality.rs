@@ -1,5 +1,6 @@
 //! Image quality scores: SSIMULACRA2 (perceptual; 90 = visually lossless) and PSNR.
 
+use crate::ssim2;
 use image::RgbImage;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -21,7 +22,7 @@ pub struct Scores {
 /// 8-bit sRGB levels in linear light, as the scorer's own sRGB conversion gives them: made by
 /// converting the 256 levels with it, so that scores are bit for bit those of handing it
 /// 8-bit sRGB, without a `powf` per sample (a tenth of pack's time on large photos).
-fn linear_levels() -> Result<&'static [f32; 256], QualityError> {
+pub(crate) fn linear_levels() -> Result<&'static [f32; 256], QualityError> {
     static LEVELS: std::sync::OnceLock<Result<[f32; 256], String>> = std::sync::OnceLock::new();
     let made = LEVELS.get_or_init(|| {
         let ramp = (0..=255u8)
@@ -46,22 +47,6 @@ fn linear_levels() -> Result<&'static [f32; 256], QualityError> {
         .map_err(|e| QualityError::Ssimulacra2(e.clone()))
 }
 
-fn to_linear(img: &RgbImage) -> Result<ssimulacra2::LinearRgb, QualityError> {
-    let levels = linear_levels()?;
-    let data = img
-        .pixels()
-        .map(|p| {
-            [
-                levels[usize::from(p[0])],
-                levels[usize::from(p[1])],
-                levels[usize::from(p[2])],
-            ]
-        })
-        .collect();
-    ssimulacra2::LinearRgb::new(data, img.width() as usize, img.height() as usize)
-        .map_err(|e| QualityError::Ssimulacra2(format!("{e:?}")))
-}
-
 /// Images larger than this many pixels are scored tile by tile (SSIMULACRA2 needs about
 /// 160 bytes of working memory per pixel: a 12 MP photo would need about 2 GB at once).
 pub const MAX_WHOLE_PIXELS: u64 = 1_500_000;
@@ -78,36 +63,80 @@ pub const MAX_TILE_PIXELS: u64 = 786_432;
 const SCORING_SLOTS: usize = 2;
 
 /// A counting semaphore of [`SCORING_SLOTS`] (a poisoned lock is taken over: the count
-/// stays right, as nothing panics while holding it).
+/// stays right, as nothing panics while holding it), which also lends each slot a scorer: the
+/// working memory of one tile, kept for the next tile while tiles are being scored
+/// ([`Scoring`]) and given back to the system when none are.
 struct Slots {
-    used: Mutex<usize>,
+    state: Mutex<SlotState>,
     freed: Condvar,
 }
 
+struct SlotState {
+    used: usize,
+    spare: Vec<ssim2::Scorer>,
+    scoring: usize,
+}
+
 static SLOTS: Slots = Slots {
-    used: Mutex::new(0),
+    state: Mutex::new(SlotState {
+        used: 0,
+        spare: Vec::new(),
+        scoring: 0,
+    }),
     freed: Condvar::new(),
 };
 
-/// One slot of a [`Slots`], given back when dropped.
-struct Slot(&'static Slots);
+/// One slot of a [`Slots`] and its scorer, given back when dropped.
+struct Slot {
+    slots: &'static Slots,
+    scorer: ssim2::Scorer,
+}
+
+/// Tiles being scored (a call of [`scores_of`]): while any are, the slots' scorers are kept.
+struct Scoring(&'static Slots);
 
 impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn take(&'static self) -> Slot {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        while *used >= SCORING_SLOTS {
-            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
+        while state.used >= SCORING_SLOTS {
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        *used += 1;
-        Slot(self)
+        state.used += 1;
+        let scorer = state.spare.pop().unwrap_or_default();
+        Slot {
+            slots: self,
+            scorer,
+        }
+    }
+
+    fn scoring(&'static self) -> Scoring {
+        self.lock().scoring += 1;
+        Scoring(self)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut used = self.0.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used = used.saturating_sub(1);
-        self.0.freed.notify_one();
+        let mut state = self.slots.lock();
+        state.used = state.used.saturating_sub(1);
+        if state.scoring > 0 {
+            state.spare.push(std::mem::take(&mut self.scorer));
+        }
+        self.slots.freed.notify_one();
+    }
+}
+
+impl Drop for Scoring {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.scoring = state.scoring.saturating_sub(1);
+        if state.scoring == 0 {
+            state.spare.clear();
+        }
     }
 }
 
@@ -152,13 +181,26 @@ fn tile_score(
     distorted: &RgbImage,
     (x, y, w, h): (u32, u32, u32, u32),
 ) -> Result<f64, QualityError> {
-    let a = image::imageops::crop_imm(original, x, y, w, h).to_image();
-    let b = image::imageops::crop_imm(distorted, x, y, w, h).to_image();
-    if a.as_raw() == b.as_raw() {
+    let same =
+        (y..y + h).all(|row| region_row(original, x, row, w) == region_row(distorted, x, row, w));
+    if same {
         return Ok(f64::INFINITY);
     }
-    let _slot = SLOTS.take();
-    ssimulacra2_of(&a, &b)
+    if w < 8 || h < 8 {
+        let a = image::imageops::crop_imm(original, x, y, w, h).to_image();
+        let b = image::imageops::crop_imm(distorted, x, y, w, h).to_image();
+        return ssimulacra2_of(&a, &b);
+    }
+    let mut slot = SLOTS.take();
+    slot.scorer
+        .score(original, distorted, (x, y, w, h), linear_levels()?)
+        .ok_or(QualityError::Dimensions(w, h, w, h))
+}
+
+/// `w` pixels of row `y` from column `x` (`None` outside the image).
+fn region_row(img: &RgbImage, x: u32, y: u32, w: u32) -> Option<&[u8]> {
+    let start = (y as usize * img.width() as usize + x as usize) * 3;
+    img.as_raw().get(start..start + 3 * w as usize)
 }
 
 /// The tiles (x, y, width, height) a large image is scored in: about [`TILE`] pixels a side,
@@ -208,6 +250,7 @@ fn scores_of<T: Sync>(
     threads: usize,
     score: impl Fn(&T) -> Result<f64, QualityError> + Sync,
 ) -> Result<Vec<Option<f64>>, QualityError> {
+    let _scoring = SLOTS.scoring();
     let next = AtomicUsize::new(0);
     let work = || -> Result<Vec<(usize, f64)>, QualityError> {
         let mut done = Vec::new();
@@ -327,22 +370,25 @@ fn spans(side: u32, tile: u32) -> Vec<(u32, u32)> {
 }
 
 fn ssimulacra2_of(original: &RgbImage, distorted: &RgbImage) -> Result<f64, QualityError> {
+    use std::borrow::Cow;
     let (a, b) = if original.width() < 8 || original.height() < 8 {
-        let f = 8u32.div_ceil(original.width().min(original.height()));
+        let f = 8u32.div_ceil(original.width().min(original.height()).max(1));
         let up = |i: &RgbImage| {
-            image::imageops::resize(
+            Cow::Owned(image::imageops::resize(
                 i,
                 i.width() * f,
                 i.height() * f,
                 image::imageops::FilterType::Nearest,
-            )
+            ))
         };
-        (to_linear(&up(original))?, to_linear(&up(distorted))?)
+        (up(original), up(distorted))
     } else {
-        (to_linear(original)?, to_linear(distorted)?)
+        (Cow::Borrowed(original), Cow::Borrowed(distorted))
     };
-    ssimulacra2::compute_frame_ssimulacra2(a, b)
-        .map_err(|e| QualityError::Ssimulacra2(format!("{e:?}")))
+    let (w, h) = a.dimensions();
+    ssim2::Scorer::new()
+        .score(&a, &b, (0, 0, w, h), linear_levels()?)
+        .ok_or(QualityError::Dimensions(w, h, b.width(), b.height()))
 }
 
 /// PSNR over all channels (infinity for identical images, reported as 100).
