@@ -180,8 +180,9 @@ impl Scorer {
         let rows = 8 * w.max(h);
         let need = PLANES * plane + rows;
         if self.memory.len() < need {
+            // Zeroed by the allocator (fresh pages), not written twice.
             self.memory = Vec::new();
-            self.memory.resize(need, 0.0);
+            self.memory = vec![0.0; need];
         }
         let (planes, rows) = self.memory[..need].split_at_mut(PLANES * plane);
         let mut planes = planes.chunks_exact_mut(plane);
