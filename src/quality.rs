@@ -576,21 +576,7 @@ mod tests {
                 *c = c.saturating_add_signed((noise() % 9) as i8 - 4);
             }
         }
-        let srgb = |img: &RgbImage| {
-            let data = img
-                .pixels()
-                .map(|p| p.0.map(|c| f32::from(c) / 255.0))
-                .collect();
-            ssimulacra2::Rgb::new(
-                data,
-                img.width() as usize,
-                img.height() as usize,
-                ssimulacra2::TransferCharacteristic::SRGB,
-                ssimulacra2::ColorPrimaries::BT709,
-            )
-            .unwrap()
-        };
-        let own = ssimulacra2::compute_frame_ssimulacra2(srgb(&a), srgb(&b)).unwrap();
+        let own = crate::ssim2::tests::reference(&a, &b);
         let table = ssimulacra2_of(&a, &b).unwrap();
         assert!(own < 95.0, "{own}");
         assert_eq!(own.to_bits(), table.to_bits(), "{own} vs {table}");

@@ -547,11 +547,11 @@ fn columns<const ALONG_ROWS: bool>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The crate's score of the same images (sRGB levels through its own conversion).
-    fn reference(a: &RgbImage, b: &RgbImage) -> f64 {
+    pub(crate) fn reference(a: &RgbImage, b: &RgbImage) -> f64 {
         let srgb = |img: &RgbImage| {
             let data = img
                 .pixels()
