@@ -47,8 +47,8 @@ pub(crate) fn linear_levels() -> Result<&'static [f32; 256], QualityError> {
         .map_err(|e| QualityError::Ssimulacra2(e.clone()))
 }
 
-/// Images larger than this many pixels are scored tile by tile (SSIMULACRA2 needs about
-/// 160 bytes of working memory per pixel: a 12 MP photo would need about 2 GB at once).
+/// Images larger than this many pixels are scored tile by tile (the scorer needs 88 bytes of
+/// working memory per pixel, `ssim2`: a 12 MP photo would need about 1 GB at once).
 pub const MAX_WHOLE_PIXELS: u64 = 1_500_000;
 /// Side of the square tiles large images are scored in.
 pub const TILE: u32 = 1024;
@@ -162,12 +162,7 @@ pub fn score(original: &RgbImage, distorted: &RgbImage) -> Result<Scores, Qualit
     }
     let (w, h) = original.dimensions();
     let ssimulacra2 = if u64::from(w) * u64::from(h) > MAX_WHOLE_PIXELS {
-        let worst = worst_of(&tiles(w, h), |&tile| tile_score(original, distorted, tile))?;
-        if worst.is_finite() {
-            worst
-        } else {
-            100.0
-        }
+        worst_tile(original, distorted, None)?
     } else {
         ssimulacra2_of(original, distorted)?
     };
@@ -224,26 +219,11 @@ pub fn tiles(w: u32, h: u32) -> Vec<(u32, u32, u32, u32)> {
     }
 }
 
-/// The lowest `score` of `tiles` (infinity for none), scored on up to [`SCORING_SLOTS`]
-/// threads (`score` takes a slot of [`SLOTS`] around the scoring itself). The minimum does
-/// not depend on which thread scores what. A helper thread that cannot be started leaves the
-/// work to this one; an error stops the other thread at its next tile, and a panic is an
-/// error too.
-fn worst_of<T: Sync>(
-    tiles: &[T],
-    score: impl Fn(&T) -> Result<f64, QualityError> + Sync,
-) -> Result<f64, QualityError> {
-    Ok(
-        scores_of(tiles, f64::NEG_INFINITY, scoring_threads(), score)?
-            .into_iter()
-            .flatten()
-            .fold(f64::INFINITY, f64::min),
-    )
-}
-
-/// The `score` of each of `tiles`, taken in their order on `threads` threads as [`worst_of`]
-/// does, until one scores below `stop_below`: no tile is started after that one
-/// (`None` for them; the tiles already being scored are finished).
+/// The `score` of each of `tiles`, taken in their order on `threads` threads (`score` takes a
+/// slot of [`SLOTS`] around the scoring itself), until one scores below `stop_below`: no tile
+/// is started after that one (`None` for them; the tiles already being scored are finished).
+/// A helper thread that cannot be started leaves the work to this one; an error stops the
+/// other thread at its next tile, and a panic is an error too.
 fn scores_of<T: Sync>(
     tiles: &[T],
     stop_below: f64,
@@ -332,22 +312,38 @@ pub fn score_against(
     {
         return Ok(score_picture(original, distorted)?.ssimulacra2);
     }
+    worst_tile(a, b, Some((bar, memory)))
+}
+
+/// The worst score of a large image's tiles (100 where none differs). Against a bar
+/// ([`score_against`]): the tiles worst first as `memory` knows them, stopping at the first
+/// below the bar, and their scores remembered.
+fn worst_tile(
+    a: &RgbImage,
+    b: &RgbImage,
+    mut against: Option<(f64, &mut TileMemory)>,
+) -> Result<f64, QualityError> {
+    let (w, h) = a.dimensions();
     let all = tiles(w, h);
-    let (order, stop_below) = if memory.scores.len() == all.len() {
-        let mut order: Vec<usize> = (0..all.len()).collect();
-        order.sort_by(|&i, &j| memory.scores[i].total_cmp(&memory.scores[j]));
-        (order, bar)
-    } else {
-        memory.scores = vec![f64::INFINITY; all.len()];
-        ((0..all.len()).collect(), f64::NEG_INFINITY)
-    };
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    let mut stop_below = f64::NEG_INFINITY;
+    if let Some((bar, memory)) = &mut against {
+        if memory.scores.len() == all.len() {
+            order.sort_by(|&i, &j| memory.scores[i].total_cmp(&memory.scores[j]));
+            stop_below = *bar;
+        } else {
+            memory.scores = vec![f64::INFINITY; all.len()];
+        }
+    }
     let scores = scores_of(&order, stop_below, scoring_threads(), |&i| {
         tile_score(a, b, all[i])
     })?;
     let mut worst = f64::INFINITY;
     for (&i, s) in order.iter().zip(scores) {
         if let Some(s) = s {
-            memory.scores[i] = s;
+            if let Some((_, memory)) = &mut against {
+                memory.scores[i] = s;
+            }
             worst = worst.min(s);
         }
     }
@@ -615,12 +611,16 @@ mod tests {
         // Whichever thread scores which tile, the minimum is the same, and a tile that cannot
         // be scored is the error of the whole.
         let items: Vec<u32> = (0..40).collect();
-        let low = worst_of(&items, |&i| {
+        let worst_of = |score: &(dyn Fn(&u32) -> Result<f64, QualityError> + Sync)| {
+            scores_of(&items, f64::NEG_INFINITY, 2, score)
+                .map(|s| s.into_iter().flatten().fold(f64::INFINITY, f64::min))
+        };
+        let low = worst_of(&|&i| {
             std::thread::sleep(std::time::Duration::from_micros(u64::from(i % 3) * 300));
             Ok(f64::from(100 - (i * 37) % 41))
         });
         assert_eq!(low.unwrap(), 60.0);
-        let failing = worst_of(&items, |&i| {
+        let failing = worst_of(&|&i| {
             if i == 17 {
                 Err(QualityError::Ssimulacra2("tile 17".into()))
             } else {
@@ -679,8 +679,8 @@ mod tests {
         // A version above the bar: exact.
         let passed = score_against(&original, &light, bar, &mut memory).unwrap();
         assert_eq!(passed.to_bits(), good.to_bits());
-        // Below it: the worst tile first, and nothing after it but what the other thread
-        // had started.
+        // Below it: a score under the bar and no lower than the image's, from the tile put
+        // first (scored again: its remembered score is replaced by the image's worst).
         memory.scores[worst_tile] = f64::NEG_INFINITY;
         let failed = score_against(&original, &heavy, bar, &mut memory).unwrap();
         assert!(failed < bar && failed >= bad, "{failed} {bad} {bar}");

@@ -180,7 +180,8 @@ impl Scorer {
         let rows = 8 * w.max(h);
         let need = PLANES * plane + rows;
         if self.memory.len() < need {
-            // Zeroed by the allocator (fresh pages), not written twice.
+            // The old block freed first; the new one zeroed by the allocator (fresh pages),
+            // not written twice.
             self.memory = Vec::new();
             self.memory = vec![0.0; need];
         }
@@ -224,11 +225,9 @@ impl Scorer {
             let n = w * h;
             to_xyb(&la, &mut xa, n);
             to_xyb(&lb, &mut xb, n);
-            let mut scale_terms = [[0.0f64; 6]; 3];
-            for c in 0..3 {
-                scale_terms[c] = work.channel(&xa[c][..n], &xb[c][..n], w, h);
-            }
-            terms.push(scale_terms);
+            terms.push(std::array::from_fn(|c| {
+                work.channel(&xa[c][..n], &xb[c][..n], w, h)
+            }));
         }
         Some(combine(&terms))
     }
