@@ -421,9 +421,9 @@ impl<F: Fn(&[u8]) -> Result<f64, ThinError>> Descent<'_, F> {
         let mut before_bad: Option<(f64, f64)> = None;
         let mut best: Option<Thinned> = None;
         let mut share = hint.map_or(1.0, |h| h.clamp(0.05, 1.0));
-        // (cut, score) of every try: two shares that round to the same cut are the same file,
-        // scored once.
-        let mut tried: Vec<(usize, f64)> = Vec::new();
+        // (cut, file hash, score) of every try: two shares that round to the same cut, or
+        // whose cuts differ only by ranks with no coefficient, are the same file, scored once.
+        let mut tried: Vec<(usize, u64, f64)> = Vec::new();
         for _ in 0..MAX_TRIES {
             // The gain grows about in proportion to the share: stop before scoring a share
             // that cannot be worth it.
@@ -442,11 +442,12 @@ impl<F: Fn(&[u8]) -> Result<f64, ThinError>> Descent<'_, F> {
             if !worth(bytes.len()) {
                 break;
             }
-            let s = match tried.iter().find(|&&(c, _)| c == cut) {
-                Some(&(_, s)) => s,
+            let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+            let s = match tried.iter().find(|&&(c, h, _)| c == cut || h == hash) {
+                Some(&(_, _, s)) => s,
                 None => (self.score)(&bytes)?,
             };
-            tried.push((cut, s));
+            tried.push((cut, hash, s));
             log::debug!(
                 "recoding in the DCT: share {share:.3} of ranks {offset}.., {} bytes, SSIMULACRA2 {s:.2}",
                 bytes.len()
