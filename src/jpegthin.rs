@@ -421,9 +421,9 @@ impl<F: Fn(&[u8]) -> Result<f64, ThinError>> Descent<'_, F> {
         let mut before_bad: Option<(f64, f64)> = None;
         let mut best: Option<Thinned> = None;
         let mut share = hint.map_or(1.0, |h| h.clamp(0.05, 1.0));
-        // (cut, file hash, score) of every try: two shares that round to the same cut, or
-        // whose cuts differ only by ranks with no coefficient, are the same file, scored once.
-        let mut tried: Vec<(usize, u64, f64)> = Vec::new();
+        // (file hash, score) of every try: two shares whose cuts are the same, or differ only by
+        // ranks with no coefficient, make the same file, scored once.
+        let mut tried: Vec<(u64, f64)> = Vec::new();
         for _ in 0..MAX_TRIES {
             // The gain grows about in proportion to the share: stop before scoring a share
             // that cannot be worth it.
@@ -443,11 +443,11 @@ impl<F: Fn(&[u8]) -> Result<f64, ThinError>> Descent<'_, F> {
                 break;
             }
             let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
-            let s = match tried.iter().find(|&&(c, h, _)| c == cut || h == hash) {
-                Some(&(_, _, s)) => s,
+            let s = match tried.iter().find(|&&(h, _)| h == hash) {
+                Some(&(_, s)) => s,
                 None => (self.score)(&bytes)?,
             };
-            tried.push((cut, hash, s));
+            tried.push((hash, s));
             log::debug!(
                 "recoding in the DCT: share {share:.3} of ranks {offset}.., {} bytes, SSIMULACRA2 {s:.2}",
                 bytes.len()
@@ -695,18 +695,30 @@ mod tests {
         min_gain: usize,
         hint: Option<f64>,
     ) -> Option<Thinned> {
-        let jpeg = sample(95);
-        let (counts, rewritten) = count(&jpeg, true).unwrap();
+        search_on_curve_of(&sample(95), curve, min_gain, hint, &mut |_| {})
+    }
+
+    /// [`search_on_curve`] over `jpeg`, `scored` told every file the search scores.
+    fn search_on_curve_of(
+        jpeg: &[u8],
+        curve: impl Fn(f64) -> f64,
+        min_gain: usize,
+        hint: Option<f64>,
+        scored: &mut dyn FnMut(&[u8]),
+    ) -> Option<Thinned> {
+        let scored = std::cell::RefCell::new(scored);
+        let (counts, rewritten) = count(jpeg, true).unwrap();
         let luma = &counts[..LUMA_CUTS];
         // The share a candidate was thinned by, told by its length (a table of lengths at
         // every hundredth of a share).
         let lengths: Vec<(usize, f64)> = (0..=100)
             .map(|k| {
                 let share = f64::from(k) / 100.0;
-                (thin(&jpeg, cut_for(luma, share)).unwrap().len(), share)
+                (thin(jpeg, cut_for(luma, share)).unwrap().len(), share)
             })
             .collect();
         let score = |bytes: &[u8]| -> Result<f64, ThinError> {
+            (scored.borrow_mut())(bytes);
             let share = lengths
                 .iter()
                 .min_by_key(|(len, _)| len.abs_diff(bytes.len()))
@@ -714,7 +726,7 @@ mod tests {
             Ok(curve(share))
         };
         let descent = Descent {
-            jpeg: &jpeg,
+            jpeg,
             target: 90.0,
             score: &score,
         };
@@ -764,6 +776,39 @@ mod tests {
         let t = search_on_curve(curve, 1, Some(1.0)).expect("a share at 90");
         assert!(t.ssimulacra2 >= 90.0);
         assert!(t.share >= 0.25, "{}", t.share);
+    }
+
+    /// Two shares whose cuts differ only by ranks that hold no coefficient make the same
+    /// file: the search scores it once. Coarse JPEGs (few ±1s, many empty ranks) searched
+    /// with targets crossed at several shares, from several first guesses.
+    #[test]
+    fn no_file_is_scored_twice() {
+        for quality in [20, 40, 95] {
+            let jpeg = sample(quality);
+            for cross in [0.1, 0.3, 0.55, 0.8] {
+                // 100 with nothing thinned, 90 at `cross`, falling after it.
+                let curve = |share: f64| {
+                    if share == 0.0 {
+                        100.0
+                    } else {
+                        91.0 - share / cross
+                    }
+                };
+                for hint in [None, Some(1.0), Some(0.5), Some(0.2)] {
+                    let mut seen = Vec::new();
+                    let t = search_on_curve_of(&jpeg, curve, 1, hint, &mut |bytes| {
+                        seen.push(xxhash_rust::xxh3::xxh3_64(bytes))
+                    });
+                    let tries = seen.len();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    assert_eq!(seen.len(), tries, "quality {quality}, {cross}, {hint:?}");
+                    if let Some(t) = t {
+                        assert!(t.ssimulacra2 >= 90.0);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

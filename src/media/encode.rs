@@ -3,12 +3,12 @@ use ffmpeg_next::{codec, encoder, format::Pixel, frame, Dictionary, Packet, Rati
 use std::sync::Once;
 
 /// Opts the process out of transparent huge pages, once, before its first encoder. x264 asks
-/// the kernel for huge pages for each of its larger buffers (`madvise`), so every encoder
-/// session (one per group of frames and quality try) had the kernel zero whole 2 MiB pages it
-/// touches only in part: measured on the 2-core machine, pack spent 19 s of system time on
-/// docpages (41.6 s wall) and 36 s with them off (6.8 s system), screenshots 49.6 -> 43.5 s,
-/// camera-12mp 21.8 -> 19.9 s, the same archives and peak memory; with the kernel's huge
-/// pages set to `always` as well (docpages 43.5 -> 33.8 s).
+/// the kernel for huge pages for each of its larger buffers (`madvise`), and every encoder
+/// session (one per group of frames and quality try) touches only part of them, so the
+/// kernel zeroed whole 2 MiB pages for nothing. Measured on the 2-core machine (the same
+/// archives): docpages 44.9 -> 35.3 s of pack (system time 16 -> 8 s), screenshots
+/// 49.1 -> 45.0 s, camera-12mp 23.0 -> 19.5 s; also with the kernel's setting at `always`
+/// (docpages 43.5 -> 33.8 s). docs/BENCHMARKS.md, "Transparent huge pages off".
 fn small_pages() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
