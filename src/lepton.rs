@@ -50,6 +50,15 @@ pub fn encode(jpeg: &[u8]) -> Option<Vec<u8>> {
     if !looks_like_jpeg(jpeg) {
         return None;
     }
+    encode_any(jpeg)
+}
+
+/// [`encode`] for a JPEG of any size up to [`MAX_SIZE`]: a residual of a few hundred bytes
+/// (`jpegthin::residual`) still comes out smaller.
+pub fn encode_any(jpeg: &[u8]) -> Option<Vec<u8>> {
+    if jpeg.len() > MAX_SIZE || !jpeg.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return None;
+    }
     let features = EnabledFeatures::compat_lepton_vector_write();
     let mut out = Cursor::new(Vec::with_capacity(jpeg.len()));
     let done = catch_unwind(AssertUnwindSafe(|| {

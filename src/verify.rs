@@ -173,7 +173,7 @@ pub fn verify(
             problem(e.path_lossy(), "unsafe path".into());
             continue;
         };
-        if matches!(blob.coding, crate::archive::BlobCoding::JpegThinned { .. }) {
+        if blob.is_thinned() {
             thinned.push((e, blob, rel));
             continue;
         }

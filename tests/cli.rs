@@ -1717,3 +1717,86 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
         .collect();
     assert_eq!(reasons.len(), 3, "{listed}");
 }
+
+/// A burst of JPEGs: after the first, frames are stored as their difference from the frame
+/// before, a fifth smaller at least, and come back exactly as recoded (the hash the index records), each
+/// scoring at least 90 against its original.
+#[test]
+fn a_jpeg_burst_is_stored_frame_against_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    write_jpeg_burst(&album, 5);
+    let archive = tmp.path().join("a.mkv");
+    pack_with(&["-q"], &album, &archive);
+    let a = av1pack::archive::Archive::open(&archive).unwrap();
+    let blob = |i: u32| {
+        let name = format!("frame_{i}.jpg");
+        match &entry(&a, &name).kind {
+            av1pack::archive::EntryKind::Verbatim { blob, .. } => *blob,
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    let mut deltas = 0;
+    let offsets: Vec<u64> = (0..5).map(|i| blob(i).offset).collect();
+    // What a frame stored alone takes (the first of the chain is).
+    let alone = (0..5)
+        .map(blob)
+        .filter(|b| matches!(b.coding, av1pack::archive::BlobCoding::JpegThinned { .. }))
+        .map(|b| b.len)
+        .max()
+        .expect("the first frame is stored alone");
+    for i in 0..5 {
+        let b = blob(i);
+        match b.coding {
+            av1pack::archive::BlobCoding::JpegThinned { .. } => {}
+            av1pack::archive::BlobCoding::JpegThinnedDelta { reference, .. } => {
+                deltas += 1;
+                assert!(
+                    offsets.contains(&reference),
+                    "frame_{i} against another file"
+                );
+                assert!(reference < b.offset, "frame_{i} against a later blob");
+                assert!(
+                    b.len * 10 < alone * 8,
+                    "frame_{i}: {} bytes, {alone} alone",
+                    b.len
+                );
+            }
+            other => panic!("frame_{i}: {other:?}"),
+        }
+    }
+    assert!(deltas >= 3, "{deltas} frames stored against another");
+    let out = tmp.path().join("out");
+    unpack(&archive, &out);
+    for i in 0..5 {
+        let name = format!("frame_{i}.jpg");
+        let back = std::fs::read(out.join(&name)).unwrap();
+        assert_eq!(back.len() as u64, blob(i).file_size(), "{name}");
+        assert_eq!(
+            xxhash_rust::xxh3::xxh3_64(&back),
+            blob(i).file_hash(),
+            "{name}"
+        );
+        assert_looks_the_same(&album.join(&name), &out.join(&name), 90.0);
+    }
+    // Any one file alone (a chain read from the start), as the mount and verify read them.
+    for i in (0..5).rev() {
+        let fresh = av1pack::archive::Archive::open(&archive).unwrap();
+        let back = fresh.read_file(&blob(i)).unwrap();
+        assert!(
+            back == std::fs::read(out.join(format!("frame_{i}.jpg"))).unwrap(),
+            "frame_{i}"
+        );
+    }
+    let v = verify_json(&archive, &album);
+    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+    let o = run(&[os("info"), archive.as_os_str()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!(
+            "({deltas} as their difference from a similar one)"
+        )),
+        "{text}"
+    );
+}

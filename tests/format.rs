@@ -60,10 +60,44 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
+/// What version 13 added: a recoded JPEG stored as its difference from the one before (the
+/// last entry, "burst/frame 2.jpg", at offset 3000).
+fn sample_index() -> Index {
+    let mut idx = sample_index_v12();
+    idx.entries
+        .push(delta_entry("burst/frame 3.jpg", 43_000, 3000));
+    idx
+}
+
+/// A recoded JPEG at `offset` stored against the blob at `reference`.
+fn delta_entry(path: &str, offset: u64, reference: u64) -> Entry {
+    Entry {
+        path: path.as_bytes().to_vec(),
+        mtime: Timestamp::default(),
+        mode: 0o644,
+        kind: EntryKind::Verbatim {
+            blob: Blob {
+                offset,
+                len: 9_000,
+                hash: 20,
+                coding: BlobCoding::JpegThinnedDelta {
+                    size: 61_000,
+                    hash: 21,
+                    score_centi: 9_104,
+                    original_size: 79_000,
+                    reference,
+                    residual_size: 30_000,
+                },
+            },
+            reason: String::new(),
+        },
+    }
+}
+
 /// What version 10 added: a JPEG recoded in its own DCT, given back as that file.
 /// What version 12 added: a hard link (another name of the kept JPEG, entry 3), before the
 /// last entry.
-fn sample_index() -> Index {
+fn sample_index_v12() -> Index {
     let mut idx = sample_index_v11();
     let at = idx.entries.len() - 1;
     idx.entries.insert(
@@ -372,7 +406,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v12.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v13.bin");
+/// Written by the av1pack of format version 12 (kept, not regenerated).
+const GOLDEN_V12: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v12.bin");
 /// Written by the av1pack of format version 11 (kept, not regenerated).
 const GOLDEN_V11: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v11.bin");
 /// Written by the av1pack of format version 10 (kept, not regenerated).
@@ -402,7 +438,7 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 12);
+    assert_eq!(codec::FORMAT_VERSION, 13);
     // The bincode inside is pinned byte for byte; the zstd frame around it only as far as it
     // inflates to those bytes (another zstd build may compress them differently).
     assert!(
@@ -471,6 +507,49 @@ fn version_11_indexes_still_decode_and_links_resolve() {
             "link to {of}"
         );
     }
+}
+
+/// Version 13 added recoded JPEGs stored against another at the end of the blob codings: a
+/// version 12 index decodes as it did.
+#[test]
+fn version_12_indexes_still_decode() {
+    assert_eq!(decode_golden(GOLDEN_V12, 12), resolved(sample_index_v12()));
+}
+
+/// A recoded JPEG may only be stored against an earlier recoded JPEG, in chains no longer than
+/// a reader follows.
+#[test]
+fn delta_references_must_be_earlier_recoded_jpegs_in_short_chains() {
+    let decode = |idx: &Index| codec::decode_index(&codec::encode_index(idx).unwrap());
+    assert!(decode(&sample_index()).is_ok());
+    // A later blob, itself, a kept file that is not a recoded JPEG (1700: a PNG group), nothing.
+    for reference in [50_000, 43_000, 1700, 7] {
+        let mut bad = sample_index_v12();
+        bad.entries
+            .push(delta_entry("burst/frame 3.jpg", 43_000, reference));
+        assert!(
+            matches!(decode(&bad), Err(IndexError::Malformed(m)) if m.contains("not an earlier recoded JPEG")),
+            "reference {reference}"
+        );
+    }
+    // The longest chain a reader follows, and one more.
+    let chain = |n: u64| {
+        let mut idx = sample_index_v12();
+        let mut reference = 3000;
+        for k in 0..n {
+            let offset = 100_000 + k * 10_000;
+            idx.entries
+                .push(delta_entry(&format!("burst/{k}.jpg"), offset, reference));
+            reference = offset;
+        }
+        idx
+    };
+    let longest = u64::from(MAX_DELTA_CHAIN);
+    assert!(decode(&chain(longest)).is_ok());
+    assert!(matches!(
+        decode(&chain(longest + 1)),
+        Err(IndexError::Malformed(m)) if m.contains("too long a chain")
+    ));
 }
 
 /// A payload whose checksum holds but that is not a zstd frame is malformed, not a panic.

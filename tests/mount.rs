@@ -581,6 +581,53 @@ fn recoded_jpegs_are_served_as_unpack_gives_them() {
     }
 }
 
+/// Frames of a JPEG burst stored each against the one before are served as unpack gives them,
+/// the last one first (its whole chain decoded on a cold read), then in any order.
+#[test]
+fn burst_frames_stored_against_each_other_are_served_as_unpack_gives_them() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir(&album).unwrap();
+    write_jpeg_burst(&album, 5);
+    let archive = tmp.path().join("a.mkv");
+    pack_with(&["-q"], &album, &archive);
+    let a = Archive::open(&archive).unwrap();
+    let chained = a
+        .index
+        .entries
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, EntryKind::Verbatim { blob, .. }
+                if matches!(blob.coding, av1pack::archive::BlobCoding::JpegThinnedDelta { .. }))
+        })
+        .count();
+    assert!(chained >= 3, "{chained} frames stored against another");
+    let out = tmp.path().join("out");
+    unpack_to(&archive, &out);
+    let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+    for i in [4, 0, 2, 3, 1] {
+        let name = format!("frame_{i}.jpg");
+        let want = std::fs::read(out.join(&name)).unwrap();
+        let served = m.dir.join(&name);
+        assert_eq!(
+            std::fs::metadata(&served).unwrap().len(),
+            want.len() as u64,
+            "{name}: st_size"
+        );
+        let f = std::fs::File::open(&served).unwrap();
+        let mut part = vec![0u8; 1000];
+        let n = f.read_at(&mut part, want.len() as u64 / 2).unwrap();
+        assert!(n > 0 && part[..n] == want[want.len() / 2..want.len() / 2 + n]);
+        assert!(
+            std::fs::read(&served).unwrap() == want,
+            "{name}: served bytes"
+        );
+    }
+}
+
 #[test]
 fn an_hevc_coded_image_is_served_like_unpack_gives_it() {
     if !fuse_available() {

@@ -19,15 +19,16 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// and XMP chunks, carried into the file written back). 10: `BlobCoding::JpegThinned` (a JPEG
 /// recoded smaller in its own DCT, given back as that file). 11: the payload is a zstd frame of
 /// the same bincode (an index of a few hundred entries is about 0.4 of its size). 12: hard
-/// links (`EntryKind::Link`).
-pub const FORMAT_VERSION: u32 = 12;
+/// links (`EntryKind::Link`). 13: `BlobCoding::JpegThinnedDelta` (a recoded JPEG stored as its
+/// difference from an earlier one).
+pub const FORMAT_VERSION: u32 = 13;
 /// The first version whose payload is zstd-compressed.
 const SQUEEZED_SINCE: u32 = 11;
 /// The oldest version this av1pack reads: the payload of a version 3 index is, uncompressed,
-/// the bincode of a version 12 index that holds no `ColorModel::Rgb420`, no `EntryKind::Copy`
+/// the bincode of a version 13 index that holds no `ColorModel::Rgb420`, no `EntryKind::Copy`
 /// or `EntryKind::Link`,
 /// no `BlobCoding::Png`, no `BlobCoding::PngGrouped`, no `MetaBlock::TiffTag` or `WebpChunk`
-/// and no `BlobCoding::JpegThinned` (each variant was added at the end, so the bytes decode
+/// and no `BlobCoding::JpegThinned` or `JpegThinnedDelta` (each variant was added at the end, so the bytes decode
 /// alike).
 pub const OLDEST_READ_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 8;
@@ -202,6 +203,53 @@ fn resolve_copies(index: &mut Index) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Recoded JPEGs stored against another (`BlobCoding::JpegThinnedDelta`) must name the blob
+/// of an earlier recoded JPEG, in chains of at most [`super::MAX_DELTA_CHAIN`] files.
+fn check_references(index: &Index) -> Result<(), IndexError> {
+    use super::{BlobCoding, EntryKind};
+    let mut blobs: Vec<(u64, &super::Blob, String)> = index
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Verbatim { blob, .. } if blob.is_thinned() => {
+                Some((blob.offset, blob, e.path_lossy()))
+            }
+            _ => None,
+        })
+        .collect();
+    if !blobs
+        .iter()
+        .any(|(_, b, _)| matches!(b.coding, BlobCoding::JpegThinnedDelta { .. }))
+    {
+        return Ok(());
+    }
+    blobs.sort_by_key(|(offset, ..)| *offset);
+    // Chain length of each blob, by offset (references are earlier: one pass in order).
+    let mut depth: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    for (offset, blob, path) in blobs {
+        let d = match blob.coding {
+            BlobCoding::JpegThinnedDelta { reference, .. } => {
+                match depth.get(&reference).filter(|_| reference < offset) {
+                    Some(&d) if d < super::MAX_DELTA_CHAIN => d + 1,
+                    Some(_) => {
+                        return Err(IndexError::Malformed(format!(
+                            "{path} is stored at the end of too long a chain of files"
+                        )))
+                    }
+                    None => {
+                        return Err(IndexError::Malformed(format!(
+                            "{path} is stored against data that is not an earlier recoded JPEG"
+                        )))
+                    }
+                }
+            }
+            _ => 0,
+        };
+        depth.insert(offset, d);
+    }
+    Ok(())
+}
+
 /// Structural checks a reader relies on, so that later code can index without panicking.
 fn validate(index: &Index) -> Result<(), IndexError> {
     use super::EntryKind;
@@ -232,7 +280,9 @@ fn validate(index: &Index) -> Result<(), IndexError> {
             )));
         }
         if let EntryKind::Verbatim { blob, .. } = &entry.kind {
-            if let super::BlobCoding::JpegThinned { score_centi, .. } = blob.coding {
+            if let super::BlobCoding::JpegThinned { score_centi, .. }
+            | super::BlobCoding::JpegThinnedDelta { score_centi, .. } = blob.coding
+            {
                 if score_centi > 10_000 {
                     return Err(IndexError::Malformed(format!(
                         "{} has a score over 100",
@@ -300,7 +350,7 @@ fn validate(index: &Index) -> Result<(), IndexError> {
             }
         }
     }
-    Ok(())
+    check_references(index)
 }
 
 /// Magic of the trailer that closes an archive and points at the second copy of the index.

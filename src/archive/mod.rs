@@ -192,7 +192,24 @@ pub enum BlobCoding {
         score_centi: u32,
         original_size: u64,
     },
+    /// A JPEG recoded in its own DCT like `JpegThinned` (format version 13), stored as its
+    /// difference from an earlier recoded JPEG of the same layout (`crate::jpegthin::residual`):
+    /// the blob is the Lepton form of that residual JPEG, `residual_size` bytes long;
+    /// `reference` is the offset of the earlier file's blob (`JpegThinned` or
+    /// `JpegThinnedDelta`, a lower offset: chains end). The other fields are `JpegThinned`'s.
+    JpegThinnedDelta {
+        size: u64,
+        hash: u64,
+        score_centi: u32,
+        original_size: u64,
+        reference: u64,
+        residual_size: u64,
+    },
 }
+
+/// Longest chain of recoded JPEGs each stored against the one before (`JpegThinnedDelta`)
+/// that a reader follows: reading the last file decodes them all (pack makes shorter ones).
+pub const MAX_DELTA_CHAIN: u32 = 64;
 
 /// How `ls`, `info` and pack's report describe a JPEG recoded in its own DCT (followed by its
 /// score). Its entry records no reason of its own: the coding says it all.
@@ -211,7 +228,8 @@ impl Blob {
     /// For a JPEG recoded in its own DCT, its SSIMULACRA2 against the original at pack time.
     pub fn thinned_score(&self) -> Option<f32> {
         match self.coding {
-            BlobCoding::JpegThinned { score_centi, .. } => Some(score_centi as f32 / 100.0),
+            BlobCoding::JpegThinned { score_centi, .. }
+            | BlobCoding::JpegThinnedDelta { score_centi, .. } => Some(score_centi as f32 / 100.0),
             _ => None,
         }
     }
@@ -224,7 +242,8 @@ impl Blob {
             | BlobCoding::Zstd { size, .. }
             | BlobCoding::Png { size, .. }
             | BlobCoding::PngGrouped { size, .. }
-            | BlobCoding::JpegThinned { size, .. } => size,
+            | BlobCoding::JpegThinned { size, .. }
+            | BlobCoding::JpegThinnedDelta { size, .. } => size,
         }
     }
 
@@ -236,8 +255,14 @@ impl Blob {
             | BlobCoding::Zstd { hash, .. }
             | BlobCoding::Png { hash, .. }
             | BlobCoding::PngGrouped { hash, .. }
-            | BlobCoding::JpegThinned { hash, .. } => hash,
+            | BlobCoding::JpegThinned { hash, .. }
+            | BlobCoding::JpegThinnedDelta { hash, .. } => hash,
         }
+    }
+
+    /// Whether the file is a JPEG recoded in its own DCT (stored alone or against another).
+    pub fn is_thinned(&self) -> bool {
+        self.thinned_score().is_some()
     }
 
     /// Whether the file's bytes are in the archive as they are (readable at any offset).
@@ -493,7 +518,8 @@ impl Entry {
             | EntryKind::Copy { .. }
             | EntryKind::Link { .. } => 0,
             EntryKind::Verbatim { blob, .. } => match blob.coding {
-                BlobCoding::JpegThinned { original_size, .. } => original_size,
+                BlobCoding::JpegThinned { original_size, .. }
+                | BlobCoding::JpegThinnedDelta { original_size, .. } => original_size,
                 _ => blob.file_size(),
             },
             EntryKind::Image(img) => img.original_size,

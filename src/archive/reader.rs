@@ -3,6 +3,7 @@
 
 use super::mkv::{self, id, EbmlError, ReadAt};
 use super::{codec, Blob, BlobCoding, EntryKind, Index, Packet, INDEX_ATTACHMENT_NAME};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -63,7 +64,15 @@ pub struct Archive {
     index_at: std::ops::Range<u64>,
     /// Groups of recoded PNGs decoded lately, most recent last (`png_group`).
     png_groups: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
+    /// Blobs that recoded JPEGs are stored against (`BlobCoding::JpegThinnedDelta`), by offset.
+    references: HashMap<u64, Blob>,
+    /// Those files read lately, most recent last: the next file of a chain finds its
+    /// reference here (unpack and the mount read them in storing order).
+    reference_files: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
 }
+
+/// Bytes of files kept for the next file stored against them (`reference_files`).
+const REFERENCE_CACHE_BYTES: usize = 64 << 20;
 
 /// Decoded groups of recoded PNGs kept for the next member read (unpack reads a group's
 /// members one after the other; the mount keeps the files it gives out in its own cache).
@@ -112,7 +121,10 @@ impl Archive {
             from_copy,
             index_at,
             png_groups: Mutex::new(Vec::new()),
+            references: HashMap::new(),
+            reference_files: Mutex::new(Vec::new()),
         };
+        archive.references = archive.find_references();
         archive.beyond_end = archive.count_beyond_end();
         if archive.beyond_end > 0 {
             log::warn!(
@@ -122,6 +134,27 @@ impl Archive {
             );
         }
         Ok(archive)
+    }
+
+    /// The blobs that others are stored against, by offset (the index's checks made sure that
+    /// each reference is an earlier recoded JPEG).
+    fn find_references(&self) -> HashMap<u64, Blob> {
+        let blobs = || {
+            self.index.entries.iter().filter_map(|e| match &e.kind {
+                EntryKind::Verbatim { blob, .. } => Some(blob),
+                _ => None,
+            })
+        };
+        let wanted: std::collections::HashSet<u64> = blobs()
+            .filter_map(|b| match b.coding {
+                BlobCoding::JpegThinnedDelta { reference, .. } => Some(reference),
+                _ => None,
+            })
+            .collect();
+        blobs()
+            .filter(|b| wanted.contains(&b.offset))
+            .map(|b| (b.offset, *b))
+            .collect()
     }
 
     /// Entries whose packets or stored bytes do not lie inside the file: they fail when read.
@@ -252,6 +285,20 @@ impl Archive {
                         crate::pngz::decode(&stored, size).map_err(|e| e.to_string())
                     }
                     BlobCoding::Stored => Ok(stored),
+                    BlobCoding::JpegThinnedDelta {
+                        reference,
+                        residual_size,
+                        ..
+                    } => {
+                        let of = self.reference_file(reference, start)?;
+                        crate::lepton::decompress(&stored, residual_size)
+                            .map_err(|e| e.to_string())
+                            .and_then(|residual| {
+                                let by = crate::jpegthin::coefficients(&of)
+                                    .map_err(|e| format!("the reference: {e}"))?;
+                                crate::jpegthin::restore(&residual, &by).map_err(|e| e.to_string())
+                            })
+                    }
                     // Read through its group, above.
                     BlobCoding::PngGrouped { .. } => Err("not a stored blob".into()),
                 }
@@ -264,7 +311,46 @@ impl Archive {
         if file.len() as u64 != blob.file_size() || xxh3_64(&file) != blob.file_hash() {
             return Err(ReadError::Corrupt(start));
         }
+        if self.references.contains_key(&blob.offset) && file.len() <= REFERENCE_CACHE_BYTES {
+            let mut cache = self
+                .reference_files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !cache.iter().any(|(at, _)| *at == blob.offset) {
+                cache.push((blob.offset, Arc::new(file.clone())));
+                let mut total: usize = cache.iter().map(|(_, f)| f.len()).sum();
+                while total > REFERENCE_CACHE_BYTES {
+                    total -= cache.remove(0).1.len();
+                }
+            }
+        }
         Ok(file)
+    }
+
+    /// The file a recoded JPEG (whose blob starts at byte `start`) is stored against: the
+    /// blob at `offset`, from the cache or read (its own reference first, and so on: the
+    /// index's checks bound the chain).
+    fn reference_file(&self, offset: u64, start: u64) -> Result<Arc<Vec<u8>>, ReadError> {
+        let cached = {
+            let mut cache = self
+                .reference_files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            cache.iter().position(|(at, _)| *at == offset).map(|k| {
+                let hit = cache.remove(k);
+                cache.push(hit.clone());
+                hit.1
+            })
+        };
+        if let Some(file) = cached {
+            return Ok(file);
+        }
+        let blob = self
+            .references
+            .get(&offset)
+            .filter(|b| b.offset < start.saturating_sub(self.blob_area))
+            .ok_or(ReadError::Corrupt(start))?;
+        self.read_file(blob).map(Arc::new)
     }
 
     /// A blob's stored bytes, whole, checked against its recorded length and hash.

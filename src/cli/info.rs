@@ -31,6 +31,8 @@ struct Info<'a> {
     verbatim_zstd: usize,
     /// JPEG files recoded in their own DCT (`crate::jpegthin`), Lepton-compressed.
     verbatim_thinned: usize,
+    /// Of those, files stored as their difference from an earlier one (format version 13).
+    thinned_against_another: usize,
     /// Their lowest SSIMULACRA2 against the originals, measured at pack time.
     thinned_score_min: Option<f32>,
     /// PNG files with their image data recoded (`pngz`).
@@ -138,7 +140,13 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
         verbatim: count(|k| matches!(k, EntryKind::Verbatim { .. })),
         verbatim_lepton: coding(|c| matches!(c, BlobCoding::Lepton { .. })),
         verbatim_zstd: coding(|c| matches!(c, BlobCoding::Zstd { .. })),
-        verbatim_thinned: coding(|c| matches!(c, BlobCoding::JpegThinned { .. })),
+        verbatim_thinned: coding(|c| {
+            matches!(
+                c,
+                BlobCoding::JpegThinned { .. } | BlobCoding::JpegThinnedDelta { .. }
+            )
+        }),
+        thinned_against_another: coding(|c| matches!(c, BlobCoding::JpegThinnedDelta { .. })),
         thinned_score_min: idx
             .entries
             .iter()
@@ -224,7 +232,11 @@ pub fn run(a: Args, _g: Global) -> anyhow::Result<u8> {
             match (info.verbatim_thinned, info.thinned_score_min) {
                 (0, _) | (_, None) => String::new(),
                 (n, Some(min)) => format!(
-                    ", {n} JPEGs recoded smaller in their own DCT (SSIMULACRA2 min {min:.2}), Lepton-compressed"
+                    ", {n} JPEGs recoded smaller in their own DCT (SSIMULACRA2 min {min:.2}), Lepton-compressed{}",
+                    match info.thinned_against_another {
+                        0 => String::new(),
+                        k => format!(" ({k} as their difference from a similar one)"),
+                    }
                 ),
             },
             info.verbatim_png,

@@ -39,6 +39,8 @@ pub(super) struct GopCoder<'a> {
     pub(super) kept_forms: HashMap<usize, Recoded>,
     /// The share of coefficients the track's last recoded JPEG took ([`Thin`]).
     pub(super) thin_hint: Option<f64>,
+    /// The track's last recoded JPEG, which the next may be stored against.
+    pub(super) chain: Chain,
     /// Threads of one encoder session (see [`session_threads`]).
     pub(super) threads: usize,
     /// Code 10-bit Y'CbCr ([`deep_track`]).

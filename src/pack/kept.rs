@@ -36,6 +36,100 @@ pub(super) struct ThinnedJpeg {
     share: f64,
     ssimulacra2: f64,
     exact: usize,
+    /// The recoded file itself (what a later file may be stored against).
+    bytes: Vec<u8>,
+}
+
+/// Pixels a read may decode to give back the last file of a chain of recoded JPEGs stored
+/// each against the one before ([`Chain`]): 48 MP, four 12 MP photos, 24 frames of 1080p.
+const CHAIN_PIXELS: usize = 48_000_000;
+/// Longest chain pack makes, whatever the size (small frames).
+const CHAIN_FILES: u32 = 32;
+
+/// The recoded JPEG stored last, which the next one of the same layout (storing order is
+/// similarity order) may be stored against as its difference (`jpegthin::residual`).
+#[derive(Default)]
+pub(super) struct Chain {
+    last: Option<Link>,
+}
+
+struct Link {
+    coefficients: crate::jpegthin::Coefficients,
+    /// Its blob's offset.
+    offset: u64,
+    /// How many files before it are stored each against the one before (0: it is alone).
+    depth: u32,
+}
+
+impl Chain {
+    /// `t` stored against the last file where that is smaller and gives `t` back exactly
+    /// (checked here by decoding it as readers do); `t` as it is otherwise. The reference is
+    /// then `t`, whether stored against it or not (files of other layouts start a chain).
+    fn store_against_last(&mut self, t: ThinnedJpeg) -> ThinnedJpeg {
+        let Ok(coefficients) = crate::jpegthin::coefficients(&t.bytes) else {
+            self.last = None;
+            return t;
+        };
+        let limit = (CHAIN_PIXELS / coefficients.pixels().max(1)).clamp(1, CHAIN_FILES as usize);
+        let against = self
+            .last
+            .as_ref()
+            .filter(|l| (l.depth as usize) < limit)
+            .and_then(|l| Some((l, delta_form(&t, &l.coefficients)?)));
+        let (t, depth) = match against {
+            Some((link, (coded, residual_size))) => {
+                let archive::BlobCoding::JpegThinned {
+                    size,
+                    hash,
+                    score_centi,
+                    original_size,
+                } = t.coding
+                else {
+                    self.last = None;
+                    return t;
+                };
+                let coding = archive::BlobCoding::JpegThinnedDelta {
+                    size,
+                    hash,
+                    score_centi,
+                    original_size,
+                    reference: link.offset,
+                    residual_size,
+                };
+                (ThinnedJpeg { coded, coding, ..t }, link.depth + 1)
+            }
+            None => (t, 0),
+        };
+        self.last = Some(Link {
+            coefficients,
+            offset: u64::MAX,
+            depth,
+        });
+        t
+    }
+
+    /// Records where the file just chained was stored.
+    fn stored_at(&mut self, offset: u64) {
+        if let Some(l) = self.last.as_mut() {
+            l.offset = offset;
+        }
+    }
+}
+
+/// `t`'s Lepton-compressed residual against `reference` and the residual's length, where it
+/// is smaller than `t`'s own form and decodes back to `t` exactly.
+fn delta_form(
+    t: &ThinnedJpeg,
+    reference: &crate::jpegthin::Coefficients,
+) -> Option<(Vec<u8>, u64)> {
+    let residual = crate::jpegthin::residual(&t.bytes, reference).ok()?;
+    let coded = crate::lepton::encode_any(&residual)?;
+    if coded.len() >= t.coded.len() {
+        return None;
+    }
+    let back = crate::lepton::decompress(&coded, residual.len() as u64).ok()?;
+    let restored = crate::jpegthin::restore(&back, reference).ok()?;
+    (restored == t.bytes).then_some((coded, residual.len() as u64))
 }
 
 /// How kept JPEGs are recoded in their own DCT: the score to reach, and the share of
@@ -53,7 +147,9 @@ pub(super) struct Thin {
 /// index, held by the mount and written twice, does not repeat it for every such file.
 pub(super) fn kept_reason(blob: &archive::Blob, reason: &str) -> String {
     match blob.coding {
-        archive::BlobCoding::JpegThinned { .. } => String::new(),
+        archive::BlobCoding::JpegThinned { .. } | archive::BlobCoding::JpegThinnedDelta { .. } => {
+            String::new()
+        }
         _ => reason.to_string(),
     }
 }
@@ -216,42 +312,62 @@ pub(super) fn thinned_form(
     if coded.len() >= kept {
         return None;
     }
+    let coding = archive::BlobCoding::JpegThinned {
+        size: thinned.bytes.len() as u64,
+        hash: xxh3_64(&thinned.bytes),
+        score_centi: (thinned.ssimulacra2 * 100.0).floor().clamp(0.0, 10_000.0) as u32,
+        original_size: data.len() as u64,
+    };
     Some(ThinnedJpeg {
         coded,
+        coding,
+        bytes: thinned.bytes,
         share: thinned.share,
         ssimulacra2: thinned.ssimulacra2,
         exact: kept,
-        coding: archive::BlobCoding::JpegThinned {
-            size: thinned.bytes.len() as u64,
-            hash: xxh3_64(&thinned.bytes),
-            score_centi: (thinned.ssimulacra2 * 100.0).floor().clamp(0.0, 10_000.0) as u32,
-            original_size: data.len() as u64,
-        },
     })
 }
 
 /// Writes a kept file in the form made for it; for a JPEG recoded in its own DCT, `hint`
-/// becomes the share it took (the next search's first guess, in storing order).
+/// becomes the share it took (the next search's first guess, in storing order), and the file
+/// is stored against the one before it in `chain` where that is smaller.
 pub(super) fn write_verbatim(
     writer: &mut ArchiveWriter,
     item: &Item,
     form: VerbatimForm,
     hint: &mut Option<f64>,
+    chain: &mut Chain,
 ) -> Result<archive::Blob, PackError> {
     let name = String::from_utf8_lossy(&item.rel).into_owned();
-    if let VerbatimForm::Thinned(t) = &form {
-        *hint = Some(t.share);
-        log::info!(
-            "{}: recoded in its own DCT, {} -> {} bytes stored (SSIMULACRA2 {:.2})",
-            archive::printable(&item.abs),
-            t.exact,
-            t.coded.len(),
-            t.ssimulacra2
-        );
-    }
+    let form = match form {
+        VerbatimForm::Thinned(t) => {
+            *hint = Some(t.share);
+            let alone = t.coded.len();
+            let t = chain.store_against_last(t);
+            log::info!(
+                "{}: recoded in its own DCT, {} -> {} bytes stored (SSIMULACRA2 {:.2}){}",
+                archive::printable(&item.abs),
+                t.exact,
+                t.coded.len(),
+                t.ssimulacra2,
+                if t.coded.len() < alone {
+                    format!(", as its difference from the file before ({alone} bytes alone)")
+                } else {
+                    String::new()
+                }
+            );
+            VerbatimForm::Thinned(t)
+        }
+        other => other,
+    };
     match form {
-        VerbatimForm::Coded { coded, coding }
-        | VerbatimForm::Thinned(ThinnedJpeg { coded, coding, .. }) => {
+        VerbatimForm::Thinned(ThinnedJpeg { coded, coding, .. }) => {
+            let mut blob = writer.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
+            blob.coding = coding;
+            chain.stored_at(blob.offset);
+            Ok(blob)
+        }
+        VerbatimForm::Coded { coded, coding } => {
             let mut blob = writer.add_blob(&name, &mut coded.as_slice(), coded.len() as u64)?;
             blob.coding = coding;
             Ok(blob)

@@ -425,6 +425,7 @@ pub fn pack(
 
     // Non-images first: streamed into the attachment area.
     let mut early_hint = None;
+    let mut early_chain = Chain::default();
     let mut kinds: Vec<Option<EntryKind>> = vec![None; items.len()];
     for (i, item) in items.iter().enumerate() {
         if let Some(Probe::Verbatim(reason)) = &probes[i] {
@@ -434,7 +435,7 @@ pub fn pack(
                 hint: early_hint,
             });
             let form = verbatim_form(item, None, thin)?;
-            let blob = write_verbatim(&mut writer, item, form, &mut early_hint)?;
+            let blob = write_verbatim(&mut writer, item, form, &mut early_hint, &mut early_chain)?;
             progress.file_done(&String::from_utf8_lossy(&item.rel), blob.file_size());
             kinds[i] = Some(EntryKind::Verbatim {
                 blob,

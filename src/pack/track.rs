@@ -219,6 +219,7 @@ pub(super) fn encode_track(
         draft_sizes: HashMap::new(),
         kept_forms: HashMap::new(),
         thin_hint: None,
+        chain: Chain::default(),
         threads,
         deep,
     };
@@ -499,7 +500,13 @@ impl Judge<'_, '_> {
             };
             let item = &items[*i];
             log::info!("{}: stored as is: {reason}", archive::printable(&item.abs));
-            let blob = write_verbatim(self.writer, item, form?, &mut self.coder.thin_hint)?;
+            let blob = write_verbatim(
+                self.writer,
+                item,
+                form?,
+                &mut self.coder.thin_hint,
+                &mut self.coder.chain,
+            )?;
             self.assembler.out[*k].1 = Outcome::Stored(blob, kept_reason(&blob, &reason));
         }
         // Recoded forms of files coded as video are no longer needed (their sizes are kept

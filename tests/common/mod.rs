@@ -690,6 +690,32 @@ pub fn write_fine_jpeg(path: &Path, w: u32, h: u32, seed: u32) {
         .unwrap();
 }
 
+/// `n` frames of a burst as fine JPEGs (`frame_0.jpg`…): one scene whose top half is the same
+/// in every frame (the 8×8 blocks there too) and whose bottom half has noise of its own in
+/// each (a sensor's: what makes a video codec pay for every frame again).
+pub fn write_jpeg_burst(dir: &Path, n: u32) {
+    let scene = photo(960, 640, 3, 1.5);
+    for i in 0..n {
+        let mut img = scene.clone();
+        let mut state = 0x2545_f491_4f6c_dd1du64.wrapping_mul(u64::from(i) + 1);
+        for y in 320..640 {
+            for x in 0..960 {
+                let p = img.get_pixel_mut(x, y);
+                for c in p.0.iter_mut() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    *c = c.saturating_add((state % 9) as u8).saturating_sub(4);
+                }
+            }
+        }
+        let mut out = std::fs::File::create(dir.join(format!("frame_{i}.jpg"))).unwrap();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+            .encode_image(&img)
+            .unwrap();
+    }
+}
+
 /// `av1pack unpack ARCHIVE OUT`, which must succeed.
 pub fn unpack_to(archive: &Path, out: &Path) {
     let o = bin().arg("unpack").arg(archive).arg(out).output().unwrap();
