@@ -103,6 +103,8 @@ enum Work<'a> {
         reference: &'a Coefficients,
         sign: i32,
         blocks: Vec<usize>,
+        /// The resulting coefficients, when asked for.
+        result: Option<Coefficients>,
     },
 }
 
@@ -117,6 +119,25 @@ impl Coefficients {
     /// Pixels of the image's first component (its blocks × 64).
     pub fn pixels(&self) -> usize {
         self.planes.first().map_or(0, |(_, p)| p.len())
+    }
+
+    /// Bytes they take in memory.
+    pub fn heap_bytes(&self) -> usize {
+        self.planes.iter().map(|(_, p)| p.len() * 2).sum()
+    }
+
+    /// Keeps a row of blocks of `component` starting at coefficient `at`.
+    fn store(&mut self, component: usize, per_row: usize, at: usize, coefs: &[c_short]) {
+        if self.planes.len() <= component {
+            self.planes.resize(component + 1, (0, Vec::new()));
+        }
+        let (row, plane) = &mut self.planes[component];
+        *row = per_row;
+        let end = at + coefs.len();
+        if plane.len() < end {
+            plane.resize(end, 0);
+        }
+        plane[at..end].copy_from_slice(coefs);
     }
 }
 
@@ -137,21 +158,14 @@ fn shift_or_collect(
     let end = at + coefs.len();
     match work {
         Work::Collect(c) => {
-            if c.planes.len() <= component {
-                c.planes.resize(component + 1, (0, Vec::new()));
-            }
-            let (row, plane) = &mut c.planes[component];
-            *row = per_row;
-            if plane.len() < end {
-                plane.resize(end, 0);
-            }
-            plane[at..end].copy_from_slice(coefs);
+            c.store(component, per_row, at, coefs);
             Ok(())
         }
         Work::Shift {
             reference,
             sign,
             blocks,
+            result,
         } => {
             let (row, plane) = reference.planes.get(component).ok_or(())?;
             if *row != per_row {
@@ -169,6 +183,9 @@ fn shift_or_collect(
                 blocks.resize(component + 1, 0);
             }
             blocks[component] += coefs.len() / 64;
+            if let Some(c) = result {
+                c.store(component, per_row, at, coefs);
+            }
             Ok(())
         }
         Work::Count(_) | Work::Cut(_) => Ok(()),
@@ -362,15 +379,21 @@ pub fn coefficients(jpeg: &[u8]) -> Result<Coefficients, ThinError> {
 /// `jpeg` written again (optimised Huffman tables, markers kept) with `reference`'s
 /// coefficients subtracted (`sign` -1) or added (1): an error where the layouts of the two
 /// differ (size, sampling, components) or a result is out of a baseline JPEG's range.
-fn shifted(jpeg: &[u8], reference: &Coefficients, sign: i32) -> Result<Vec<u8>, ThinError> {
+fn shifted(
+    jpeg: &[u8],
+    reference: &Coefficients,
+    sign: i32,
+    keep: bool,
+) -> Result<(Vec<u8>, Option<Coefficients>), ThinError> {
     let mut work = Work::Shift {
         reference,
         sign,
         blocks: Vec::new(),
+        result: keep.then(Coefficients::default),
     };
     let out = transform_with(jpeg, &mut work, false)
         .map_err(|e| ThinError::Turbo(format!("not coded against the reference: {e}")))?;
-    let Work::Shift { blocks, .. } = work else {
+    let Work::Shift { blocks, result, .. } = work else {
         return Err(ThinError::Turbo("lost the blocks".into()));
     };
     let whole = reference.planes.len() == blocks.len()
@@ -384,7 +407,7 @@ fn shifted(jpeg: &[u8], reference: &Coefficients, sign: i32) -> Result<Vec<u8>, 
             "the reference has another layout of blocks".into(),
         ));
     }
-    Ok(out)
+    Ok((out, result))
 }
 
 /// `jpeg` as its difference from a similar JPEG of the same layout (`reference`, from
@@ -393,12 +416,24 @@ fn shifted(jpeg: &[u8], reference: &Coefficients, sign: i32) -> Result<Vec<u8>, 
 /// frames of one scene. [`restore`] gives back `jpeg` where `jpeg` was itself written by
 /// this module (what comes out of the transform comes out alike; the caller checks).
 pub fn residual(jpeg: &[u8], reference: &Coefficients) -> Result<Vec<u8>, ThinError> {
-    shifted(jpeg, reference, -1)
+    shifted(jpeg, reference, -1, false).map(|(out, _)| out)
 }
 
 /// The JPEG whose [`residual`] against `reference` is `residual`.
 pub fn restore(residual: &[u8], reference: &Coefficients) -> Result<Vec<u8>, ThinError> {
-    shifted(residual, reference, 1)
+    shifted(residual, reference, 1, false).map(|(out, _)| out)
+}
+
+/// [`restore`], and the [`coefficients`] of the JPEG it gives, from the same pass (what the
+/// next file of a chain is restored against).
+pub fn restore_keeping(
+    residual: &[u8],
+    reference: &Coefficients,
+) -> Result<(Vec<u8>, Coefficients), ThinError> {
+    match shifted(residual, reference, 1, true)? {
+        (out, Some(c)) => Ok((out, c)),
+        (_, None) => Err(ThinError::Turbo("lost the coefficients".into())),
+    }
 }
 
 /// Whether the file ends where its image does (at the EOI marker): data past it (a motion
@@ -471,10 +506,50 @@ fn cut_for(counts: &[u64], share: f64) -> usize {
 /// one. Only where every luma coefficient could go are the chroma ones searched the same way,
 /// from there.
 pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thinned>, ThinError> {
+    search_in(jpeg, jpeg, None, target, hint)
+}
+
+/// [`search`] for a JPEG to be stored as its difference from a similar one (`reference`, a
+/// recoded JPEG's [`coefficients`]): the coefficients thinned are the differences (those of
+/// magnitude 1 become 0: the file takes the reference's value there), so that the residual
+/// holds as few as the target allows. Gives the recoded file and its residual (`Thinned`'s
+/// `bytes` the file), when the residual is 3 % smaller than the file's whole difference.
+pub fn search_against(
+    jpeg: &[u8],
+    reference: &Coefficients,
+    target: f64,
+    hint: Option<f64>,
+) -> Result<Option<(Thinned, Vec<u8>)>, ThinError> {
     if !ends_at_eoi(jpeg) {
         return Err(ThinError::DataAfterImage);
     }
-    let (counts, rewritten) = count(jpeg, true)?;
+    let whole = residual(jpeg, reference)?;
+    let Some(found) = search_in(&whole, jpeg, Some(reference), target, hint)? else {
+        return Ok(None);
+    };
+    let file = restore(&found.bytes, reference)?;
+    Ok(Some((
+        Thinned {
+            bytes: file,
+            ..found.clone()
+        },
+        found.bytes,
+    )))
+}
+
+/// The search: thins `coded`'s coefficients, scores what they give (`coded` itself, or with
+/// `reference` added back) against `original`.
+fn search_in(
+    coded: &[u8],
+    jpeg: &[u8],
+    reference: Option<&Coefficients>,
+    target: f64,
+    hint: Option<f64>,
+) -> Result<Option<Thinned>, ThinError> {
+    if !ends_at_eoi(jpeg) {
+        return Err(ThinError::DataAfterImage);
+    }
+    let (counts, rewritten) = count(coded, true)?;
     let (luma, chroma) = counts.split_at(LUMA_CUTS.min(counts.len()));
     if luma.iter().sum::<u64>() == 0 {
         return Ok(None);
@@ -494,7 +569,10 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
                 original.get_or_init(|| o)
             }
         };
-        let pic = decode(bytes)?;
+        let pic = match reference {
+            Some(r) => decode(&restore(bytes, r)?)?,
+            None => decode(bytes)?,
+        };
         if pic.rgb.dimensions() != original.rgb.dimensions() {
             return Err(ThinError::Decode(
                 "the thinned file has other dimensions".into(),
@@ -508,7 +586,7 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
         )?)
     };
     let descent = Descent {
-        jpeg,
+        jpeg: coded,
         target,
         score: &score,
     };
@@ -813,6 +891,9 @@ mod tests {
             );
             let r = residual(&b, &reference).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(restore(&r, &reference).unwrap(), b, "{name}");
+            let (file, kept) = restore_keeping(&r, &reference).unwrap();
+            assert_eq!(file, b, "{name}");
+            assert_eq!(kept, coefficients(&b).unwrap(), "{name}");
             let alone = crate::lepton::encode_any(&b).unwrap().len();
             let against = crate::lepton::encode_any(&r).unwrap().len();
             assert!(

@@ -3,6 +3,7 @@
 
 use super::mkv::{self, id, EbmlError, ReadAt};
 use super::{codec, Blob, BlobCoding, EntryKind, Index, Packet, INDEX_ATTACHMENT_NAME};
+use crate::jpegthin::Coefficients;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -66,13 +67,13 @@ pub struct Archive {
     png_groups: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
     /// Blobs that recoded JPEGs are stored against (`BlobCoding::JpegThinnedDelta`), by offset.
     references: HashMap<u64, Blob>,
-    /// Those files read lately, most recent last: the next file of a chain finds its
-    /// reference here (unpack and the mount read them in storing order).
-    reference_files: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
+    /// The coefficients of those files read lately, most recent last: the next file of a
+    /// chain is restored against them (unpack and the mount read files in storing order).
+    reference_coefficients: Mutex<Vec<(u64, Arc<Coefficients>)>>,
 }
 
-/// Bytes of files kept for the next file stored against them (`reference_files`).
-const REFERENCE_CACHE_BYTES: usize = 64 << 20;
+/// Bytes of coefficients kept for the next file stored against them (two of a 12 MP photo).
+const REFERENCE_CACHE_BYTES: usize = 80 << 20;
 
 /// Decoded groups of recoded PNGs kept for the next member read (unpack reads a group's
 /// members one after the other; the mount keeps the files it gives out in its own cache).
@@ -122,7 +123,7 @@ impl Archive {
             index_at,
             png_groups: Mutex::new(Vec::new()),
             references: HashMap::new(),
-            reference_files: Mutex::new(Vec::new()),
+            reference_coefficients: Mutex::new(Vec::new()),
         };
         archive.references = archive.find_references();
         archive.beyond_end = archive.count_beyond_end();
@@ -252,7 +253,18 @@ impl Archive {
     /// The whole file a blob gives back (decompressed if it is stored compressed), checked
     /// against the recorded hashes and size.
     pub fn read_file(&self, blob: &Blob) -> Result<Vec<u8>, ReadError> {
+        self.read_file_keeping(blob).map(|(file, _)| file)
+    }
+
+    /// [`read_file`](Self::read_file), and for a file that others are stored against, its
+    /// coefficients (from restoring it, where it is itself stored against another), kept in
+    /// the cache for the next file of its chain.
+    fn read_file_keeping(
+        &self,
+        blob: &Blob,
+    ) -> Result<(Vec<u8>, Option<Arc<Coefficients>>), ReadError> {
         let start = self.blob_range(blob).start;
+        let mut kept = None;
         if blob.file_size() > MAX_WHOLE_FILE {
             return Err(ReadError::OutOfRange(start));
         }
@@ -290,13 +302,16 @@ impl Archive {
                         residual_size,
                         ..
                     } => {
-                        let of = self.reference_file(reference, start)?;
+                        let by = self.reference_coefficients(reference, start)?;
                         crate::lepton::decompress(&stored, residual_size)
                             .map_err(|e| e.to_string())
                             .and_then(|residual| {
-                                let by = crate::jpegthin::coefficients(&of)
-                                    .map_err(|e| format!("the reference: {e}"))?;
-                                crate::jpegthin::restore(&residual, &by).map_err(|e| e.to_string())
+                                crate::jpegthin::restore_keeping(&residual, &by)
+                                    .map_err(|e| e.to_string())
+                            })
+                            .map(|(file, coefficients)| {
+                                kept = Some(coefficients);
+                                file
                             })
                     }
                     // Read through its group, above.
@@ -311,46 +326,61 @@ impl Archive {
         if file.len() as u64 != blob.file_size() || xxh3_64(&file) != blob.file_hash() {
             return Err(ReadError::Corrupt(start));
         }
-        if self.references.contains_key(&blob.offset) && file.len() <= REFERENCE_CACHE_BYTES {
-            let mut cache = self
-                .reference_files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+        if !self.references.contains_key(&blob.offset) {
+            return Ok((file, None));
+        }
+        // A file others are stored against: its coefficients, for the next one.
+        let coefficients = Arc::new(match kept {
+            Some(c) => c,
+            None => crate::jpegthin::coefficients(&file).map_err(|e| {
+                log::debug!("blob at {start}: {e}");
+                ReadError::Corrupt(start)
+            })?,
+        });
+        if coefficients.heap_bytes() <= REFERENCE_CACHE_BYTES {
+            let mut cache = self.reference_cache();
             if !cache.iter().any(|(at, _)| *at == blob.offset) {
-                cache.push((blob.offset, Arc::new(file.clone())));
-                let mut total: usize = cache.iter().map(|(_, f)| f.len()).sum();
+                cache.push((blob.offset, coefficients.clone()));
+                let mut total: usize = cache.iter().map(|(_, c)| c.heap_bytes()).sum();
                 while total > REFERENCE_CACHE_BYTES {
-                    total -= cache.remove(0).1.len();
+                    total -= cache.remove(0).1.heap_bytes();
                 }
             }
         }
-        Ok(file)
+        Ok((file, Some(coefficients)))
     }
 
-    /// The file a recoded JPEG (whose blob starts at byte `start`) is stored against: the
-    /// blob at `offset`, from the cache or read (its own reference first, and so on: the
-    /// index's checks bound the chain).
-    fn reference_file(&self, offset: u64, start: u64) -> Result<Arc<Vec<u8>>, ReadError> {
-        let cached = {
-            let mut cache = self
-                .reference_files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            cache.iter().position(|(at, _)| *at == offset).map(|k| {
+    /// The cache of reference coefficients (a poisoned lock only means another reader
+    /// panicked: the cache is still sound).
+    fn reference_cache(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<Coefficients>)>> {
+        self.reference_coefficients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The coefficients of the file a recoded JPEG (whose blob starts at byte `start`) is
+    /// stored against: the blob at `offset`, from the cache or read (its own reference first,
+    /// and so on: the index's checks bound the chain).
+    fn reference_coefficients(
+        &self,
+        offset: u64,
+        start: u64,
+    ) -> Result<Arc<Coefficients>, ReadError> {
+        {
+            let mut cache = self.reference_cache();
+            if let Some(k) = cache.iter().position(|(at, _)| *at == offset) {
                 let hit = cache.remove(k);
                 cache.push(hit.clone());
-                hit.1
-            })
-        };
-        if let Some(file) = cached {
-            return Ok(file);
+                return Ok(hit.1);
+            }
         }
         let blob = self
             .references
             .get(&offset)
             .filter(|b| b.offset < start.saturating_sub(self.blob_area))
             .ok_or(ReadError::Corrupt(start))?;
-        self.read_file(blob).map(Arc::new)
+        let (_, kept) = self.read_file_keeping(blob)?;
+        kept.ok_or(ReadError::Corrupt(start))
     }
 
     /// A blob's stored bytes, whole, checked against its recorded length and hash.

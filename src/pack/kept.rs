@@ -40,11 +40,14 @@ pub(super) struct ThinnedJpeg {
     bytes: Vec<u8>,
 }
 
-/// Pixels a read may decode to give back the last file of a chain of recoded JPEGs stored
-/// each against the one before ([`Chain`]): 48 MP, four 12 MP photos, 24 frames of 1080p.
-const CHAIN_PIXELS: usize = 48_000_000;
+/// Pixels of the files before it that a read may decode to give back the last file of a chain
+/// of recoded JPEGs stored each against the one before ([`Chain`]): 24 MP, twelve frames of
+/// 1080p (measured: 20 ms a frame, so that a cold read in the mount takes at most about what
+/// one of a GOP of video frames does), but at least [`MIN_CHAIN`] files (12 MP photos).
+const CHAIN_PIXELS: usize = 24_000_000;
+const MIN_CHAIN: usize = 2;
 /// Longest chain pack makes, whatever the size (small frames).
-const CHAIN_FILES: u32 = 32;
+const CHAIN_FILES: usize = 32;
 
 /// The recoded JPEG stored last, which the next one of the same layout (storing order is
 /// similarity order) may be stored against as its difference (`jpegthin::residual`).
@@ -70,7 +73,7 @@ impl Chain {
             self.last = None;
             return t;
         };
-        let limit = (CHAIN_PIXELS / coefficients.pixels().max(1)).clamp(1, CHAIN_FILES as usize);
+        let limit = (CHAIN_PIXELS / coefficients.pixels().max(1)).clamp(MIN_CHAIN, CHAIN_FILES);
         let against = self
             .last
             .as_ref()
