@@ -46,8 +46,9 @@ pub(super) struct ThinnedJpeg {
 /// one of a GOP of video frames does), but at least [`MIN_CHAIN`] files (12 MP photos).
 const CHAIN_PIXELS: usize = 24_000_000;
 const MIN_CHAIN: usize = 2;
-/// Longest chain pack makes, whatever the size (small frames).
-const CHAIN_FILES: usize = 32;
+/// Longest chain pack makes, whatever the size (small frames: 48 of 736×544 take about
+/// 300 ms to read; readers follow up to `archive::MAX_DELTA_CHAIN`).
+const CHAIN_FILES: usize = 48;
 
 /// The recoded JPEG stored last, which the next one of the same layout (storing order is
 /// similarity order) may be stored against as its difference (`jpegthin::residual`).
