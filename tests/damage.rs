@@ -349,3 +349,81 @@ fn archives_of_format_version_1_are_refused_clearly() {
         stderr(&o)
     );
 }
+
+/// A damaged frame of a JPEG burst stored frame against frame: it and the frames stored
+/// against it (directly or down the chain) are named and not written; the frames before it
+/// are restored exactly; nothing panics.
+#[test]
+fn a_damaged_burst_frame_takes_the_rest_of_its_chain_and_nothing_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    write_jpeg_burst(&album, 5);
+    let archive = tmp.path().join("a.mkv");
+    pack_with(&["-q"], &album, &archive);
+    let good = tmp.path().join("good");
+    unpack_to(&archive, &good);
+    let reference = tree(&good);
+    let a = open(&archive);
+    // Frames in storing order, with the offset each is stored against.
+    let mut frames: Vec<(String, std::ops::Range<u64>, u64, Option<u64>)> = a
+        .index
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Verbatim { blob, .. } => Some((
+                e.path_lossy(),
+                a.blob_range(blob),
+                blob.offset,
+                match blob.coding {
+                    BlobCoding::JpegThinnedDelta { reference, .. } => Some(reference),
+                    _ => None,
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    frames.sort_by_key(|f| f.2);
+    let chained = frames.iter().filter(|f| f.3.is_some()).count();
+    assert!(chained >= 3, "{frames:?}");
+    // The second frame of the chain: the first survives, every later one depends on it.
+    let (victim, range, offset, _) = frames[1].clone();
+    assert_eq!(frames[2].3, Some(offset), "{frames:?}");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = ((range.start + range.end) / 2) as usize;
+    bytes[mid] ^= 0x80;
+    let damaged = tmp.path().join("damaged.mkv");
+    std::fs::write(&damaged, bytes).unwrap();
+    let out = tmp.path().join("out");
+    let o = bin()
+        .args(["unpack", "-q"])
+        .arg(&damaged)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    let got = tree(&out);
+    // Those stored against the victim, down the chain.
+    let mut lost = vec![offset];
+    for f in &frames {
+        if f.3.is_some_and(|r| lost.contains(&r)) {
+            lost.push(f.2);
+        }
+    }
+    for (name, _, off, _) in &frames {
+        let rel = PathBuf::from(name);
+        if lost.contains(off) {
+            assert!(err.contains(name.as_str()), "{name} not named: {err}");
+            assert!(!got.contains_key(&rel), "{name} written");
+        } else {
+            assert_eq!(got.get(&rel), reference.get(&rel), "{name}");
+        }
+    }
+    assert!(
+        lost.len() >= 3 && lost.len() < frames.len(),
+        "{lost:?} of {frames:?}"
+    );
+    assert!(err.contains(&victim), "{err}");
+}
