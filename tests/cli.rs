@@ -1724,11 +1724,7 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
 #[test]
 fn a_jpeg_burst_is_stored_frame_against_frame() {
     let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("album");
-    std::fs::create_dir_all(&album).unwrap();
-    write_jpeg_burst(&album, 5);
-    let archive = tmp.path().join("a.mkv");
-    pack_with(&["-q"], &album, &archive);
+    let (album, archive) = packed_jpeg_burst(tmp.path());
     let a = av1pack::archive::Archive::open(&archive).unwrap();
     let blob = |i: u32| {
         let name = format!("frame_{i}.jpg");

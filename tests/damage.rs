@@ -356,11 +356,7 @@ fn archives_of_format_version_1_are_refused_clearly() {
 #[test]
 fn a_damaged_burst_frame_takes_the_rest_of_its_chain_and_nothing_before() {
     let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("album");
-    std::fs::create_dir_all(&album).unwrap();
-    write_jpeg_burst(&album, 5);
-    let archive = tmp.path().join("a.mkv");
-    pack_with(&["-q"], &album, &archive);
+    let (_, archive) = packed_jpeg_burst(tmp.path());
     let good = tmp.path().join("good");
     unpack_to(&archive, &good);
     let reference = tree(&good);

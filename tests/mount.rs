@@ -525,6 +525,25 @@ fn kept_jpegs_stored_with_lepton_are_served_exactly() {
     }
 }
 
+/// `served` (a file in a mount) has `want`'s size in `stat`, its bytes read whole, and a read
+/// from the middle agrees.
+fn assert_served_whole_and_in_part(served: &Path, want: &[u8]) {
+    let name = served.display();
+    assert_eq!(
+        std::fs::metadata(served).unwrap().len(),
+        want.len() as u64,
+        "{name}: st_size"
+    );
+    let f = std::fs::File::open(served).unwrap();
+    let mut part = vec![0u8; 1000];
+    let n = f.read_at(&mut part, want.len() as u64 / 2).unwrap();
+    assert!(n > 0 && part[..n] == want[want.len() / 2..want.len() / 2 + n]);
+    assert!(
+        std::fs::read(served).unwrap() == want,
+        "{name}: served bytes"
+    );
+}
+
 /// JPEGs recoded in their own DCT are served as the recoded file: the size `ls -l` shows is
 /// exact, the bytes are unpack's, a read in the middle agrees with the whole, and each scores
 /// at least 90 against its original.
@@ -564,19 +583,7 @@ fn recoded_jpegs_are_served_as_unpack_gives_them() {
             "{name} recoded"
         );
         let served = m.dir.join(&name);
-        assert_eq!(
-            std::fs::metadata(&served).unwrap().len(),
-            want.len() as u64,
-            "{name}: st_size"
-        );
-        let f = std::fs::File::open(&served).unwrap();
-        let mut part = vec![0u8; 1000];
-        let n = f.read_at(&mut part, want.len() as u64 / 2).unwrap();
-        assert!(n > 0 && part[..n] == want[want.len() / 2..want.len() / 2 + n]);
-        assert!(
-            std::fs::read(&served).unwrap() == want,
-            "{name}: served bytes"
-        );
+        assert_served_whole_and_in_part(&served, &want);
         assert_looks_the_same(&album.join(&name), &served, 90.0);
     }
 }
@@ -589,11 +596,7 @@ fn burst_frames_stored_against_each_other_are_served_as_unpack_gives_them() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("album");
-    std::fs::create_dir(&album).unwrap();
-    write_jpeg_burst(&album, 5);
-    let archive = tmp.path().join("a.mkv");
-    pack_with(&["-q"], &album, &archive);
+    let (_, archive) = packed_jpeg_burst(tmp.path());
     let a = Archive::open(&archive).unwrap();
     let chained = a
         .index
@@ -612,19 +615,7 @@ fn burst_frames_stored_against_each_other_are_served_as_unpack_gives_them() {
         let name = format!("frame_{i}.jpg");
         let want = std::fs::read(out.join(&name)).unwrap();
         let served = m.dir.join(&name);
-        assert_eq!(
-            std::fs::metadata(&served).unwrap().len(),
-            want.len() as u64,
-            "{name}: st_size"
-        );
-        let f = std::fs::File::open(&served).unwrap();
-        let mut part = vec![0u8; 1000];
-        let n = f.read_at(&mut part, want.len() as u64 / 2).unwrap();
-        assert!(n > 0 && part[..n] == want[want.len() / 2..want.len() / 2 + n]);
-        assert!(
-            std::fs::read(&served).unwrap() == want,
-            "{name}: served bytes"
-        );
+        assert_served_whole_and_in_part(&served, &want);
     }
 }
 

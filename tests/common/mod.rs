@@ -716,6 +716,17 @@ pub fn write_jpeg_burst(dir: &Path, n: u32) {
     }
 }
 
+/// A 5-frame [`write_jpeg_burst`] in `dir/album`, packed with defaults into `dir/a.mkv`:
+/// (album, archive).
+pub fn packed_jpeg_burst(dir: &Path) -> (PathBuf, PathBuf) {
+    let album = dir.join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    write_jpeg_burst(&album, 5);
+    let archive = dir.join("a.mkv");
+    pack_with(&["-q"], &album, &archive);
+    (album, archive)
+}
+
 /// `av1pack unpack ARCHIVE OUT`, which must succeed.
 pub fn unpack_to(archive: &Path, out: &Path) {
     let o = bin().arg("unpack").arg(archive).arg(out).output().unwrap();
