@@ -121,6 +121,34 @@ impl Coefficients {
         self.planes.first().map_or(0, |(_, p)| p.len())
     }
 
+    /// A rough count of the bits an entropy coder spends on these coefficients, and on their
+    /// differences from `reference`'s (`None` where the layouts differ): for each non-zero
+    /// value, its magnitude's bit length and one more. Far cheaper than coding them, it tells
+    /// whether a residual is worth trying.
+    pub fn bits_alone_and_against(&self, reference: &Coefficients) -> Option<(u64, u64)> {
+        let bits = |v: i32| {
+            if v == 0 {
+                0
+            } else {
+                u64::from(33 - v.unsigned_abs().leading_zeros())
+            }
+        };
+        if self.planes.len() != reference.planes.len() {
+            return None;
+        }
+        let (mut alone, mut against) = (0, 0);
+        for ((row, plane), (r_row, r_plane)) in self.planes.iter().zip(&reference.planes) {
+            if row != r_row || plane.len() != r_plane.len() {
+                return None;
+            }
+            for (&c, &r) in plane.iter().zip(r_plane) {
+                alone += bits(i32::from(c));
+                against += bits(i32::from(c) - i32::from(r));
+            }
+        }
+        Some((alone, against))
+    }
+
     /// Bytes they take in memory.
     pub fn heap_bytes(&self) -> usize {
         self.planes.iter().map(|(_, p)| p.len() * 2).sum()
@@ -914,6 +942,30 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// The rough bit count tells frames of one scene (differences far cheaper than the file)
+    /// from unrelated pictures (differences dearer), and refuses other layouts.
+    #[test]
+    fn bit_counts_tell_similar_frames_from_unrelated_ones() {
+        let (a, b) = frames(256, 192, turbojpeg::Subsamp::Sub2x2, false);
+        let (ca, cb) = (coefficients(&a).unwrap(), coefficients(&b).unwrap());
+        let (alone, against) = cb.bits_alone_and_against(&ca).unwrap();
+        assert!(against * 4 < alone, "{against} of {alone}");
+        assert_eq!(ca.bits_alone_and_against(&ca).unwrap().1, 0);
+        let unrelated = coefficients(&sample(95)).unwrap();
+        let (alone, against) = unrelated.bits_alone_and_against(&ca).unwrap();
+        assert!(against > alone, "{against} of {alone}");
+        let (grey, _) = frames(256, 192, turbojpeg::Subsamp::Gray, false);
+        assert_eq!(
+            coefficients(&grey).unwrap().bits_alone_and_against(&ca),
+            None
+        );
+        let (wider, _) = frames(264, 192, turbojpeg::Subsamp::Sub2x2, false);
+        assert_eq!(
+            coefficients(&wider).unwrap().bits_alone_and_against(&ca),
+            None
+        );
     }
 
     /// A reference of another layout, or one that would leave differences no baseline JPEG

@@ -79,6 +79,7 @@ impl Chain {
             .last
             .as_ref()
             .filter(|l| (l.depth as usize) < limit)
+            .filter(|l| promising(&coefficients, &l.coefficients))
             .and_then(|l| Some((l, delta_form(&t, &l.coefficients)?)));
         let (t, depth) = match against {
             Some((link, (coded, residual_size))) => {
@@ -118,6 +119,19 @@ impl Chain {
             l.offset = offset;
         }
     }
+}
+
+/// Whether a file (`coefficients`) is worth coding against `reference` (a Lepton coding and its
+/// check, 0.4 s for a 12 MP photo): where the rough bit count of its differences is under 3/4
+/// of its own. Measured: 0.26–0.55 on the frames of two bursts (those stored against the one
+/// before, and those where that came out larger alike), 1.37–1.95 on unrelated 12 MP photos.
+fn promising(
+    coefficients: &crate::jpegthin::Coefficients,
+    reference: &crate::jpegthin::Coefficients,
+) -> bool {
+    coefficients
+        .bits_alone_and_against(reference)
+        .is_some_and(|(alone, against)| against * 4 < alone * 3)
 }
 
 /// `t`'s Lepton-compressed residual against `reference` and the residual's length, where it
