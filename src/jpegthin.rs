@@ -534,50 +534,10 @@ fn cut_for(counts: &[u64], share: f64) -> usize {
 /// one. Only where every luma coefficient could go are the chroma ones searched the same way,
 /// from there.
 pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thinned>, ThinError> {
-    search_in(jpeg, jpeg, None, target, hint)
-}
-
-/// [`search`] for a JPEG to be stored as its difference from a similar one (`reference`, a
-/// recoded JPEG's [`coefficients`]): the coefficients thinned are the differences (those of
-/// magnitude 1 become 0: the file takes the reference's value there), so that the residual
-/// holds as few as the target allows. Gives the recoded file and its residual (`Thinned`'s
-/// `bytes` the file), when the residual is 3 % smaller than the file's whole difference.
-pub fn search_against(
-    jpeg: &[u8],
-    reference: &Coefficients,
-    target: f64,
-    hint: Option<f64>,
-) -> Result<Option<(Thinned, Vec<u8>)>, ThinError> {
     if !ends_at_eoi(jpeg) {
         return Err(ThinError::DataAfterImage);
     }
-    let whole = residual(jpeg, reference)?;
-    let Some(found) = search_in(&whole, jpeg, Some(reference), target, hint)? else {
-        return Ok(None);
-    };
-    let file = restore(&found.bytes, reference)?;
-    Ok(Some((
-        Thinned {
-            bytes: file,
-            ..found.clone()
-        },
-        found.bytes,
-    )))
-}
-
-/// The search: thins `coded`'s coefficients, scores what they give (`coded` itself, or with
-/// `reference` added back) against `original`.
-fn search_in(
-    coded: &[u8],
-    jpeg: &[u8],
-    reference: Option<&Coefficients>,
-    target: f64,
-    hint: Option<f64>,
-) -> Result<Option<Thinned>, ThinError> {
-    if !ends_at_eoi(jpeg) {
-        return Err(ThinError::DataAfterImage);
-    }
-    let (counts, rewritten) = count(coded, true)?;
+    let (counts, rewritten) = count(jpeg, true)?;
     let (luma, chroma) = counts.split_at(LUMA_CUTS.min(counts.len()));
     if luma.iter().sum::<u64>() == 0 {
         return Ok(None);
@@ -597,10 +557,7 @@ fn search_in(
                 original.get_or_init(|| o)
             }
         };
-        let pic = match reference {
-            Some(r) => decode(&restore(bytes, r)?)?,
-            None => decode(bytes)?,
-        };
+        let pic = decode(bytes)?;
         if pic.rgb.dimensions() != original.rgb.dimensions() {
             return Err(ThinError::Decode(
                 "the thinned file has other dimensions".into(),
@@ -614,7 +571,7 @@ fn search_in(
         )?)
     };
     let descent = Descent {
-        jpeg: coded,
+        jpeg,
         target,
         score: &score,
     };
