@@ -525,6 +525,17 @@ fn kept_jpegs_stored_with_lepton_are_served_exactly() {
     }
 }
 
+/// How many kept files of the archive are stored with a coding that `is` accepts.
+fn count_kept(archive: &Path, is: fn(&av1pack::archive::BlobCoding) -> bool) -> usize {
+    Archive::open(archive)
+        .unwrap()
+        .index
+        .entries
+        .iter()
+        .filter(|e| matches!(&e.kind, EntryKind::Verbatim { blob, .. } if is(&blob.coding)))
+        .count()
+}
+
 /// `served` (a file in a mount) has `want`'s size in `stat`, its bytes read whole, and a read
 /// from the middle agrees.
 fn assert_served_whole_and_in_part(served: &Path, want: &[u8]) {
@@ -560,16 +571,9 @@ fn recoded_jpegs_are_served_as_unpack_gives_them() {
     }
     let archive = tmp.path().join("a.mkv");
     pack_with(&["-q"], &album, &archive);
-    let a = Archive::open(&archive).unwrap();
-    let thinned = a
-        .index
-        .entries
-        .iter()
-        .filter(|e| {
-            matches!(&e.kind, EntryKind::Verbatim { blob, .. }
-                if matches!(blob.coding, av1pack::archive::BlobCoding::JpegThinned { .. }))
-        })
-        .count();
+    let thinned = count_kept(&archive, |c| {
+        matches!(c, av1pack::archive::BlobCoding::JpegThinned { .. })
+    });
     assert_eq!(thinned, 3, "every JPEG recoded");
     let out = tmp.path().join("out");
     unpack_to(&archive, &out);
@@ -597,16 +601,9 @@ fn burst_frames_stored_against_each_other_are_served_as_unpack_gives_them() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (_, archive) = packed_jpeg_burst(tmp.path());
-    let a = Archive::open(&archive).unwrap();
-    let chained = a
-        .index
-        .entries
-        .iter()
-        .filter(|e| {
-            matches!(&e.kind, EntryKind::Verbatim { blob, .. }
-                if matches!(blob.coding, av1pack::archive::BlobCoding::JpegThinnedDelta { .. }))
-        })
-        .count();
+    let chained = count_kept(&archive, |c| {
+        matches!(c, av1pack::archive::BlobCoding::JpegThinnedDelta { .. })
+    });
     assert!(chained >= 3, "{chained} frames stored against another");
     let out = tmp.path().join("out");
     unpack_to(&archive, &out);
