@@ -480,6 +480,13 @@ pub fn probe(path: &Path) -> Result<Probe, ScanError> {
         image::ColorType::L8 => (ColorModel::Grey, false),
         image::ColorType::Rgba8 => (ColorModel::Rgb, true),
         image::ColorType::La8 => (ColorModel::Grey, true),
+        // 16-bit PNGs are coded at 8 bits and written back at 16 (screenshots and exports that
+        // editors save at 16 bits); 16-bit TIFFs, which scanners make for editing, stay as
+        // they are.
+        image::ColorType::Rgb16 if format == ImageFormat::Png => (ColorModel::Rgb16, false),
+        image::ColorType::L16 if format == ImageFormat::Png => (ColorModel::Grey16, false),
+        image::ColorType::Rgba16 if format == ImageFormat::Png => (ColorModel::Rgb16, true),
+        image::ColorType::La16 if format == ImageFormat::Png => (ColorModel::Grey16, true),
         other => {
             let bits = other.bits_per_pixel() / u16::from(other.channel_count().max(1));
             return Ok(Probe::Verbatim(format!(

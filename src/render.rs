@@ -144,7 +144,8 @@ pub fn render(
     let target = target(entry, format);
     let tiff_deflate = renderer.tiff_deflate();
     let rgb = &pic.rgb;
-    let grey = entry.color == ColorModel::Grey;
+    let grey = entry.color.is_grey();
+    let sixteen = entry.color.is_16_bit();
     let pixels: std::borrow::Cow<'_, [u8]> = if grey {
         std::borrow::Cow::Owned(to_luma(rgb))
     } else {
@@ -175,11 +176,11 @@ pub fn render(
                 };
                 bitmap_file(target, rgba, 4, (w, h), &entry.metadata, tiff_deflate)
             }
-            _ => png_file(&with_alpha, w, h, grey, true, &entry.metadata),
+            _ => png_file(&with_alpha, (w, h), (grey, true, sixteen), &entry.metadata),
         };
     }
     match target {
-        ImageFormat::Png => png_file(&pixels, w, h, grey, false, &entry.metadata),
+        ImageFormat::Png => png_file(&pixels, (w, h), (grey, false, sixteen), &entry.metadata),
         ImageFormat::Jpeg => {
             let jpeg = jpeg_file(&pixels, w, h, entry.color)?;
             Ok(meta::splice_jpeg(&jpeg, &entry.metadata))
@@ -198,7 +199,7 @@ pub fn render(
         }
         // Formats we do not write come out as PNG.
         ImageFormat::Gif | ImageFormat::Other => {
-            png_file(&pixels, w, h, grey, false, &entry.metadata)
+            png_file(&pixels, (w, h), (grey, false, sixteen), &entry.metadata)
         }
     }
 }
@@ -399,7 +400,7 @@ pub fn render_planes(entry: &ImageEntry, ycc: YccRef<'_>) -> Result<Vec<u8>, Ren
         return Err(RenderError::TooLarge(w, h));
     }
     let mut c = jpeg_compressor()?;
-    let jpeg = if entry.color == ColorModel::Grey {
+    let jpeg = if entry.color.is_grey() {
         c.set_subsamp(turbojpeg::Subsamp::Gray)?;
         let image = turbojpeg::Image {
             pixels: ycc.y,
@@ -481,8 +482,12 @@ fn jpeg_file(pixels: &[u8], w: u32, h: u32, color: ColorModel) -> Result<Vec<u8>
         return Err(RenderError::TooLarge(w, h));
     }
     let (format, subsamp) = match color {
-        ColorModel::Grey => (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray),
-        ColorModel::Rgb => (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None),
+        ColorModel::Grey | ColorModel::Grey16 => {
+            (turbojpeg::PixelFormat::GRAY, turbojpeg::Subsamp::Gray)
+        }
+        ColorModel::Rgb | ColorModel::Rgb16 => {
+            (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::None)
+        }
         ColorModel::Rgb420 => (turbojpeg::PixelFormat::RGB, turbojpeg::Subsamp::Sub2x2),
     };
     let image = turbojpeg::Image {
@@ -497,14 +502,22 @@ fn jpeg_file(pixels: &[u8], w: u32, h: u32, color: ColorModel) -> Result<Vec<u8>
     Ok(c.compress_to_vec(image)?)
 }
 
+/// A PNG of `pixels` (8-bit samples: grey or RGB, then alpha if `alpha`). With `sixteen`, the
+/// PNG has 16 bits a sample, each one the 8-bit one × 257 (its byte twice, big-endian), which
+/// decodes back to the same 8 bits.
 fn png_file(
     pixels: &[u8],
-    w: u32,
-    h: u32,
-    grey: bool,
-    alpha: bool,
+    (w, h): (u32, u32),
+    (grey, alpha, sixteen): (bool, bool, bool),
     metadata: &[MetaBlock],
 ) -> Result<Vec<u8>, RenderError> {
+    let widened: Vec<u8>;
+    let (pixels, depth) = if sixteen {
+        widened = pixels.iter().flat_map(|&v| [v, v]).collect();
+        (&widened[..], png::BitDepth::Sixteen)
+    } else {
+        (pixels, png::BitDepth::Eight)
+    };
     let mut buf = Vec::with_capacity(pixels.len() / 2 + 1024);
     // A JPEG, WebP or TIFF original's profile, EXIF and XMP (`unpack --format png`).
     let meta::PngCarried { icc, exif, xmp } = meta::png_carried(metadata);
@@ -522,7 +535,7 @@ fn png_file(
             (false, false) => png::ColorType::Rgb,
             (false, true) => png::ColorType::Rgba,
         });
-        enc.set_depth(png::BitDepth::Eight);
+        enc.set_depth(depth);
         enc.set_compression(png::Compression::Fast);
         let mut writer = enc.write_header()?;
         for block in metadata {
@@ -630,6 +643,33 @@ mod tests {
         }
     }
 
+    /// A 16-bit original's PNG has 16 bits a sample, each the decoded one × 257, alpha too, and
+    /// its chunks (an sBIT of 16 bits); decoded to 8 bits it gives the decoded pixels back.
+    #[test]
+    fn sixteen_bit_originals_are_written_with_sixteen_bits() {
+        let pixels: Vec<u8> = (0..5 * 3 * 4).map(|i| (i * 11 % 256) as u8).collect();
+        let sbit = vec![MetaBlock::PngChunk {
+            kind: *b"sBIT",
+            data: vec![16, 16, 16, 16],
+        }];
+        let file = png_file(&pixels, (5, 3), (false, true, true), &sbit).unwrap();
+        let mut reader = png::Decoder::new(Cursor::new(&file)).read_info().unwrap();
+        let mut back = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut back).unwrap();
+        assert_eq!(reader.info().bit_depth, png::BitDepth::Sixteen);
+        assert_eq!(reader.info().color_type, png::ColorType::Rgba);
+        let wide: Vec<u16> = back
+            .chunks_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .collect();
+        let want: Vec<u16> = pixels.iter().map(|&v| u16::from(v) * 257).collect();
+        assert_eq!(wide, want);
+        assert!(file.windows(4).any(|w| w == b"sBIT"));
+        let img = image::load_from_memory(&file).unwrap();
+        assert_eq!(img.color(), image::ColorType::Rgba16);
+        assert_eq!(img.into_rgba8().into_raw(), pixels);
+    }
+
     /// A JPEG original written as PNG (`unpack --format png`) keeps its ICC profile (from two
     /// APP2 pieces given out of order), its EXIF (orientation included) and its XMP, in the
     /// chunks PNG readers look for; with nothing to carry the file is what it was before.
@@ -656,7 +696,7 @@ mod tests {
             seg(0xFE, b"", b"a comment"),
         ];
         let pixels: Vec<u8> = (0..6 * 4 * 3).map(|i| (i * 5) as u8).collect();
-        let file = png_file(&pixels, 6, 4, false, false, &blocks).unwrap();
+        let file = png_file(&pixels, (6, 4), (false, false, false), &blocks).unwrap();
         let mut reader = png::Decoder::new(Cursor::new(&file)).read_info().unwrap();
         let mut back = vec![0; reader.output_buffer_size().unwrap()];
         reader.next_frame(&mut back).unwrap();
@@ -688,7 +728,7 @@ mod tests {
         }
         let comment_only = &blocks[4..];
         assert_eq!(
-            png_file(&pixels, 6, 4, false, false, comment_only).unwrap(),
+            png_file(&pixels, (6, 4), (false, false, false), comment_only).unwrap(),
             plain
         );
     }

@@ -215,7 +215,7 @@ fn edge_cases_round_trip() {
         ("truncated.jpg", "truncated JPEG"),
         ("empty.jpg", "empty file"),
         (
-            "sixteen-bit.png",
+            "sixteen-bit.tif",
             "16 bits a sample (coded frames would keep 8)",
         ),
         ("animated.gif", "GIF"),
@@ -282,12 +282,15 @@ fn edge_cases_round_trip() {
         let img = image::open(out.join(name)).unwrap();
         assert_eq!(img.color(), color, "{name}");
     }
+    let deep = image::open(out.join("sixteen-bit.png")).unwrap();
+    assert_eq!(deep.color(), image::ColorType::L16, "16 bits stay 16 bits");
     assert_eq!(std::fs::read(out.join("empty.jpg")).unwrap().len(), 0);
     // Coded, a palette PNG would come back as RGBA, several times its size: it is kept.
     for name in [
         "palette.png",
         "bilevel.png",
         "fax.tif",
+        "sixteen-bit.tif",
         "print.tif",
         "profile.bmp",
         "tail.webp",
@@ -1014,6 +1017,79 @@ fn lossless_quality_gives_every_pixel_back() {
         assert!(image::guess_format(&ba).is_ok(), "{}", rel.display());
         // Coded images: the same pixels and the same alpha, exactly.
         assert_eq!(picture_of(&a), picture_of(&b), "{}", rel.display());
+    }
+}
+
+/// PNGs of 16 bits a sample (editors' exports, screenshots) are coded at the target like the
+/// 8-bit ones and come back as PNGs of 16 bits and the same colour type, each sample the
+/// decoded 8-bit one × 257. Lossless mode keeps them as they are.
+#[test]
+fn sixteen_bit_pngs_are_coded_and_come_back_with_sixteen_bits() {
+    use av1pack::archive::{ColorModel, EntryKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("exports");
+    std::fs::create_dir(&album).unwrap();
+    let photo = image::open(sample_album().join("2006/bar55.jpg")).unwrap();
+    write_16_bit_png(&album.join("colour.png"), &photo.to_rgb8(), true);
+    let portrait = image::open(sample_album().join("2005/anne_helene.jpg")).unwrap();
+    write_16_bit_png(&album.join("grey.png"), &portrait.to_rgb8(), false);
+    let archive = tmp.path().join("exports.mkv");
+    pack(&album, &archive);
+    let a = av1pack::archive::Archive::open(&archive).unwrap();
+    for (name, color) in [
+        ("colour.png", ColorModel::Rgb16),
+        ("grey.png", ColorModel::Grey16),
+    ] {
+        match &entry(&a, name).kind {
+            EntryKind::Image(img) => {
+                assert_eq!(img.color, color, "{name}");
+                assert!(img.score.is_some_and(|s| s >= 90.0), "{name}: {img:?}");
+            }
+            other => panic!("{name} is not coded: {other:?}"),
+        }
+    }
+    let out = tmp.path().join("restored");
+    unpack(&archive, &out);
+    // Names, times, sizes, alpha (as 8 bits) and a score of at least 90 against the original.
+    assert_same_tree(&album, &out, 90.0);
+    for (name, color) in [
+        ("colour.png", image::ColorType::Rgba16),
+        ("grey.png", image::ColorType::L16),
+    ] {
+        let back = image::open(out.join(name)).unwrap();
+        assert_eq!(back.color(), color, "{name}");
+        let samples = match back {
+            image::DynamicImage::ImageRgba16(i) => i.into_raw(),
+            image::DynamicImage::ImageLuma16(i) => i.into_raw(),
+            other => panic!("{name}: {:?}", other.color()),
+        };
+        assert!(samples.iter().all(|v| v % 257 == 0), "{name}");
+    }
+    // The nearly opaque band (65267) comes back as 254 × 257, the transparent corner as 0.
+    let back = image::open(out.join("colour.png")).unwrap().into_rgba16();
+    assert_eq!(back.get_pixel(400, 100)[3], 254 * 257);
+    assert_eq!(back.get_pixel(5, 5)[3], 0);
+    let v = verify_json(&archive, &album);
+    assert_eq!(v["images"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
+
+    let lossless = tmp.path().join("lossless.mkv");
+    let err = pack_with(&["--quality", "lossless"], &album, &lossless);
+    for name in ["colour.png", "grey.png"] {
+        assert!(
+            err.contains(&format!(
+                "{name} (lossless mode keeps images of 16 bits a sample as they are"
+            )),
+            "{name}: {err}"
+        );
+    }
+    let out = tmp.path().join("lossless");
+    unpack(&lossless, &out);
+    for name in ["colour.png", "grey.png"] {
+        assert!(
+            std::fs::read(out.join(name)).unwrap() == std::fs::read(album.join(name)).unwrap(),
+            "{name} comes back as it was"
+        );
     }
 }
 

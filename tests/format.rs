@@ -60,9 +60,40 @@ fn sample_copies() -> Vec<Entry> {
     ]
 }
 
+/// What version 14 added: PNGs of 16 bits a sample, coded (colour and grey), before the last
+/// entry.
+fn sample_index() -> Index {
+    let mut idx = sample_index_v13();
+    let scan = idx
+        .entries
+        .iter()
+        .find(|e| e.path == b"scan.tif")
+        .cloned()
+        .expect("the sample has a scan");
+    for (name, color) in [
+        ("export 16.png", ColorModel::Rgb16),
+        ("grey 16.png", ColorModel::Grey16),
+    ] {
+        let mut e = scan.clone();
+        e.path = name.as_bytes().to_vec();
+        if let EntryKind::Image(img) = &mut e.kind {
+            img.format = ImageFormat::Png;
+            img.color = color;
+            img.metadata = vec![MetaBlock::PngChunk {
+                kind: *b"sBIT",
+                data: vec![16, 16, 16],
+            }];
+        }
+        // Before the last entry, the recoded JPEG that tests of blob codings change.
+        let at = idx.entries.len() - 1;
+        idx.entries.insert(at, e);
+    }
+    idx
+}
+
 /// What version 13 added: a recoded JPEG stored as its difference from the one before (the
 /// last entry, "burst/frame 2.jpg", at offset 3000).
-fn sample_index() -> Index {
+fn sample_index_v13() -> Index {
     let mut idx = sample_index_v12();
     idx.entries
         .push(delta_entry("burst/frame 3.jpg", 43_000, 3000));
@@ -406,7 +437,9 @@ fn sample_index_without_copies() -> Index {
     }
 }
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v13.bin");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v14.bin");
+/// Written by the av1pack of format version 13 (kept, not regenerated).
+const GOLDEN_V13: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v13.bin");
 /// Written by the av1pack of format version 12 (kept, not regenerated).
 const GOLDEN_V12: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/index-v12.bin");
 /// Written by the av1pack of format version 11 (kept, not regenerated).
@@ -438,7 +471,7 @@ fn index_bytes_match_the_golden_file() {
         .expect("golden file (regenerate with AV1PACK_BLESS=1 only for a new format version)");
     assert_eq!(&bytes[..8], b"AV1PKIDX");
     assert_eq!(&bytes[8..12], &codec::FORMAT_VERSION.to_le_bytes());
-    assert_eq!(codec::FORMAT_VERSION, 13);
+    assert_eq!(codec::FORMAT_VERSION, 14);
     // The bincode inside is pinned byte for byte; the zstd frame around it only as far as it
     // inflates to those bytes (another zstd build may compress them differently).
     assert!(
@@ -514,6 +547,13 @@ fn version_11_indexes_still_decode_and_links_resolve() {
 #[test]
 fn version_12_indexes_still_decode() {
     assert_eq!(decode_golden(GOLDEN_V12, 12), resolved(sample_index_v12()));
+}
+
+/// Version 14 added 16-bit colour models at the end of `ColorModel`: a version 13 index
+/// decodes as it did.
+#[test]
+fn version_13_indexes_still_decode() {
+    assert_eq!(decode_golden(GOLDEN_V13, 13), resolved(sample_index_v13()));
 }
 
 /// A recoded JPEG may only be stored against an earlier recoded JPEG, in chains no longer than

@@ -2,7 +2,7 @@
 
 mod common;
 
-use av1pack::archive::{Archive, EntryKind};
+use av1pack::archive::{Archive, ColorModel, EntryKind};
 use common::*;
 use std::ffi::OsStr;
 use std::ops::Range;
@@ -138,6 +138,10 @@ fn fixture(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
         .output()
         .unwrap();
     assert!(o.status.success());
+    // A 16-bit PNG export, served as a 16-bit PNG.
+    let photo = image::open(sample_album().join("2006/bar55.jpg")).unwrap();
+    let crop = image::imageops::crop_imm(&photo.to_rgb8(), 100, 100, 400, 300).to_image();
+    write_16_bit_png(&album.join("odd/export.png"), &crop, true);
     let archive = root.join("album.mkv");
     let o = bin()
         .arg("pack")
@@ -187,7 +191,19 @@ fn mounted_files_are_exact_and_match_unpack() {
         matches!(&strip.kind, EntryKind::Image(img) if img.tiles.len() == 3),
         "the strip is coded in three tiles"
     );
+    let export = a
+        .index
+        .entries
+        .iter()
+        .find(|e| e.path.ends_with(b"odd/export.png"))
+        .unwrap();
+    assert!(
+        matches!(&export.kind, EntryKind::Image(img) if img.color == ColorModel::Rgb16),
+        "the 16-bit PNG is coded"
+    );
     let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+    let served = image::open(m.dir.join("odd/export.png")).unwrap();
+    assert_eq!(served.color(), image::ColorType::Rgba16);
 
     // The same names as the album, read-only modes, original mtimes.
     assert_eq!(files(&m.dir), files(&album));

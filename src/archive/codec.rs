@@ -20,12 +20,14 @@ pub const MAGIC: &[u8; 8] = b"AV1PKIDX";
 /// recoded smaller in its own DCT, given back as that file). 11: the payload is a zstd frame of
 /// the same bincode (an index of a few hundred entries is about 0.4 of its size). 12: hard
 /// links (`EntryKind::Link`). 13: `BlobCoding::JpegThinnedDelta` (a recoded JPEG stored as its
-/// difference from an earlier one).
-pub const FORMAT_VERSION: u32 = 13;
+/// difference from an earlier one). 14: `ColorModel::Rgb16` and `Grey16` (PNGs of 16 bits a
+/// sample, coded at 8 and written back at 16).
+pub const FORMAT_VERSION: u32 = 14;
 /// The first version whose payload is zstd-compressed.
 const SQUEEZED_SINCE: u32 = 11;
 /// The oldest version this av1pack reads: the payload of a version 3 index is, uncompressed,
-/// the bincode of a version 13 index that holds no `ColorModel::Rgb420`, no `EntryKind::Copy`
+/// the bincode of a version 14 index that holds no `ColorModel::Rgb420`, `Rgb16` or `Grey16`,
+/// no `EntryKind::Copy`
 /// or `EntryKind::Link`,
 /// no `BlobCoding::Png`, no `BlobCoding::PngGrouped`, no `MetaBlock::TiffTag` or `WebpChunk`
 /// and no `BlobCoding::JpegThinned` or `JpegThinnedDelta` (each variant was added at the end, so the bytes decode

@@ -304,6 +304,23 @@ pub enum ColorModel {
     /// Colour from a JPEG that held its chroma at half resolution both ways (4:2:0): the
     /// renderer makes its JPEGs the same way (format version 4).
     Rgb420,
+    /// Colour from a PNG of 16 bits a sample: coded at 8 bits like any other, written back as
+    /// a 16-bit PNG whose samples are the decoded ones × 257 (format version 14).
+    Rgb16,
+    /// Grey from a PNG of 16 bits a sample, written back the same way (format version 14).
+    Grey16,
+}
+
+impl ColorModel {
+    /// Grey originals (8 or 16 bits), written back as grey.
+    pub fn is_grey(self) -> bool {
+        matches!(self, ColorModel::Grey | ColorModel::Grey16)
+    }
+
+    /// Originals of 16 bits a sample, written back as 16-bit PNGs.
+    pub fn is_16_bit(self) -> bool {
+        matches!(self, ColorModel::Rgb16 | ColorModel::Grey16)
+    }
 }
 
 /// An image coded as video.

@@ -729,19 +729,22 @@ impl GopCoder<'_> {
     }
 }
 
-/// The pixels a user gets from a served file: for lossy formats, the file decoded again.
 /// The pixels a viewer gets from the served file: the file decoded where the renderer is lossy
-/// (JPEG, grey), else the decoded pixels themselves (`decoded`, made only then).
+/// (JPEG, grey), else the decoded pixels themselves (`decoded`, made only then; a 16-bit PNG's
+/// samples, v × 257, decode back to v).
 pub(super) fn served_pixels(
     entry: &ImageEntry,
     file: &[u8],
     decoded: impl FnOnce() -> Result<Picture, PackError>,
 ) -> Result<Picture, PackError> {
     match (entry.format, entry.color) {
-        (ImageFormat::Jpeg, _) | (_, ColorModel::Grey) => Ok(Picture::from_dynamic(
-            image::load_from_memory(file)
-                .map_err(|e| PackError::Pipeline(format!("rendered file does not decode: {e}")))?,
-        )),
+        (ImageFormat::Jpeg, _) | (_, ColorModel::Grey | ColorModel::Grey16) => {
+            Ok(Picture::from_dynamic(
+                image::load_from_memory(file).map_err(|e| {
+                    PackError::Pipeline(format!("rendered file does not decode: {e}"))
+                })?,
+            ))
+        }
         _ => decoded(),
     }
 }

@@ -111,8 +111,13 @@ pub(super) fn load(item: &Item, probe: &Probe, budget: &MetadataBudget) -> Resul
     // `into_*` reuses the decoded buffer when it already has the right layout (no copy of a
     // 12 MP photo on the hot path).
     let (rgb, alpha) = match (color, alpha) {
-        (ColorModel::Grey, false) => (pixels::grey_to_rgb(&decoded.into_luma8()), None),
-        (ColorModel::Rgb | ColorModel::Rgb420, false) => (pixels::into_rgb8(decoded), None),
+        // 16-bit samples are rounded to 8 here: what is coded, and what the score compares.
+        (ColorModel::Grey | ColorModel::Grey16, false) => {
+            (pixels::grey_to_rgb(&decoded.into_luma8()), None)
+        }
+        (ColorModel::Rgb | ColorModel::Rgb420 | ColorModel::Rgb16, false) => {
+            (pixels::into_rgb8(decoded), None)
+        }
         (_, true) => {
             let pic = Picture::from_dynamic(decoded);
             (pic.rgb, pic.alpha)

@@ -113,6 +113,10 @@ impl Default for PackOptions {
     }
 }
 
+/// Why PNGs of 16 bits a sample are not coded in lossless mode.
+const LOSSLESS_KEEPS_16_BITS: &str =
+    "lossless mode keeps images of 16 bits a sample as they are (coded frames hold 8)";
+
 /// Why JPEG files are not coded in lossless mode.
 pub const LOSSLESS_KEEPS_JPEG: &str =
     "lossless mode keeps JPEG files as they are (a re-encoded JPEG is never pixel-exact)";
@@ -292,6 +296,9 @@ pub fn pack(
                         format: ImageFormat::Jpeg,
                         ..
                     } if opts.lossless => Probe::Verbatim(LOSSLESS_KEEPS_JPEG.into()),
+                    Probe::Image { color, .. } if opts.lossless && color.is_16_bit() => {
+                        Probe::Verbatim(LOSSLESS_KEEPS_16_BITS.into())
+                    }
                     probe => probe,
                 };
                 probes.push(Some(probe));

@@ -135,6 +135,35 @@ pub fn photo(w: u32, h: u32, seed: u32, sigma: f32) -> ImageBuffer<Rgb<u8>, Vec<
     })
 }
 
+/// A PNG of 16 bits a sample as image editors export them: `rgb` scaled to 16 bits with low
+/// bytes that are not the high ones (a ramp under each 8-bit level), as RGBA when `alpha` (a
+/// nearly opaque band, 65267, and a transparent corner) or as grey.
+pub fn write_16_bit_png(path: &Path, rgb: &image::RgbImage, alpha: bool) {
+    let (w, h) = rgb.dimensions();
+    let deep =
+        |v: u8, x: u32, y: u32| u16::from(v) * 257 - u16::from(v > 0) * ((x + y) % 128) as u16;
+    if alpha {
+        let img: ImageBuffer<Rgba<u16>, Vec<u16>> = ImageBuffer::from_fn(w, h, |x, y| {
+            let p = rgb.get_pixel(x, y).0;
+            let a = if x < w / 8 && y < h / 8 {
+                0
+            } else if y < h / 4 {
+                65267
+            } else {
+                65535
+            };
+            Rgba([deep(p[0], x, y), deep(p[1], x, y), deep(p[2], x, y), a])
+        });
+        img.save(path).unwrap();
+    } else {
+        let img: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_fn(w, h, |x, y| {
+            let p = rgb.get_pixel(x, y).0;
+            Luma([deep(p[1], x, y)])
+        });
+        img.save(path).unwrap();
+    }
+}
+
 /// An album of awkward cases. Returns its root.
 pub fn edge_album(root: &Path) -> PathBuf {
     let a = root.join("edge");
@@ -159,6 +188,8 @@ pub fn edge_album(root: &Path) -> PathBuf {
     let deep16: ImageBuffer<Luma<u16>, Vec<u16>> =
         ImageBuffer::from_fn(64, 48, |x, y| Luma([(x * 1000 + y * 7) as u16]));
     deep16.save(a.join("sixteen-bit.png")).unwrap();
+    // A scanner's 16-bit TIFF, kept: such files are made for editing.
+    deep16.save(a.join("sixteen-bit.tif")).unwrap();
     let rgba: ImageBuffer<Rgba<u8>, Vec<u8>> = ImageBuffer::from_fn(50, 40, |x, y| {
         Rgba([x as u8 * 5, y as u8 * 6, 100, (x * 5) as u8])
     });
