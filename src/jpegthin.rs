@@ -115,6 +115,13 @@ pub struct Coefficients {
     planes: Vec<(usize, Vec<i16>)>,
 }
 
+/// Bytes they take in memory, as a reader's cache counts them.
+impl crate::bytelru::Weigh for Coefficients {
+    fn weight(&self) -> u64 {
+        self.planes.iter().map(|(_, p)| p.len() as u64 * 2).sum()
+    }
+}
+
 impl Coefficients {
     /// Pixels of the image's first component (its blocks × 64).
     pub fn pixels(&self) -> usize {
@@ -147,11 +154,6 @@ impl Coefficients {
             }
         }
         Some((alone, against))
-    }
-
-    /// Bytes they take in memory.
-    pub fn heap_bytes(&self) -> usize {
-        self.planes.iter().map(|(_, p)| p.len() * 2).sum()
     }
 
     /// Keeps a row of blocks of `component` starting at coefficient `at`.

@@ -2,6 +2,7 @@
 
 pub mod album;
 pub mod archive;
+pub mod bytelru;
 pub mod cli;
 pub mod compress;
 pub mod daemon;

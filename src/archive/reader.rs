@@ -3,6 +3,7 @@
 
 use super::mkv::{self, id, EbmlError, ReadAt};
 use super::{codec, Blob, BlobCoding, EntryKind, Index, Packet, INDEX_ATTACHMENT_NAME};
+use crate::bytelru::ByteLru;
 use crate::jpegthin::Coefficients;
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,20 +65,20 @@ pub struct Archive {
     /// Where the index's framed bytes were read from (first copy, or second).
     index_at: std::ops::Range<u64>,
     /// Groups of recoded PNGs decoded lately, most recent last (`png_group`).
-    png_groups: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
+    png_groups: Mutex<ByteLru<u64, Arc<Vec<u8>>>>,
     /// Blobs that recoded JPEGs are stored against (`BlobCoding::JpegThinnedDelta`), by offset.
     references: HashMap<u64, Blob>,
     /// The coefficients of those files read lately, most recent last: the next file of a
     /// chain is restored against them (unpack and the mount read files in storing order).
-    reference_coefficients: Mutex<Vec<(u64, Arc<Coefficients>)>>,
+    reference_coefficients: Mutex<ByteLru<u64, Arc<Coefficients>>>,
 }
 
 /// Bytes of coefficients kept for the next file stored against them (two of a 12 MP photo).
-const REFERENCE_CACHE_BYTES: usize = 80 << 20;
+const REFERENCE_CACHE_BYTES: u64 = 80 << 20;
 
 /// Decoded groups of recoded PNGs kept for the next member read (unpack reads a group's
 /// members one after the other; the mount keeps the files it gives out in its own cache).
-const PNG_GROUP_CACHE_BYTES: usize = 2 * crate::pngz::GROUP_BYTES;
+const PNG_GROUP_CACHE_BYTES: u64 = 2 * crate::pngz::GROUP_BYTES as u64;
 
 impl Archive {
     pub fn open(path: &Path) -> Result<Archive, ReadError> {
@@ -121,9 +122,9 @@ impl Archive {
             beyond_end: 0,
             from_copy,
             index_at,
-            png_groups: Mutex::new(Vec::new()),
+            png_groups: Mutex::new(ByteLru::new(PNG_GROUP_CACHE_BYTES)),
             references: HashMap::new(),
-            reference_coefficients: Mutex::new(Vec::new()),
+            reference_coefficients: Mutex::new(ByteLru::new(REFERENCE_CACHE_BYTES)),
         };
         archive.references = archive.find_references();
         archive.beyond_end = archive.count_beyond_end();
@@ -337,22 +338,16 @@ impl Archive {
                 ReadError::Corrupt(start)
             })?,
         });
-        if coefficients.heap_bytes() <= REFERENCE_CACHE_BYTES {
-            let mut cache = self.reference_cache();
-            if !cache.iter().any(|(at, _)| *at == blob.offset) {
-                cache.push((blob.offset, coefficients.clone()));
-                let mut total: usize = cache.iter().map(|(_, c)| c.heap_bytes()).sum();
-                while total > REFERENCE_CACHE_BYTES {
-                    total -= cache.remove(0).1.heap_bytes();
-                }
-            }
+        let mut cache = self.reference_cache();
+        if !cache.contains(&blob.offset) {
+            cache.insert(blob.offset, coefficients.clone());
         }
         Ok((file, Some(coefficients)))
     }
 
     /// The cache of reference coefficients (a poisoned lock only means another reader
     /// panicked: the cache is still sound).
-    fn reference_cache(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<Coefficients>)>> {
+    fn reference_cache(&self) -> std::sync::MutexGuard<'_, ByteLru<u64, Arc<Coefficients>>> {
         self.reference_coefficients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -366,13 +361,8 @@ impl Archive {
         offset: u64,
         start: u64,
     ) -> Result<Arc<Coefficients>, ReadError> {
-        {
-            let mut cache = self.reference_cache();
-            if let Some(k) = cache.iter().position(|(at, _)| *at == offset) {
-                let hit = cache.remove(k);
-                cache.push(hit.clone());
-                return Ok(hit.1);
-            }
+        if let Some(hit) = self.reference_cache().get(&offset) {
+            return Ok(hit.clone());
         }
         let blob = self
             .references
@@ -397,14 +387,10 @@ impl Archive {
     /// cache's lock; two threads may decode the same group at once).
     fn png_group(&self, blob: &Blob, len: u64) -> Result<Arc<Vec<u8>>, ReadError> {
         let start = self.blob_range(blob).start;
-        let cached = |groups: &mut Vec<(u64, Arc<Vec<u8>>)>| {
-            let k = groups.iter().position(|(at, _)| *at == start)?;
-            let hit = groups.remove(k);
-            groups.push(hit.clone());
-            Some(hit.1)
-        };
         // A poisoned lock only means another reader panicked: the cache is still sound.
-        if let Some(g) = cached(&mut self.png_groups.lock().unwrap_or_else(|p| p.into_inner())) {
+        let groups = || self.png_groups.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = groups().get(&start).cloned();
+        if let Some(g) = cached {
             // The same group bytes with another length recorded: a damaged index.
             return match g.len() as u64 == len {
                 true => Ok(g),
@@ -419,13 +405,9 @@ impl Archive {
             log::debug!("group at {start}: {e}");
             ReadError::Corrupt(start)
         })?);
-        let mut groups = self.png_groups.lock().unwrap_or_else(|p| p.into_inner());
-        if cached(&mut groups).is_none() && group.len() <= PNG_GROUP_CACHE_BYTES {
-            groups.push((start, group.clone()));
-            let mut total: usize = groups.iter().map(|(_, g)| g.len()).sum();
-            while total > PNG_GROUP_CACHE_BYTES {
-                total -= groups.remove(0).1.len();
-            }
+        let mut groups = groups();
+        if !groups.contains(&start) {
+            groups.insert(start, group.clone());
         }
         Ok(group)
     }

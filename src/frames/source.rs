@@ -10,10 +10,10 @@ use super::{
     Piece, Plane, Use,
 };
 use crate::archive::{Archive, EntryKind, Index};
+use crate::bytelru::{ByteLru, Weigh};
 use crate::media::{DecodedFrame, VideoDecoder};
 use crate::pixels::Decoded;
 use crate::render::{self, OutputFormat, Renderer};
-use lru::LruCache;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -111,8 +111,8 @@ enum Value {
     File(Arc<Vec<u8>>),
 }
 
-impl Value {
-    fn bytes(&self) -> u64 {
+impl Weigh for Value {
+    fn weight(&self) -> u64 {
         match self {
             Value::Pixels(p) => p.bytes(),
             Value::Piece(p) => p.bytes(),
@@ -121,27 +121,8 @@ impl Value {
     }
 }
 
-struct Cache {
-    lru: LruCache<Key, Value>,
-    bytes: u64,
-    budget: u64,
-}
-
-impl Cache {
-    fn insert(&mut self, key: Key, value: Value) {
-        let size = value.bytes();
-        if let Some(old) = self.lru.put(key, value) {
-            self.bytes -= old.bytes();
-        }
-        self.bytes += size;
-        while self.bytes > self.budget {
-            match self.lru.pop_lru() {
-                Some((_, v)) => self.bytes -= v.bytes(),
-                None => break,
-            }
-        }
-    }
-}
+/// Decoded images, their pieces and rendered files, within the mount's memory budget.
+type Cache = ByteLru<Key, Value>;
 
 /// A decoder and where it stands in its track.
 struct Positioned {
@@ -342,11 +323,7 @@ impl FrameSource {
         let prefetch = opts.prefetch;
         let inner = Arc::new(Inner {
             renderer: Renderer::for_archive(&index.renderer),
-            cache: Mutex::new(Cache {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-                budget: opts.cache_bytes - decoder_reserve(index, &opts),
-            }),
+            cache: Mutex::new(Cache::new(opts.cache_bytes - decoder_reserve(index, &opts))),
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 live: 0,
@@ -406,7 +383,7 @@ impl FrameSource {
 
     /// Bytes held by the cache now.
     pub fn cached_bytes(&self) -> u64 {
-        self.inner.cache.lock().map(|c| c.bytes).unwrap_or(0)
+        self.inner.cache.lock().map(|c| c.bytes()).unwrap_or(0)
     }
 
     /// The served bytes of entry `entry` (rendered image or stored file), `offset..offset+size`.
@@ -538,7 +515,7 @@ impl FrameSource {
                 .inner
                 .cache
                 .lock()
-                .map(|c| c.lru.contains(&Key::File(i)))
+                .map(|c| c.contains(&Key::File(i)))
                 .unwrap_or(true);
             let rendering = self
                 .inner
@@ -634,9 +611,9 @@ impl Inner {
         (first..=last).any(|pts| {
             self.users.get(&(t, pts)).is_some_and(|users| {
                 users.iter().any(|u| {
-                    !cache.lru.contains(&Key::File(u.entry))
-                        && !cache.lru.contains(&Key::Pixels(u.entry))
-                        && !cache.lru.contains(&Key::Piece(*u))
+                    !cache.contains(&Key::File(u.entry))
+                        && !cache.contains(&Key::Pixels(u.entry))
+                        && !cache.contains(&Key::Piece(*u))
                 })
             })
         })
@@ -741,13 +718,13 @@ impl Inner {
 
     fn cached(&self, key: Key) -> Result<Option<Value>, FrameError> {
         let mut c = lock(&self.cache)?;
-        Ok(c.lru.get(&key).cloned())
+        Ok(c.get(&key).cloned())
     }
 
     /// Whether `key` is cached, without counting as a use: the LRU order stays as readers
     /// made it (decoding ahead and the walk only look).
     fn is_cached(&self, key: Key) -> Result<bool, FrameError> {
-        Ok(lock(&self.cache)?.lru.contains(&key))
+        Ok(lock(&self.cache)?.contains(&key))
     }
 
     fn file(&self, entry: usize) -> Result<Arc<Vec<u8>>, FrameError> {
@@ -913,10 +890,7 @@ impl Inner {
         pixels: &Decoded,
     ) -> Result<Arc<Vec<u8>>, FrameError> {
         let file = self.render_pixels(entry, pixels)?;
-        let mut cache = lock(&self.cache)?;
-        if let Some(v) = cache.lru.pop(&Key::Pixels(entry)) {
-            cache.bytes = cache.bytes.saturating_sub(v.bytes());
-        }
+        lock(&self.cache)?.remove(&Key::Pixels(entry));
         Ok(file)
     }
 
@@ -1038,9 +1012,7 @@ impl Inner {
             .map(|k| (Plane::Color, k))
             .chain((0..img.alpha.len()).map(|k| (Plane::Alpha, k)));
         for (plane, tile) in pieces {
-            if let Some(v) = cache.lru.pop(&Key::Piece(Use { entry, plane, tile })) {
-                cache.bytes = cache.bytes.saturating_sub(v.bytes());
-            }
+            cache.remove(&Key::Piece(Use { entry, plane, tile }));
         }
         cache.insert(Key::Pixels(entry), Value::Pixels(Arc::clone(&pic)));
         Ok(pic)
@@ -1354,25 +1326,5 @@ impl Inner {
                 Err(e)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_stays_within_budget() {
-        let mut c = Cache {
-            lru: LruCache::unbounded(),
-            bytes: 0,
-            budget: 1000,
-        };
-        for i in 0..50 {
-            c.insert(Key::File(i), Value::File(Arc::new(vec![0u8; 300])));
-            assert!(c.bytes <= 1000);
-        }
-        assert_eq!(c.lru.len(), 3);
-        assert!(c.lru.contains(&Key::File(49)) && !c.lru.contains(&Key::File(46)));
     }
 }
