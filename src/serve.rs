@@ -7,14 +7,17 @@ use crate::frames::FrameError;
 use crate::fs::{ContentError, ContentSource, NodeKind, NodeSpec};
 use crate::unpack::to_system_time;
 
-/// The mount's tree: exactly the archive's entries, with the sizes the index records.
+/// The mount's tree: exactly the archive's entries, with the sizes the index records. A hard
+/// link takes its file's content id, which makes it another name of that file.
 pub fn nodes(archive: &Archive) -> Vec<NodeSpec> {
+    let link_of: std::collections::HashMap<usize, usize> =
+        archive.index.links.iter().copied().collect();
     archive
         .index
         .entries
         .iter()
         .enumerate()
-        .map(|(id, e)| NodeSpec {
+        .map(|(i, e)| NodeSpec {
             path: e.path.clone(),
             kind: match &e.kind {
                 // A decoded index holds no copies or links (they take their original's kind).
@@ -24,7 +27,7 @@ pub fn nodes(archive: &Archive) -> Vec<NodeSpec> {
             },
             mtime: to_system_time(e.mtime),
             size: e.served_size(),
-            id,
+            id: link_of.get(&i).copied().unwrap_or(i),
         })
         .collect()
 }

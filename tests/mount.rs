@@ -6,7 +6,7 @@ use av1pack::archive::{Archive, ColorModel, EntryKind};
 use common::*;
 use std::ffi::OsStr;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -809,4 +809,68 @@ fn copies_are_stored_once_and_served_under_every_name() {
             }
         }
     }
+}
+
+/// Hard links are hard links in the mount too: the names of one file show one inode with a
+/// link count of 2 (in `stat` and in the directory listing), read the same bytes as unpack
+/// gives, and `cp -a` out of the mount links them again; a copy is a file of its own.
+#[test]
+fn hard_links_are_one_file_under_two_names() {
+    if !fuse_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(album.join("sub")).unwrap();
+    pattern(64, 48, 1).save(album.join("a.png")).unwrap();
+    std::fs::hard_link(album.join("a.png"), album.join("sub/a (link).png")).unwrap();
+    std::fs::write(album.join("notes.txt"), "the same notes").unwrap();
+    std::fs::hard_link(album.join("notes.txt"), album.join("sub/notes.txt")).unwrap();
+    std::fs::write(album.join("copy.txt"), "the same notes").unwrap();
+    let archive = tmp.path().join("a.mkv");
+    pack_sized(&["--crf", "20"], &album, &archive);
+    let restored = tmp.path().join("restored");
+    unpack_to(&archive, &restored);
+    let m = mount(&archive, &tmp.path().join("mnt"), &[]);
+    let meta = |rel: &str| std::fs::metadata(m.dir.join(rel)).unwrap();
+    let listed = |dir: &str, name: &str| {
+        std::fs::read_dir(m.dir.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.file_name() == name)
+            .map(|e| e.ino())
+            .unwrap()
+    };
+    for (first, other) in [
+        ("a.png", "sub/a (link).png"),
+        ("notes.txt", "sub/notes.txt"),
+    ] {
+        assert_eq!(meta(first).ino(), meta(other).ino(), "{other}");
+        assert_eq!((meta(first).nlink(), meta(other).nlink()), (2, 2));
+        let name = other.strip_prefix("sub/").unwrap();
+        assert_eq!(listed("sub", name), meta(first).ino(), "{other} listed");
+        for rel in [first, other] {
+            let served = std::fs::read(m.dir.join(rel)).unwrap();
+            assert_eq!(served.len() as u64, meta(rel).len(), "{rel}");
+            assert!(
+                served == std::fs::read(restored.join(rel)).unwrap(),
+                "{rel}: mount and unpack differ"
+            );
+        }
+    }
+    assert_ne!(meta("copy.txt").ino(), meta("notes.txt").ino());
+    assert_eq!(meta("copy.txt").nlink(), 1);
+    // What a user copying the folder out gets: the links linked again.
+    let copied = tmp.path().join("copied");
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(&m.dir)
+        .arg(&copied)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = |rel: &str| std::fs::metadata(copied.join(rel)).unwrap();
+    assert_eq!(out("notes.txt").ino(), out("sub/notes.txt").ino());
+    assert_eq!(out("a.png").ino(), out("sub/a (link).png").ino());
+    assert_eq!(out("copy.txt").nlink(), 1);
 }

@@ -88,8 +88,12 @@ impl<'a> Iterator for ReadDir<'a> {
         };
         let node = self.core.nodes.get(index as usize)?;
         self.pos += 1;
+        let shown = match node.kind {
+            Kind::File { first, .. } => first,
+            _ => index,
+        };
         Some(DirEntry {
-            ino: ino_of(index),
+            ino: ino_of(shown),
             next_offset: pos + 1,
             kind: kind_of(node),
             name,
@@ -128,8 +132,10 @@ impl FsCore {
         let nodes = tree::build(nodes)?;
         let total_bytes = nodes
             .iter()
-            .map(|n| match n.kind {
-                Kind::File { size, .. } => size,
+            .enumerate()
+            .map(|(index, n)| match n.kind {
+                // A file with several names counts once.
+                Kind::File { size, first, .. } if first as usize == index => size,
                 _ => 0,
             })
             .fold(0u64, u64::saturating_add);
@@ -186,11 +192,22 @@ impl FsCore {
     }
 
     fn attr_of(&self, index: u32, node: &Node) -> Attr {
+        // Another name of a file shows that file's inode (the first name's, whose mtime the
+        // archive recorded for all of them).
+        if let Kind::File { first, .. } = node.kind {
+            if first != index {
+                if let Some(shown) = self.nodes.get(first as usize) {
+                    return self.attr_of(first, shown);
+                }
+            }
+        }
         let (kind, size, blocks, perm, nlink) = match &node.kind {
             Kind::Dir { subdirs, .. } => {
                 (FileKind::Dir, DIR_SIZE, 0, 0o555, subdirs.saturating_add(2))
             }
-            Kind::File { size, .. } => (FileKind::File, *size, size.div_ceil(512), 0o444, 1),
+            Kind::File { size, names, .. } => {
+                (FileKind::File, *size, size.div_ceil(512), 0o444, *names)
+            }
             Kind::Symlink { target } => (FileKind::Symlink, target.len() as u64, 0, 0o777, 1),
         };
         Attr {
@@ -352,7 +369,7 @@ impl FsCore {
             .get(index as usize)
             .ok_or(FsError::BadInode(ino_of(index)))?;
         let (id, file_size) = match node.kind {
-            Kind::File { id, size } => (id, size),
+            Kind::File { id, size, .. } => (id, size),
             Kind::Dir { .. } => return Err(FsError::IsDir),
             Kind::Symlink { .. } => return Err(FsError::IsSymlink),
         };

@@ -657,3 +657,66 @@ fn errno_mapping() {
     assert_eq!(display_path(b"a\nb"), "a\\nb");
     assert_eq!(display_path(b"ok name"), "ok name");
 }
+
+/// Files of one content id are one file under several names (hard links): every name shows
+/// the first name's inode (in lookup, getattr and readdir alike) with a link count of the
+/// names, reads the same bytes, and the bytes count once; a name of another size is refused.
+#[test]
+fn names_of_one_file_share_its_inode_and_count_as_links() {
+    let mut source = MemSource::default();
+    source.files.insert(1, Ok(b"one file".to_vec()));
+    source.files.insert(2, Ok(b"same bytes".to_vec()));
+    source.files.insert(3, Ok(b"same bytes".to_vec()));
+    let specs = vec![
+        file(b"a/photo.jpg", 1, 8, 100),
+        file(b"b/photo (link).jpg", 1, 8, 100),
+        file(b"z.jpg", 1, 8, 100),
+        file(b"copy 1.txt", 2, 10, 5),
+        file(b"copy 2.txt", 3, 10, 5),
+    ];
+    let (core, _) = core_with(specs, source);
+    let names = [&b"a/photo.jpg"[..], b"b/photo (link).jpg", b"z.jpg"];
+    let attrs: Vec<Attr> = names.iter().map(|p| core.lookup_path(p).unwrap()).collect();
+    for a in &attrs {
+        assert_eq!(a.ino, attrs[0].ino);
+        assert_eq!(a.nlink, 3);
+        assert_eq!(a.size, 8);
+        assert_eq!(a.mtime, t(100));
+        assert_eq!(core.getattr(a.ino).unwrap().nlink, 3);
+    }
+    // Readdir gives the same inode number as lookup.
+    let b = core.lookup_path(b"b").unwrap().ino;
+    let listed: Vec<(u64, Vec<u8>)> = core
+        .readdir(b, 0)
+        .unwrap()
+        .map(|e| (e.ino, e.name.as_bytes().to_vec()))
+        .collect();
+    assert!(listed.contains(&(attrs[0].ino, b"photo (link).jpg".to_vec())));
+    let root: Vec<(u64, Vec<u8>)> = core
+        .readdir(ROOT_INO, 0)
+        .unwrap()
+        .map(|e| (e.ino, e.name.as_bytes().to_vec()))
+        .collect();
+    assert!(root.contains(&(attrs[0].ino, b"z.jpg".to_vec())));
+    // Each name reads the file.
+    for p in names {
+        let ino = core.lookup_path(p).unwrap().ino;
+        let fh = core.open(ino, libc::O_RDONLY).unwrap();
+        assert_eq!(core.read(fh, 0, 100).unwrap(), b"one file");
+        core.release(fh).unwrap();
+    }
+    // Copies (other ids, the same bytes) stay files of their own.
+    let (c1, c2) = (
+        core.lookup_path(b"copy 1.txt").unwrap(),
+        core.lookup_path(b"copy 2.txt").unwrap(),
+    );
+    assert_ne!(c1.ino, c2.ino);
+    assert_eq!((c1.nlink, c2.nlink), (1, 1));
+    assert_eq!(core.total_bytes(), 8 + 10 + 10);
+
+    let err = build_err(vec![file(b"a", 1, 8, 1), file(b"b", 1, 9, 1)]);
+    assert!(
+        matches!(&err, FsError::InvalidPath { reason, .. } if reason.contains("another size")),
+        "{err}"
+    );
+}

@@ -39,8 +39,15 @@ impl Node {
 pub(super) enum Kind {
     /// A directory; `children` are node indexes sorted by name bytes.
     Dir { children: Vec<u32>, subdirs: u32 },
-    /// A regular file with its content id and exact size.
-    File { id: usize, size: u64 },
+    /// A regular file with its content id and exact size. Files of one id are one file under
+    /// several names (hard links): `first` is the node whose inode they all show, `names`
+    /// how many there are (their link count).
+    File {
+        id: usize,
+        size: u64,
+        first: u32,
+        names: u32,
+    },
     /// A symbolic link.
     Symlink { target: Box<[u8]> },
 }
@@ -104,6 +111,36 @@ fn validate_target(path: &[u8], target: &[u8]) -> Result<(), FsError> {
     } else {
         Ok(())
     }
+}
+
+/// Makes the files that share a content id one file under several names: each shows the
+/// first one's inode, and all count their names. Names of one file must agree on its size.
+fn link_names(nodes: &mut [Node]) -> Result<(), FsError> {
+    // Content id -> (first node, names, size).
+    let mut files: std::collections::HashMap<usize, (u32, u32, u64)> = Default::default();
+    for (index, node) in nodes.iter().enumerate() {
+        if let Kind::File { id, size, .. } = node.kind {
+            let entry = files.entry(id).or_insert((index as u32, 0, size));
+            if entry.2 != size {
+                return Err(invalid(
+                    &node.path,
+                    "another name of a file of another size",
+                ));
+            }
+            entry.1 += 1;
+        }
+    }
+    for node in nodes.iter_mut() {
+        if let Kind::File {
+            id, first, names, ..
+        } = &mut node.kind
+        {
+            if let Some(&(at, count, _)) = files.get(id) {
+                (*first, *names) = (at, count);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds the node table: index 0 is the root, then depth-first by name.
@@ -193,6 +230,8 @@ pub(super) fn build(specs: Vec<NodeSpec>) -> Result<Vec<Node>, FsError> {
                     NodeKind::File => Kind::File {
                         id: e.id,
                         size: e.size,
+                        first: index,
+                        names: 1,
                     },
                     NodeKind::Symlink(target) => Kind::Symlink {
                         target: target.into_boxed_slice(),
@@ -224,6 +263,8 @@ pub(super) fn build(specs: Vec<NodeSpec>) -> Result<Vec<Node>, FsError> {
             }
         }
     }
+
+    link_names(&mut nodes)?;
 
     // Implicit directories take the newest mtime found below them. Children
     // have larger indexes than their parent, so a reverse sweep sees every
