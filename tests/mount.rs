@@ -820,13 +820,7 @@ fn hard_links_are_one_file_under_two_names() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let album = tmp.path().join("album");
-    std::fs::create_dir_all(album.join("sub")).unwrap();
-    pattern(64, 48, 1).save(album.join("a.png")).unwrap();
-    std::fs::hard_link(album.join("a.png"), album.join("sub/a (link).png")).unwrap();
-    std::fs::write(album.join("notes.txt"), "the same notes").unwrap();
-    std::fs::hard_link(album.join("notes.txt"), album.join("sub/notes.txt")).unwrap();
-    std::fs::write(album.join("copy.txt"), "the same notes").unwrap();
+    let album = hard_linked_album(tmp.path());
     let archive = tmp.path().join("a.mkv");
     pack_sized(&["--crf", "20"], &album, &archive);
     let restored = tmp.path().join("restored");

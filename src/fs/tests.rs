@@ -685,19 +685,15 @@ fn names_of_one_file_share_its_inode_and_count_as_links() {
         assert_eq!(core.getattr(a.ino).unwrap().nlink, 3);
     }
     // Readdir gives the same inode number as lookup.
+    let listed = |dir: u64| -> Vec<(u64, Vec<u8>)> {
+        core.readdir(dir, 0)
+            .unwrap()
+            .map(|e| (e.ino, e.name.as_bytes().to_vec()))
+            .collect()
+    };
     let b = core.lookup_path(b"b").unwrap().ino;
-    let listed: Vec<(u64, Vec<u8>)> = core
-        .readdir(b, 0)
-        .unwrap()
-        .map(|e| (e.ino, e.name.as_bytes().to_vec()))
-        .collect();
-    assert!(listed.contains(&(attrs[0].ino, b"photo (link).jpg".to_vec())));
-    let root: Vec<(u64, Vec<u8>)> = core
-        .readdir(ROOT_INO, 0)
-        .unwrap()
-        .map(|e| (e.ino, e.name.as_bytes().to_vec()))
-        .collect();
-    assert!(root.contains(&(attrs[0].ino, b"z.jpg".to_vec())));
+    assert!(listed(b).contains(&(attrs[0].ino, b"photo (link).jpg".to_vec())));
+    assert!(listed(ROOT_INO).contains(&(attrs[0].ino, b"z.jpg".to_vec())));
     // Each name reads the file.
     for p in names {
         let ino = core.lookup_path(p).unwrap().ino;

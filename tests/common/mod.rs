@@ -164,6 +164,20 @@ pub fn write_16_bit_png(path: &Path, rgb: &image::RgbImage, alpha: bool) {
     }
 }
 
+/// `root/album` with two hard links (an image, `a.png` and `sub/a (link).png`, and a text
+/// file, `notes.txt` and `sub/notes.txt`) and a copy of the text (`copy.txt`, another file of
+/// the same bytes).
+pub fn hard_linked_album(root: &Path) -> PathBuf {
+    let album = root.join("album");
+    std::fs::create_dir_all(album.join("sub")).unwrap();
+    pattern(64, 48, 1).save(album.join("a.png")).unwrap();
+    std::fs::hard_link(album.join("a.png"), album.join("sub/a (link).png")).unwrap();
+    std::fs::write(album.join("notes.txt"), "the same notes").unwrap();
+    std::fs::hard_link(album.join("notes.txt"), album.join("sub/notes.txt")).unwrap();
+    std::fs::write(album.join("copy.txt"), "the same notes").unwrap();
+    album
+}
+
 /// An album of awkward cases. Returns its root.
 pub fn edge_album(root: &Path) -> PathBuf {
     let a = root.join("edge");
