@@ -466,22 +466,35 @@ pub fn restore_keeping(
     }
 }
 
-/// Whether the file ends where its image does (at the EOI marker): data past it (a motion
-/// photo's video, the second image of a multi-picture file) would not survive a rewrite.
-fn ends_at_eoi(jpeg: &[u8]) -> bool {
+/// Longest trailer (bytes after the image's EOI marker) a recoded file carries.
+const MAX_TRAILER: usize = 64 << 10;
+
+/// The bytes after the image's end (its EOI marker) that a recoded file can carry as they are
+/// (empty for most files): a newline, padding, a vendor's block of tags. `None` where the file
+/// does not end well (truncated, damaged), or what follows is more than [`MAX_TRAILER`] (a
+/// motion photo's video) or holds another JPEG (the second picture of a multi-picture file,
+/// whose offset, counted from inside the first, would no longer hold).
+fn carried_trailer(jpeg: &[u8]) -> Option<&[u8]> {
+    let trailer = &jpeg[image_end(jpeg)?..];
+    let another = trailer.windows(3).any(|w| w == [0xFF, 0xD8, 0xFF]);
+    (trailer.len() <= MAX_TRAILER && !another).then_some(trailer)
+}
+
+/// Where the image ends: just after its EOI marker. `None` if it has none.
+fn image_end(jpeg: &[u8]) -> Option<usize> {
     let mut at = 2;
     // Marker segments up to the first scan.
     loop {
-        let Some(&[0xFF, m]) = jpeg.get(at..at + 2) else {
-            return false;
+        let &[0xFF, m] = jpeg.get(at..at + 2)? else {
+            return None;
         };
         match m {
             0xFF => at += 1,
-            0xD9 => return at + 2 == jpeg.len(),
+            0xD9 => return Some(at + 2),
             0x01 | 0xD0..=0xD7 => at += 2,
             _ => {
-                let Some(&[hi, lo]) = jpeg.get(at + 2..at + 4) else {
-                    return false;
+                let &[hi, lo] = jpeg.get(at + 2..at + 4)? else {
+                    return None;
                 };
                 at += 2 + usize::from(u16::from_be_bytes([hi, lo]));
                 if m == 0xDA {
@@ -489,14 +502,10 @@ fn ends_at_eoi(jpeg: &[u8]) -> bool {
                     // or a restart, then go on with the segments (progressive files have
                     // several scans).
                     while let Some(rest) = jpeg.get(at..) {
-                        let Some(p) = rest.iter().position(|&b| b == 0xFF) else {
-                            return false;
-                        };
-                        at += p;
-                        match jpeg.get(at + 1) {
-                            Some(0x00) | Some(0xD0..=0xD7) | Some(0xFF) => at += 1,
-                            Some(_) => break,
-                            None => return false,
+                        at += rest.iter().position(|&b| b == 0xFF)?;
+                        match jpeg.get(at + 1)? {
+                            0x00 | 0xD0..=0xD7 | 0xFF => at += 1,
+                            _ => break,
                         }
                     }
                 }
@@ -528,17 +537,21 @@ fn cut_for(counts: &[u64], share: f64) -> usize {
 /// original's pixels (SSIMULACRA2 as `verify` scores it), when that is at least 3 % smaller
 /// than the original rewritten with optimised tables. `None`: nothing worth it (no
 /// candidate, or none both good and smaller); errors: the file does not take the transform,
-/// or has data after the image that a rewrite would drop.
+/// or has data after the image that a rewrite would drop. A short trailer after the image
+/// ([`carried_trailer`]) ends the thinned file as it ended the original.
 ///
 /// Luma first: at most [`MAX_TRIES`] shares of its coefficients are scored, `hint` first (the
 /// share taken for a similar image; everything thinned without one), then shares interpolated
 /// between the best passing and the worst failing try, or extrapolated above the best passing
 /// one. Only where every luma coefficient could go are the chroma ones searched the same way,
 /// from there.
-pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thinned>, ThinError> {
-    if !ends_at_eoi(jpeg) {
-        return Err(ThinError::DataAfterImage);
-    }
+pub fn search(file: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thinned>, ThinError> {
+    let trailer = carried_trailer(file).ok_or(ThinError::DataAfterImage)?;
+    let jpeg = &file[..file.len() - trailer.len()];
+    let carry = |mut t: Thinned| {
+        t.bytes.extend_from_slice(trailer);
+        t
+    };
     let (counts, rewritten) = count(jpeg, true)?;
     let (luma, chroma) = counts.split_at(LUMA_CUTS.min(counts.len()));
     if luma.iter().sum::<u64>() == 0 {
@@ -581,15 +594,15 @@ pub fn search(jpeg: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thin
         return Ok(None);
     };
     if best.share < 1.0 || chroma.iter().sum::<u64>() == 0 {
-        return Ok(Some(best));
+        return Ok(Some(carry(best)));
     }
     let from = (best.ssimulacra2, best.bytes.len());
-    Ok(Some(
+    Ok(Some(carry(
         descent
             .run(chroma, LUMA_CUTS, from, MIN_CHROMA_GAIN_PERMILLE, None)?
             .map(|more| Thinned { share: 1.0, ..more })
             .unwrap_or(best),
-    ))
+    )))
 }
 
 /// One stage of the search: shares of the coefficients counted in `counts`, whose ranks start
@@ -796,7 +809,7 @@ mod tests {
             assert_eq!(census(&all).unwrap().iter().sum::<u64>(), 0, "{name}");
             let after = decode(&all).unwrap();
             assert_eq!(before.rgb.dimensions(), after.rgb.dimensions(), "{name}");
-            assert!(ends_at_eoi(&all), "{name}");
+            assert_eq!(image_end(&all), Some(all.len()), "{name}");
         }
         let cmyk = {
             let mut c = turbojpeg::Compressor::new().unwrap();
@@ -1175,7 +1188,7 @@ mod tests {
         let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
         assert!(find(&out, b"Exif\0\0ABCD"));
         assert!(find(&out, b"\xFF\xFE\x00\x07hello"));
-        assert!(ends_at_eoi(&out));
+        assert_eq!(image_end(&out), Some(out.len()));
     }
 
     #[test]
@@ -1202,19 +1215,34 @@ mod tests {
     }
 
     #[test]
-    fn files_with_data_after_the_image_are_recognised() {
-        let jpeg = sample(90);
-        assert!(ends_at_eoi(&jpeg));
-        let mut tail = jpeg.clone();
-        tail.extend_from_slice(b"ftypmp42 motion photo");
-        assert!(!ends_at_eoi(&tail));
-        assert!(!ends_at_eoi(&jpeg[..jpeg.len() - 1]));
-        assert!(!ends_at_eoi(b"\xFF\xD8"));
-        // The search refuses such a file rather than drop its tail.
-        assert!(matches!(
-            search(&tail, 80.0, None),
-            Err(ThinError::DataAfterImage)
-        ));
+    fn data_after_the_image_is_carried_when_short_and_refused_otherwise() {
+        let jpeg = sample(95);
+        assert_eq!(image_end(&jpeg), Some(jpeg.len()));
+        assert_eq!(image_end(&jpeg[..jpeg.len() - 1]), None);
+        assert_eq!(image_end(b"\xFF\xD8"), None);
+        let with = |tail: &[u8]| [&jpeg[..], tail].concat();
+        // A newline, or a vendor's block of tags, ends the recoded file as it ended the
+        // original; the image is recoded as without it.
+        let plain = search(&jpeg, 80.0, None).unwrap().expect("recoded at 80");
+        for tail in [&b"\n"[..], b"SEFHvendor tags\0\0\0\0SEFT"] {
+            let file = with(tail);
+            assert_eq!(carried_trailer(&file), Some(tail));
+            let t = search(&file, 80.0, None).unwrap().expect("recoded at 80");
+            assert!(t.bytes.ends_with(tail));
+            assert_eq!(&t.bytes[..t.bytes.len() - tail.len()], &plain.bytes[..]);
+            assert_eq!(image_end(&t.bytes), Some(t.bytes.len() - tail.len()));
+        }
+        // A motion photo's video (over 64 KiB) or a second picture is refused rather than
+        // carried: the file is kept exactly.
+        let video = with(&[b"ftypmp42".as_slice(), &vec![7; MAX_TRAILER]].concat());
+        let second = with(&sample(60));
+        for file in [video, second] {
+            assert_eq!(carried_trailer(&file), None);
+            assert!(matches!(
+                search(&file, 80.0, None),
+                Err(ThinError::DataAfterImage)
+            ));
+        }
     }
 
     #[test]

@@ -1691,7 +1691,14 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
     write_fine_jpeg(&motion, 960, 640, 7);
     let mut bytes = std::fs::read(&motion).unwrap();
     bytes.extend_from_slice(b"\0\0\0\x18ftypmp42 the video of a motion photo");
+    bytes.extend((0..100_000u32).map(|i| ((i * 7919) >> 3) as u8));
     std::fs::write(&motion, &bytes).unwrap();
+    // A newline after the image's end (some tools write one): recoded, and given back with it.
+    let newline = album.join("newline.jpg");
+    write_fine_jpeg(&newline, 960, 640, 8);
+    let mut bytes = std::fs::read(&newline).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(&newline, &bytes).unwrap();
 
     let exact = tmp.path().join("exact.mkv");
     pack_with(&["--exact-jpegs"], &album, &exact);
@@ -1702,7 +1709,7 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
     let archive = tmp.path().join("a.mkv");
     let err = pack_with(&[], &album, &archive);
     assert!(
-        err.contains("3 JPEGs recoded smaller in their own DCT"),
+        err.contains("4 JPEGs recoded smaller in their own DCT"),
         "{err}"
     );
     let (small, big) = (
@@ -1723,8 +1730,8 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
     unpack(&archive, &out);
     assert_same_files(&album, &out, ["motion.jpg"]);
     let a = av1pack::archive::Archive::open(&archive).unwrap();
-    for i in 0..3 {
-        let name = format!("IMG_{i}.jpg");
+    let names = (0..3).map(|i| format!("IMG_{i}.jpg"));
+    for name in names.chain(["newline.jpg".to_string()]) {
         let (orig, back) = (album.join(&name), out.join(&name));
         let (o, b) = (std::fs::read(&orig).unwrap(), std::fs::read(&back).unwrap());
         assert_ne!(o, b, "{name} recoded");
@@ -1734,7 +1741,11 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
             b.len(),
             o.len()
         );
-        assert!(b.starts_with(&[0xFF, 0xD8]) && b.ends_with(&[0xFF, 0xD9]));
+        let end: &[u8] = match name.as_str() {
+            "newline.jpg" => b"\xFF\xD9\n",
+            _ => b"\xFF\xD9",
+        };
+        assert!(b.starts_with(&[0xFF, 0xD8]) && b.ends_with(end), "{name}");
         assert_looks_the_same(&orig, &back, 90.0);
         // The index records the file given back and its score; ls shows the original's size.
         let e = entry(&a, &name);
@@ -1762,18 +1773,18 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
         assert_eq!(e.served_size(), b.len() as u64);
     }
     // EXIF (orientation, artist) and the comment travel with the pixels.
-    assert_same_tags(&album, &out, 4);
+    assert_same_tags(&album, &out, 5);
 
     let v = verify_json(&archive, &album);
     let images = v["images"].as_array().unwrap();
-    assert_eq!(images.len(), 3, "{v}");
+    assert_eq!(images.len(), 4, "{v}");
     assert!(v["min"].as_f64().unwrap() >= 90.0, "{v}");
     let o = run(&[os("verify"), archive.as_os_str(), album.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&[os("info"), archive.as_os_str()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
-        text.contains("3 JPEGs recoded smaller in their own DCT (SSIMULACRA2 min 9"),
+        text.contains("4 JPEGs recoded smaller in their own DCT (SSIMULACRA2 min 9"),
         "{text}"
     );
     let o = run(&[os("ls"), os("--json"), archive.as_os_str()]);
@@ -1785,7 +1796,7 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
         .filter_map(|e| e["reason"].as_str())
         .filter(|r| r.starts_with("JPEG recoded smaller in its own DCT (SSIMULACRA2 9"))
         .collect();
-    assert_eq!(reasons.len(), 3, "{listed}");
+    assert_eq!(reasons.len(), 4, "{listed}");
 }
 
 /// A burst of JPEGs: after the first, frames are stored as their difference from the frame
