@@ -407,7 +407,8 @@ pub fn coefficients(jpeg: &[u8]) -> Result<Coefficients, ThinError> {
 }
 
 /// `jpeg` written again (optimised Huffman tables, markers kept) with `reference`'s
-/// coefficients subtracted (`sign` -1) or added (1): an error where the layouts of the two
+/// coefficients subtracted (`sign` -1) or added (1), and what followed its image (a recoded
+/// file's trailer, [`carried_trailer`]) after it: an error where the layouts of the two
 /// differ (size, sampling, components) or a result is out of a baseline JPEG's range.
 fn shifted(
     jpeg: &[u8],
@@ -421,8 +422,11 @@ fn shifted(
         blocks: Vec::new(),
         result: keep.then(Coefficients::default),
     };
-    let out = transform_with(jpeg, &mut work, false)
+    let mut out = transform_with(jpeg, &mut work, false)
         .map_err(|e| ThinError::Turbo(format!("not coded against the reference: {e}")))?;
+    if let Some(end) = image_end(jpeg) {
+        out.extend_from_slice(&jpeg[end..]);
+    }
     let Work::Shift { blocks, result, .. } = work else {
         return Err(ThinError::Turbo("lost the blocks".into()));
     };
@@ -891,6 +895,11 @@ mod tests {
             );
             let r = residual(&b, &reference).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(restore(&r, &reference).unwrap(), b, "{name}");
+            // A file that ends with a trailer (a newline) comes back with it.
+            let tailed = [&b[..], b"\n"].concat();
+            let r_tailed = residual(&tailed, &reference).unwrap();
+            assert_eq!(r_tailed, [&r[..], b"\n"].concat(), "{name}");
+            assert_eq!(restore(&r_tailed, &reference).unwrap(), tailed, "{name}");
             let (file, kept) = restore_keeping(&r, &reference).unwrap();
             assert_eq!(file, b, "{name}");
             assert_eq!(kept, coefficients(&b).unwrap(), "{name}");

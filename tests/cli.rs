@@ -1844,6 +1844,16 @@ fn a_jpeg_burst_is_stored_frame_against_frame() {
         }
     }
     assert!(deltas >= 3, "{deltas} frames stored against another");
+    // Frames that end with a newline after the image are stored against another too.
+    for i in [2, 3] {
+        assert!(
+            matches!(
+                blob(i).coding,
+                av1pack::archive::BlobCoding::JpegThinnedDelta { .. }
+            ),
+            "frame_{i}"
+        );
+    }
     let out = tmp.path().join("out");
     unpack(&archive, &out);
     for i in 0..5 {
@@ -1856,6 +1866,13 @@ fn a_jpeg_burst_is_stored_frame_against_frame() {
             "{name}"
         );
         assert_looks_the_same(&album.join(&name), &out.join(&name), 90.0);
+        // The newline after two frames' images ends them as it ended their originals.
+        let end: &[u8] = if i == 2 || i == 3 {
+            b"\xFF\xD9\n"
+        } else {
+            b"\xFF\xD9"
+        };
+        assert!(back.ends_with(end), "{name}");
     }
     // Any one file alone (a chain read from the start), as the mount and verify read them.
     for i in (0..5).rev() {

@@ -737,7 +737,8 @@ pub fn write_fine_jpeg(path: &Path, w: u32, h: u32, seed: u32) {
 
 /// `n` frames of a burst as fine JPEGs (`frame_0.jpg`…): one scene whose top half is the same
 /// in every frame (the 8×8 blocks there too) and whose bottom half has noise of its own in
-/// each (a sensor's: what makes a video codec pay for every frame again).
+/// each (a sensor's: what makes a video codec pay for every frame again). Frames 2 and 3 end
+/// with a newline after the image, as some tools write them.
 pub fn write_jpeg_burst(dir: &Path, n: u32) {
     let scene = photo(960, 640, 3, 1.5);
     for i in 0..n {
@@ -758,6 +759,10 @@ pub fn write_jpeg_burst(dir: &Path, n: u32) {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
             .encode_image(&img)
             .unwrap();
+        if i == 2 || i == 3 {
+            use std::io::Write;
+            out.write_all(b"\n").unwrap();
+        }
     }
 }
 
