@@ -503,6 +503,36 @@ mod tests {
             .collect()
     }
 
+    /// Opening an encoder turns transparent huge pages off for the process (what the kernel
+    /// says through `PR_GET_THP_DISABLE`, and `THP_enabled` in /proc/self/status).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_encoder_turns_huge_pages_off() {
+        let cfg = EncoderConfig {
+            codec: Codec::H264,
+            width: 64,
+            height: 48,
+            preset: "ultrafast".into(),
+            crf: Some(30.0),
+            qp: None,
+            gop: 1,
+            frame_rate: 25,
+            threads: 1,
+            lookahead: 1,
+            extra_params: String::new(),
+            rgb: false,
+            deep: false,
+        };
+        let _enc = VideoEncoder::new(&cfg).unwrap();
+        // SAFETY: PR_GET_THP_DISABLE reads this process's setting and takes no pointers.
+        let off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(off, 1, "PR_GET_THP_DISABLE");
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+            assert!(line.ends_with('0'), "{line}");
+        }
+    }
+
     #[test]
     fn dts_follow_from_the_presentation_order_alone() {
         // One frame: whatever the encoder wrote, its dts is its pts.
