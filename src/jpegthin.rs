@@ -474,14 +474,19 @@ pub fn restore_keeping(
 const MAX_TRAILER: usize = 64 << 10;
 
 /// The bytes after the image's end (its EOI marker) that a recoded file can carry as they are
-/// (empty for most files): a newline, padding, a vendor's block of tags. `None` where the file
-/// does not end well (truncated, damaged), or what follows is more than [`MAX_TRAILER`] (a
+/// (empty for most files): a newline, padding, a vendor's block of tags. An error where the
+/// file has no end (truncated, damaged), or what follows is more than [`MAX_TRAILER`] (a
 /// motion photo's video) or holds another JPEG (the second picture of a multi-picture file,
 /// whose offset, counted from inside the first, would no longer hold).
-fn carried_trailer(jpeg: &[u8]) -> Option<&[u8]> {
-    let trailer = &jpeg[image_end(jpeg)?..];
+fn carried_trailer(jpeg: &[u8]) -> Result<&[u8], ThinError> {
+    let end = image_end(jpeg)
+        .ok_or_else(|| ThinError::Decode("no end-of-image marker after the image".into()))?;
+    let trailer = &jpeg[end..];
     let another = trailer.windows(3).any(|w| w == [0xFF, 0xD8, 0xFF]);
-    (trailer.len() <= MAX_TRAILER && !another).then_some(trailer)
+    match trailer.len() <= MAX_TRAILER && !another {
+        true => Ok(trailer),
+        false => Err(ThinError::DataAfterImage),
+    }
 }
 
 /// Where the image ends: just after its EOI marker. `None` if it has none.
@@ -550,7 +555,7 @@ fn cut_for(counts: &[u64], share: f64) -> usize {
 /// one. Only where every luma coefficient could go are the chroma ones searched the same way,
 /// from there.
 pub fn search(file: &[u8], target: f64, hint: Option<f64>) -> Result<Option<Thinned>, ThinError> {
-    let trailer = carried_trailer(file).ok_or(ThinError::DataAfterImage)?;
+    let trailer = carried_trailer(file)?;
     let jpeg = &file[..file.len() - trailer.len()];
     let carry = |mut t: Thinned| {
         t.bytes.extend_from_slice(trailer);
@@ -1228,6 +1233,11 @@ mod tests {
         let jpeg = sample(95);
         assert_eq!(image_end(&jpeg), Some(jpeg.len()));
         assert_eq!(image_end(&jpeg[..jpeg.len() - 1]), None);
+        // A file cut short is named as such, not as one with data after its end.
+        assert!(matches!(
+            search(&jpeg[..jpeg.len() - 1], 80.0, None),
+            Err(ThinError::Decode(m)) if m.contains("no end-of-image marker")
+        ));
         assert_eq!(image_end(b"\xFF\xD8"), None);
         let with = |tail: &[u8]| [&jpeg[..], tail].concat();
         // A newline, or a vendor's block of tags, ends the recoded file as it ended the
@@ -1235,7 +1245,7 @@ mod tests {
         let plain = search(&jpeg, 80.0, None).unwrap().expect("recoded at 80");
         for tail in [&b"\n"[..], b"SEFHvendor tags\0\0\0\0SEFT"] {
             let file = with(tail);
-            assert_eq!(carried_trailer(&file), Some(tail));
+            assert_eq!(carried_trailer(&file).unwrap(), tail);
             let t = search(&file, 80.0, None).unwrap().expect("recoded at 80");
             assert!(t.bytes.ends_with(tail));
             assert_eq!(&t.bytes[..t.bytes.len() - tail.len()], &plain.bytes[..]);
@@ -1246,7 +1256,10 @@ mod tests {
         let video = with(&[b"ftypmp42".as_slice(), &vec![7; MAX_TRAILER]].concat());
         let second = with(&sample(60));
         for file in [video, second] {
-            assert_eq!(carried_trailer(&file), None);
+            assert!(matches!(
+                carried_trailer(&file),
+                Err(ThinError::DataAfterImage)
+            ));
             assert!(matches!(
                 search(&file, 80.0, None),
                 Err(ThinError::DataAfterImage)
