@@ -64,12 +64,13 @@ pub struct Archive {
     pub from_copy: bool,
     /// Where the index's framed bytes were read from (first copy, or second).
     index_at: std::ops::Range<u64>,
-    /// Groups of recoded PNGs decoded lately, most recent last (`png_group`).
+    /// Groups of recoded PNGs decoded lately, up to [`PNG_GROUP_CACHE_BYTES`] (`png_group`).
     png_groups: Mutex<ByteLru<u64, Arc<Vec<u8>>>>,
     /// Blobs that recoded JPEGs are stored against (`BlobCoding::JpegThinnedDelta`), by offset.
     references: HashMap<u64, Blob>,
-    /// The coefficients of those files read lately, most recent last: the next file of a
-    /// chain is restored against them (unpack and the mount read files in storing order).
+    /// The coefficients of those files read lately, up to [`REFERENCE_CACHE_BYTES`]: the next
+    /// file of a chain is restored against them (unpack and the mount read files in storing
+    /// order).
     reference_coefficients: Mutex<ByteLru<u64, Arc<Coefficients>>>,
 }
 
@@ -338,10 +339,8 @@ impl Archive {
                 ReadError::Corrupt(start)
             })?,
         });
-        let mut cache = self.reference_cache();
-        if !cache.contains(&blob.offset) {
-            cache.insert(blob.offset, coefficients.clone());
-        }
+        self.reference_cache()
+            .insert(blob.offset, coefficients.clone());
         Ok((file, Some(coefficients)))
     }
 
@@ -405,10 +404,7 @@ impl Archive {
             log::debug!("group at {start}: {e}");
             ReadError::Corrupt(start)
         })?);
-        let mut groups = groups();
-        if !groups.contains(&start) {
-            groups.insert(start, group.clone());
-        }
+        groups().insert(start, group.clone());
         Ok(group)
     }
 

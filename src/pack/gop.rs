@@ -737,16 +737,13 @@ pub(super) fn served_pixels(
     file: &[u8],
     decoded: impl FnOnce() -> Result<Picture, PackError>,
 ) -> Result<Picture, PackError> {
-    match (entry.format, entry.color) {
-        (ImageFormat::Jpeg, _) | (_, ColorModel::Grey | ColorModel::Grey16) => {
-            Ok(Picture::from_dynamic(
-                image::load_from_memory(file).map_err(|e| {
-                    PackError::Pipeline(format!("rendered file does not decode: {e}"))
-                })?,
-            ))
-        }
-        _ => decoded(),
+    if entry.format != ImageFormat::Jpeg && !entry.color.is_grey() {
+        return decoded();
     }
+    Ok(Picture::from_dynamic(
+        image::load_from_memory(file)
+            .map_err(|e| PackError::Pipeline(format!("rendered file does not decode: {e}")))?,
+    ))
 }
 
 /// Cuts tile `job.tile` out of a decoded image and places it (and its alpha) on canvases.

@@ -112,12 +112,8 @@ pub(super) fn load(item: &Item, probe: &Probe, budget: &MetadataBudget) -> Resul
     // 12 MP photo on the hot path).
     let (rgb, alpha) = match (color, alpha) {
         // 16-bit samples are rounded to 8 here: what is coded, and what the score compares.
-        (ColorModel::Grey | ColorModel::Grey16, false) => {
-            (pixels::grey_to_rgb(&decoded.into_luma8()), None)
-        }
-        (ColorModel::Rgb | ColorModel::Rgb420 | ColorModel::Rgb16, false) => {
-            (pixels::into_rgb8(decoded), None)
-        }
+        (c, false) if c.is_grey() => (pixels::grey_to_rgb(&decoded.into_luma8()), None),
+        (_, false) => (pixels::into_rgb8(decoded), None),
         (_, true) => {
             let pic = Picture::from_dynamic(decoded);
             (pic.rgb, pic.alpha)
