@@ -171,32 +171,17 @@ fn mounted_files_are_exact_and_match_unpack() {
         .count();
     assert!(coded >= 12, "the burst is coded as video ({coded} images)");
     // The sample's icon is coded with its alpha plane: the mount puts the two back together.
-    let icon = a
-        .index
-        .entries
-        .iter()
-        .find(|e| e.path.ends_with(b"icons/digikam.png"))
-        .unwrap();
+    let icon = entry(&a, "sample/icons/digikam.png");
     assert!(
         matches!(&icon.kind, EntryKind::Image(img) if !img.alpha.is_empty()),
         "the icon is coded with an alpha plane"
     );
-    let strip = a
-        .index
-        .entries
-        .iter()
-        .find(|e| e.path.ends_with(b"wide strip.png"))
-        .unwrap();
+    let strip = entry(&a, "odd/wide strip.png");
     assert!(
         matches!(&strip.kind, EntryKind::Image(img) if img.tiles.len() == 3),
         "the strip is coded in three tiles"
     );
-    let export = a
-        .index
-        .entries
-        .iter()
-        .find(|e| e.path.ends_with(b"odd/export.png"))
-        .unwrap();
+    let export = entry(&a, "odd/export.png");
     assert!(
         matches!(&export.kind, EntryKind::Image(img) if img.color == ColorModel::Rgb16),
         "the 16-bit PNG is coded"

@@ -508,22 +508,8 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn an_encoder_turns_huge_pages_off() {
-        let cfg = EncoderConfig {
-            codec: Codec::H264,
-            width: 64,
-            height: 48,
-            preset: "ultrafast".into(),
-            crf: Some(30.0),
-            qp: None,
-            gop: 1,
-            frame_rate: 25,
-            threads: 1,
-            lookahead: 1,
-            extra_params: String::new(),
-            rgb: false,
-            deep: false,
-        };
-        let _enc = VideoEncoder::new(&cfg).unwrap();
+        // The probe opens an encoder and codes a frame with it.
+        Codec::H264.probe().unwrap();
         // SAFETY: PR_GET_THP_DISABLE reads this process's setting and takes no pointers.
         let off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
         assert_eq!(off, 1, "PR_GET_THP_DISABLE");
