@@ -1805,7 +1805,18 @@ fn fine_jpegs_are_recoded_in_their_own_dct_at_the_quality_target() {
 #[test]
 fn a_jpeg_burst_is_stored_frame_against_frame() {
     let tmp = tempfile::tempdir().unwrap();
-    let (album, archive) = packed_jpeg_burst(tmp.path());
+    let album = tmp.path().join("album");
+    std::fs::create_dir_all(&album).unwrap();
+    write_jpeg_burst(&album, 5);
+    let archive = tmp.path().join("a.mkv");
+    let log = pack_with(&["-v"], &album, &archive);
+    // The frames differ by noise: a frame against the one before is recoded toward it (its
+    // thinning spent where it makes their difference zero), and says so.
+    let toward = log
+        .lines()
+        .filter(|l| l.contains("recoded toward the file before"))
+        .count();
+    assert!(toward >= 1, "no frame recoded toward the one before:\n{log}");
     let a = av1pack::archive::Archive::open(&archive).unwrap();
     let blob = |i: u32| {
         let name = format!("frame_{i}.jpg");

@@ -38,6 +38,11 @@ pub(super) struct ThinnedJpeg {
     exact: usize,
     /// The recoded file itself (what a later file may be stored against).
     bytes: Vec<u8>,
+    /// The original file and the score it was recoded to (to recode it toward a reference).
+    original: Vec<u8>,
+    target: f64,
+    /// Whether it was recoded toward the file before it.
+    toward: bool,
 }
 
 /// Pixels of the files before it that a read may decode to give back the last file of a chain
@@ -55,6 +60,16 @@ const CHAIN_FILES: usize = 48;
 #[derive(Default)]
 pub(super) struct Chain {
     last: Option<Link>,
+    /// The share the last search toward a reference took (its next first guess).
+    toward_hint: Option<f64>,
+}
+
+/// A file's form against the file before it: its residual's Lepton form and length, and the
+/// file recoded toward the one before (`None`: the file as it was recoded alone).
+struct Against {
+    coded: Vec<u8>,
+    residual_size: u64,
+    recoded: Option<crate::jpegthin::Thinned>,
 }
 
 struct Link {
@@ -67,50 +82,133 @@ struct Link {
 
 impl Chain {
     /// `t` stored against the last file where that is smaller and gives `t` back exactly
-    /// (checked here by decoding it as readers do); `t` as it is otherwise. The reference is
-    /// then `t`, whether stored against it or not (files of other layouts start a chain).
+    /// (checked here by decoding it as readers do); `t` as it is otherwise. Against the last
+    /// file, `t` is also recoded again from its original with its thinning spent *toward*
+    /// that file (`jpegthin::search` with a reference: coefficients one step from the
+    /// reference's take its value, so that their difference is zero), and that form is taken
+    /// where its difference is smaller still. The reference is then the file stored, whether
+    /// stored against the last or not (files of other layouts start a chain).
     fn store_against_last(&mut self, t: ThinnedJpeg) -> ThinnedJpeg {
         let Ok(coefficients) = crate::jpegthin::coefficients(&t.bytes) else {
             self.last = None;
             return t;
         };
         let limit = (CHAIN_PIXELS / coefficients.pixels().max(1)).clamp(MIN_CHAIN, CHAIN_FILES);
-        let against = self
+        let link = self
             .last
-            .as_ref()
+            .take()
             .filter(|l| (l.depth as usize) < limit)
-            .filter(|l| promising(&coefficients, &l.coefficients))
-            .and_then(|l| Some((l, delta_form(&t, &l.coefficients)?)));
-        let (t, depth) = match against {
-            Some((link, (coded, residual_size))) => {
-                let archive::BlobCoding::JpegThinned {
-                    size,
-                    hash,
-                    score_centi,
-                    original_size,
-                } = t.coding
-                else {
-                    self.last = None;
-                    return t;
-                };
-                let coding = archive::BlobCoding::JpegThinnedDelta {
-                    size,
-                    hash,
-                    score_centi,
-                    original_size,
-                    reference: link.offset,
-                    residual_size,
-                };
-                (ThinnedJpeg { coded, coding, ..t }, link.depth + 1)
-            }
-            None => (t, 0),
+            .filter(|l| promising(&coefficients, &l.coefficients));
+        let against = link
+            .as_ref()
+            .and_then(|l| Some((self.against(&t, &l.coefficients)?, l.offset, l.depth)));
+        let archive::BlobCoding::JpegThinned {
+            size,
+            hash,
+            score_centi: centi,
+            original_size,
+        } = t.coding
+        else {
+            return t;
         };
-        self.last = Some(Link {
+        let Some((against, reference, depth)) = against else {
+            self.last = Some(Link {
+                coefficients,
+                offset: u64::MAX,
+                depth: 0,
+            });
+            return t;
+        };
+        let coding = |size, hash, score_centi| archive::BlobCoding::JpegThinnedDelta {
+            size,
+            hash,
+            score_centi,
+            original_size,
+            reference,
+            residual_size: against.residual_size,
+        };
+        let (t, coefficients) = match against.recoded {
+            None => {
+                let coding = coding(size, hash, centi);
+                (
+                    ThinnedJpeg {
+                        coded: against.coded,
+                        coding,
+                        ..t
+                    },
+                    Ok(coefficients),
+                )
+            }
+            Some(r) => {
+                let coding = coding(
+                    r.bytes.len() as u64,
+                    xxh3_64(&r.bytes),
+                    score_centi(r.ssimulacra2),
+                );
+                let coefficients = crate::jpegthin::coefficients(&r.bytes);
+                let t = ThinnedJpeg {
+                    coded: against.coded,
+                    coding,
+                    ssimulacra2: r.ssimulacra2,
+                    bytes: r.bytes,
+                    toward: true,
+                    ..t
+                };
+                (t, coefficients)
+            }
+        };
+        self.last = coefficients.ok().map(|coefficients| Link {
             coefficients,
             offset: u64::MAX,
-            depth,
+            depth: depth + 1,
         });
         t
+    }
+
+    /// `t` stored against `reference`: recoded toward it where that pays (its difference
+    /// smaller than `t`'s own form), else as it is where that pays; `None` where neither does.
+    fn against(
+        &mut self,
+        t: &ThinnedJpeg,
+        reference: &crate::jpegthin::Coefficients,
+    ) -> Option<Against> {
+        let own = t.coded.len();
+        if let Some(r) = self.thinned_toward(t, reference) {
+            if let Some((coded, residual_size)) = delta_form(&r.bytes, reference, own) {
+                return Some(Against {
+                    coded,
+                    residual_size,
+                    recoded: Some(r),
+                });
+            }
+        }
+        let (coded, residual_size) = delta_form(&t.bytes, reference, own)?;
+        Some(Against {
+            coded,
+            residual_size,
+            recoded: None,
+        })
+    }
+
+    /// `t`'s original recoded with its thinning spent toward `reference` (the share the last
+    /// such search took tried first), where that reaches `t`'s target.
+    fn thinned_toward(
+        &mut self,
+        t: &ThinnedJpeg,
+        reference: &crate::jpegthin::Coefficients,
+    ) -> Option<crate::jpegthin::Thinned> {
+        let hint = self.toward_hint.or(Some(t.share));
+        match crate::jpegthin::search(&t.original, t.target, hint, Some(reference)) {
+            Ok(Some(th)) => {
+                self.toward_hint = Some(th.share);
+                Some(th)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                log::debug!("not recoded toward the file before: {e}");
+                None
+            }
+        }
     }
 
     /// Records where the file just chained was stored.
@@ -134,20 +232,27 @@ fn promising(
         .is_some_and(|(alone, against)| against * 4 < alone * 3)
 }
 
-/// `t`'s Lepton-compressed residual against `reference` and the residual's length, where it
-/// is smaller than `t`'s own form and decodes back to `t` exactly.
+/// A recoded JPEG's (`bytes`) Lepton-compressed residual against `reference` and the
+/// residual's length, where it is smaller than `under` bytes and decodes back to `bytes`
+/// exactly.
 fn delta_form(
-    t: &ThinnedJpeg,
+    bytes: &[u8],
     reference: &crate::jpegthin::Coefficients,
+    under: usize,
 ) -> Option<(Vec<u8>, u64)> {
-    let residual = crate::jpegthin::residual(&t.bytes, reference).ok()?;
+    let residual = crate::jpegthin::residual(bytes, reference).ok()?;
     let coded = crate::lepton::encode_any(&residual)?;
-    if coded.len() >= t.coded.len() {
+    if coded.len() >= under {
         return None;
     }
     let back = crate::lepton::decompress(&coded, residual.len() as u64).ok()?;
     let restored = crate::jpegthin::restore(&back, reference).ok()?;
-    (restored == t.bytes).then_some((coded, residual.len() as u64))
+    (restored == bytes).then_some((coded, residual.len() as u64))
+}
+
+/// A score as an index records it: hundredths, rounded down.
+fn score_centi(ssimulacra2: f64) -> u32 {
+    (ssimulacra2 * 100.0).floor().clamp(0.0, 10_000.0) as u32
 }
 
 /// How kept JPEGs are recoded in their own DCT: the score to reach, and the share of
@@ -318,7 +423,7 @@ pub(super) fn thinned_form(
     kept: usize,
 ) -> Option<ThinnedJpeg> {
     let name = archive::printable(&item.abs);
-    let thinned = match crate::jpegthin::search(data, thin.target, thin.hint) {
+    let thinned = match crate::jpegthin::search(data, thin.target, thin.hint, None) {
         Ok(Some(t)) => t,
         Ok(None) => return None,
         Err(e) => {
@@ -333,7 +438,7 @@ pub(super) fn thinned_form(
     let coding = archive::BlobCoding::JpegThinned {
         size: thinned.bytes.len() as u64,
         hash: xxh3_64(&thinned.bytes),
-        score_centi: (thinned.ssimulacra2 * 100.0).floor().clamp(0.0, 10_000.0) as u32,
+        score_centi: score_centi(thinned.ssimulacra2),
         original_size: data.len() as u64,
     };
     Some(ThinnedJpeg {
@@ -343,6 +448,9 @@ pub(super) fn thinned_form(
         share: thinned.share,
         ssimulacra2: thinned.ssimulacra2,
         exact: kept,
+        original: data.to_vec(),
+        target: thin.target,
+        toward: false,
     })
 }
 
@@ -368,7 +476,9 @@ pub(super) fn write_verbatim(
                 t.exact,
                 t.coded.len(),
                 t.ssimulacra2,
-                if t.coded.len() < alone {
+                if t.toward {
+                    format!(", recoded toward the file before and stored as its difference from it ({alone} bytes alone)")
+                } else if t.coded.len() < alone {
                     format!(", as its difference from the file before ({alone} bytes alone)")
                 } else {
                     String::new()
