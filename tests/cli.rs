@@ -1816,7 +1816,10 @@ fn a_jpeg_burst_is_stored_frame_against_frame() {
         .lines()
         .filter(|l| l.contains("recoded toward the file before"))
         .count();
-    assert!(toward >= 1, "no frame recoded toward the one before:\n{log}");
+    assert!(
+        toward >= 1,
+        "no frame recoded toward the one before:\n{log}"
+    );
     let a = av1pack::archive::Archive::open(&archive).unwrap();
     let blob = |i: u32| {
         let name = format!("frame_{i}.jpg");
