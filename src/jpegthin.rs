@@ -271,9 +271,10 @@ unsafe extern "C" fn filter(
         Some(r) => {
             let c = usize::try_from(component).unwrap_or(usize::MAX);
             let at = by0 * blocks * 64;
+            // A reference of another layout fails the transform.
             match r.planes.get(c) {
                 Some((row, plane)) if *row == blocks => match plane.get(at..at + coefs.len()) {
-                    Some(r) => Some(r),
+                    Some(row_of_blocks) => Some(row_of_blocks),
                     None => return -1,
                 },
                 _ => return -1,
@@ -411,8 +412,8 @@ fn transform_with(jpeg: &[u8], work: &mut Work, count_only: bool) -> Result<Vec<
     Ok(out)
 }
 
-/// How many magnitude-1 luma AC coefficients the JPEG has at each rank, and with `rewrite`
-/// the file written again unchanged (optimised Huffman tables: what thinning is measured
+/// How many magnitude-1 AC coefficients (with `toward`: one step from the reference's) the
+/// JPEG has at each rank, and with `rewrite` the file written again unchanged (optimised Huffman tables: what thinning is measured
 /// against), in the same pass.
 fn count(jpeg: &[u8], rewrite: bool, toward: Toward) -> Result<(Vec<u64>, Vec<u8>), ThinError> {
     let mut work = Work::Count(vec![0; CUTS], toward);
@@ -423,8 +424,9 @@ fn count(jpeg: &[u8], rewrite: bool, toward: Toward) -> Result<(Vec<u64>, Vec<u8
     }
 }
 
-/// The JPEG rewritten with its magnitude-1 luma AC coefficients of rank below `cut` set to
-/// zero (`cut` 0: the same coefficients, optimised Huffman tables), markers kept.
+/// The JPEG rewritten with its magnitude-1 AC coefficients of rank below `cut` set to zero
+/// (with `toward`: those one step from the reference's set to its value; `cut` 0: the same
+/// coefficients, optimised Huffman tables), markers kept.
 fn thin(jpeg: &[u8], cut: usize, toward: Toward) -> Result<Vec<u8>, ThinError> {
     transform_with(jpeg, &mut Work::Cut(cut.min(CUTS), toward), false)
 }
@@ -587,6 +589,11 @@ fn cut_for(counts: &[u64], share: f64) -> usize {
 /// between the best passing and the worst failing try, or extrapolated above the best passing
 /// one. Only where every luma coefficient could go are the chroma ones searched the same way,
 /// from there.
+///
+/// With `toward` (the coefficients of a similar JPEG of the same layout, which the result will
+/// be stored against as its [`residual`]), the coefficients one step from the reference's take
+/// its value instead, candidates are measured by the length of their residual, and at most
+/// [`MAX_TOWARD_TRIES`] shares are scored.
 pub fn search(
     file: &[u8],
     target: f64,
