@@ -60,8 +60,6 @@ const CHAIN_FILES: usize = 48;
 #[derive(Default)]
 pub(super) struct Chain {
     last: Option<Link>,
-    /// The share the last search toward a reference took (its next first guess).
-    toward_hint: Option<f64>,
 }
 
 /// A file's form against the file before it: its residual's Lepton form and length, and the
@@ -165,49 +163,32 @@ impl Chain {
         t
     }
 
-    /// `t` stored against `reference`: recoded toward it where that pays (its difference
-    /// smaller than `t`'s own form), else as it is where that pays; `None` where neither does.
+    /// `t` stored against `reference` in the smaller of two forms, where either is smaller
+    /// than `t`'s own: `t` recoded toward the reference, and `t` as it is (which wins where the
+    /// two files were recoded alike, or the search toward the reference stopped short).
+    /// `None` where neither pays.
     fn against(
-        &mut self,
+        &self,
         t: &ThinnedJpeg,
         reference: &crate::jpegthin::Coefficients,
     ) -> Option<Against> {
         let own = t.coded.len();
-        if let Some(r) = self.thinned_toward(t, reference) {
-            if let Some((coded, residual_size)) = delta_form(&r.bytes, reference, own) {
-                return Some(Against {
-                    coded,
-                    residual_size,
-                    recoded: Some(r),
-                });
-            }
-        }
-        let (coded, residual_size) = delta_form(&t.bytes, reference, own)?;
-        Some(Against {
-            coded,
-            residual_size,
-            recoded: None,
-        })
-    }
-
-    /// `t`'s original recoded with its thinning spent toward `reference` (the share the last
-    /// such search took tried first), where that reaches `t`'s target.
-    fn thinned_toward(
-        &mut self,
-        t: &ThinnedJpeg,
-        reference: &crate::jpegthin::Coefficients,
-    ) -> Option<crate::jpegthin::Thinned> {
-        let hint = self.toward_hint.or(Some(t.share));
-        match crate::jpegthin::search(&t.original, t.target, hint, Some(reference)) {
-            Ok(Some(th)) => {
-                self.toward_hint = Some(th.share);
-                Some(th)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                log::debug!("not recoded toward the file before: {e}");
-                None
-            }
+        let toward = thinned_toward(t, reference).and_then(|r| {
+            let (coded, residual_size) = delta_form(&r.bytes, reference, own)?;
+            Some(Against {
+                coded,
+                residual_size,
+                recoded: Some(r),
+            })
+        });
+        let bound = toward.as_ref().map_or(own, |a| a.coded.len());
+        match delta_form(&t.bytes, reference, bound) {
+            Some((coded, residual_size)) => Some(Against {
+                coded,
+                residual_size,
+                recoded: None,
+            }),
+            None => toward,
         }
     }
 
@@ -215,6 +196,21 @@ impl Chain {
     fn stored_at(&mut self, offset: u64) {
         if let Some(l) = self.last.as_mut() {
             l.offset = offset;
+        }
+    }
+}
+
+/// `t`'s original recoded with its thinning spent toward `reference`, where that reaches `t`'s
+/// target (first tried at the ranks `t` took thinned alone).
+fn thinned_toward(
+    t: &ThinnedJpeg,
+    reference: &crate::jpegthin::Coefficients,
+) -> Option<crate::jpegthin::Thinned> {
+    match crate::jpegthin::search(&t.original, t.target, Some(t.share), Some(reference)) {
+        Ok(found) => found,
+        Err(e) => {
+            log::debug!("not recoded toward the file before: {e}");
+            None
         }
     }
 }
