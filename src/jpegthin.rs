@@ -593,7 +593,8 @@ fn cut_for(counts: &[u64], share: f64) -> usize {
 ///
 /// With `toward` (the coefficients of a similar JPEG of the same layout, which the result will
 /// be stored against as its [`residual`]), the coefficients one step from the reference's take
-/// its value instead, candidates are measured by the length of their residual, at most
+/// its value instead, every candidate that reaches the target counts (the caller compares
+/// what the residuals take), at most
 /// [`MAX_TOWARD_TRIES`] shares are scored, and `hint` is the share of its own ±1s the file
 /// took thinned alone: the first try changes the coefficients of the same ranks.
 pub fn search(
@@ -608,16 +609,14 @@ pub fn search(
         t.bytes.extend_from_slice(trailer);
         t
     };
-    let (counts, rewritten) = count(jpeg, true, toward)?;
+    // Alone, candidates must be smaller than the file rewritten; toward a reference, the
+    // caller compares the residuals.
+    let (counts, rewritten) = count(jpeg, toward.is_none(), toward)?;
     let (luma, chroma) = counts.split_at(LUMA_CUTS.min(counts.len()));
     if luma.iter().sum::<u64>() == 0 {
         return Ok(None);
     }
-    let size = |bytes: &[u8]| match toward {
-        None => Ok(bytes.len()),
-        Some(r) => residual(bytes, r).map(|d| d.len()),
-    };
-    let base = size(&rewritten)?;
+    let base = toward.is_none().then_some(rewritten.len());
     drop(rewritten);
     // Decoded at the first score: files not worth thinning are never decoded.
     let original = std::cell::OnceCell::new();
@@ -650,7 +649,6 @@ pub fn search(
         target,
         score: &score,
         toward,
-        size: &size,
     };
     // Toward a reference, the hint is the share of the file's own luma ±1s it took thinned
     // alone: first try the same ranks (where the two files were recoded alike, exactly what
@@ -671,7 +669,7 @@ pub fn search(
     if best.share < 1.0 || chroma.iter().sum::<u64>() == 0 {
         return Ok(Some(carry(best)));
     }
-    let from = (best.ssimulacra2, size(&best.bytes)?);
+    let from = (best.ssimulacra2, base.map(|_| best.bytes.len()));
     Ok(Some(carry(
         descent
             .run(chroma, LUMA_CUTS, from, MIN_CHROMA_GAIN_PERMILLE, None)?
@@ -682,39 +680,41 @@ pub fn search(
 
 /// One stage of the search: shares of the coefficients counted in `counts`, whose ranks start
 /// at `offset` (every rank below it thinned already).
-/// `size` measures a candidate: its length, or where thinning goes `toward` a reference, the
-/// length of its difference from it.
 struct Descent<'a, F> {
     jpeg: &'a [u8],
     target: f64,
     score: &'a F,
     toward: Toward<'a>,
-    size: &'a dyn Fn(&[u8]) -> Result<usize, ThinError>,
 }
 
 impl<F: Fn(&[u8]) -> Result<f64, ThinError>> Descent<'_, F> {
     /// The most thinned share of this stage that scores at least the target and is
     /// `min_gain` per mille smaller than `from` (the score and size of the file with nothing
-    /// of this stage thinned), `hint` tried first.
+    /// of this stage thinned; no size: every candidate that scores counts), `hint` tried
+    /// first.
     fn run(
         &self,
         counts: &[u64],
         offset: usize,
-        from: (f64, usize),
+        from: (f64, Option<usize>),
         min_gain: usize,
         hint: Option<f64>,
     ) -> Result<Option<Thinned>, ThinError> {
         let (start, base) = from;
-        let worth = |len: usize| len * 1000 <= base * (1000 - min_gain);
-        let all = thin(self.jpeg, offset + counts.len(), self.toward)?;
-        let all_size = (self.size)(&all)?;
-        if !worth(all_size) {
-            return Ok(None);
-        }
-        let full_gain = 1.0 - all_size as f64 / base as f64;
-        // Everything thinned is scored at most once (a share of 1 that fails is never tried
+        let worth = |len: usize| base.is_none_or(|base| len * 1000 <= base * (1000 - min_gain));
+        // Everything thinned, made first where sizes count (nothing less thinned can be worth
+        // it if that is not), and scored at most once (a share of 1 that fails is never tried
         // again, one that passes ends the search).
-        let mut all = Some(all);
+        let mut all = None;
+        let mut full_gain = 1.0;
+        if let Some(base) = base {
+            let a = thin(self.jpeg, offset + counts.len(), self.toward)?;
+            if !worth(a.len()) {
+                return Ok(None);
+            }
+            full_gain = 1.0 - a.len() as f64 / base as f64;
+            all = Some(a);
+        }
         // (share, score) of the best passing try, and of the worst failing one.
         let mut good = (0.0, start);
         let mut bad: Option<(f64, f64)> = None;
@@ -744,7 +744,7 @@ impl<F: Fn(&[u8]) -> Result<f64, ThinError>> Descent<'_, F> {
                 Some(bytes) => bytes,
                 None => thin(self.jpeg, offset + cut, self.toward)?,
             };
-            if !worth((self.size)(&bytes)?) {
+            if !worth(bytes.len()) {
                 break;
             }
             let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
@@ -1205,16 +1205,14 @@ mod tests {
                 .map_or(0.0, |&(_, share)| share);
             Ok(curve(share))
         };
-        let size = |bytes: &[u8]| Ok(bytes.len());
         let descent = Descent {
             jpeg,
             target: 90.0,
             score: &score,
             toward: None,
-            size: &size,
         };
         descent
-            .run(luma, 0, (100.0, rewritten.len()), min_gain, hint)
+            .run(luma, 0, (100.0, Some(rewritten.len())), min_gain, hint)
             .unwrap()
     }
 

@@ -165,31 +165,37 @@ impl Chain {
 
     /// `t` stored against `reference` in the smaller of two forms, where either is smaller
     /// than `t`'s own: `t` recoded toward the reference, and `t` as it is (which wins where the
-    /// two files were recoded alike, or the search toward the reference stopped short).
-    /// `None` where neither pays.
+    /// two files were recoded alike, or the search toward the reference stopped short). Only
+    /// the form taken is checked. `None` where neither pays.
     fn against(
         &self,
         t: &ThinnedJpeg,
         reference: &crate::jpegthin::Coefficients,
     ) -> Option<Against> {
-        let own = t.coded.len();
         let toward = thinned_toward(t, reference).and_then(|r| {
-            let (coded, residual_size) = delta_form(&r.bytes, reference, own)?;
+            let (coded, residual_size) = residual_form(&r.bytes, reference)?;
             Some(Against {
                 coded,
                 residual_size,
                 recoded: Some(r),
             })
         });
-        let bound = toward.as_ref().map_or(own, |a| a.coded.len());
-        match delta_form(&t.bytes, reference, bound) {
-            Some((coded, residual_size)) => Some(Against {
-                coded,
-                residual_size,
-                recoded: None,
-            }),
-            None => toward,
-        }
+        let alone = residual_form(&t.bytes, reference).map(|(coded, residual_size)| Against {
+            coded,
+            residual_size,
+            recoded: None,
+        });
+        let mut forms: Vec<Against> = [toward, alone]
+            .into_iter()
+            .flatten()
+            .filter(|a| a.coded.len() < t.coded.len())
+            .collect();
+        // Stable: at equal sizes, the form recoded toward the reference.
+        forms.sort_by_key(|a| a.coded.len());
+        forms.into_iter().find(|a| {
+            let file = a.recoded.as_ref().map_or(&t.bytes, |r| &r.bytes);
+            restores(&a.coded, a.residual_size, reference, file)
+        })
     }
 
     /// Records where the file just chained was stored.
@@ -228,22 +234,28 @@ fn promising(
         .is_some_and(|(alone, against)| against * 4 < alone * 3)
 }
 
-/// A recoded JPEG's (`bytes`) Lepton-compressed residual against `reference` and the
-/// residual's length, where it is smaller than `under` bytes and decodes back to `bytes`
-/// exactly.
-fn delta_form(
+/// A recoded JPEG's (`bytes`) Lepton-compressed residual against `reference`, and the
+/// residual's length.
+fn residual_form(
     bytes: &[u8],
     reference: &crate::jpegthin::Coefficients,
-    under: usize,
 ) -> Option<(Vec<u8>, u64)> {
     let residual = crate::jpegthin::residual(bytes, reference).ok()?;
     let coded = crate::lepton::encode_any(&residual)?;
-    if coded.len() >= under {
-        return None;
-    }
-    let back = crate::lepton::decompress(&coded, residual.len() as u64).ok()?;
-    let restored = crate::jpegthin::restore(&back, reference).ok()?;
-    (restored == bytes).then_some((coded, residual.len() as u64))
+    Some((coded, residual.len() as u64))
+}
+
+/// Whether a [`residual_form`] gives `bytes` back exactly, read as readers read it.
+fn restores(
+    coded: &[u8],
+    residual_size: u64,
+    reference: &crate::jpegthin::Coefficients,
+    bytes: &[u8],
+) -> bool {
+    crate::lepton::decompress(coded, residual_size)
+        .ok()
+        .and_then(|back| crate::jpegthin::restore(&back, reference).ok())
+        .is_some_and(|restored| restored == bytes)
 }
 
 /// A score as an index records it: hundredths, rounded down.
