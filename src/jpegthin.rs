@@ -820,6 +820,21 @@ mod tests {
         count(jpeg, false, None).map(|(counts, _)| counts)
     }
 
+    /// `img` as a 4:2:0 JPEG at `quality`.
+    fn jpeg_420(img: &image::RgbImage, quality: i32) -> Vec<u8> {
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(quality).unwrap();
+        c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+        c.compress_to_vec(turbojpeg::Image {
+            pixels: img.as_raw().as_slice(),
+            width: img.width() as usize,
+            pitch: img.width() as usize * 3,
+            height: img.height() as usize,
+            format: turbojpeg::PixelFormat::RGB,
+        })
+        .unwrap()
+    }
+
     /// A 256×192 photo-like JPEG at quality 95 (fine quantisation: many ±1 coefficients).
     fn sample(quality: i32) -> Vec<u8> {
         let img = image::RgbImage::from_fn(256, 192, |x, y| {
@@ -830,17 +845,7 @@ mod tests {
                 (255 - y as u8).wrapping_add(n as u8),
             ])
         });
-        let mut c = turbojpeg::Compressor::new().unwrap();
-        c.set_quality(quality).unwrap();
-        c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
-        c.compress_to_vec(turbojpeg::Image {
-            pixels: img.as_raw().as_slice(),
-            width: 256,
-            pitch: 256 * 3,
-            height: 192,
-            format: turbojpeg::PixelFormat::RGB,
-        })
-        .unwrap()
+        jpeg_420(&img, quality)
     }
 
     /// A JPEG of [`sample`]'s picture with another draw of noise, of ±1 or 2 levels, in
@@ -853,17 +858,7 @@ mod tests {
             let d = if y >= 96 { (h % 5) as i32 - 2 } else { 0 };
             image::Rgb(p.0.map(|v| (i32::from(v) + d).clamp(0, 255) as u8))
         });
-        let mut c = turbojpeg::Compressor::new().unwrap();
-        c.set_quality(quality).unwrap();
-        c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
-        c.compress_to_vec(turbojpeg::Image {
-            pixels: img.as_raw().as_slice(),
-            width: 256,
-            pitch: 256 * 3,
-            height: 192,
-            format: turbojpeg::PixelFormat::RGB,
-        })
-        .unwrap()
+        jpeg_420(&img, quality)
     }
 
     /// Odd sizes (partial blocks and MCUs), every subsampling, grey and progressive: a full cut leaves the same dimensions and no AC coefficient of
