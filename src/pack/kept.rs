@@ -546,3 +546,106 @@ impl io::Read for SourceFile {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 320×240 photo-like picture (fine noise: many ±1 coefficients), with a patch
+    /// brightened where `patch`.
+    fn shot(patch: bool) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(320, 240, |x, y| {
+            let n = ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 3 & 15) as u8;
+            let lift = if patch && (96..144).contains(&x) && (64..112).contains(&y) {
+                30
+            } else {
+                0
+            };
+            image::Rgb([
+                (x as u8 / 2 + n).saturating_add(lift),
+                ((x * y) / 400) as u8 + n,
+                (255 - y as u8).wrapping_add(n),
+            ])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+            .encode_image(&img)
+            .unwrap();
+        out
+    }
+
+    fn thinned(data: &[u8]) -> ThinnedJpeg {
+        let item = crate::album::Item {
+            rel: b"shot.jpg".to_vec(),
+            abs: "shot.jpg".into(),
+            mtime: archive::Timestamp { secs: 0, nanos: 0 },
+            mode: 0o644,
+            found: crate::album::Found::File {
+                size: data.len() as u64,
+                inode: None,
+            },
+        };
+        let thin = Thin {
+            target: 80.0,
+            hint: None,
+        };
+        thinned_form(&item, data, thin, data.len()).expect("the shot thins at 80")
+    }
+
+    /// Two shots of one scene that differ in a patch: stored against the first, the second
+    /// takes the smaller of its two forms (recoded toward the first, or as recoded alone,
+    /// which here differs from the first only in the patch), gives back the file that form
+    /// holds, and starts the next link.
+    #[test]
+    fn a_file_against_the_last_takes_the_smaller_of_its_two_forms() {
+        let (first, second) = (thinned(&shot(false)), thinned(&shot(true)));
+        let reference = crate::jpegthin::coefficients(&first.bytes).unwrap();
+        let alone = residual_form(&second.bytes, &reference).unwrap();
+        let toward = thinned_toward(&second, &reference)
+            .and_then(|r| residual_form(&r.bytes, &reference).map(|f| (f, r)));
+        let smallest = toward
+            .as_ref()
+            .map_or(alone.0.len(), |((c, _), _)| c.len().min(alone.0.len()));
+        assert!(
+            alone.0.len() * 4 < second.coded.len(),
+            "alike shots: {} bytes against {} alone",
+            alone.0.len(),
+            second.coded.len()
+        );
+
+        let mut chain = Chain::default();
+        let first = chain.store_against_last(first);
+        chain.stored_at(1000);
+        assert!(matches!(
+            first.coding,
+            archive::BlobCoding::JpegThinned { .. }
+        ));
+        let stored = chain.store_against_last(second.clone());
+        let archive::BlobCoding::JpegThinnedDelta {
+            reference: at,
+            residual_size,
+            size,
+            hash,
+            ..
+        } = stored.coding
+        else {
+            panic!("not stored against the first: {:?}", stored.coding);
+        };
+        assert_eq!(at, 1000);
+        assert_eq!(stored.coded.len(), smallest);
+        // What it holds comes back, and is the file the entry describes.
+        let back = crate::lepton::decompress(&stored.coded, residual_size).unwrap();
+        let file = crate::jpegthin::restore(&back, &reference).unwrap();
+        assert_eq!(file, stored.bytes);
+        assert_eq!((file.len() as u64, xxh3_64(&file)), (size, hash));
+        assert_eq!(stored.toward, file != second.bytes);
+        assert!(stored.ssimulacra2 >= 80.0);
+        // The next link is the file stored, one deep.
+        let link = chain.last.as_ref().expect("a link");
+        assert_eq!(link.depth, 1);
+        assert_eq!(
+            link.coefficients,
+            crate::jpegthin::coefficients(&file).unwrap()
+        );
+    }
+}
