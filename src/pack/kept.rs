@@ -87,28 +87,26 @@ impl Chain {
     /// where its difference is smaller still. The reference is then the file stored, whether
     /// stored against the last or not (files of other layouts start a chain).
     fn store_against_last(&mut self, t: ThinnedJpeg) -> ThinnedJpeg {
-        let Ok(coefficients) = crate::jpegthin::coefficients(&t.bytes) else {
+        let (
+            archive::BlobCoding::JpegThinned {
+                size,
+                hash,
+                score_centi: centi,
+                original_size,
+            },
+            Ok(coefficients),
+        ) = (t.coding, crate::jpegthin::coefficients(&t.bytes))
+        else {
             self.last = None;
             return t;
         };
         let limit = (CHAIN_PIXELS / coefficients.pixels().max(1)).clamp(MIN_CHAIN, CHAIN_FILES);
-        let link = self
+        let against = self
             .last
             .take()
             .filter(|l| (l.depth as usize) < limit)
-            .filter(|l| promising(&coefficients, &l.coefficients));
-        let against = link
-            .as_ref()
-            .and_then(|l| Some((self.against(&t, &l.coefficients)?, l.offset, l.depth)));
-        let archive::BlobCoding::JpegThinned {
-            size,
-            hash,
-            score_centi: centi,
-            original_size,
-        } = t.coding
-        else {
-            return t;
-        };
+            .filter(|l| promising(&coefficients, &l.coefficients))
+            .and_then(|l| Some((against(&t, &l.coefficients)?, l.offset, l.depth)));
         let Some((against, reference, depth)) = against else {
             self.last = Some(Link {
                 coefficients,
@@ -163,47 +161,43 @@ impl Chain {
         t
     }
 
-    /// `t` stored against `reference` in the smaller of two forms, where either is smaller
-    /// than `t`'s own: `t` recoded toward the reference, and `t` as it is (which wins where the
-    /// two files were recoded alike, or the search toward the reference stopped short). Only
-    /// the form taken is checked. `None` where neither pays.
-    fn against(
-        &self,
-        t: &ThinnedJpeg,
-        reference: &crate::jpegthin::Coefficients,
-    ) -> Option<Against> {
-        let toward = thinned_toward(t, reference).and_then(|r| {
-            let (coded, residual_size) = residual_form(&r.bytes, reference)?;
-            Some(Against {
-                coded,
-                residual_size,
-                recoded: Some(r),
-            })
-        });
-        let alone = residual_form(&t.bytes, reference).map(|(coded, residual_size)| Against {
-            coded,
-            residual_size,
-            recoded: None,
-        });
-        let mut forms: Vec<Against> = [toward, alone]
-            .into_iter()
-            .flatten()
-            .filter(|a| a.coded.len() < t.coded.len())
-            .collect();
-        // Stable: at equal sizes, the form recoded toward the reference.
-        forms.sort_by_key(|a| a.coded.len());
-        forms.into_iter().find(|a| {
-            let file = a.recoded.as_ref().map_or(&t.bytes, |r| &r.bytes);
-            restores(&a.coded, a.residual_size, reference, file)
-        })
-    }
-
     /// Records where the file just chained was stored.
     fn stored_at(&mut self, offset: u64) {
         if let Some(l) = self.last.as_mut() {
             l.offset = offset;
         }
     }
+}
+
+/// `t` stored against `reference` in the smaller of two forms, where either is smaller
+/// than `t`'s own: `t` recoded toward the reference, and `t` as it is (which wins where the
+/// two files were recoded alike, or the search toward the reference stopped short). Only
+/// the form taken is checked. `None` where neither pays.
+fn against(t: &ThinnedJpeg, reference: &crate::jpegthin::Coefficients) -> Option<Against> {
+    let toward = thinned_toward(t, reference).and_then(|r| {
+        let (coded, residual_size) = residual_form(&r.bytes, reference)?;
+        Some(Against {
+            coded,
+            residual_size,
+            recoded: Some(r),
+        })
+    });
+    let alone = residual_form(&t.bytes, reference).map(|(coded, residual_size)| Against {
+        coded,
+        residual_size,
+        recoded: None,
+    });
+    let mut forms: Vec<Against> = [toward, alone]
+        .into_iter()
+        .flatten()
+        .filter(|a| a.coded.len() < t.coded.len())
+        .collect();
+    // Stable: at equal sizes, the form recoded toward the reference.
+    forms.sort_by_key(|a| a.coded.len());
+    forms.into_iter().find(|a| {
+        let file = a.recoded.as_ref().map_or(&t.bytes, |r| &r.bytes);
+        restores(&a.coded, a.residual_size, reference, file)
+    })
 }
 
 /// `t`'s original recoded with its thinning spent toward `reference`, where that reaches `t`'s
